@@ -1,0 +1,177 @@
+//! `chaosctl inject …` and `chaosctl faults`.
+
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, Subcommand, ValueEnum};
+use faultline_experiments::lab::control::{HostPaths, LabContext};
+use faultline_experiments::lab::faults::{PartitionTarget, Shape};
+use faultline_experiments::lab::DEFAULT_LAB_NAME;
+use faultline_injectors::fault::FaultAction;
+use faultline_injectors::ledger::{now_unix_ms, FaultRecord};
+
+use super::Output;
+
+#[derive(Args)]
+pub(crate) struct InjectArgs {
+    /// Lab name.
+    #[arg(long, global = true, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
+    lab: String,
+    #[command(subcommand)]
+    fault: FaultCommand,
+}
+
+#[derive(Subcommand)]
+enum FaultCommand {
+    /// Cut nodes off from each other with policy rules (prohibit), in both directions. Exactly
+    /// one of --zone, --node, --isolate or --shape.
+    Partition {
+        /// Cut this zone off from every other zone.
+        #[arg(long, group = "partition_target")]
+        zone: Option<String>,
+        /// Cut this node off from every other node.
+        #[arg(long, group = "partition_target")]
+        node: Option<String>,
+        /// Cut each of these nodes off from everyone (comma-separated), e.g. a majority of a
+        /// NATS cluster's servers.
+        #[arg(long, value_delimiter = ',', group = "partition_target")]
+        isolate: Vec<String>,
+        /// A shape: halves, majorities-ring or bridge.
+        #[arg(long, group = "partition_target")]
+        shape: Option<Shape>,
+        /// What the shape splits: zones (every node follows its zone) or nodes.
+        #[arg(long, value_enum, default_value_t = ShapeBy::Zone, requires = "shape")]
+        by: ShapeBy,
+        /// How long the partition holds; reverted automatically afterwards.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+    /// SIGKILL one replica of a service; the lab supervisor restarts it by its restart policy.
+    Kill {
+        /// Service name, e.g. nats.
+        #[arg(long)]
+        service: String,
+        /// Replica number, from 1.
+        #[arg(long)]
+        replica: u32,
+    },
+    /// SIGSTOP one replica of a service; SIGCONT when the time is up.
+    Pause {
+        /// Service name.
+        #[arg(long)]
+        service: String,
+        /// Replica number, from 1.
+        #[arg(long)]
+        replica: u32,
+        /// How long it stays paused.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+    /// Cordon a node and evict its services, which move to other nodes where their placement
+    /// allows; uncordon when the time is up.
+    Drain {
+        /// Node name, e.g. a1.
+        #[arg(long)]
+        node: String,
+        /// How long the node stays cordoned.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ShapeBy {
+    Zone,
+    Node,
+}
+
+pub(crate) fn inject(host: &HostPaths, args: InjectArgs, max: Duration) -> anyhow::Result<ExitCode> {
+    let ctx = LabContext::open(host, &args.lab)?;
+    let record = match args.fault {
+        FaultCommand::Partition {
+            zone,
+            node,
+            isolate,
+            shape,
+            by,
+            duration,
+        } => {
+            let target = match (zone, node, shape) {
+                (Some(zone), _, _) => PartitionTarget::Zone(zone),
+                (_, Some(node), _) => PartitionTarget::Node(node),
+                (_, _, Some(shape)) => PartitionTarget::Shape {
+                    shape,
+                    by_zone: by == ShapeBy::Zone,
+                },
+                _ if !isolate.is_empty() => PartitionTarget::Singletons(isolate),
+                _ => anyhow::bail!("say what to partition: --zone Z, --node N, --isolate N1,N2 or --shape S"),
+            };
+            ctx.inject_partition(&target, duration, max)?
+        }
+        FaultCommand::Kill { service, replica } => ctx.inject_kill(&service, replica)?,
+        FaultCommand::Pause {
+            service,
+            replica,
+            duration,
+        } => ctx.inject_pause(&service, replica, duration, max)?,
+        FaultCommand::Drain { node, duration } => ctx.inject_drain(&node, duration, max)?,
+    };
+    println!("{}", describe_injected(&record));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_injected(record: &FaultRecord) -> String {
+    let what = match &record.action {
+        FaultAction::Partition { rules, sides, .. } => format!(
+            "partitioned {} ({} rules; sides: {})",
+            record.target,
+            rules.len(),
+            sides.iter().map(|s| format!("[{}]", s.join(" "))).collect::<Vec<_>>().join(" ")
+        ),
+        FaultAction::Kill { process } => format!("killed {} (pid {}) with SIGKILL", process.label, process.pid),
+        FaultAction::Pause { process } => format!("paused {} (pid {}) with SIGSTOP", process.label, process.pid),
+        FaultAction::Drain { node } => format!("cordoned node {node} and evicted its services"),
+    };
+    if record.action.is_instant() {
+        format!("{what}\nfault {}: nothing to revert; the supervisor restarts it", record.id)
+    } else {
+        format!(
+            "{what}\nfault {}: reverted at {} (in {}); `chaosctl revert {}` ends it now",
+            record.id,
+            rfc3339(record.deadline_unix_ms),
+            humantime::format_duration(Duration::from_secs(record.deadline_unix_ms.saturating_sub(now_unix_ms()).div_ceil(1000))),
+            record.id
+        )
+    }
+}
+
+fn rfc3339(unix_ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
+}
+
+pub(crate) fn print_faults(faults: &[FaultRecord]) {
+    if faults.is_empty() {
+        println!("no active faults");
+        return;
+    }
+    println!("FAULT              KIND       TARGET                          REVERTED AT");
+    for fault in faults {
+        println!(
+            "{:<18} {:<10} {:<31} {}",
+            fault.id,
+            fault.action.kind_name(),
+            fault.target,
+            rfc3339(fault.deadline_unix_ms)
+        );
+    }
+}
+
+pub(crate) fn list(host: &HostPaths, lab: &str, output: Output) -> anyhow::Result<ExitCode> {
+    let ctx = LabContext::open(host, lab)?;
+    let faults = ctx.faults()?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&faults)?),
+        Output::Text => print_faults(&faults),
+    }
+    Ok(ExitCode::SUCCESS)
+}

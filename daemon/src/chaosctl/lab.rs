@@ -1,0 +1,148 @@
+//! `chaosctl lab up | down | status`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use faultline_experiments::lab::control::{self, HostPaths, LabContext, LabStatus};
+use faultline_experiments::lab::topology::Topology;
+use faultline_experiments::lab::DEFAULT_LAB_NAME;
+
+use super::Output;
+
+#[derive(Subcommand)]
+pub(crate) enum LabCommand {
+    /// Create the lab (namespaces, bridge, services), start its agent, and wait until every
+    /// service is ready. Safe to run again: an existing lab with the same topology is kept.
+    Up {
+        /// Topology YAML; the built-in default is 3 zones x 2 nodes with a 3-node NATS
+        /// JetStream cluster (print it with `chaosctl lab topology`).
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Lab name: 1 to 12 lowercase letters or digits. Several labs can coexist.
+        #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
+        name: String,
+        /// How long to wait for every service to be ready.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "90s")]
+        timeout: Duration,
+    },
+    /// Remove every namespace, process and file of the lab, also after a `lab up` that was
+    /// killed halfway.
+    Down {
+        /// Lab name.
+        #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
+        name: String,
+    },
+    /// Show nodes, zones, addresses, services with health and restarts, and active faults.
+    Status {
+        /// Lab name.
+        #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print the built-in default topology, ready to copy and edit.
+    Topology,
+}
+
+pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        LabCommand::Up { topology, name, timeout } => {
+            let topology = match topology {
+                Some(path) => {
+                    let yaml = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read topology file {}", path.display()))?;
+                    Topology::parse(&yaml, &path.display().to_string())?
+                }
+                None => Topology::default_lab(),
+            };
+            let agent = crate::agent_binary();
+            let (ctx, started_agent) = control::up(host, &name, &topology, &agent, timeout)?;
+            if started_agent {
+                println!("lab {name}: agent started (log: {})", ctx.paths.agent_log().display());
+            }
+            let status = control::status(&ctx)?;
+            print_status(&status);
+            println!(
+                "\nServices are reachable from the lab's client namespace, e.g.\n  ip netns exec {} curl -s http://{}:8222/jsz",
+                status.client_netns,
+                status
+                    .nodes
+                    .iter()
+                    .find(|n| status.services.iter().any(|s| s.node == n.name))
+                    .map_or("10.203.1.11", |n| n.address.as_str())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Down { name } => {
+            let report = control::down(host, &name)?;
+            println!(
+                "lab {name}: down ({} processes killed, {} namespaces removed{}{})",
+                report.killed.len(),
+                report.namespaces.len(),
+                if report.agent_stopped { ", agent stopped" } else { "" },
+                if report.state_removed { ", state removed" } else { "" },
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Status { name, output } => {
+            let ctx = LabContext::open(host, &name)?;
+            let status = control::status(&ctx)?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+                Output::Text => print_status(&status),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Topology => {
+            print!("{}", faultline_experiments::lab::topology::DEFAULT_TOPOLOGY_YAML);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_status(status: &LabStatus) {
+    println!(
+        "lab {}  agent: {}  client: {} ({}){}",
+        status.name,
+        status.agent_pid.map_or_else(|| "NOT RUNNING (run `chaosctl lab up`)".to_owned(), |pid| format!("pid {pid}")),
+        status.client_netns,
+        status.client_address,
+        if status.halted { "  FAULTS HALTED (chaosctl resume)" } else { "" }
+    );
+    println!("\nNODE      ZONE  ADDRESS        NAMESPACE              STATE");
+    for node in &status.nodes {
+        let state = match (node.present, node.cordoned) {
+            (false, _) => "MISSING",
+            (true, true) => "cordoned",
+            (true, false) => "ok",
+        };
+        println!("{:<9} {:<5} {:<14} {:<22} {state}", node.name, node.zone, node.address, node.netns);
+    }
+    println!("\nSERVICE      NODE      HEALTH    PID      RESTARTS  ENDPOINTS");
+    for service in &status.services {
+        let endpoints: Vec<String> = service.endpoints.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:<12} {:<9} {:<9} {:<8} {:<9} {}",
+            service.replica,
+            service.node,
+            service.health,
+            service.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            service.restarts,
+            endpoints.join(" ")
+        );
+        if let Some(reason) = &service.last_restart {
+            println!("             last restart: {reason}");
+        }
+        if let Some(reason) = &service.down_reason {
+            if service.pid.is_none() {
+                println!("             down: {reason}");
+            }
+        }
+    }
+    println!();
+    super::faults::print_faults(&status.faults);
+}

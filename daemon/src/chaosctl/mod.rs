@@ -1,0 +1,213 @@
+//! The `chaosctl` command line.
+
+mod faults;
+mod lab;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use faultline_experiments::lab::control::{HostPaths, LabContext};
+use faultline_experiments::lab::state::known_labs;
+use faultline_experiments::lab::{is_root, DEFAULT_LAB_NAME, DEFAULT_STATE_ROOT};
+
+const EXAMPLES: &str = "\
+Examples:
+  chaosctl lab up                                  # 3 zones x 2 nodes, 3-node NATS JetStream
+  chaosctl inject partition --zone a --for 30s     # cut zone a off for 30 s
+  chaosctl inject kill --service nats --replica 1  # SIGKILL one replica; the lab restarts it
+  chaosctl faults                                  # what is active, and until when
+  chaosctl halt                                    # revert everything now, block new faults
+  chaosctl lab down                                # remove every namespace, process and file
+
+Every command first reverts faults whose deadline has passed, and anything of ours that no
+live fault owns, so a crashed chaosctl or agent never leaves a fault behind for long.";
+
+/// Chaos engineering for multi-tenant platforms: inject real faults, judge recovery and data
+/// safety with evidence.
+#[derive(Parser)]
+#[command(name = "chaosctl", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Root of Faultline's state: labs, ledgers, logs.
+    #[arg(long, global = true, env = "FAULTLINE_STATE_ROOT", default_value = DEFAULT_STATE_ROOT)]
+    state_root: PathBuf,
+    /// Longest fault anyone may ask for; longer requests are refused.
+    #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "2h")]
+    max_fault_duration: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the embedded lab: network namespaces as nodes and zones, real services.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
+    /// Inject one fault by hand (game days). Prints the fault id and when it will be reverted.
+    Inject(faults::InjectArgs),
+    /// List the active faults.
+    Faults {
+        /// Lab name.
+        #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
+        lab: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Revert one active fault now.
+    Revert {
+        /// The fault id, as printed by `inject` or `faults`.
+        id: String,
+        /// Lab name.
+        #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
+        lab: String,
+    },
+    /// Revert every active fault in every lab now, and block new faults until `resume`.
+    Halt,
+    /// Allow new faults again after `halt`.
+    Resume,
+    /// Revert expired faults and orphaned rules, pauses and cordons now (every command does this
+    /// first anyway); prints what it did.
+    Reconcile {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// For programs.
+    Json,
+}
+
+fn host(cli: &Cli) -> HostPaths {
+    HostPaths::with_state_root(&cli.state_root)
+}
+
+/// Reconciles every lab that is up. Failures are reported, not fatal: the command the user asked
+/// for should still run.
+fn reconcile_all(host: &HostPaths, quiet: bool) -> Vec<(String, faultline_injectors::lifecycle::ReconcileReport)> {
+    let mut done = Vec::new();
+    if !is_root() {
+        return done;
+    }
+    for name in known_labs(&host.state_root) {
+        let Ok(ctx) = LabContext::open(host, &name) else { continue };
+        match ctx.reconcile() {
+            Ok(report) => {
+                if !report.is_empty() && !quiet {
+                    eprintln!("chaosctl: reconciled lab {name}: {}", describe_reconcile(&report));
+                }
+                done.push((name, report));
+            }
+            Err(error) => eprintln!("chaosctl: warning: reconcile of lab {name} failed: {error}"),
+        }
+    }
+    done
+}
+
+fn describe_reconcile(report: &faultline_injectors::lifecycle::ReconcileReport) -> String {
+    let mut parts = Vec::new();
+    if !report.expired.is_empty() {
+        parts.push(format!("reverted expired {}", report.expired.join(", ")));
+    }
+    if !report.halted.is_empty() {
+        parts.push(format!("reverted (halt) {}", report.halted.join(", ")));
+    }
+    if !report.orphan_rules.is_empty() {
+        parts.push(format!("removed {} orphaned rules", report.orphan_rules.len()));
+    }
+    if !report.orphan_pauses.is_empty() {
+        parts.push(format!("continued {} orphaned pauses", report.orphan_pauses.len()));
+    }
+    if !report.orphan_cordons.is_empty() {
+        parts.push(format!("uncordoned {}", report.orphan_cordons.join(", ")));
+    }
+    if !report.failed.is_empty() {
+        parts.push(format!("FAILED to revert {} (will retry)", report.failed.join(", ")));
+    }
+    if parts.is_empty() {
+        "nothing to do".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn require_root() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        is_root(),
+        "faults and the lab need root (network namespaces, netlink, signals): run chaosctl as root, e.g. with sudo"
+    );
+    Ok(())
+}
+
+/// Runs one command; the exit code follows the command's verdict.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let host = host(&cli);
+    let explicit_reconcile = matches!(cli.command, Command::Reconcile { .. });
+    if !explicit_reconcile {
+        reconcile_all(&host, false);
+    }
+    match cli.command {
+        Command::Lab(command) => lab::run(&host, command),
+        Command::Inject(args) => {
+            require_root()?;
+            faults::inject(&host, args, cli.max_fault_duration)
+        }
+        Command::Faults { lab, output } => faults::list(&host, &lab, output),
+        Command::Revert { id, lab } => {
+            require_root()?;
+            let ctx = LabContext::open(&host, &lab)?;
+            let reverted = ctx.with_injectors(|env| faultline_injectors::lifecycle::revert_fault(&ctx.ledger(), env, &id))?;
+            if reverted {
+                println!("reverted {id}");
+            } else {
+                println!("{id} is not active in lab {lab} (already reverted or expired); nothing to do");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Halt => {
+            require_root()?;
+            let now = faultline_injectors::ledger::now_unix_ms();
+            let labs = known_labs(&host.state_root);
+            for name in &labs {
+                let ctx = LabContext::open(&host, name).with_context(|| format!("lab {name}"))?;
+                let scope = ctx.reconcile_scope();
+                let report = ctx.with_injectors(|env| faultline_injectors::lifecycle::halt(&ctx.ledger(), env, &scope, now))?;
+                println!("lab {name}: halted; {}", describe_reconcile(&report));
+            }
+            if labs.is_empty() {
+                println!("no lab is up; nothing to halt");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume => {
+            require_root()?;
+            for name in known_labs(&host.state_root) {
+                let ctx = LabContext::open(&host, &name)?;
+                faultline_injectors::lifecycle::resume(&ctx.ledger())?;
+                println!("lab {name}: new faults allowed again");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reconcile { output } => {
+            require_root()?;
+            let done = reconcile_all(&host, true);
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&done.iter().map(|(lab, report)| serde_json::json!({"lab": lab, "report": report})).collect::<Vec<_>>())?),
+                Output::Text => {
+                    for (lab, report) in &done {
+                        println!("lab {lab}: {}", describe_reconcile(report));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

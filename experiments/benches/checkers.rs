@@ -1,0 +1,3 @@
+//! Checker throughput benchmark (placeholder while it is written).
+
+fn main() {}

@@ -1,0 +1,201 @@
+//! The operation history: the public, versioned record of every operation the workload issued.
+//!
+//! # Format (version 1)
+//! JSON Lines. The first line is a [`HistoryHeader`]; every following line is one
+//! [`Operation`], written when the operation completes, so lines are in completion order, not
+//! invoke order. Readers must not assume any order and must tolerate a truncated last line
+//! (a run that was killed). Observations made during the run (leaders, fault windows, final
+//! stream info) go to a separate file, described in [`Observation`].
+//!
+//! Values are unique per operation attempt chain: `tenant/producer/counter`. A retry of the same
+//! logical write is a new [`Operation`] with the same value and a higher `attempt`.
+
+use serde::{Deserialize, Serialize};
+
+/// The format name written in every header.
+pub const HISTORY_FORMAT: &str = "faultline-history";
+/// The current history format version.
+pub const HISTORY_FORMAT_VERSION: u32 = 1;
+/// The format name of the observations file.
+pub const OBSERVATIONS_FORMAT: &str = "faultline-observations";
+
+/// First line of a history file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryHeader {
+    /// Always [`HISTORY_FORMAT`].
+    pub format: String,
+    /// Format version; readers reject versions they do not know.
+    pub version: u32,
+    /// The run this history belongs to.
+    pub run_id: String,
+    /// Wall-clock start of the run, Unix milliseconds. Monotonic times are relative to it.
+    pub started_at_unix_ms: u64,
+    /// Target system adapter, e.g. `nats` or `http`.
+    pub adapter: String,
+}
+
+/// What an operation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    /// Stored one value (a JetStream publish, or an HTTP record write).
+    Write,
+    /// Read a tenant's stored values (during the run, or in the final read-back).
+    Read,
+    /// A consumer received a value (background jobs); duplicates here are reported, not invalid.
+    Deliver,
+}
+
+/// Which workload pattern produced an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pattern {
+    /// Request/reply bursts of a chat session.
+    Chat,
+    /// Batch document ingestion.
+    Batch,
+    /// Background work-queue jobs.
+    Job,
+    /// An idle tenant's burst.
+    Idle,
+    /// The final read-back after heal.
+    ReadBack,
+}
+
+/// How an operation ended. As in Jepsen: `fail` only when the error proves the operation had
+/// no effect; anything uncertain is `info`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Acknowledged: it happened.
+    Ok,
+    /// Definitely did not happen.
+    Fail,
+    /// May or may not have happened.
+    Info,
+}
+
+/// One value seen by a read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadItem {
+    /// Stream sequence (or record position) at which the value is stored.
+    pub seq: u64,
+    /// The value, `tenant/producer/counter`.
+    pub value: String,
+}
+
+/// One completed operation: one line of the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// Tenant id, e.g. `t017`.
+    pub tenant: String,
+    /// The logical client process (producer or consumer) that issued it.
+    pub process: String,
+    /// The node or endpoint the operation went through.
+    pub node: String,
+    /// What it did.
+    pub kind: OpKind,
+    /// Which workload pattern issued it.
+    pub pattern: Pattern,
+    /// For writes and deliveries: the value. Absent for reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Attempt number for retries of one value, starting at 1.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// The stream or key the operation addressed.
+    pub stream: String,
+    /// For acknowledged writes: the sequence the system assigned. For deliveries: the stream
+    /// sequence delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Intended send time (open-loop schedule), ns since the run start, monotonic.
+    pub invoke_ns: u64,
+    /// Completion time, ns since the run start, monotonic.
+    pub complete_ns: u64,
+    /// Intended send time, Unix milliseconds.
+    pub invoke_unix_ms: u64,
+    /// Completion time, Unix milliseconds.
+    pub complete_unix_ms: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The error text, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// For reads: what was read, in stream order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<Vec<ReadItem>>,
+    /// For reads: the tenant whose data the read returned according to the server, when it
+    /// differs from `tenant` this is a cross-tenant read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_tenant: Option<String>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+/// One line of the observations file: something seen during the run besides operations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Observation {
+    /// First line of an observations file.
+    Header {
+        /// Always [`OBSERVATIONS_FORMAT`].
+        format: String,
+        /// Same as the history's.
+        version: u32,
+        /// The run.
+        run_id: String,
+    },
+    /// The leader of a stream (or `$meta` for the JetStream meta group) as one node saw it.
+    Leader {
+        /// Sample time, ns since the run start.
+        at_ns: u64,
+        /// Node that answered.
+        observer: String,
+        /// Stream name, or `$meta`.
+        stream: String,
+        /// The leader it reported; `None` when it reported no leader.
+        leader: Option<String>,
+    },
+    /// A fault window.
+    Fault {
+        /// Fault id from the ledger.
+        fault_id: String,
+        /// Fault kind, e.g. `partition`, `kill`, `pause`, `drain`, `quorum-loss`.
+        kind: String,
+        /// Injection time, ns since the run start.
+        start_ns: u64,
+        /// Heal time, ns since the run start; `None` if the run ended first.
+        end_ns: Option<u64>,
+        /// For partitions: the sides, as lists of node names. Empty for other kinds.
+        #[serde(default)]
+        sides: Vec<Vec<String>>,
+        /// Nodes or peers that were stopped, paused or cut off (majority faults).
+        #[serde(default)]
+        affected: Vec<String>,
+        /// Whether the system is expected to keep serving during the fault (TTR from fault,
+        /// not from heal).
+        #[serde(default)]
+        survivable: bool,
+    },
+    /// Stream state as one node reported it during the final read-back.
+    StreamInfo {
+        /// Sample time, ns since the run start.
+        at_ns: u64,
+        /// Node that answered.
+        observer: String,
+        /// Stream name.
+        stream: String,
+        /// Leader it reported.
+        leader: Option<String>,
+        /// Replica peer names.
+        replicas: Vec<String>,
+        /// Last sequence.
+        last_seq: u64,
+    },
+}

@@ -1,0 +1,465 @@
+//! The lab agent: `faultlined` in lab mode. It supervises the services (start, restart on exit
+//! by policy, move off cordoned nodes, readiness) and enforces fault deadlines by reconciling
+//! every second.
+//!
+//! It holds `agent.lock` for its whole life, so at most one agent runs per lab. Services run in
+//! their own process groups and outlive the agent: a restarted agent adopts them by PID and start
+//! time from `services.json`.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use faultline_injectors::ledger::now_unix_ms;
+use faultline_injectors::netns::run_in_netns;
+use faultline_injectors::process::{read_proc_stat, NixSignaller, ProcessTarget, Signaller};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::Signal;
+
+use super::control::LabContext;
+use super::probe;
+use super::state::{read_json, write_json, CordonedNodes, ReplicaState, RestartEvent, ServicesState};
+use super::topology::{placeholders, RestartPolicy, Service, Topology, CLIENT_ADDRESS};
+use super::LabError;
+
+const TICK: Duration = Duration::from_millis(200);
+const READINESS_EVERY: Duration = Duration::from_millis(500);
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A replica that ran this long is healthy again: its backoff resets.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+const EVICTION_GRACE: Duration = Duration::from_secs(3);
+
+/// Whether `pid` is a zombie (or gone).
+pub fn is_zombie(proc_root: &Path, pid: i32) -> bool {
+    read_proc_stat(proc_root, pid).is_none_or(|stat| stat.state == 'Z')
+}
+
+struct Replica {
+    state: ReplicaState,
+    child: Option<Child>,
+    started: Option<Instant>,
+    backoff: Duration,
+    next_start: Instant,
+    evicting_since: Option<Instant>,
+    /// Why the next start is a restart; `None` for the first start.
+    pending_reason: Option<String>,
+}
+
+/// Runs the agent until `stop` is set or the lab's state directory disappears.
+pub fn run_agent(ctx: &LabContext, stop: &AtomicBool) -> Result<(), LabError> {
+    let paths = &ctx.paths;
+    fs::create_dir_all(&paths.dir).map_err(|source| LabError::State {
+        path: paths.dir.clone(),
+        source,
+    })?;
+    let lock_path = paths.dir.join("agent.lock");
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| LabError::State {
+            path: lock_path.clone(),
+            source,
+        })?;
+    let Ok(_lock) = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) else {
+        eprintln!("faultlined: another agent already supervises lab `{}`", paths.name);
+        return Ok(());
+    };
+    let me = std::process::id() as i32;
+    if let Some(stat) = read_proc_stat(&ctx.proc_root, me) {
+        write_json(
+            &paths.agent_pid_file(),
+            &ProcessTarget {
+                pid: me,
+                start_ticks: stat.start_ticks,
+                label: format!("faultlined lab {}", paths.name),
+            },
+        )?;
+    }
+    fs::create_dir_all(paths.logs_dir()).map_err(|source| LabError::State {
+        path: paths.logs_dir(),
+        source,
+    })?;
+
+    let topology = ctx.topology.clone();
+    let signaller = NixSignaller::new(&ctx.proc_root);
+    let mut replicas = adopt(ctx, &topology, &signaller)?;
+    let mut last_readiness = Instant::now().checked_sub(READINESS_EVERY).unwrap_or_else(Instant::now);
+    let mut last_reconcile = last_readiness;
+    let mut last_written: Option<Vec<ReplicaState>> = None;
+    let mut last_write_at = Instant::now();
+
+    while !stop.load(Ordering::Relaxed) {
+        if !paths.lab_file().exists() {
+            eprintln!("faultlined: lab `{}` is gone; exiting", paths.name);
+            break;
+        }
+        let cordoned: CordonedNodes = read_json(&paths.cordoned_file())?.unwrap_or_default();
+        supervise(ctx, &topology, &cordoned, &signaller, &mut replicas);
+
+        if last_readiness.elapsed() >= READINESS_EVERY {
+            last_readiness = Instant::now();
+            check_readiness(ctx, &topology, &mut replicas);
+        }
+        if last_reconcile.elapsed() >= RECONCILE_EVERY {
+            last_reconcile = Instant::now();
+            match ctx.reconcile() {
+                Ok(report) if !report.is_empty() => {
+                    eprintln!("faultlined: reconcile: {}", serde_json::to_string(&report).unwrap_or_default());
+                }
+                Ok(_) => {}
+                Err(error) => eprintln!("faultlined: reconcile failed: {error}"),
+            }
+        }
+        let snapshot: Vec<ReplicaState> = replicas.iter().map(|r| r.state.clone()).collect();
+        if last_written.as_ref() != Some(&snapshot) || last_write_at.elapsed() >= Duration::from_secs(1) {
+            write_json(
+                &paths.services_file(),
+                &ServicesState {
+                    replicas: snapshot.clone(),
+                    updated_unix_ms: now_unix_ms(),
+                },
+            )?;
+            last_written = Some(snapshot);
+            last_write_at = Instant::now();
+        }
+        std::thread::sleep(TICK);
+    }
+    Ok(())
+}
+
+/// Builds the replica table, adopting processes that a previous agent started.
+fn adopt(ctx: &LabContext, topology: &Topology, signaller: &NixSignaller) -> Result<Vec<Replica>, LabError> {
+    let previous: ServicesState = read_json(&ctx.paths.services_file())?.unwrap_or_default();
+    let mut by_key: BTreeMap<String, ReplicaState> =
+        previous.replicas.into_iter().map(|r| (r.key(), r)).collect();
+    let now = Instant::now();
+    let mut replicas = Vec::new();
+    for service in &topology.services {
+        for replica in 1..=service.replicas {
+            let key = format!("{}/{replica}", service.name);
+            let mut state = by_key.remove(&key).unwrap_or_else(|| ReplicaState {
+                service: service.name.clone(),
+                replica,
+                node: topology.eligible_nodes(service, replica)[0].clone(),
+                pid: None,
+                start_ticks: None,
+                ready: false,
+                restarts: vec![],
+                down_reason: None,
+            });
+            let alive = match (state.pid, state.start_ticks) {
+                (Some(pid), Some(start_ticks)) => {
+                    let target = ProcessTarget {
+                        pid,
+                        start_ticks,
+                        label: key.clone(),
+                    };
+                    // A paused replica is alive; signal 0 style check through the stat file.
+                    signaller.is_stopped(&target)
+                        || read_proc_stat(&ctx.proc_root, pid)
+                            .is_some_and(|s| s.start_ticks == start_ticks && s.state != 'Z')
+                }
+                _ => false,
+            };
+            let pending_reason = if alive {
+                None
+            } else if state.pid.is_some() {
+                state.pid = None;
+                state.start_ticks = None;
+                state.ready = false;
+                Some("exited while no agent was watching".to_owned())
+            } else {
+                None
+            };
+            replicas.push(Replica {
+                state,
+                child: None,
+                started: alive.then_some(now),
+                backoff: FIRST_BACKOFF,
+                next_start: now,
+                evicting_since: None,
+                pending_reason,
+            });
+        }
+    }
+    Ok(replicas)
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with {code}"),
+        (None, Some(signal)) => Signal::try_from(signal).map_or_else(
+            |_| format!("killed by signal {signal}"),
+            |s| format!("killed by {}", s.as_str()),
+        ),
+        _ => "exited".to_owned(),
+    }
+}
+
+fn supervise(
+    ctx: &LabContext,
+    topology: &Topology,
+    cordoned: &CordonedNodes,
+    signaller: &NixSignaller,
+    replicas: &mut [Replica],
+) {
+    let now = Instant::now();
+    // 1. Notice exits and evict from cordoned nodes.
+    for replica in replicas.iter_mut() {
+        let Some(pid) = replica.state.pid else { continue };
+        let exit = if let Some(child) = replica.child.as_mut() {
+            match child.try_wait() {
+                Ok(Some(status)) => Some(describe_exit(status)),
+                Ok(None) => None,
+                Err(e) => Some(format!("lost track of it: {e}")),
+            }
+        } else if is_zombie(&ctx.proc_root, pid)
+            || read_proc_stat(&ctx.proc_root, pid).map(|s| s.start_ticks) != replica.state.start_ticks
+        {
+            Some("exited".to_owned())
+        } else {
+            None
+        };
+        if let Some(reason) = exit {
+            let service = topology.service(&replica.state.service).expect("replicas come from the topology");
+            // The drain itself may have sent the SIGTERM before this loop noticed the cordon.
+            let evicted = replica.evicting_since.take().is_some() || cordoned.nodes.contains(&replica.state.node);
+            let reason = if evicted {
+                format!("evicted from {} (cordoned)", replica.state.node)
+            } else {
+                reason
+            };
+            let exited_cleanly = reason == "exited with 0";
+            let restart = reason.starts_with("evicted")
+                || match service.restart {
+                    RestartPolicy::Always => true,
+                    RestartPolicy::OnFailure => !exited_cleanly,
+                    RestartPolicy::Never => false,
+                };
+            let ran_for = replica.started.map(|s| now.duration_since(s)).unwrap_or_default();
+            replica.backoff = if ran_for >= STABLE_AFTER {
+                FIRST_BACKOFF
+            } else {
+                (replica.backoff * 2).min(MAX_BACKOFF)
+            };
+            eprintln!("faultlined: {} (pid {pid}) {reason}", replica.state.key());
+            replica.child = None;
+            replica.started = None;
+            replica.state.pid = None;
+            replica.state.start_ticks = None;
+            replica.state.ready = false;
+            replica.state.down_reason = Some(if restart {
+                reason.clone()
+            } else {
+                format!("{reason}; restart policy says leave it down")
+            });
+            replica.pending_reason = restart.then_some(reason.clone());
+            replica.next_start = if reason.starts_with("evicted") {
+                now
+            } else {
+                now + replica.backoff / 2
+            };
+            if !restart {
+                replica.next_start = now + Duration::from_secs(u64::from(u32::MAX));
+            }
+            continue;
+        }
+        if cordoned.nodes.contains(&replica.state.node) {
+            let target = ProcessTarget {
+                pid,
+                start_ticks: replica.state.start_ticks.unwrap_or_default(),
+                label: replica.state.key(),
+            };
+            match replica.evicting_since {
+                None => {
+                    replica.evicting_since = Some(now);
+                    // A paused process cannot handle SIGTERM; let it run to exit.
+                    let _ = signaller.signal(&target, Signal::SIGCONT);
+                    let _ = signaller.signal(&target, Signal::SIGTERM);
+                }
+                Some(since) if now.duration_since(since) >= EVICTION_GRACE => {
+                    let _ = signaller.signal(&target, Signal::SIGKILL);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    // 2. Start what should run.
+    let placements: BTreeMap<(String, u32), String> = replicas
+        .iter()
+        .map(|r| ((r.state.service.clone(), r.state.replica), r.state.node.clone()))
+        .collect();
+    for index in 0..replicas.len() {
+        let replica = &replicas[index];
+        if replica.state.pid.is_some() || now < replica.next_start {
+            continue;
+        }
+        if replica.state.restarts.is_empty() && replica.pending_reason.is_none() && replica.state.down_reason.is_some() {
+            // Left down by policy on a previous pass.
+            continue;
+        }
+        let service = topology.service(&replica.state.service).expect("replicas come from the topology").clone();
+        let eligible = topology.eligible_nodes(&service, replica.state.replica);
+        let current = replica.state.node.clone();
+        let node = std::iter::once(&current)
+            .filter(|n| eligible.contains(n))
+            .chain(eligible.iter())
+            .find(|n| !cordoned.nodes.contains(*n))
+            .cloned();
+        let Some(node) = node else {
+            replicas[index].state.down_reason = Some(format!(
+                "no schedulable node: every eligible node ({}) is cordoned",
+                eligible.join(", ")
+            ));
+            continue;
+        };
+        let mut planned = placements.clone();
+        planned.insert((service.name.clone(), replica.state.replica), node.clone());
+        let result = start_replica(ctx, topology, &service, replica.state.replica, &node, &planned);
+        let replica = &mut replicas[index];
+        match result {
+            Ok(child) => {
+                let pid = child.id() as i32;
+                replica.state.start_ticks = read_proc_stat(&ctx.proc_root, pid).map(|s| s.start_ticks);
+                replica.state.pid = Some(pid);
+                if let Some(reason) = replica.pending_reason.take() {
+                    replica.state.restarts.push(RestartEvent {
+                        at_unix_ms: now_unix_ms(),
+                        reason,
+                        node: node.clone(),
+                    });
+                }
+                eprintln!("faultlined: started {} on {node} (pid {pid})", replica.state.key());
+                replica.state.node = node;
+                replica.state.down_reason = None;
+                replica.child = Some(child);
+                replica.started = Some(now);
+            }
+            Err(error) => {
+                replica.state.down_reason = Some(format!("cannot start: {error}"));
+                replica.backoff = (replica.backoff * 2).min(MAX_BACKOFF);
+                replica.next_start = now + replica.backoff;
+                replica.pending_reason.get_or_insert_with(|| "start failed".to_owned());
+            }
+        }
+    }
+}
+
+/// Expands the placeholders of one argument.
+pub fn render_arg(
+    arg: &str,
+    ctx: &LabContext,
+    topology: &Topology,
+    service: &Service,
+    replica: u32,
+    node: &str,
+    placements: &BTreeMap<(String, u32), String>,
+) -> String {
+    let address_of = |node: &str| topology.node(node).map(|n| n.address.to_string()).unwrap_or_default();
+    let mut rendered = arg.to_owned();
+    for placeholder in placeholders(arg) {
+        let parts: Vec<&str> = placeholder.split(':').collect();
+        let value = match parts.as_slice() {
+            ["lab"] => ctx.paths.name.clone(),
+            ["service"] => service.name.clone(),
+            ["replica"] => replica.to_string(),
+            ["node"] => node.to_owned(),
+            ["zone"] => topology.node(node).map(|n| n.zone).unwrap_or_default(),
+            ["node_ip"] => address_of(node),
+            ["data_dir"] => ctx.paths.data_dir().join(format!("{}-{replica}", service.name)).display().to_string(),
+            ["peers", scheme, port] => placements
+                .iter()
+                .filter(|((s, r), _)| *s == service.name && *r != replica)
+                .map(|(_, n)| format!("{scheme}://{}:{port}", address_of(n)))
+                .collect::<Vec<_>>()
+                .join(","),
+            ["endpoints", other, scheme, port] => placements
+                .iter()
+                .filter(|((s, _), _)| s == other)
+                .map(|(_, n)| format!("{scheme}://{}:{port}", address_of(n)))
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => continue,
+        };
+        rendered = rendered.replace(&format!("{{{placeholder}}}"), &value);
+    }
+    rendered
+}
+
+fn start_replica(
+    ctx: &LabContext,
+    topology: &Topology,
+    service: &Service,
+    replica: u32,
+    node: &str,
+    placements: &BTreeMap<(String, u32), String>,
+) -> Result<Child, LabError> {
+    let args: Vec<String> = service
+        .command
+        .iter()
+        .map(|arg| render_arg(arg, ctx, topology, service, replica, node, placements))
+        .collect();
+    let data_dir = ctx.paths.data_dir().join(format!("{}-{replica}", service.name));
+    fs::create_dir_all(&data_dir).map_err(|source| LabError::State {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let log_path = ctx.paths.logs_dir().join(format!("{}-{replica}.log", service.name));
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|source| LabError::State {
+            path: log_path.clone(),
+            source,
+        })?;
+    let log_err = log.try_clone().map_err(|source| LabError::State {
+        path: log_path.clone(),
+        source,
+    })?;
+    let netns = ctx.paths.netns(node);
+    let program = PathBuf::from(&args[0]);
+    let rest = args[1..].to_vec();
+    // Forked from a thread inside the node's namespace, the child is born there.
+    let spawned = run_in_netns(&ctx.netns_dir, &netns, move || {
+        Command::new(&program)
+            .args(&rest)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .process_group(0)
+            .spawn()
+    })?;
+    spawned.map_err(|source| LabError::State {
+        path: PathBuf::from(&args[0]),
+        source,
+    })
+}
+
+fn check_readiness(ctx: &LabContext, topology: &Topology, replicas: &mut [Replica]) {
+    let client = ctx.paths.netns("client");
+    for replica in replicas.iter_mut() {
+        if replica.state.pid.is_none() {
+            replica.state.ready = false;
+            continue;
+        }
+        let service = topology.service(&replica.state.service).expect("replicas come from the topology");
+        let Some(node) = topology.node(&replica.state.node) else { continue };
+        replica.state.ready = probe::is_ready(&ctx.netns_dir, &client, node.address, &service.ready);
+    }
+    let _ = CLIENT_ADDRESS;
+}
+
+/// Opens (creating) the agent's log for appending.
+pub fn open_agent_log(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}

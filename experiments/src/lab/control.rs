@@ -1,0 +1,465 @@
+//! Lab operations behind `chaosctl lab up | down | status` and the agent's reconcile.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+use faultline_injectors::fault::Injectors;
+use faultline_injectors::ledger::{now_unix_ms, FaultRecord, Ledger};
+use faultline_injectors::lifecycle::{self, ReconcileReport, ReconcileScope};
+use faultline_injectors::net_partition::NetlinkRuleTable;
+use faultline_injectors::process::{read_proc_stat, NixSignaller, ProcessTarget, Signaller};
+use nix::sys::signal::Signal;
+use serde::Serialize;
+
+use super::net;
+use super::scheduler::LabScheduler;
+use super::state::{read_json, topology_digest, write_json, LabPaths, LabRecord, ServicesState};
+use super::topology::{Topology, CLIENT_ADDRESS};
+use super::{check_lab_name, is_root, LabError};
+
+/// Where the host keeps things; passed in so tests can point elsewhere.
+#[derive(Clone, Debug)]
+pub struct HostPaths {
+    /// Root of Faultline's state (`/var/lib/faultline`).
+    pub state_root: PathBuf,
+    /// Network namespace bind mounts (`/run/netns`).
+    pub netns_dir: PathBuf,
+    /// procfs (`/proc`).
+    pub proc_root: PathBuf,
+}
+
+impl HostPaths {
+    /// The standard host paths with the given state root.
+    pub fn with_state_root(state_root: impl Into<PathBuf>) -> Self {
+        Self {
+            state_root: state_root.into(),
+            netns_dir: PathBuf::from(faultline_injectors::netns::DEFAULT_NETNS_DIR),
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// One lab that is up (its `lab.json` exists).
+#[derive(Clone, Debug)]
+pub struct LabContext {
+    /// The lab's paths.
+    pub paths: LabPaths,
+    /// Its topology.
+    pub topology: Topology,
+    /// Network namespace directory.
+    pub netns_dir: PathBuf,
+    /// procfs.
+    pub proc_root: PathBuf,
+}
+
+impl LabContext {
+    /// Opens lab `name`; [`LabError::NotUp`] if it has no `lab.json`.
+    pub fn open(host: &HostPaths, name: &str) -> Result<Self, LabError> {
+        check_lab_name(name)?;
+        let paths = LabPaths::new(&host.state_root, name);
+        let record: LabRecord = read_json(&paths.lab_file())?.ok_or_else(|| LabError::NotUp(name.to_owned()))?;
+        Ok(Self {
+            paths,
+            topology: record.topology,
+            netns_dir: host.netns_dir.clone(),
+            proc_root: host.proc_root.clone(),
+        })
+    }
+
+    /// The lab's fault ledger.
+    pub fn ledger(&self) -> Ledger {
+        Ledger::new(self.paths.ledger_dir())
+    }
+
+    /// The replicas as the agent last wrote them.
+    pub fn services(&self) -> Result<ServicesState, LabError> {
+        Ok(read_json(&self.paths.services_file())?.unwrap_or_default())
+    }
+
+    /// Runs `f` with the real privileged implementations for this lab.
+    pub fn with_injectors<T>(&self, f: impl FnOnce(&Injectors<'_>) -> T) -> T {
+        let rules = NetlinkRuleTable::new(self.netns_dir.clone());
+        let signals = NixSignaller::new(self.proc_root.clone());
+        let scheduler = LabScheduler::new(
+            self.paths.clone(),
+            self.topology.nodes().into_iter().map(|n| n.name).collect(),
+            self.proc_root.clone(),
+        );
+        f(&Injectors {
+            rules: &rules,
+            signals: &signals,
+            scheduler: &scheduler,
+        })
+    }
+
+    /// Everything of ours that reconcile should inspect: the lab's namespaces and its replicas.
+    pub fn reconcile_scope(&self) -> ReconcileScope {
+        let processes = self
+            .services()
+            .unwrap_or_default()
+            .replicas
+            .into_iter()
+            .filter_map(|r| {
+                Some(ProcessTarget {
+                    pid: r.pid?,
+                    start_ticks: r.start_ticks?,
+                    label: r.key(),
+                })
+            })
+            .collect();
+        ReconcileScope {
+            namespaces: net::lab_namespaces(&self.paths, &self.netns_dir),
+            processes,
+        }
+    }
+
+    /// Reverts expired faults and orphans in this lab.
+    pub fn reconcile(&self) -> Result<ReconcileReport, LabError> {
+        let scope = self.reconcile_scope();
+        Ok(self.with_injectors(|env| lifecycle::reconcile(&self.ledger(), env, &scope, now_unix_ms()))?)
+    }
+
+    /// Active faults, oldest first.
+    pub fn faults(&self) -> Result<Vec<FaultRecord>, LabError> {
+        Ok(self.ledger().list()?.0)
+    }
+
+    /// The agent process, if it runs.
+    pub fn agent(&self) -> Option<ProcessTarget> {
+        let target: ProcessTarget = read_json(&self.paths.agent_pid_file()).ok()??;
+        read_proc_stat(&self.proc_root, target.pid)
+            .filter(|stat| stat.start_ticks == target.start_ticks && stat.state != 'Z')
+            .map(|_| target)
+    }
+}
+
+/// Brings a lab up, or checks that it is up with the same topology; starts the agent if it does
+/// not run; waits until every replica is ready.
+pub fn up(
+    host: &HostPaths,
+    name: &str,
+    topology: &Topology,
+    agent_binary: &Path,
+    ready_timeout: Duration,
+) -> Result<(LabContext, bool), LabError> {
+    check_lab_name(name)?;
+    if !is_root() {
+        return Err(LabError::NotRoot);
+    }
+    let paths = LabPaths::new(&host.state_root, name);
+    let digest = topology_digest(topology);
+    if let Some(existing) = read_json::<LabRecord>(&paths.lab_file())? {
+        if existing.digest != digest {
+            return Err(LabError::NameInUse {
+                name: name.to_owned(),
+                existing: existing.digest,
+            });
+        }
+    } else {
+        // Written before anything is created, so `lab down` finds a half-built lab.
+        write_json(
+            &paths.lab_file(),
+            &LabRecord {
+                name: name.to_owned(),
+                digest,
+                topology: topology.clone(),
+                created_unix_ms: now_unix_ms(),
+            },
+        )?;
+    }
+    net::build(&paths, topology)?;
+    let ctx = LabContext::open(host, name)?;
+    let started_agent = if ctx.agent().is_none() {
+        start_agent(&ctx, host, agent_binary)?;
+        true
+    } else {
+        false
+    };
+    wait_ready(&ctx, ready_timeout)?;
+    Ok((ctx, started_agent))
+}
+
+/// Starts `faultlined lab` for this lab, detached from the caller's terminal and process group.
+pub fn start_agent(ctx: &LabContext, host: &HostPaths, agent_binary: &Path) -> Result<(), LabError> {
+    let log = super::agent::open_agent_log(&ctx.paths.agent_log()).map_err(|source| LabError::State {
+        path: ctx.paths.agent_log(),
+        source,
+    })?;
+    let log_err = log.try_clone().map_err(|source| LabError::State {
+        path: ctx.paths.agent_log(),
+        source,
+    })?;
+    let child = Command::new(agent_binary)
+        .arg("lab")
+        .arg("--name")
+        .arg(&ctx.paths.name)
+        .arg("--state-root")
+        .arg(&host.state_root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err))
+        .process_group(0)
+        .spawn()
+        .map_err(|source| LabError::Agent {
+            path: agent_binary.to_path_buf(),
+            source,
+        })?;
+    // Record the PID ourselves too: a `lab up` killed right after the spawn still lets
+    // `lab down` find the agent.
+    if let Some(stat) = read_proc_stat(&ctx.proc_root, child.id() as i32) {
+        write_json(
+            &ctx.paths.agent_pid_file(),
+            &ProcessTarget {
+                pid: child.id() as i32,
+                start_ticks: stat.start_ticks,
+                label: format!("faultlined lab {}", ctx.paths.name),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Waits until every replica that should run is ready.
+pub fn wait_ready(ctx: &LabContext, timeout: Duration) -> Result<(), LabError> {
+    let start = Instant::now();
+    loop {
+        let services = ctx.services()?;
+        let expected: u32 = ctx.topology.services.iter().map(|s| s.replicas).sum();
+        let waiting: Vec<String> = services
+            .replicas
+            .iter()
+            .filter(|r| !r.ready)
+            .map(|r| match &r.down_reason {
+                Some(reason) => format!("{} ({reason})", r.key()),
+                None => r.key(),
+            })
+            .collect();
+        if services.replicas.len() as u32 == expected && waiting.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            return Err(LabError::NotReady {
+                lab: ctx.paths.name.clone(),
+                seconds: timeout.as_secs(),
+                waiting: if waiting.is_empty() {
+                    "the agent has not reported yet".to_owned()
+                } else {
+                    waiting.join(", ")
+                },
+                log: ctx.paths.agent_log(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What `lab down` removed.
+#[derive(Debug, Default, Serialize)]
+pub struct DownReport {
+    /// Whether an agent was stopped.
+    pub agent_stopped: bool,
+    /// Processes killed inside the lab's namespaces.
+    pub killed: Vec<i32>,
+    /// Namespaces deleted.
+    pub namespaces: Vec<String>,
+    /// Whether the state directory was removed.
+    pub state_removed: bool,
+}
+
+/// Removes every namespace, process and file of lab `name`, working from the state on disk and
+/// from the namespace prefix, so it also cleans up after a `lab up` killed halfway.
+pub fn down(host: &HostPaths, name: &str) -> Result<DownReport, LabError> {
+    check_lab_name(name)?;
+    if !is_root() {
+        return Err(LabError::NotRoot);
+    }
+    let paths = LabPaths::new(&host.state_root, name);
+    let mut report = DownReport::default();
+    if let Ok(Some(agent)) = read_json::<ProcessTarget>(&paths.agent_pid_file()) {
+        let signaller = NixSignaller::new(host.proc_root.clone());
+        if signaller.signal(&agent, Signal::SIGKILL)? {
+            report.agent_stopped = true;
+            for _ in 0..200 {
+                if super::agent::is_zombie(&host.proc_root, agent.pid) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    // Services started by any agent, found by PID: they may have left their namespace's
+    // process list only if the namespace is gone already.
+    if let Ok(Some(services)) = read_json::<ServicesState>(&paths.services_file()) {
+        let signaller = NixSignaller::new(host.proc_root.clone());
+        for replica in services.replicas {
+            if let (Some(pid), Some(start_ticks)) = (replica.pid, replica.start_ticks) {
+                let target = ProcessTarget {
+                    pid,
+                    start_ticks,
+                    label: replica.service,
+                };
+                if signaller.signal(&target, Signal::SIGKILL)? {
+                    report.killed.push(pid);
+                }
+            }
+        }
+    }
+    let (killed, namespaces) = net::teardown(&paths, &host.netns_dir, &host.proc_root)?;
+    report.killed.extend(killed);
+    report.killed.sort_unstable();
+    report.killed.dedup();
+    report.namespaces = namespaces;
+    if paths.dir.exists() {
+        fs::remove_dir_all(&paths.dir).map_err(|source| LabError::State {
+            path: paths.dir.clone(),
+            source,
+        })?;
+        report.state_removed = true;
+    }
+    Ok(report)
+}
+
+/// One replica as `lab status` shows it.
+#[derive(Debug, Serialize)]
+pub struct ReplicaStatus {
+    /// `service/replica`.
+    pub replica: String,
+    /// Node.
+    pub node: String,
+    /// Zone.
+    pub zone: String,
+    /// PID, when running.
+    pub pid: Option<i32>,
+    /// `ready`, `starting`, `paused` or `down`.
+    pub health: String,
+    /// Number of restarts.
+    pub restarts: usize,
+    /// Last restart reason.
+    pub last_restart: Option<String>,
+    /// Endpoints by port name, e.g. `client: 10.203.1.11:4222`.
+    pub endpoints: std::collections::BTreeMap<String, String>,
+    /// Why it is down.
+    pub down_reason: Option<String>,
+}
+
+/// One node as `lab status` shows it.
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    /// Node.
+    pub name: String,
+    /// Zone.
+    pub zone: String,
+    /// Address.
+    pub address: String,
+    /// Network namespace.
+    pub netns: String,
+    /// Whether the namespace exists.
+    pub present: bool,
+    /// Whether it is cordoned.
+    pub cordoned: bool,
+}
+
+/// `lab status`.
+#[derive(Debug, Serialize)]
+pub struct LabStatus {
+    /// Lab name.
+    pub name: String,
+    /// The agent's PID, if it runs.
+    pub agent_pid: Option<i32>,
+    /// The client namespace, where workloads and probes run.
+    pub client_netns: String,
+    /// The client namespace's address.
+    pub client_address: String,
+    /// Nodes.
+    pub nodes: Vec<NodeStatus>,
+    /// Replicas.
+    pub services: Vec<ReplicaStatus>,
+    /// Active faults.
+    pub faults: Vec<FaultRecord>,
+    /// Whether new faults are halted.
+    pub halted: bool,
+}
+
+/// Collects the status of a lab.
+pub fn status(ctx: &LabContext) -> Result<LabStatus, LabError> {
+    let cordoned = ctx.with_injectors(|env| env.scheduler.cordoned())?;
+    let present = net::lab_namespaces(&ctx.paths, &ctx.netns_dir);
+    let signaller = NixSignaller::new(ctx.proc_root.clone());
+    let nodes = ctx
+        .topology
+        .nodes()
+        .into_iter()
+        .map(|node| {
+            let netns = ctx.paths.netns(&node.name);
+            NodeStatus {
+                present: present.contains(&netns),
+                cordoned: cordoned.contains(&node.name),
+                name: node.name,
+                zone: node.zone,
+                address: node.address.to_string(),
+                netns,
+            }
+        })
+        .collect();
+    let services = ctx
+        .services()?
+        .replicas
+        .into_iter()
+        .map(|r| {
+            let node = ctx.topology.node(&r.node);
+            let paused = match (r.pid, r.start_ticks) {
+                (Some(pid), Some(start_ticks)) => signaller.is_stopped(&ProcessTarget {
+                    pid,
+                    start_ticks,
+                    label: String::new(),
+                }),
+                _ => false,
+            };
+            let health = match (r.pid, r.ready, paused) {
+                (None, _, _) => "down",
+                (Some(_), _, true) => "paused",
+                (Some(_), true, false) => "ready",
+                (Some(_), false, false) => "starting",
+            };
+            let endpoints = ctx
+                .topology
+                .service(&r.service)
+                .map(|s| {
+                    s.ports
+                        .iter()
+                        .map(|(port_name, port)| {
+                            (
+                                port_name.clone(),
+                                format!("{}:{port}", node.as_ref().map(|n| n.address.to_string()).unwrap_or_default()),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            ReplicaStatus {
+                replica: r.key(),
+                zone: node.map(|n| n.zone).unwrap_or_default(),
+                node: r.node,
+                pid: r.pid,
+                health: health.to_owned(),
+                restarts: r.restarts.len(),
+                last_restart: r.restarts.last().map(|e| e.reason.clone()),
+                endpoints,
+                down_reason: r.down_reason,
+            }
+        })
+        .collect();
+    Ok(LabStatus {
+        name: ctx.paths.name.clone(),
+        agent_pid: ctx.agent().map(|a| a.pid),
+        client_netns: ctx.paths.netns("client"),
+        client_address: CLIENT_ADDRESS.to_string(),
+        nodes,
+        services,
+        faults: ctx.faults()?,
+        halted: ctx.ledger().halted()?.is_some(),
+    })
+}

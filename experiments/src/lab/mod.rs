@@ -1,0 +1,130 @@
+//! The embedded lab target: network namespaces as nodes and zones, real processes as services.
+//!
+//! Layout on disk, under `<state root>/labs/<name>/`:
+//! - `lab.json`: the topology and its digest, written before anything is created, so
+//!   `lab down` can undo a `lab up` that was killed halfway;
+//! - `services.json`: replicas, placement, PIDs, readiness and restarts (written by the agent);
+//! - `cordoned.json`: cordoned nodes (written by drains);
+//! - `agent.pid`, `agent.log`, `logs/`, `data/`: the agent and the services' output and data;
+//! - `ledger/`: the fault ledger.
+//!
+//! Namespaces are named `fl-<lab>-<node>`, plus `fl-<lab>-sw` (the switch, holding the bridge)
+//! and `fl-<lab>-client` (where the workload and probes run). Lab and node names are lowercase
+//! letters and digits only, so the prefix `fl-<lab>-` names exactly one lab's namespaces.
+
+pub mod agent;
+pub mod control;
+pub mod faults;
+pub mod net;
+pub mod probe;
+pub mod scheduler;
+pub mod state;
+pub mod topology;
+
+use std::path::PathBuf;
+
+/// Namespace name prefix shared by everything Faultline creates.
+pub const NETNS_PREFIX: &str = "fl-";
+/// Default state root.
+pub const DEFAULT_STATE_ROOT: &str = "/var/lib/faultline";
+/// Default lab name.
+pub const DEFAULT_LAB_NAME: &str = "default";
+
+/// Errors of the lab target.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The topology file is malformed or invalid.
+    #[error("topology {source_name}: {message}")]
+    Topology {
+        /// File name or `<built-in default>`.
+        source_name: String,
+        /// What is wrong, with line and column where known.
+        message: String,
+    },
+    /// The lab name is not usable.
+    #[error("lab name `{0}` is invalid: use 1 to 12 lowercase letters or digits, starting with a letter")]
+    BadName(String),
+    /// The lab needs root for namespaces and netlink.
+    #[error("the lab needs root (network namespaces, netlink): run chaosctl as root, e.g. with sudo")]
+    NotRoot,
+    /// The name is taken by a lab with a different topology.
+    #[error("lab `{name}` already runs a different topology (digest {existing}); run `chaosctl lab down --name {name}` first, or choose another --name")]
+    NameInUse {
+        /// Lab name.
+        name: String,
+        /// Digest of the topology it runs.
+        existing: String,
+    },
+    /// The lab is not up.
+    #[error("lab `{0}` is not up; start it with `chaosctl lab up --name {0}`")]
+    NotUp(String),
+    /// A name given on the command line matches nothing in the topology.
+    #[error("{what} `{name}` is not in lab `{lab}`; known: {known}")]
+    Unknown {
+        /// Lab name.
+        lab: String,
+        /// `zone`, `node`, `service` or `replica`.
+        what: &'static str,
+        /// What was asked for.
+        name: String,
+        /// What exists.
+        known: String,
+    },
+    /// A file of the lab's state could not be read or written.
+    #[error("lab state {path}: {source}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Building the lab network failed.
+    #[error("lab network: `{command}` failed: {stderr}")]
+    Network {
+        /// The iproute2 command.
+        command: String,
+        /// What it printed.
+        stderr: String,
+    },
+    /// A service did not become ready in time.
+    #[error("lab `{lab}`: not ready after {seconds} s: {waiting}; see {log}")]
+    NotReady {
+        /// Lab name.
+        lab: String,
+        /// Seconds waited.
+        seconds: u64,
+        /// The replicas still not ready.
+        waiting: String,
+        /// Where to look.
+        log: PathBuf,
+    },
+    /// Starting the agent failed.
+    #[error("cannot start the lab agent {path}: {source}; build it with `cargo build --bins` or set FAULTLINE_AGENT")]
+    Agent {
+        /// The binary.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A fault primitive failed.
+    #[error(transparent)]
+    Fault(#[from] faultline_injectors::Error),
+}
+
+/// Checks a lab name.
+pub fn check_lab_name(name: &str) -> Result<(), LabError> {
+    let ok = !name.is_empty()
+        && name.len() <= 12
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.as_bytes()[0].is_ascii_lowercase();
+    if ok {
+        Ok(())
+    } else {
+        Err(LabError::BadName(name.to_owned()))
+    }
+}
+
+/// Whether we run as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

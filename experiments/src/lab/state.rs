@@ -1,0 +1,197 @@
+//! The lab's files on disk, each written atomically (temp file, fsync, rename).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::topology::Topology;
+use super::{LabError, NETNS_PREFIX};
+
+/// Every path of one lab.
+#[derive(Clone, Debug)]
+pub struct LabPaths {
+    /// Lab name.
+    pub name: String,
+    /// `<state root>/labs/<name>`.
+    pub dir: PathBuf,
+}
+
+impl LabPaths {
+    /// The paths of lab `name` under `state_root`.
+    pub fn new(state_root: &Path, name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            dir: state_root.join("labs").join(name),
+        }
+    }
+
+    /// Topology and digest.
+    pub fn lab_file(&self) -> PathBuf {
+        self.dir.join("lab.json")
+    }
+    /// Replicas and restarts.
+    pub fn services_file(&self) -> PathBuf {
+        self.dir.join("services.json")
+    }
+    /// Cordoned nodes.
+    pub fn cordoned_file(&self) -> PathBuf {
+        self.dir.join("cordoned.json")
+    }
+    /// The agent's PID.
+    pub fn agent_pid_file(&self) -> PathBuf {
+        self.dir.join("agent.pid")
+    }
+    /// The agent's log.
+    pub fn agent_log(&self) -> PathBuf {
+        self.dir.join("agent.log")
+    }
+    /// Services' logs.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+    /// Services' data.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+    /// The fault ledger.
+    pub fn ledger_dir(&self) -> PathBuf {
+        self.dir.join("ledger")
+    }
+    /// The namespace of a node, or of `sw` / `client`.
+    pub fn netns(&self, node: &str) -> String {
+        format!("{NETNS_PREFIX}{}-{node}", self.name)
+    }
+    /// The prefix every namespace of this lab starts with.
+    pub fn netns_prefix(&self) -> String {
+        format!("{NETNS_PREFIX}{}-", self.name)
+    }
+}
+
+/// `lab.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabRecord {
+    /// Lab name.
+    pub name: String,
+    /// Hex digest of the topology, to refuse a different topology under the same name.
+    pub digest: String,
+    /// The topology.
+    pub topology: Topology,
+    /// Creation time, Unix milliseconds.
+    pub created_unix_ms: u64,
+}
+
+/// One restart of a replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartEvent {
+    /// When the new process started, Unix milliseconds.
+    pub at_unix_ms: u64,
+    /// Why: e.g. `killed by SIGKILL`, `exited with 1`, `evicted from a1 (cordoned)`.
+    pub reason: String,
+    /// The node it was started on.
+    pub node: String,
+}
+
+/// One replica as the agent sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaState {
+    /// Service name.
+    pub service: String,
+    /// Replica number, from 1.
+    pub replica: u32,
+    /// Node it runs on (or last ran on).
+    pub node: String,
+    /// PID of the running process.
+    pub pid: Option<i32>,
+    /// Its start time in clock ticks, to recognise a recycled PID.
+    pub start_ticks: Option<u64>,
+    /// Whether the readiness check passes.
+    pub ready: bool,
+    /// Every restart, oldest first.
+    pub restarts: Vec<RestartEvent>,
+    /// Why it is not running, when it is not.
+    pub down_reason: Option<String>,
+}
+
+impl ReplicaState {
+    /// `service/replica`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.service, self.replica)
+    }
+}
+
+/// `services.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServicesState {
+    /// Every replica.
+    pub replicas: Vec<ReplicaState>,
+    /// When the agent last wrote this file, Unix milliseconds.
+    pub updated_unix_ms: u64,
+}
+
+/// `cordoned.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CordonedNodes {
+    /// Cordoned nodes.
+    pub nodes: BTreeSet<String>,
+}
+
+/// Reads a JSON file; `None` when it does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, LabError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| LabError::State {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(LabError::State {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes a JSON file atomically and durably.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), LabError> {
+    let state_error = |source| LabError::State {
+        path: path.to_path_buf(),
+        source,
+    };
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(state_error)?;
+    let tmp = parent.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
+    ));
+    let json = serde_json::to_vec_pretty(value).expect("lab state always serializes");
+    let mut file = fs::File::create(&tmp).map_err(state_error)?;
+    file.write_all(&json).and_then(|()| file.sync_all()).map_err(state_error)?;
+    fs::rename(&tmp, path).map_err(state_error)?;
+    fs::File::open(parent).and_then(|d| d.sync_all()).map_err(state_error)
+}
+
+/// A stable hex digest (FNV-1a, 64 bit) of a topology; only used to compare topologies.
+pub fn topology_digest(topology: &Topology) -> String {
+    let json = serde_json::to_vec(topology).expect("topology always serializes");
+    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// Names of the labs that have a state directory under `state_root`.
+pub fn known_labs(state_root: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(state_root.join("labs")) else {
+        return vec![];
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| super::check_lab_name(name).is_ok())
+        .collect();
+    names.sort();
+    names
+}

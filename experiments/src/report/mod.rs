@@ -1,0 +1,1 @@
+//! Reports: JSON, self-contained HTML, JUnit XML and the terminal summary.

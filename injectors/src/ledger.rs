@@ -1,0 +1,217 @@
+//! The durable fault ledger: one fsynced JSON file per active fault.
+//!
+//! A record is written (file fsynced, then renamed into place, then the directory fsynced)
+//! before the kernel or an API is touched, and removed only after its revert succeeded. All
+//! mutations happen under an exclusive `flock` on `<dir>/.lock`, so the agent and any number of
+//! `chaosctl` processes can reconcile at the same time without reverting twice.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::fault::FaultAction;
+use crate::{Error, Result};
+
+const RECORD_SUFFIX: &str = ".json";
+const HALT_FILE: &str = "HALTED";
+const LOCK_FILE: &str = ".lock";
+
+/// The durable record of one fault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRecord {
+    /// Unique fault id, also the record's file name.
+    pub id: String,
+    /// What the fault does, resolved down to kernel objects and PIDs, so that revert needs
+    /// nothing but this record.
+    pub action: FaultAction,
+    /// Human description of the target, e.g. `zone a vs rest`.
+    pub target: String,
+    /// Creation time, Unix milliseconds.
+    pub created_unix_ms: u64,
+    /// Hard deadline, Unix milliseconds. Reconcile reverts the fault once it has passed.
+    pub deadline_unix_ms: u64,
+}
+
+impl FaultRecord {
+    /// Whether the deadline has passed at `now_unix_ms`.
+    pub fn expired(&self, now_unix_ms: u64) -> bool {
+        now_unix_ms >= self.deadline_unix_ms
+    }
+}
+
+/// The halt marker written by `chaosctl halt`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaltMarker {
+    /// When the halt was requested, Unix milliseconds.
+    pub since_unix_ms: u64,
+}
+
+/// A ledger directory.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    dir: PathBuf,
+}
+
+/// Proof that the caller holds the ledger's exclusive lock.
+pub struct LedgerLock {
+    _lock: Flock<File>,
+}
+
+impl Ledger {
+    /// A ledger kept in `dir`. Nothing is created until the first write.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory holding the records.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn io_error(&self, path: &Path, source: std::io::Error) -> Error {
+        let _ = self;
+        Error::Ledger {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn ensure_dir(&self) -> Result<()> {
+        fs::create_dir_all(&self.dir).map_err(|e| self.io_error(&self.dir, e))
+    }
+
+    /// Takes the exclusive ledger lock, blocking until it is free.
+    pub fn lock(&self) -> Result<LedgerLock> {
+        self.ensure_dir()?;
+        let path = self.dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| self.io_error(&path, e))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| self.io_error(&path, errno.into()))?;
+        Ok(LedgerLock { _lock: lock })
+    }
+
+    /// Writes `record` durably: temp file, fsync, rename, fsync of the directory.
+    pub fn write(&self, _lock: &LedgerLock, record: &FaultRecord) -> Result<()> {
+        self.ensure_dir()?;
+        let json = serde_json::to_vec_pretty(record).expect("fault records always serialize");
+        self.write_durably(&format!("{}{RECORD_SUFFIX}", record.id), &json)
+    }
+
+    fn write_durably(&self, name: &str, contents: &[u8]) -> Result<()> {
+        let final_path = self.dir.join(name);
+        let tmp_path = self.dir.join(format!(".tmp-{name}"));
+        let mut file = File::create(&tmp_path).map_err(|e| self.io_error(&tmp_path, e))?;
+        file.write_all(contents)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| self.io_error(&tmp_path, e))?;
+        fs::rename(&tmp_path, &final_path).map_err(|e| self.io_error(&final_path, e))?;
+        self.sync_dir()
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| self.io_error(&self.dir, e))
+    }
+
+    /// Removes a record; a record that is already gone counts as removed.
+    pub fn remove(&self, _lock: &LedgerLock, id: &str) -> Result<()> {
+        let path = self.dir.join(format!("{id}{RECORD_SUFFIX}"));
+        match fs::remove_file(&path) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io_error(&path, e)),
+        }
+    }
+
+    /// Every record in the ledger, sorted by creation time. A missing directory holds none.
+    /// Corrupt records are returned as errors in the second list so that one bad file does not
+    /// hide the others.
+    pub fn list(&self) -> Result<(Vec<FaultRecord>, Vec<Error>)> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], vec![])),
+            Err(e) => return Err(self.io_error(&self.dir, e)),
+        };
+        let mut records = Vec::new();
+        let mut corrupt = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| self.io_error(&self.dir, e))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name.starts_with('.') || !name.ends_with(RECORD_SUFFIX) {
+                continue;
+            }
+            let bytes = match fs::read(&path) {
+                Ok(bytes) => bytes,
+                // Removed by a concurrent revert between read_dir and read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io_error(&path, e)),
+            };
+            match serde_json::from_slice::<FaultRecord>(&bytes) {
+                Ok(record) => records.push(record),
+                Err(e) => corrupt.push(Error::CorruptRecord {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        records.sort_by(|a, b| (a.created_unix_ms, &a.id).cmp(&(b.created_unix_ms, &b.id)));
+        Ok((records, corrupt))
+    }
+
+    /// The halt marker, if faults are halted.
+    pub fn halted(&self) -> Result<Option<HaltMarker>> {
+        let path = self.dir.join(HALT_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or(HaltMarker {
+                since_unix_ms: 0,
+            }))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error(&path, e)),
+        }
+    }
+
+    /// Blocks new faults until [`Ledger::clear_halt`].
+    pub fn set_halt(&self, _lock: &LedgerLock, marker: &HaltMarker) -> Result<()> {
+        let json = serde_json::to_vec(marker).expect("halt marker always serializes");
+        self.write_durably(HALT_FILE, &json)
+    }
+
+    /// Allows new faults again.
+    pub fn clear_halt(&self, _lock: &LedgerLock) -> Result<()> {
+        let path = self.dir.join(HALT_FILE);
+        match fs::remove_file(&path) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io_error(&path, e)),
+        }
+    }
+}
+
+/// The current wall-clock time in Unix milliseconds.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A new fault id: time-ordered and unique across processes.
+pub fn new_fault_id(now_unix_ms: u64) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("f{now_unix_ms:x}{salt:04x}")
+}

@@ -1,0 +1,112 @@
+//! Fault primitives and the crash-safe fault lifecycle.
+//!
+//! Each fault module acts on one resolved target and offers `inject` and `revert`, both
+//! idempotent; `revert` tolerates an `inject` that never ran, and "not found" counts as
+//! reverted. Selection, deadlines and the durable record live in [`lifecycle`] and [`ledger`],
+//! not in the faults.
+//!
+//! Privileged calls (netlink, setns, signals) sit behind narrow traits
+//! ([`net_partition::RuleTable`], [`process::Signaller`], [`node_drain::NodeScheduler`]) with a
+//! real implementation and a recording one, so the lifecycle logic is testable without root.
+
+pub mod fault;
+pub mod ledger;
+pub mod lifecycle;
+pub mod net_partition;
+pub mod netns;
+pub mod node_drain;
+pub mod process;
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while injecting, reverting or recording a fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The ledger directory or one of its files could not be read or written.
+    #[error("fault ledger {path}: {source}")]
+    Ledger {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A ledger record exists but cannot be parsed.
+    #[error("fault ledger record {path} is corrupt: {reason}")]
+    CorruptRecord {
+        /// The record file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// Entering a network namespace failed.
+    #[error("cannot enter network namespace {netns}: {source}; is it still there (`ip netns list`) and are we root?")]
+    EnterNetns {
+        /// Namespace name.
+        netns: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A netlink request inside a namespace failed.
+    #[error("netlink request in namespace {netns} failed: {reason}")]
+    Netlink {
+        /// Namespace name.
+        netns: String,
+        /// What the kernel or the library said.
+        reason: String,
+    },
+    /// Sending a signal failed for another reason than the process being gone.
+    #[error("cannot send {signal} to pid {pid}: {source}")]
+    Signal {
+        /// Signal name.
+        signal: String,
+        /// Target process.
+        pid: i32,
+        /// The underlying errno.
+        source: nix::errno::Errno,
+    },
+    /// The node scheduler (lab or Kubernetes) refused a cordon or uncordon.
+    #[error("node {node}: {reason}")]
+    Scheduler {
+        /// Node name.
+        node: String,
+        /// What failed.
+        reason: String,
+    },
+    /// New faults are blocked by `chaosctl halt`.
+    #[error("faults are halted (since {since}); run `chaosctl resume` to allow new faults")]
+    Halted {
+        /// When the halt was requested, RFC 3339.
+        since: String,
+    },
+    /// A requested duration is zero or longer than the cap.
+    #[error("fault duration {requested_ms} ms is not allowed: it must be above 0 and at most {cap_ms} ms")]
+    Duration {
+        /// What was asked for.
+        requested_ms: u64,
+        /// The cap in force.
+        cap_ms: u64,
+    },
+    /// No free slot in the rule-priority range is left for a new partition.
+    #[error("every rule-priority slot is taken by an active fault; revert some faults first")]
+    NoFreeSlot,
+}
+
+impl Error {
+    /// A short, stable label for counting errors in metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Ledger { .. } => "ledger_io",
+            Error::CorruptRecord { .. } => "ledger_corrupt",
+            Error::EnterNetns { .. } => "enter_netns",
+            Error::Netlink { .. } => "netlink",
+            Error::Signal { .. } => "signal",
+            Error::Scheduler { .. } => "scheduler",
+            Error::Halted { .. } => "halted",
+            Error::Duration { .. } => "duration",
+            Error::NoFreeSlot => "no_free_slot",
+        }
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,451 @@
+//! The fault lifecycle: record first, then inject; revert, then forget; reconcile whatever is
+//! ours and has no live record or an expired deadline.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+
+use crate::fault::{FaultAction, Injectors};
+use crate::ledger::{new_fault_id, FaultRecord, HaltMarker, Ledger};
+use crate::net_partition::{PartitionRule, RULE_PRIORITY_SLOTS};
+use crate::process::ProcessTarget;
+use crate::{Error, Result};
+
+/// The longest fault anybody may ask for, unless configured otherwise.
+pub const DEFAULT_MAX_FAULT_DURATION: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// What to inject and for how long.
+pub struct FaultRequest<'a> {
+    /// Human description of the target.
+    pub target: String,
+    /// How long the fault holds before reconcile reverts it.
+    pub duration: Duration,
+    /// The cap on `duration`.
+    pub max_duration: Duration,
+    /// Builds the resolved action once the rule-priority slot is known.
+    pub build: Box<dyn FnOnce(u32) -> FaultAction + 'a>,
+}
+
+/// Everything that is ours and that a reconcile should look at.
+#[derive(Clone, Debug, Default)]
+pub struct ReconcileScope {
+    /// Namespaces to scan for rules in our priority range.
+    pub namespaces: Vec<String>,
+    /// Service processes to check for a stop that no live pause owns.
+    pub processes: Vec<ProcessTarget>,
+}
+
+/// What a reconcile did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReconcileReport {
+    /// Faults reverted because their deadline passed.
+    pub expired: Vec<String>,
+    /// Faults reverted because of a halt.
+    pub halted: Vec<String>,
+    /// Rules of ours found with no live record, and removed.
+    pub orphan_rules: Vec<PartitionRule>,
+    /// Stopped service processes with no live pause record, continued.
+    pub orphan_pauses: Vec<ProcessTarget>,
+    /// Cordoned nodes with no live drain record, uncordoned.
+    pub orphan_cordons: Vec<String>,
+    /// Faults whose revert failed; their records stay for the next reconcile.
+    pub failed: Vec<String>,
+}
+
+impl ReconcileReport {
+    /// Whether the reconcile changed anything.
+    pub fn is_empty(&self) -> bool {
+        self.expired.is_empty()
+            && self.halted.is_empty()
+            && self.orphan_rules.is_empty()
+            && self.orphan_pauses.is_empty()
+            && self.orphan_cordons.is_empty()
+            && self.failed.is_empty()
+    }
+}
+
+/// Records, then injects one fault. If the inject fails, the fault is reverted and its record
+/// removed before the error is returned, so a failed inject leaves nothing behind.
+pub fn start_fault(
+    ledger: &Ledger,
+    env: &Injectors<'_>,
+    request: FaultRequest<'_>,
+    now_unix_ms: u64,
+) -> Result<FaultRecord> {
+    if request.duration.is_zero() || request.duration > request.max_duration {
+        return Err(Error::Duration {
+            requested_ms: request.duration.as_millis() as u64,
+            cap_ms: request.max_duration.as_millis() as u64,
+        });
+    }
+    let lock = ledger.lock()?;
+    if let Some(marker) = ledger.halted()? {
+        return Err(Error::Halted {
+            since: format!("unix ms {}", marker.since_unix_ms),
+        });
+    }
+    let (records, _corrupt) = ledger.list()?;
+    let slot = free_slot(&records)?;
+    let action = (request.build)(slot);
+    let record = FaultRecord {
+        id: new_fault_id(now_unix_ms),
+        target: request.target,
+        created_unix_ms: now_unix_ms,
+        deadline_unix_ms: if action.is_instant() {
+            now_unix_ms
+        } else {
+            now_unix_ms + request.duration.as_millis() as u64
+        },
+        action,
+    };
+    ledger.write(&lock, &record)?;
+    if let Err(inject_error) = record.action.inject(env) {
+        // Leave nothing half-made; if even the revert fails, the record stays for reconcile.
+        if record.action.revert(env).is_ok() {
+            ledger.remove(&lock, &record.id)?;
+        }
+        return Err(inject_error);
+    }
+    if record.action.is_instant() {
+        ledger.remove(&lock, &record.id)?;
+    }
+    Ok(record)
+}
+
+fn free_slot(records: &[FaultRecord]) -> Result<u32> {
+    let taken: BTreeSet<u32> = records
+        .iter()
+        .filter_map(|record| match &record.action {
+            FaultAction::Partition { slot, .. } => Some(*slot),
+            _ => None,
+        })
+        .collect();
+    (0..RULE_PRIORITY_SLOTS)
+        .find(|slot| !taken.contains(slot))
+        .ok_or(Error::NoFreeSlot)
+}
+
+/// Reverts one fault by id and removes its record. An unknown id counts as reverted.
+pub fn revert_fault(ledger: &Ledger, env: &Injectors<'_>, id: &str) -> Result<bool> {
+    let lock = ledger.lock()?;
+    let (records, _corrupt) = ledger.list()?;
+    let Some(record) = records.into_iter().find(|record| record.id == id) else {
+        return Ok(false);
+    };
+    record.action.revert(env)?;
+    ledger.remove(&lock, &record.id)?;
+    Ok(true)
+}
+
+/// Reverts expired faults (every fault, when halted), then removes what is ours but has no live
+/// record: rules in our priority range, stopped service processes, cordoned nodes. Works with a
+/// missing ledger directory: then everything found is an orphan.
+pub fn reconcile(
+    ledger: &Ledger,
+    env: &Injectors<'_>,
+    scope: &ReconcileScope,
+    now_unix_ms: u64,
+) -> Result<ReconcileReport> {
+    let lock = ledger.lock()?;
+    let halted = ledger.halted()?.is_some();
+    let (records, _corrupt) = ledger.list()?;
+    let mut report = ReconcileReport::default();
+    let mut live = Vec::new();
+    for record in records {
+        if !halted && !record.expired(now_unix_ms) {
+            live.push(record);
+            continue;
+        }
+        match record.action.revert(env) {
+            Ok(()) => {
+                ledger.remove(&lock, &record.id)?;
+                if halted {
+                    report.halted.push(record.id);
+                } else {
+                    report.expired.push(record.id);
+                }
+            }
+            Err(_) => {
+                report.failed.push(record.id.clone());
+                live.push(record);
+            }
+        }
+    }
+
+    let mut live_rules = BTreeSet::new();
+    let mut live_pauses = BTreeSet::new();
+    let mut live_drains = BTreeSet::new();
+    for record in &live {
+        match &record.action {
+            FaultAction::Partition { rules, .. } => live_rules.extend(rules.iter().cloned()),
+            FaultAction::Pause { process } => {
+                live_pauses.insert(process.pid);
+            }
+            FaultAction::Drain { node } => {
+                live_drains.insert(node.clone());
+            }
+            FaultAction::Kill { .. } => {}
+        }
+    }
+
+    for netns in &scope.namespaces {
+        let orphans: Vec<PartitionRule> = env
+            .rules
+            .list_ours(netns)?
+            .into_iter()
+            .filter(|rule| !live_rules.contains(rule))
+            .collect();
+        if !orphans.is_empty() {
+            env.rules.delete(&orphans)?;
+            report.orphan_rules.extend(orphans);
+        }
+    }
+    for process in &scope.processes {
+        if !live_pauses.contains(&process.pid)
+            && env.signals.is_stopped(process)
+            && env.signals.signal(process, Signal::SIGCONT)?
+        {
+            report.orphan_pauses.push(process.clone());
+        }
+    }
+    for node in env.scheduler.cordoned()? {
+        if !live_drains.contains(&node) {
+            env.scheduler.uncordon(&node)?;
+            report.orphan_cordons.push(node);
+        }
+    }
+    Ok(report)
+}
+
+/// Blocks new faults, then reverts every active one.
+pub fn halt(
+    ledger: &Ledger,
+    env: &Injectors<'_>,
+    scope: &ReconcileScope,
+    now_unix_ms: u64,
+) -> Result<ReconcileReport> {
+    {
+        let lock = ledger.lock()?;
+        ledger.set_halt(
+            &lock,
+            &HaltMarker {
+                since_unix_ms: now_unix_ms,
+            },
+        )?;
+    }
+    reconcile(ledger, env, scope, now_unix_ms)
+}
+
+/// Allows new faults again after a [`halt`].
+pub fn resume(ledger: &Ledger) -> Result<()> {
+    let lock = ledger.lock()?;
+    ledger.clear_halt(&lock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net_partition::{priority_for_slot, RecordingRuleTable, RuleTable};
+    use crate::node_drain::{NodeScheduler, RecordingScheduler};
+    use crate::process::RecordingSignaller;
+    use std::net::Ipv4Addr;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        ledger: Ledger,
+        rules: RecordingRuleTable,
+        signals: RecordingSignaller,
+        scheduler: RecordingScheduler,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let ledger = Ledger::new(dir.path().join("ledger"));
+            Self {
+                _dir: dir,
+                ledger,
+                rules: RecordingRuleTable::default(),
+                signals: RecordingSignaller::default(),
+                scheduler: RecordingScheduler::default(),
+            }
+        }
+
+        fn env(&self) -> Injectors<'_> {
+            Injectors {
+                rules: &self.rules,
+                signals: &self.signals,
+                scheduler: &self.scheduler,
+            }
+        }
+
+        fn partition(&self, seconds: u64, now: u64) -> Result<FaultRecord> {
+            start_fault(
+                &self.ledger,
+                &self.env(),
+                FaultRequest {
+                    target: "a vs rest".into(),
+                    duration: Duration::from_secs(seconds),
+                    max_duration: DEFAULT_MAX_FAULT_DURATION,
+                    build: Box::new(|slot| FaultAction::Partition {
+                        slot,
+                        sides: vec![vec!["a1".into()], vec!["b1".into()]],
+                        rules: vec![rule("ns-a1", [10, 0, 0, 2], slot), rule("ns-b1", [10, 0, 0, 1], slot)],
+                    }),
+                },
+                now,
+            )
+        }
+    }
+
+    fn rule(netns: &str, to: [u8; 4], slot: u32) -> PartitionRule {
+        PartitionRule {
+            netns: netns.into(),
+            destination: Ipv4Addr::from(to),
+            prefix_len: 32,
+            priority: priority_for_slot(slot),
+        }
+    }
+
+    fn scope() -> ReconcileScope {
+        ReconcileScope {
+            namespaces: vec!["ns-a1".into(), "ns-b1".into()],
+            processes: vec![],
+        }
+    }
+
+    #[test]
+    fn record_is_durable_before_inject_and_gone_after_expiry() {
+        let f = Fixture::new();
+        let record = f.partition(5, 1_000).expect("inject");
+        assert_eq!(record.deadline_unix_ms, 6_000);
+        assert_eq!(f.rules.installed().len(), 2);
+        assert_eq!(f.ledger.list().expect("list").0, vec![record.clone()]);
+
+        let early = reconcile(&f.ledger, &f.env(), &scope(), 5_999).expect("reconcile");
+        assert!(early.is_empty(), "a live fault must stay: {early:?}");
+        assert_eq!(f.rules.installed().len(), 2);
+
+        let late = reconcile(&f.ledger, &f.env(), &scope(), 6_000).expect("reconcile");
+        assert_eq!(late.expired, vec![record.id]);
+        assert!(f.rules.installed().is_empty());
+        assert!(f.ledger.list().expect("list").0.is_empty());
+    }
+
+    #[test]
+    fn two_partitions_get_distinct_slots() {
+        let f = Fixture::new();
+        let first = f.partition(5, 1_000).expect("first");
+        let second = f.partition(5, 1_001).expect("second");
+        let slot = |r: &FaultRecord| match r.action {
+            FaultAction::Partition { slot, .. } => slot,
+            _ => unreachable!(),
+        };
+        assert_ne!(slot(&first), slot(&second));
+    }
+
+    #[test]
+    fn reconcile_without_ledger_removes_our_rules_only_when_orphaned() {
+        let f = Fixture::new();
+        f.partition(60, 1_000).expect("inject");
+        std::fs::remove_dir_all(f.ledger.dir()).expect("delete ledger");
+        let report = reconcile(&f.ledger, &f.env(), &scope(), 2_000).expect("reconcile");
+        assert_eq!(report.orphan_rules.len(), 2);
+        assert!(f.rules.installed().is_empty());
+    }
+
+    #[test]
+    fn durations_outside_the_cap_are_refused_and_touch_nothing() {
+        let f = Fixture::new();
+        for seconds in [0, DEFAULT_MAX_FAULT_DURATION.as_secs() + 1] {
+            let error = f.partition(seconds, 1_000).expect_err("must refuse");
+            assert!(matches!(error, Error::Duration { .. }), "{error}");
+        }
+        assert!(f.rules.installed().is_empty());
+        assert!(f.ledger.list().expect("list").0.is_empty());
+    }
+
+    #[test]
+    fn halt_reverts_everything_and_blocks_until_resume() {
+        let f = Fixture::new();
+        f.partition(60, 1_000).expect("inject");
+        let report = halt(&f.ledger, &f.env(), &scope(), 2_000).expect("halt");
+        assert_eq!(report.halted.len(), 1);
+        assert!(f.rules.installed().is_empty());
+        assert!(matches!(f.partition(60, 3_000), Err(Error::Halted { .. })));
+        resume(&f.ledger).expect("resume");
+        f.partition(60, 4_000).expect("allowed again");
+    }
+
+    #[test]
+    fn orphan_cordon_is_uncordoned_but_a_live_drain_is_kept() {
+        let f = Fixture::new();
+        f.scheduler.cordon("stray").expect("cordon");
+        let drain = start_fault(
+            &f.ledger,
+            &f.env(),
+            FaultRequest {
+                target: "node a1".into(),
+                duration: Duration::from_secs(60),
+                max_duration: DEFAULT_MAX_FAULT_DURATION,
+                build: Box::new(|_| FaultAction::Drain { node: "a1".into() }),
+            },
+            1_000,
+        )
+        .expect("drain");
+        assert_eq!(f.scheduler.evictions(), vec!["a1".to_owned()]);
+        let report = reconcile(&f.ledger, &f.env(), &scope(), 2_000).expect("reconcile");
+        assert_eq!(report.orphan_cordons, vec!["stray".to_owned()]);
+        assert_eq!(f.scheduler.cordoned().expect("list"), vec!["a1".to_owned()]);
+        assert!(revert_fault(&f.ledger, &f.env(), &drain.id).expect("revert"));
+        assert!(!revert_fault(&f.ledger, &f.env(), &drain.id).expect("idempotent"));
+        assert!(f.scheduler.cordoned().expect("list").is_empty());
+    }
+
+    #[test]
+    fn a_failed_inject_leaves_neither_rules_nor_record() {
+        struct FailingRules(RecordingRuleTable);
+        impl RuleTable for FailingRules {
+            fn add(&self, rules: &[PartitionRule]) -> Result<()> {
+                self.0.add(&rules[..1])?;
+                Err(Error::Netlink {
+                    netns: rules[1].netns.clone(),
+                    reason: "refused".into(),
+                })
+            }
+            fn delete(&self, rules: &[PartitionRule]) -> Result<()> {
+                self.0.delete(rules)
+            }
+            fn list_ours(&self, netns: &str) -> Result<Vec<PartitionRule>> {
+                self.0.list_ours(netns)
+            }
+        }
+        let f = Fixture::new();
+        let failing = FailingRules(RecordingRuleTable::default());
+        let env = Injectors {
+            rules: &failing,
+            ..f.env()
+        };
+        let error = start_fault(
+            &f.ledger,
+            &env,
+            FaultRequest {
+                target: "x".into(),
+                duration: Duration::from_secs(5),
+                max_duration: DEFAULT_MAX_FAULT_DURATION,
+                build: Box::new(|slot| FaultAction::Partition {
+                    slot,
+                    sides: vec![],
+                    rules: vec![rule("ns-a1", [10, 0, 0, 2], slot), rule("ns-b1", [10, 0, 0, 1], slot)],
+                }),
+            },
+            1_000,
+        )
+        .expect_err("inject fails");
+        assert!(matches!(error, Error::Netlink { .. }));
+        assert!(failing.0.installed().is_empty());
+        assert!(f.ledger.list().expect("list").0.is_empty());
+    }
+}
