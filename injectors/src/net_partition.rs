@@ -5,6 +5,13 @@
 //! [`RULE_PRIORITY_BASE`]`..`[`RULE_PRIORITY_BASE`]` + `[`RULE_PRIORITY_SLOTS`] is ours, and each
 //! active partition owns one slot, so reconcile can tell orphans from live faults even when the
 //! ledger is gone.
+//!
+//! The module has three layers:
+//! - **Shapes** ([`isolate`], [`halves`], [`majorities_ring`], [`bridge`], [`singletons`]):
+//!   pure functions from members to a [`Grudge`], with table tests.
+//! - [`rules_for`]: a grudge of [`Endpoint`]s to the [`PartitionRule`]s that enforce it.
+//! - [`RuleTable`]: the privileged seam, with [`NetlinkRuleTable`] for real namespaces and
+//!   [`RecordingRuleTable`] for logic tests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -111,6 +118,11 @@ impl RuleTable for RecordingRuleTable {
 }
 
 /// Who cannot reach whom: each member maps to the members it must not reach.
+///
+/// Members that still reach everyone have no entry; an entry is never an empty set. An entry
+/// `a -> b` is enforced in `a`'s namespace, so it stops what `a` sends to `b` (see
+/// [`rules_for`]). Every shape in this module is symmetric (`a -> b` exactly when `b -> a`),
+/// so both directions are cut.
 pub type Grudge<T> = BTreeMap<T, BTreeSet<T>>;
 
 /// A member of a partition as the rule builder needs it: where to install and what to block.
@@ -415,8 +427,9 @@ impl NetlinkRuleTable {
         }
     }
 
-    /// Runs `op` on each namespace's share of `rules`, all namespaces in parallel, and returns
-    /// the first failure in namespace order (after every namespace has finished).
+    /// Runs `op` on each namespace's share of `rules`, all namespaces in parallel (one
+    /// short-lived thread each), and returns the first failure once every namespace has
+    /// finished.
     fn apply(&self, op: RuleOp, rules: &[PartitionRule]) -> Result<()> {
         let mut by_netns: BTreeMap<&str, Vec<PartitionRule>> = BTreeMap::new();
         for rule in rules {
@@ -464,7 +477,9 @@ impl RuleTable for NetlinkRuleTable {
     }
 
     /// Dumps the IPv4 rules of `netns` and returns, sorted, those whose priority is ours. A rule
-    /// in our range without a destination is returned as `0.0.0.0/0`.
+    /// in our range without a destination (we never make one) is returned as `0.0.0.0/0`;
+    /// like `ip rule del`, deleting that removes one rule of its priority whatever its
+    /// destination.
     fn list_ours(&self, netns: &str) -> Result<Vec<PartitionRule>> {
         let name = netns.to_owned();
         match netns::run_in_netns(&self.netns_dir, netns, move || netlink::list_ours(&name)) {
@@ -935,7 +950,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_groups_are_refused() {
+    fn isolate_refuses_bad_input() {
         use ShapeError as E;
         let three = members(3);
         let cases: Vec<(Result<Grudge<u8>, ShapeError>, ShapeError)> = vec![
@@ -986,7 +1001,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_member_lists_are_refused() {
+    fn the_other_shapes_refuse_bad_input() {
         use ShapeError as E;
         let three = members(3);
         let cases: Vec<(Result<Grudge<u8>, ShapeError>, ShapeError)> = vec![
@@ -1137,6 +1152,45 @@ mod tests {
         let again = isolate(&[a1, a2], &all).unwrap();
         assert_eq!(rules_for(&again, p), rules_for(&g, p));
         assert!(rules_for(&Grudge::new(), p).is_empty());
+    }
+
+    #[test]
+    fn the_netlink_table_works_from_async_code() {
+        let is_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+            status.lines().any(|line| {
+                line.strip_prefix("Uid:")
+                    .and_then(|ids| ids.split_whitespace().nth(1))
+                    == Some("0")
+            })
+        });
+        if !is_root {
+            eprintln!("skipped: setns needs root");
+            return;
+        }
+        // Our own namespace through /proc, read only: the dump runs on its own thread and
+        // runtime, so calling it inside a runtime must not panic.
+        let table = NetlinkRuleTable::new("/proc/self/ns");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let listed = runtime.block_on(async { table.list_ours("net") });
+        assert!(listed.unwrap().iter().all(|rule| rule.netns == "net"));
+        assert!(table.list_ours("no-such-namespace").unwrap().is_empty());
+        table
+            .delete(&[rule(
+                "no-such-namespace",
+                [10, 203, 1, 1],
+                RULE_PRIORITY_BASE,
+            )])
+            .unwrap();
+        let err = table
+            .add(&[rule(
+                "no-such-namespace",
+                [10, 203, 1, 1],
+                RULE_PRIORITY_BASE,
+            )])
+            .unwrap_err();
+        assert!(netns::is_netns_gone(&err), "{err}");
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub const DEFAULT_NETNS_DIR: &str = "/run/netns";
 /// returns what `f` returned.
 ///
 /// The caller's thread stays where it is. Whatever `f` creates (sockets, netlink connections)
-/// belongs to the namespace and stays there after the thread has exited.
+/// belongs to the namespace and stays there after the thread has exited. The call blocks until
+/// `f` returns (a thread spawn and a `setns` cost some 25 µs), so async callers with long
+/// closures should go through `spawn_blocking`.
 ///
 /// # Errors
 /// [`Error::EnterNetns`] if the namespace cannot be opened or entered. When the namespace does

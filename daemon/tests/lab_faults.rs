@@ -1,0 +1,277 @@
+//! Issue-level acceptance of the lab and the fault lifecycle, against real namespaces, a real
+//! nats-server cluster and the real binaries.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{can_run_lab, tcp_reachable, wait_until, TestLab, NETNS_DIR};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn sigkill(pid: i32) {
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("SIGKILL");
+}
+
+fn fault_ids(lab: &TestLab) -> Vec<String> {
+    let json: serde_json::Value = serde_json::from_str(&lab.ok(&["faults", "--output", "json"])).expect("json");
+    json.as_array().expect("array").iter().map(|f| f["id"].as_str().expect("id").to_owned()).collect()
+}
+
+fn injected_id(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "fault")
+        .nth(1)
+        .expect("fault id in output")
+        .trim_end_matches(':')
+        .to_owned()
+}
+
+/// A listener inside `netns`, accepting (and dropping) connections in the background.
+fn listen_in(netns: &str, addr: &str) -> TcpListener {
+    let addr: std::net::SocketAddr = addr.parse().expect("addr");
+    let listener = faultline_injectors::netns::run_in_netns(Path::new(NETNS_DIR), netns, move || TcpListener::bind(addr))
+        .expect("enter")
+        .expect("bind");
+    let accepting = listener.try_clone().expect("clone");
+    std::thread::spawn(move || for _ in accepting.incoming() {});
+    listener
+}
+
+#[test]
+fn zone_partition_cuts_the_zone_off_both_ways_and_keeps_each_side_whole() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    // NATS monitor ports listen on a1, b1 and c1; add listeners on a2 and b2.
+    let _a2 = listen_in(&lab.netns("a2"), "10.203.1.12:7000");
+    let _b2 = listen_in(&lab.netns("b2"), "10.203.2.12:7000");
+    let checks = |expect_cut: bool| {
+        let cut = !expect_cut;
+        assert_eq!(tcp_reachable(&lab.netns("a1"), "10.203.2.11:8222"), cut, "a1 -> b1");
+        assert_eq!(tcp_reachable(&lab.netns("b2"), "10.203.1.11:8222"), cut, "b2 -> a1");
+        assert_eq!(tcp_reachable(&lab.netns("c1"), "10.203.1.12:7000"), cut, "c1 -> a2");
+        assert_eq!(tcp_reachable(&lab.netns("a2"), "10.203.2.12:7000"), cut, "a2 -> b2");
+        // Inside each side, and from the client namespace, traffic is untouched.
+        assert!(tcp_reachable(&lab.netns("a1"), "10.203.1.12:7000"), "a1 -> a2");
+        assert!(tcp_reachable(&lab.netns("a2"), "10.203.1.11:8222"), "a2 -> a1");
+        assert!(tcp_reachable(&lab.netns("b1"), "10.203.3.11:8222"), "b1 -> c1");
+        assert!(tcp_reachable(&lab.netns("c2"), "10.203.2.12:7000"), "c2 -> b2");
+        assert!(tcp_reachable(&lab.netns("client"), "10.203.1.11:8222"), "client -> a1");
+    };
+    checks(false);
+    let out = lab.ok(&["inject", "partition", "--zone", "a", "--for", "60s"]);
+    assert!(out.contains("zone a vs rest") && out.contains("16 rules"), "{out}");
+    assert_eq!(lab.our_rules().len(), 16, "{:#?}", lab.our_rules());
+    assert!(lab.our_rules().iter().all(|r| r.contains("prohibit") && !r.contains("lookup")));
+    checks(true);
+    lab.ok(&["revert", &injected_id(&out)]);
+    assert!(lab.our_rules().is_empty());
+    checks(false);
+}
+
+#[test]
+fn deadlines_survive_sigkill_of_every_faultline_process() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let short = injected_id(&lab.ok(&["inject", "partition", "--zone", "b", "--for", "5s"]));
+    let long = injected_id(&lab.ok(&["inject", "partition", "--node", "c2", "--for", "120s"]));
+    let short_rules = 16;
+    let long_rules = 10;
+    assert_eq!(lab.our_rules().len(), short_rules + long_rules);
+
+    // No chaosctl runs now; kill the agent too.
+    let agent = lab.agent_pid().expect("agent pid");
+    sigkill(agent);
+    std::thread::sleep(Duration::from_secs(6));
+    // Nobody was left to revert: the expired partition is still in the kernel.
+    assert_eq!(lab.our_rules().len(), short_rules + long_rules);
+
+    // The next chaosctl command, whatever it is, reverts the expired one and only that one.
+    assert_eq!(fault_ids(&lab), vec![long.clone()]);
+    assert_eq!(lab.our_rules().len(), long_rules, "{:#?}", lab.our_rules());
+    assert!(!fault_ids(&lab).contains(&short));
+
+    // The restarted agent does it too: start it directly, not through chaosctl.
+    let third = injected_id(&lab.ok(&["inject", "pause", "--service", "nats", "--replica", "3", "--for", "2s"]));
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_faultlined"))
+        .args(["lab", "--name", &lab.name, "--state-root"])
+        .arg(lab.state_root())
+        .spawn()
+        .expect("start agent");
+    wait_until(Duration::from_secs(10), "the agent to revert the pause", || {
+        !std::fs::read_dir(lab.lab_dir().join("ledger"))
+            .map(|entries| entries.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with(&third)))
+            .unwrap_or(false)
+    });
+    let status = lab.status();
+    assert!(status["services"].as_array().expect("services").iter().all(|s| s["health"] != "paused"));
+    assert_eq!(lab.our_rules().len(), long_rules, "the live partition must stay");
+    agent.kill().expect("kill agent");
+    agent.wait().expect("reap agent");
+    lab.ok(&["revert", &long]);
+    assert!(lab.our_rules().is_empty());
+}
+
+#[test]
+fn reconcile_removes_our_rules_when_the_ledger_is_gone() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    lab.ok(&["inject", "partition", "--shape", "halves", "--for", "120s"]);
+    assert!(!lab.our_rules().is_empty());
+    std::fs::remove_dir_all(lab.lab_dir().join("ledger")).expect("delete ledger");
+    let out = lab.ok(&["reconcile"]);
+    assert!(out.contains("orphaned rules"), "{out}");
+    assert!(lab.our_rules().is_empty(), "{:#?}", lab.our_rules());
+}
+
+#[test]
+fn killed_replica_is_restarted_and_status_shows_it() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let before = lab.status();
+    let old_pid = before["services"][1]["pid"].as_i64().expect("pid");
+    let out = lab.ok(&["inject", "kill", "--service", "nats", "--replica", "2"]);
+    assert!(out.contains("SIGKILL"), "{out}");
+    wait_until(Duration::from_secs(20), "nats/2 restarted and ready", || {
+        let s = lab.status();
+        let replica = &s["services"][1];
+        replica["restarts"] == 1 && replica["health"] == "ready" && replica["pid"].as_i64() != Some(old_pid)
+    });
+    let text = lab.ok(&["lab", "status"]);
+    assert!(text.contains("last restart: killed by SIGKILL"), "{text}");
+}
+
+#[test]
+fn drain_moves_services_off_the_node_and_revert_uncordons() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let node = lab.node_of("nats/1");
+    let out = lab.ok(&["inject", "drain", "--node", &node, "--for", "120s"]);
+    wait_until(Duration::from_secs(20), "nats/1 to move and be ready", || {
+        let s = lab.status();
+        s["services"][0]["node"] != node.as_str() && s["services"][0]["health"] == "ready"
+    });
+    let status = lab.status();
+    assert_eq!(status["nodes"][0]["cordoned"], true);
+    assert!(lab.ok(&["lab", "status"]).contains(&format!("evicted from {node} (cordoned)")));
+    lab.ok(&["revert", &injected_id(&out)]);
+    assert_eq!(lab.status()["nodes"][0]["cordoned"], false);
+}
+
+#[test]
+fn lab_down_cleans_up_after_lab_up_was_killed_halfway() {
+    if !can_run_lab() {
+        return;
+    }
+    for delay_ms in [60, 400] {
+        let lab = TestLab::new();
+        let mut up = common::chaosctl_command(lab.state_root(), &lab.name)
+            .args(["lab", "up"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn lab up");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        up.kill().expect("SIGKILL lab up");
+        up.wait().expect("reap");
+        // Whatever it managed to start: namespaces, agent, nats-servers.
+        std::thread::sleep(Duration::from_millis(300));
+        lab.ok(&["lab", "down"]);
+        assert!(lab.namespaces().is_empty(), "namespaces left after {delay_ms} ms: {:?}", lab.namespaces());
+        assert!(!lab.lab_dir().exists(), "state left after {delay_ms} ms");
+        let root = lab.state_root().display().to_string();
+        let leftovers: Vec<String> = std::fs::read_dir("/proc")
+            .expect("proc")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<i32>().ok())
+            .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok().map(|c| (pid, c)))
+            .map(|(pid, c)| (pid, String::from_utf8_lossy(&c).replace('\0', " ")))
+            .filter(|(_, c)| c.contains(&root))
+            .map(|(pid, c)| format!("{pid}: {c}"))
+            .collect();
+        assert!(leftovers.is_empty(), "processes left after {delay_ms} ms: {leftovers:#?}");
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let cases: &[(&[&str], &str)] = &[
+        (&["inject", "partition", "--zone", "q", "--for", "10s"], "zone `q` is not in lab"),
+        (&["inject", "kill", "--service", "redis", "--replica", "1"], "service `redis` is not in lab"),
+        (&["inject", "kill", "--service", "nats", "--replica", "9"], "replica `nats/9` is not in lab"),
+        (&["inject", "drain", "--node", "z9", "--for", "10s"], "node `z9` is not in lab"),
+        (&["inject", "partition", "--zone", "a", "--for", "0s"], "must be above 0"),
+        (&["inject", "partition", "--zone", "a", "--for", "3h"], "at most"),
+        (&["inject", "pause", "--service", "nats", "--replica", "1", "--for", "0s"], "must be above 0"),
+    ];
+    for (args, expected) in cases {
+        let stderr = lab.fails(args);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    assert!(fault_ids(&lab).is_empty());
+    assert!(lab.our_rules().is_empty());
+    assert!(lab.status()["services"].as_array().expect("services").iter().all(|s| s["health"] == "ready"));
+
+    // Malformed topology: line and column.
+    let mut file = tempfile::NamedTempFile::new().expect("temp");
+    writeln!(file, "zones:\n  - name: a\n    nodes: [a1, a2]\n  - name: b\n    nodez: [b1]").expect("write");
+    let other = TestLab::new();
+    let stderr = other.fails(&["lab", "up", "--topology", file.path().to_str().expect("utf8")]);
+    assert!(stderr.contains("line 5 column 5"), "{stderr}");
+    assert!(other.namespaces().is_empty());
+
+    // The same name with another topology.
+    let mut smaller = tempfile::NamedTempFile::new().expect("temp");
+    writeln!(smaller, "zones:\n  - name: a\n    nodes: [a1]").expect("write");
+    let stderr = lab.fails(&["lab", "up", "--topology", smaller.path().to_str().expect("utf8")]);
+    assert!(stderr.contains("already runs a different topology"), "{stderr}");
+    assert_eq!(lab.namespaces().len(), 8, "the running lab is untouched");
+
+    // Without root.
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_chaosctl"), "inject", "kill", "--service", "nats", "--replica", "1"])
+        .env("FAULTLINE_STATE_ROOT", lab.state_root())
+        .env("FAULTLINE_LAB", &lab.name)
+        .output()
+        .expect("setpriv");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("need root"), "{stderr}");
+    assert!(lab.status()["services"].as_array().expect("services").iter().all(|s| s["restarts"] == 0));
+}
+
+#[test]
+fn halt_reverts_everything_and_blocks_until_resume() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    lab.ok(&["inject", "partition", "--zone", "c", "--for", "120s"]);
+    lab.ok(&["inject", "pause", "--service", "nats", "--replica", "1", "--for", "120s"]);
+    lab.ok(&["halt"]);
+    assert!(lab.our_rules().is_empty());
+    assert!(fault_ids(&lab).is_empty());
+    let stderr = lab.fails(&["inject", "partition", "--zone", "a", "--for", "10s"]);
+    assert!(stderr.contains("halted") && stderr.contains("chaosctl resume"), "{stderr}");
+    lab.ok(&["resume"]);
+    lab.ok(&["inject", "partition", "--zone", "a", "--for", "10s"]);
+}

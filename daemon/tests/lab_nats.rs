@@ -1,0 +1,89 @@
+//! JetStream quorum loss through a real partition of a real nats-server cluster.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{can_run_lab, in_netns_async, TestLab};
+
+const SERVERS: [&str; 3] = ["nats://10.203.1.11:4222", "nats://10.203.2.11:4222", "nats://10.203.3.11:4222"];
+
+fn addrs(urls: &[&str]) -> Vec<async_nats::ServerAddr> {
+    urls.iter().map(|u| u.parse().expect("server url")).collect()
+}
+
+/// Publishes once to the R3 stream through `url`; `Ok(seq)` when acknowledged.
+async fn publish_once(urls: &[&str], payload: &str) -> Result<u64, String> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(addrs(urls))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut js = async_nats::jetstream::new(client);
+    js.set_timeout(Duration::from_secs(2));
+    let ack = js
+        .publish("quorum.test", payload.to_owned().into())
+        .await
+        .map_err(|e| format!("publish: {e}"))?
+        .await
+        .map_err(|e| format!("ack: {e}"))?;
+    Ok(ack.sequence)
+}
+
+#[test]
+fn isolating_two_of_three_nats_servers_loses_quorum_until_heal() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let client_ns = lab.netns("client");
+    in_netns_async(&client_ns, || async {
+        let client = async_nats::connect(addrs(&SERVERS)).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "QUORUM".into(),
+            subjects: vec!["quorum.>".into()],
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("create R3 stream");
+    });
+    let before = in_netns_async(&client_ns, || async {
+        for _ in 0..50 {
+            if let Ok(seq) = publish_once(&SERVERS, "before").await {
+                return Some(seq);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    });
+    assert!(before.is_some(), "publishing must work before the fault");
+
+    let isolated = [lab.node_of("nats/1"), lab.node_of("nats/2")].join(",");
+    let out = lab.ok(&["inject", "partition", "--isolate", &isolated, "--for", "60s"]);
+    let fault_id = out.split_whitespace().skip_while(|w| *w != "fault").nth(1).expect("id").trim_end_matches(':').to_owned();
+
+    // Every publish through the remaining server fails while the partition holds.
+    let during: Vec<Result<u64, String>> = in_netns_async(&client_ns, || async {
+        let mut results = Vec::new();
+        for i in 0..4 {
+            results.push(publish_once(&["nats://10.203.3.11:4222"], &format!("during-{i}")).await);
+        }
+        results
+    });
+    assert!(during.iter().all(Result::is_err), "no publish may succeed without quorum: {during:?}");
+
+    lab.ok(&["revert", &fault_id]);
+    let after = in_netns_async(&client_ns, || async {
+        for _ in 0..150 {
+            if let Ok(seq) = publish_once(&SERVERS, "after").await {
+                return Some(seq);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    });
+    assert!(after.is_some(), "publishing must succeed again after heal");
+    assert!(after > before);
+}

@@ -1,0 +1,868 @@
+//! The one streaming pass over a history. Each operation is folded into order-independent
+//! facts (per value, per stream, per recovery bucket), so the history never has to be held in
+//! memory and its line order does not matter. The checkers are pure functions of these facts,
+//! the observations and the configuration.
+//!
+//! Memory: one [`ValueFacts`] (64 bytes) per distinct value, one `u32` per stored and per acked
+//! sequence number, 12 bytes per load operation for latency percentiles, and a small record per
+//! read; nothing per read item beyond that.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::history::{OpKind, Outcome, Pattern};
+
+use super::config::CheckConfig;
+use super::intern::{SeqMap, Sym, Symbols, ValueId, NO_SYM};
+use super::model::Evidence;
+use super::observations::Observations;
+
+/// One value seen by a read, interned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Item {
+    /// Stream sequence.
+    pub seq: u64,
+    /// The value.
+    pub value: ValueId,
+}
+
+/// One operation with its strings interned: what the checkers consume.
+#[derive(Clone, Copy, Debug)]
+pub struct Op<'a> {
+    /// Tenant.
+    pub tenant: Sym,
+    /// Client process.
+    pub process: Sym,
+    /// Node or endpoint the operation went through.
+    pub node: Sym,
+    /// Stream or key.
+    pub stream: Sym,
+    /// What it did.
+    pub kind: OpKind,
+    /// Which workload pattern issued it.
+    pub pattern: Pattern,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Written or delivered value.
+    pub value: Option<ValueId>,
+    /// Acknowledged or delivered sequence.
+    pub seq: Option<u64>,
+    /// Intended send time, ns since the run start.
+    pub invoke_ns: u64,
+    /// Completion time, ns since the run start.
+    pub complete_ns: u64,
+    /// What a read returned.
+    pub read: Option<&'a [Item]>,
+    /// The tenant the server says it served.
+    pub served_tenant: Option<Sym>,
+    /// Line in the history file (1-based), 0 when unknown.
+    pub line: u64,
+}
+
+/// "No sequence" in packed tables.
+pub const NO_SEQ: u64 = u64::MAX;
+
+/// Value flags.
+pub mod flag {
+    /// Some write of the value was attempted.
+    pub const ATTEMPTED: u16 = 1;
+    /// Some write was acknowledged.
+    pub const OK: u16 = 1 << 1;
+    /// Some write ended `info`.
+    pub const INFO: u16 = 1 << 2;
+    /// Some write ended `fail`.
+    pub const FAIL: u16 = 1 << 3;
+    /// Seen by an `ok` read (any pattern).
+    pub const READ: u16 = 1 << 4;
+    /// Seen by a final read-back.
+    pub const READBACK: u16 = 1 << 5;
+    /// Delivered to a consumer.
+    pub const DELIVERED: u16 = 1 << 6;
+    /// Written by the background-job pattern (checked by delivery).
+    pub const JOB: u16 = 1 << 7;
+    /// Already reported as stored at two sequences.
+    pub const STORED_DUP: u16 = 1 << 8;
+}
+
+/// Everything known about one value.
+#[derive(Clone, Copy, Debug)]
+pub struct ValueFacts {
+    /// Sequence of the first acknowledgement seen, or [`NO_SEQ`].
+    pub ack_seq: u64,
+    /// Completion time of the earliest acknowledgement, or `u64::MAX`.
+    pub ack_ns: u64,
+    /// First sequence at which a read saw it, or [`NO_SEQ`].
+    pub stored_seq: u64,
+    /// Earliest intended send time of a read or delivery that saw it, or `u64::MAX`.
+    pub read_ns: u64,
+    /// Read-back nodes (bits of [`Facts::readback_nodes`]) whose read-back contained it.
+    pub readback_nodes: u64,
+    /// `ok` deliveries.
+    pub deliveries: u32,
+    /// Stream of its first write.
+    pub write_stream: Sym,
+    /// Node of its earliest acknowledgement (else of a write attempt).
+    pub write_node: Sym,
+    /// Stream of `stored_seq`.
+    pub stored_stream: Sym,
+    /// Node of the earliest read that saw it.
+    pub read_node: Sym,
+    /// [`flag`] bits.
+    pub flags: u16,
+}
+
+impl Default for ValueFacts {
+    fn default() -> Self {
+        Self {
+            ack_seq: NO_SEQ,
+            ack_ns: u64::MAX,
+            stored_seq: NO_SEQ,
+            read_ns: u64::MAX,
+            readback_nodes: 0,
+            deliveries: 0,
+            write_stream: NO_SYM,
+            write_node: NO_SYM,
+            stored_stream: NO_SYM,
+            read_node: NO_SYM,
+            flags: 0,
+        }
+    }
+}
+
+/// Per-stream sequence tables.
+#[derive(Debug, Clone)]
+pub struct StreamFacts {
+    /// Sequence to the first value a read saw there.
+    pub stored: SeqMap<u32>,
+    /// Sequence to the first value acknowledged there.
+    pub acked: SeqMap<u32>,
+}
+
+impl Default for StreamFacts {
+    fn default() -> Self {
+        Self {
+            stored: SeqMap::new(u32::MAX),
+            acked: SeqMap::new(u32::MAX),
+        }
+    }
+}
+
+/// A summary of one `ok` read, for the prefix check.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadRecord {
+    /// Reader's tenant.
+    pub tenant: Sym,
+    /// Stream read.
+    pub stream: Sym,
+    /// Node it went through.
+    pub node: Sym,
+    /// Intended send time.
+    pub invoke_ns: u64,
+    /// Lowest sequence among its items of its own tenant.
+    pub first: u64,
+    /// Highest sequence.
+    pub last: u64,
+    /// Number of its items of its own tenant.
+    pub count: u64,
+    /// Wrapping sum of their sequences.
+    pub seq_sum: u64,
+    /// History line.
+    pub line: u64,
+    /// Whether it was a final read-back.
+    pub readback: bool,
+}
+
+/// The latest read-back of one (tenant, stream) through one node, as a fingerprint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// When the read was sent.
+    pub at_ns: u64,
+    /// Items of the tenant.
+    pub count: u64,
+    /// Order-independent hash of its (seq, value) pairs.
+    pub hash: u64,
+    /// Highest sequence, 0 when empty.
+    pub last_seq: u64,
+}
+
+/// Counts of one recovery bucket of one series.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BucketCounts {
+    /// Operations sent in the bucket that ended `ok`.
+    pub ok: u32,
+    /// ... `fail`.
+    pub fail: u32,
+    /// ... `info`.
+    pub info: u32,
+    /// `ok` completions in the bucket (throughput).
+    pub done_ok: u32,
+}
+
+/// One recovery series: a tenant and an operation class.
+#[derive(Clone, Debug)]
+pub struct Series {
+    /// Tenant.
+    pub tenant: Sym,
+    /// Pattern of its operations.
+    pub pattern: Pattern,
+    /// Kind of its operations.
+    pub kind: OpKind,
+    /// Per bucket, from bucket 0 (the run start).
+    pub buckets: Vec<BucketCounts>,
+}
+
+/// One latency sample.
+#[derive(Clone, Copy, Debug)]
+pub struct LatencySample {
+    /// Series index.
+    pub series: u32,
+    /// Bucket of the intended send time.
+    pub bucket: u32,
+    /// Completion minus intended send time, µs (saturating).
+    pub latency_us: u32,
+}
+
+/// A bounded, deterministic sample of evidence with an exact count.
+#[derive(Clone, Debug, Default)]
+pub struct EvidenceBuf {
+    /// Exact number of occurrences.
+    pub count: u64,
+    items: Vec<Evidence>,
+    cap: usize,
+}
+
+impl EvidenceBuf {
+    /// An empty buffer keeping at most `cap` items.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            count: 0,
+            items: Vec::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Counts one occurrence and keeps its evidence if it is among the earliest.
+    pub fn push(&mut self, e: Evidence) {
+        self.count += 1;
+        self.push_sample(e);
+    }
+
+    /// Keeps evidence without counting it (the count is kept elsewhere).
+    pub fn push_sample(&mut self, e: Evidence) {
+        self.items.push(e);
+        if self.items.len() >= 4 * self.cap {
+            self.compact();
+        }
+    }
+
+    /// Whether another sample could still be kept (cheap pre-check before building evidence).
+    pub fn wants(&self, at_ns: u64) -> bool {
+        self.items.len() < self.cap || self.items.iter().any(|e| e.at_ns.is_none_or(|t| t >= at_ns))
+    }
+
+    fn compact(&mut self) {
+        self.items.sort();
+        self.items.dedup();
+        self.items.truncate(self.cap);
+    }
+
+    /// The earliest evidence, sorted.
+    pub fn into_sorted(mut self) -> Vec<Evidence> {
+        self.compact();
+        self.items
+    }
+}
+
+/// A fault window prepared for the per-operation checks.
+#[derive(Clone, Debug)]
+pub struct FaultIndex {
+    /// Start, ns.
+    pub start: u64,
+    /// End, ns (`u64::MAX` when never healed).
+    pub end: u64,
+    /// Node to partition side.
+    pub sides: Vec<(Sym, u8)>,
+    /// Nodes stopped, paused or cut off.
+    pub affected: Vec<Sym>,
+}
+
+impl FaultIndex {
+    fn side_of(&self, node: Sym) -> Option<u8> {
+        self.sides.iter().find(|(n, _)| *n == node).map(|(_, s)| *s)
+    }
+}
+
+/// Acknowledgements seen on each side of one partition for one stream.
+#[derive(Clone, Debug, Default)]
+pub struct SideAcks {
+    /// Bit per side that acknowledged.
+    pub sides: u64,
+    /// Earliest acknowledgement per side: (side, invoke, value, node, line).
+    pub first: Vec<(u8, u64, ValueId, Sym, u64)>,
+}
+
+/// Bounds on bucket indexes (about 194 days of 1 s buckets).
+const MAX_BUCKET: u64 = 1 << 24;
+
+/// All facts folded from one history.
+#[derive(Debug)]
+pub struct Facts {
+    /// Interned names.
+    pub symbols: Symbols,
+    /// Per value, indexed by [`ValueId`].
+    pub values: Vec<ValueFacts>,
+    /// Per stream, indexed by stream symbol.
+    pub streams: Vec<StreamFacts>,
+    /// One record per `ok` read with items of its own tenant.
+    pub reads: Vec<ReadRecord>,
+    /// Read-back node bit to node symbol (at most 64 nodes).
+    pub readback_nodes: Vec<Sym>,
+    /// (tenant, stream) to the bits of the nodes whose read-back of it succeeded.
+    pub coverage: FxHashMap<(Sym, Sym), u64>,
+    /// (tenant, stream) to the nodes whose read-back of it failed or returned nothing usable.
+    pub readback_failed: FxHashMap<(Sym, Sym), u64>,
+    /// (tenant, stream, node) to the latest read-back fingerprint.
+    pub fingerprints: FxHashMap<(Sym, Sym, Sym), Fingerprint>,
+    /// Recovery series.
+    pub series: Vec<Series>,
+    series_index: FxHashMap<(Sym, u8, u8), u32>,
+    /// Latency samples of load operations.
+    pub latencies: Vec<LatencySample>,
+    /// Bucket width, ns.
+    pub bucket_ns: u64,
+    /// Evidence collected while reading: sequence conflicts (consistency).
+    pub sequence_conflicts: EvidenceBuf,
+    /// One value stored (or acknowledged) at two sequences.
+    pub duplicate_stored: EvidenceBuf,
+    /// Two acknowledgements for one sequence (split-brain).
+    pub duplicate_ack_seq: EvidenceBuf,
+    /// Acknowledgements while a majority of peers was down or cut off.
+    pub ack_without_quorum: EvidenceBuf,
+    /// Cross-tenant reads.
+    pub cross_tenant: EvidenceBuf,
+    /// Per tenant, cross-tenant reads it did or suffered.
+    pub cross_tenant_by_tenant: FxHashMap<Sym, u64>,
+    /// Read values with no tenant prefix.
+    pub unattributable_reads: u64,
+    /// (fault index, stream) to acknowledgements per side.
+    pub partition_acks: BTreeMap<(usize, Sym), SideAcks>,
+    /// Fault windows prepared for the per-operation checks, in observation order.
+    pub faults: Vec<FaultIndex>,
+    /// Stream symbol to its replica peers (from stream info).
+    pub stream_peers: FxHashMap<Sym, Vec<Sym>>,
+    /// Inconsistent operations by kind, with the first line.
+    pub defects: BTreeMap<&'static str, (u64, u64)>,
+    /// Operations folded.
+    pub operations: u64,
+    /// Operations completing earlier than the previous one.
+    pub out_of_order: u64,
+    /// Earliest intended send time.
+    pub first_invoke_ns: u64,
+    /// Latest completion.
+    pub last_complete_ns: u64,
+    /// Earliest intended send time of a load operation (not read-back).
+    pub load_first_invoke_ns: u64,
+    /// Latest intended send time of a load operation.
+    pub load_last_invoke_ns: u64,
+    prev_complete_ns: u64,
+    conflict_keys: FxHashSet<(Sym, u64)>,
+    ack_conflict_keys: FxHashSet<(Sym, u64)>,
+    max_evidence: usize,
+}
+
+/// Mixes a (seq, value) pair for fingerprints.
+fn mix(seq: u64, value: ValueId) -> u64 {
+    let mut z = seq ^ (u64::from(value.0) << 32 | u64::from(value.0)).rotate_left(17);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Facts {
+    /// Empty facts for a history checked with `observations` and `config`.
+    pub fn new(observations: &Observations, config: &CheckConfig) -> Self {
+        let mut symbols = Symbols::new();
+        let faults = observations
+            .faults
+            .iter()
+            .map(|f| {
+                let mut sides = Vec::new();
+                for (i, side) in f.sides.iter().enumerate() {
+                    for n in side {
+                        sides.push((symbols.nodes.intern(n), i.min(63) as u8));
+                    }
+                }
+                FaultIndex {
+                    start: f.start_ns,
+                    end: f.end_ns.unwrap_or(u64::MAX),
+                    sides,
+                    affected: f.affected.iter().map(|n| symbols.nodes.intern(n)).collect(),
+                }
+            })
+            .collect();
+        let mut stream_peers: FxHashMap<Sym, Vec<Sym>> = FxHashMap::default();
+        for s in &observations.stream_infos {
+            let stream = symbols.streams.intern(&s.stream);
+            let peers = stream_peers.entry(stream).or_default();
+            for r in &s.replicas {
+                let r = symbols.nodes.intern(r);
+                if !peers.contains(&r) {
+                    peers.push(r);
+                }
+            }
+        }
+        let cap = config.max_evidence;
+        Self {
+            symbols,
+            values: Vec::new(),
+            streams: Vec::new(),
+            reads: Vec::new(),
+            readback_nodes: Vec::new(),
+            coverage: FxHashMap::default(),
+            readback_failed: FxHashMap::default(),
+            fingerprints: FxHashMap::default(),
+            series: Vec::new(),
+            series_index: FxHashMap::default(),
+            latencies: Vec::new(),
+            bucket_ns: config.bucket_ms.saturating_mul(1_000_000).max(1),
+            sequence_conflicts: EvidenceBuf::new(cap),
+            duplicate_stored: EvidenceBuf::new(cap),
+            duplicate_ack_seq: EvidenceBuf::new(cap),
+            ack_without_quorum: EvidenceBuf::new(cap),
+            cross_tenant: EvidenceBuf::new(cap),
+            cross_tenant_by_tenant: FxHashMap::default(),
+            unattributable_reads: 0,
+            partition_acks: BTreeMap::new(),
+            faults,
+            stream_peers,
+            defects: BTreeMap::new(),
+            operations: 0,
+            out_of_order: 0,
+            first_invoke_ns: u64::MAX,
+            last_complete_ns: 0,
+            load_first_invoke_ns: u64::MAX,
+            load_last_invoke_ns: 0,
+            prev_complete_ns: 0,
+            conflict_keys: FxHashSet::default(),
+            ack_conflict_keys: FxHashSet::default(),
+            max_evidence: cap,
+        }
+    }
+
+    /// Records an inconsistent operation.
+    pub fn defect(&mut self, kind: &'static str, line: u64) {
+        let e = self.defects.entry(kind).or_insert((0, line));
+        e.0 += 1;
+    }
+
+    /// Whether any defect of these kinds was seen.
+    pub fn has_defect(&self, kinds: &[&str]) -> bool {
+        kinds.iter().any(|k| self.defects.contains_key(k))
+    }
+
+    #[inline]
+    fn value_mut(&mut self, v: ValueId) -> &mut ValueFacts {
+        let i = v.index();
+        if i >= self.values.len() {
+            self.values.resize(self.symbols.value_count().max(i + 1), ValueFacts::default());
+        }
+        &mut self.values[i]
+    }
+
+    #[inline]
+    fn stream_mut(&mut self, s: Sym) -> &mut StreamFacts {
+        let i = s as usize;
+        if i >= self.streams.len() {
+            self.streams.resize_with(i + 1, StreamFacts::default);
+        }
+        &mut self.streams[i]
+    }
+
+    fn readback_bit(&mut self, node: Sym) -> Option<u64> {
+        if let Some(i) = self.readback_nodes.iter().position(|n| *n == node) {
+            return Some(1 << i);
+        }
+        if self.readback_nodes.len() >= 64 {
+            return None;
+        }
+        self.readback_nodes.push(node);
+        Some(1 << (self.readback_nodes.len() - 1))
+    }
+
+    fn evidence(&self, op: &Op<'_>, value: Option<ValueId>, detail: String) -> Evidence {
+        let s = &self.symbols;
+        Evidence {
+            at_ns: Some(op.invoke_ns),
+            value: value.map(|v| s.value_name(v)),
+            tenant: Some(s.tenant(op.tenant).to_string()),
+            node: Some(s.node(op.node).to_string()),
+            stream: Some(s.stream(op.stream).to_string()),
+            line: (op.line > 0).then_some(op.line),
+            detail,
+            ..Evidence::default()
+        }
+    }
+
+    /// Folds one operation in. Order does not matter.
+    pub fn ingest(&mut self, op: &Op<'_>) {
+        self.operations += 1;
+        if op.complete_ns < self.prev_complete_ns {
+            self.out_of_order += 1;
+        }
+        self.prev_complete_ns = op.complete_ns;
+        self.first_invoke_ns = self.first_invoke_ns.min(op.invoke_ns);
+        self.last_complete_ns = self.last_complete_ns.max(op.complete_ns);
+        if op.complete_ns < op.invoke_ns {
+            self.defect("complete-before-invoke", op.line);
+        }
+        if let Some(served) = op.served_tenant {
+            if served != op.tenant {
+                self.cross_tenant_read(op, None, served);
+            }
+        }
+        match op.kind {
+            OpKind::Write => self.ingest_write(op),
+            OpKind::Read => self.ingest_read(op),
+            OpKind::Deliver => self.ingest_deliver(op),
+        }
+        if op.pattern != Pattern::ReadBack {
+            self.ingest_load(op);
+        }
+    }
+
+    fn ingest_write(&mut self, op: &Op<'_>) {
+        let Some(v) = op.value else {
+            self.defect("write-without-value", op.line);
+            return;
+        };
+        if self.symbols.value_tenant(v) != op.tenant {
+            self.defect("value-tenant-mismatch", op.line);
+        }
+        let f = self.value_mut(v);
+        f.flags |= flag::ATTEMPTED;
+        if op.pattern == Pattern::Job {
+            f.flags |= flag::JOB;
+        }
+        if f.write_stream == NO_SYM {
+            f.write_stream = op.stream;
+        }
+        if f.write_node == NO_SYM {
+            f.write_node = op.node;
+        }
+        match op.outcome {
+            Outcome::Fail => f.flags |= flag::FAIL,
+            Outcome::Info => f.flags |= flag::INFO,
+            Outcome::Ok => {
+                f.flags |= flag::OK;
+                if op.complete_ns < f.ack_ns {
+                    f.ack_ns = op.complete_ns;
+                    f.write_node = op.node;
+                }
+                let mut twice = None;
+                if let Some(seq) = op.seq {
+                    let first = f.ack_seq;
+                    if first == NO_SEQ {
+                        f.ack_seq = seq;
+                    } else if first != seq && f.flags & flag::STORED_DUP == 0 {
+                        f.flags |= flag::STORED_DUP;
+                        twice = Some(first);
+                    }
+                }
+                if let (Some(first), Some(seq)) = (twice, op.seq) {
+                    let detail = format!("acknowledged at seq {first} and again at seq {seq}");
+                    let e = self.evidence(op, Some(v), detail);
+                    self.duplicate_stored.push(Evidence { seq: Some(seq), ..e });
+                }
+                if let Some(seq) = op.seq {
+                    self.ack_seq(op, v, seq);
+                }
+                if !self.faults.is_empty() {
+                    self.ack_during_faults(op, v);
+                }
+            }
+        }
+    }
+
+    fn ack_seq(&mut self, op: &Op<'_>, v: ValueId, seq: u64) {
+        let prev = self.stream_mut(op.stream).acked.get_or_insert(seq, v.0);
+        if prev != v.0 && self.ack_conflict_keys.insert((op.stream, seq)) {
+            let other = ValueId(prev);
+            let e = self.evidence(
+                op,
+                Some(v),
+                "two different values acknowledged at one sequence".to_string(),
+            );
+            let other_node = self.values.get(other.index()).map(|f| f.write_node);
+            self.duplicate_ack_seq.push(Evidence {
+                seq: Some(seq),
+                other_value: Some(self.symbols.value_name(other)),
+                other_node: other_node.map(|n| self.symbols.node(n).to_string()),
+                ..e
+            });
+        }
+    }
+
+    fn ack_during_faults(&mut self, op: &Op<'_>, v: ValueId) {
+        let mut down: Vec<Sym> = Vec::new();
+        let mut active = false;
+        for (i, f) in self.faults.iter().enumerate() {
+            if op.invoke_ns < f.start || op.complete_ns > f.end {
+                continue;
+            }
+            active = true;
+            down.extend_from_slice(&f.affected);
+            if f.sides.is_empty() {
+                continue;
+            }
+            let Some(side) = f.side_of(op.node) else { continue };
+            // Peers on other sides are cut off from this node.
+            down.extend(f.sides.iter().filter(|(_, s)| *s != side).map(|(n, _)| *n));
+            let acks = self.partition_acks.entry((i, op.stream)).or_default();
+            acks.sides |= 1 << side;
+            match acks.first.iter_mut().find(|e| e.0 == side) {
+                Some(e) if e.1 <= op.invoke_ns => {}
+                Some(e) => *e = (side, op.invoke_ns, v, op.node, op.line),
+                None => acks.first.push((side, op.invoke_ns, v, op.node, op.line)),
+            }
+        }
+        if !active {
+            return;
+        }
+        let Some(peers) = self.stream_peers.get(&op.stream) else { return };
+        if peers.is_empty() {
+            return;
+        }
+        let alive = peers.iter().filter(|p| !down.contains(p)).count();
+        if alive * 2 <= peers.len() {
+            let detail = format!(
+                "acknowledged while {} of {} peers were down or cut off from {}",
+                peers.len() - alive,
+                peers.len(),
+                self.symbols.node(op.node)
+            );
+            self.ack_without_quorum.count += 1;
+            if self.ack_without_quorum.wants(op.invoke_ns) {
+                let e = self.evidence(op, Some(v), detail);
+                self.ack_without_quorum.push_sample(Evidence { seq: op.seq, ..e });
+            }
+        }
+    }
+
+    fn cross_tenant_read(&mut self, op: &Op<'_>, item: Option<Item>, other: Sym) {
+        *self.cross_tenant_by_tenant.entry(op.tenant).or_default() += 1;
+        *self.cross_tenant_by_tenant.entry(other).or_default() += 1;
+        self.cross_tenant.count += 1;
+        if self.cross_tenant.wants(op.invoke_ns) {
+            let what = match op.kind {
+                OpKind::Deliver => "was delivered",
+                _ => "read",
+            };
+            let detail = format!(
+                "tenant {} {what} a record of tenant {}",
+                self.symbols.tenant(op.tenant),
+                self.symbols.tenant(other)
+            );
+            let e = self.evidence(op, item.map(|i| i.value), detail);
+            self.cross_tenant.push_sample(Evidence {
+                other_tenant: Some(self.symbols.tenant(other).to_string()),
+                seq: item.map(|i| i.seq),
+                ..e
+            });
+        }
+    }
+
+    fn ingest_read(&mut self, op: &Op<'_>) {
+        let readback = op.pattern == Pattern::ReadBack;
+        let items = match (op.outcome, op.read) {
+            (Outcome::Ok, Some(items)) => items,
+            (outcome, items) => {
+                // Data returned to the client leaks even if the read then failed.
+                for &it in items.unwrap_or(&[]) {
+                    let vt = self.symbols.value_tenant(it.value);
+                    if vt != op.tenant && vt != NO_SYM {
+                        self.cross_tenant_read(op, Some(it), vt);
+                    }
+                }
+                if outcome == Outcome::Ok {
+                    self.defect("read-without-items", op.line);
+                }
+                if readback {
+                    if let Some(bit) = self.readback_bit(op.node) {
+                        *self.readback_failed.entry((op.tenant, op.stream)).or_default() |= bit;
+                    }
+                }
+                return;
+            }
+        };
+        let bit = if readback {
+            let b = self.readback_bit(op.node);
+            if b.is_none() {
+                self.defect("too-many-read-back-nodes", op.line);
+            }
+            b
+        } else {
+            None
+        };
+        let (mut count, mut sum, mut first, mut last, mut hash) = (0u64, 0u64, u64::MAX, 0u64, 0u64);
+        for &it in items {
+            let vt = self.symbols.value_tenant(it.value);
+            if vt == NO_SYM {
+                self.unattributable_reads += 1;
+            } else if vt != op.tenant {
+                self.cross_tenant_read(op, Some(it), vt);
+            }
+            let f = self.value_mut(it.value);
+            f.flags |= flag::READ;
+            if op.invoke_ns < f.read_ns {
+                f.read_ns = op.invoke_ns;
+                f.read_node = op.node;
+            }
+            if let Some(b) = bit {
+                f.flags |= flag::READBACK;
+                f.readback_nodes |= b;
+            }
+            let mut twice = None;
+            if f.stored_seq == NO_SEQ {
+                f.stored_seq = it.seq;
+                f.stored_stream = op.stream;
+            } else if (f.stored_seq != it.seq || f.stored_stream != op.stream) && f.flags & flag::STORED_DUP == 0 {
+                f.flags |= flag::STORED_DUP;
+                twice = Some(f.stored_seq);
+            }
+            if let Some(first) = twice {
+                let detail = format!("stored at seq {first} and at seq {}", it.seq);
+                let e = self.evidence(op, Some(it.value), detail);
+                self.duplicate_stored.push(Evidence { seq: Some(it.seq), ..e });
+            }
+            let prev = self.stream_mut(op.stream).stored.get_or_insert(it.seq, it.value.0);
+            if prev != it.value.0 && self.conflict_keys.insert((op.stream, it.seq)) {
+                let other = ValueId(prev);
+                let e = self.evidence(op, Some(it.value), "two different values at one sequence".to_string());
+                let other_node = self.values.get(other.index()).map(|f| f.read_node);
+                self.sequence_conflicts.push(Evidence {
+                    seq: Some(it.seq),
+                    other_value: Some(self.symbols.value_name(other)),
+                    other_node: other_node.map(|n| self.symbols.node(n).to_string()),
+                    ..e
+                });
+            }
+            if vt == op.tenant {
+                count += 1;
+                sum = sum.wrapping_add(it.seq);
+                first = first.min(it.seq);
+                last = last.max(it.seq);
+                hash = hash.wrapping_add(mix(it.seq, it.value));
+            }
+        }
+        if count > 0 && op.pattern != Pattern::Job {
+            self.reads.push(ReadRecord {
+                tenant: op.tenant,
+                stream: op.stream,
+                node: op.node,
+                invoke_ns: op.invoke_ns,
+                first,
+                last,
+                count,
+                seq_sum: sum,
+                line: op.line,
+                readback,
+            });
+        }
+        if let Some(b) = bit {
+            *self.coverage.entry((op.tenant, op.stream)).or_default() |= b;
+            let fp = Fingerprint {
+                at_ns: op.invoke_ns,
+                count,
+                hash,
+                last_seq: if count > 0 { last } else { 0 },
+            };
+            self.fingerprints
+                .entry((op.tenant, op.stream, op.node))
+                .and_modify(|old| {
+                    if fp.at_ns >= old.at_ns {
+                        *old = fp;
+                    }
+                })
+                .or_insert(fp);
+        }
+    }
+
+    fn ingest_deliver(&mut self, op: &Op<'_>) {
+        let Some(v) = op.value else {
+            self.defect("deliver-without-value", op.line);
+            return;
+        };
+        if op.outcome != Outcome::Ok {
+            return;
+        }
+        let vt = self.symbols.value_tenant(v);
+        if vt != op.tenant && vt != NO_SYM {
+            let item = Item {
+                seq: op.seq.unwrap_or(0),
+                value: v,
+            };
+            self.cross_tenant_read(op, Some(item), vt);
+        }
+        let f = self.value_mut(v);
+        f.flags |= flag::DELIVERED;
+        f.deliveries = f.deliveries.saturating_add(1);
+        if op.invoke_ns < f.read_ns {
+            f.read_ns = op.invoke_ns;
+            f.read_node = op.node;
+        }
+    }
+
+    fn ingest_load(&mut self, op: &Op<'_>) {
+        self.load_first_invoke_ns = self.load_first_invoke_ns.min(op.invoke_ns);
+        self.load_last_invoke_ns = self.load_last_invoke_ns.max(op.invoke_ns);
+        let b = op.invoke_ns / self.bucket_ns;
+        let done = op.complete_ns.max(op.invoke_ns) / self.bucket_ns;
+        if done >= MAX_BUCKET {
+            self.defect("time-out-of-range", op.line);
+            return;
+        }
+        let key = (op.tenant, op.pattern as u8, op.kind as u8);
+        let s = match self.series_index.get(&key) {
+            Some(&s) => s,
+            None => {
+                let s = self.series.len() as u32;
+                self.series.push(Series {
+                    tenant: op.tenant,
+                    pattern: op.pattern,
+                    kind: op.kind,
+                    buckets: Vec::new(),
+                });
+                self.series_index.insert(key, s);
+                s
+            }
+        };
+        let buckets = &mut self.series[s as usize].buckets;
+        if buckets.len() <= done as usize {
+            buckets.resize(done as usize + 1, BucketCounts::default());
+        }
+        let c = &mut buckets[b as usize];
+        match op.outcome {
+            Outcome::Ok => c.ok += 1,
+            Outcome::Fail => c.fail += 1,
+            Outcome::Info => c.info += 1,
+        }
+        if op.outcome == Outcome::Ok {
+            buckets[done as usize].done_ok += 1;
+        }
+        let latency_us = (op.complete_ns.saturating_sub(op.invoke_ns) / 1_000).min(u64::from(u32::MAX)) as u32;
+        self.latencies.push(LatencySample {
+            series: s,
+            bucket: b as u32,
+            latency_us,
+        });
+    }
+
+    /// The configured evidence cap.
+    pub fn max_evidence(&self) -> usize {
+        self.max_evidence
+    }
+}

@@ -1,0 +1,156 @@
+//! What was observed during the run besides operations: fault windows, leaders and stream info.
+
+use crate::history::{Observation, HISTORY_FORMAT_VERSION, OBSERVATIONS_FORMAT};
+
+use super::model::FaultWindow;
+use super::CheckError;
+
+/// One leader sample: what `observer` said the leader of `stream` was at `at_ns`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderSample {
+    /// Sample time, ns since the run start.
+    pub at_ns: u64,
+    /// The node that answered.
+    pub observer: String,
+    /// Stream name, or `$meta`.
+    pub stream: String,
+    /// The leader it reported.
+    pub leader: Option<String>,
+}
+
+/// Stream state as one node reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfoSample {
+    /// Sample time, ns since the run start.
+    pub at_ns: u64,
+    /// The node that answered.
+    pub observer: String,
+    /// Stream name.
+    pub stream: String,
+    /// Replica peer names.
+    pub replicas: Vec<String>,
+    /// Last sequence.
+    pub last_seq: u64,
+}
+
+/// Everything observed during a run, ready for the checkers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observations {
+    /// Whether an observations file (or list) was given at all. Without one, fault windows are
+    /// unknown and the recovery and split-brain checkers cannot be sure.
+    pub present: bool,
+    /// The run id from the observations header.
+    pub run_id: Option<String>,
+    /// Fault windows, ordered by start time.
+    pub faults: Vec<FaultWindow>,
+    /// Leader samples, in file order.
+    pub leaders: Vec<LeaderSample>,
+    /// Stream info samples, in file order.
+    pub stream_infos: Vec<StreamInfoSample>,
+}
+
+impl Observations {
+    /// No observations at all.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Collects observations. A header, if present, must name the observations format and a
+    /// known version.
+    pub fn from_observations(observations: impl IntoIterator<Item = Observation>) -> Result<Self, CheckError> {
+        let mut out = Self {
+            present: true,
+            ..Self::default()
+        };
+        for o in observations {
+            out.add(o)?;
+        }
+        out.finish();
+        Ok(out)
+    }
+
+    pub(crate) fn add(&mut self, o: Observation) -> Result<(), CheckError> {
+        match o {
+            Observation::Header { format, version, run_id } => {
+                if format != OBSERVATIONS_FORMAT {
+                    return Err(CheckError::WrongFormat {
+                        path: "observations".into(),
+                        expected: OBSERVATIONS_FORMAT,
+                        found: format,
+                    });
+                }
+                if version != HISTORY_FORMAT_VERSION {
+                    return Err(CheckError::UnsupportedVersion {
+                        path: "observations".into(),
+                        found: version,
+                        supported: HISTORY_FORMAT_VERSION,
+                    });
+                }
+                self.run_id = Some(run_id);
+            }
+            Observation::Leader {
+                at_ns,
+                observer,
+                stream,
+                leader,
+            } => self.leaders.push(LeaderSample {
+                at_ns,
+                observer,
+                stream,
+                leader,
+            }),
+            Observation::Fault {
+                fault_id,
+                kind,
+                start_ns,
+                end_ns,
+                sides,
+                affected,
+                survivable,
+            } => self.faults.push(FaultWindow {
+                fault_id,
+                kind,
+                start_ns,
+                end_ns,
+                sides,
+                affected,
+                survivable,
+            }),
+            Observation::StreamInfo {
+                at_ns,
+                observer,
+                stream,
+                leader: _,
+                replicas,
+                last_seq,
+            } => self.stream_infos.push(StreamInfoSample {
+                at_ns,
+                observer,
+                stream,
+                replicas,
+                last_seq,
+            }),
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finish(&mut self) {
+        self.faults
+            .sort_by(|a, b| a.start_ns.cmp(&b.start_ns).then_with(|| a.fault_id.cmp(&b.fault_id)));
+    }
+
+    /// The first fault's start, if any.
+    pub fn first_fault_ns(&self) -> Option<u64> {
+        self.faults.iter().map(|f| f.start_ns).min()
+    }
+
+    /// When replicas must have converged: the last heal plus `deadline_ms`. `None` when some
+    /// fault never healed during the run.
+    pub fn converge_at_ns(&self, deadline_ms: u64) -> Option<u64> {
+        let mut last = 0u64;
+        for f in &self.faults {
+            last = last.max(f.end_ns?);
+        }
+        Some(last.saturating_add(deadline_ms.saturating_mul(1_000_000)))
+    }
+}

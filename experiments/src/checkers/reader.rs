@@ -1,0 +1,415 @@
+//! Streaming readers for history and observations files.
+//!
+//! Lines are read one at a time into a reused buffer and parsed without copying strings, so a
+//! history of any length is read in constant memory (apart from what the checkers keep). The
+//! readers accept lines in any order, skip blank lines, tolerate a truncated last line (a run
+//! that was killed mid-write) and reject anything else that is not a known format with an error
+//! that names the file, line and column.
+
+use std::borrow::Cow;
+use std::io::{self, BufRead};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::history::{
+    HistoryHeader, Observation, OpKind, Outcome, Pattern, HISTORY_FORMAT, HISTORY_FORMAT_VERSION, OBSERVATIONS_FORMAT,
+};
+
+use super::facts::{Item, Op};
+use super::intern::Symbols;
+use super::CheckError;
+
+/// Reads lines into a reused buffer, with a length limit.
+pub(crate) struct Lines<R> {
+    inner: R,
+    buf: Vec<u8>,
+    line: u64,
+    max: usize,
+}
+
+/// One line read by [`Lines`].
+pub(crate) struct Line {
+    /// 1-based line number.
+    pub number: u64,
+    /// Whether a newline ended it (false only for the last line of a file).
+    pub terminated: bool,
+}
+
+impl<R: BufRead> Lines<R> {
+    pub(crate) fn new(inner: R, max: usize) -> Self {
+        Self {
+            inner,
+            buf: Vec::new(),
+            line: 0,
+            max,
+        }
+    }
+
+    pub(crate) fn buf(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The next non-blank line, `Ok(None)` at the end. `Err(Ok(line))` when the line is longer
+    /// than the limit.
+    pub(crate) fn next_line(&mut self) -> io::Result<Result<Option<Line>, u64>> {
+        loop {
+            self.buf.clear();
+            let mut terminated = false;
+            let mut too_long = false;
+            loop {
+                let avail = match self.inner.fill_buf() {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                if avail.is_empty() {
+                    break;
+                }
+                let (take, consume, ends) = match avail.iter().position(|&b| b == b'\n') {
+                    Some(i) => (i, i + 1, true),
+                    None => (avail.len(), avail.len(), false),
+                };
+                if self.buf.len() + take > self.max {
+                    too_long = true;
+                } else {
+                    self.buf.extend_from_slice(&avail[..take]);
+                }
+                self.inner.consume(consume);
+                if ends {
+                    terminated = true;
+                    break;
+                }
+                if too_long {
+                    break;
+                }
+            }
+            if too_long {
+                return Ok(Err(self.line + 1));
+            }
+            if self.buf.is_empty() && !terminated {
+                return Ok(Ok(None));
+            }
+            self.line += 1;
+            if self.buf.last() == Some(&b'\r') {
+                self.buf.pop();
+            }
+            if self.buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Ok(Ok(Some(Line {
+                number: self.line,
+                terminated,
+            })));
+        }
+    }
+}
+
+/// One read item, borrowed from the line.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawItem<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    value: Cow<'a, str>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+/// One operation, borrowed from the line. Mirrors [`crate::history::Operation`] field for field
+/// (a unit test checks they agree).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOp<'a> {
+    #[serde(borrow)]
+    tenant: Cow<'a, str>,
+    #[serde(borrow)]
+    process: Cow<'a, str>,
+    #[serde(borrow)]
+    node: Cow<'a, str>,
+    kind: OpKind,
+    pattern: Pattern,
+    #[serde(borrow, default)]
+    value: Option<Cow<'a, str>>,
+    #[serde(default = "first_attempt")]
+    attempt: u32,
+    #[serde(borrow)]
+    stream: Cow<'a, str>,
+    #[serde(default)]
+    seq: Option<u64>,
+    invoke_ns: u64,
+    complete_ns: u64,
+    #[allow(dead_code)] // Part of the format; the checkers use the monotonic times.
+    invoke_unix_ms: u64,
+    #[allow(dead_code)] // As above.
+    complete_unix_ms: u64,
+    outcome: Outcome,
+    #[serde(borrow, default)]
+    #[allow(dead_code)] // Kept for the format's sake; evidence quotes values, not error texts.
+    error: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    read: Option<Vec<RawItem<'a>>>,
+    #[serde(borrow, default)]
+    served_tenant: Option<Cow<'a, str>>,
+}
+
+/// Interns a parsed line and hands the operation to `f`.
+pub(crate) fn with_op<T>(
+    symbols: &mut Symbols,
+    raw: &RawOp<'_>,
+    line: u64,
+    scratch: &mut Vec<Item>,
+    f: impl FnOnce(&mut Symbols, &Op<'_>) -> T,
+) -> T {
+    scratch.clear();
+    if let Some(items) = &raw.read {
+        scratch.extend(items.iter().map(|i| Item {
+            seq: i.seq,
+            value: symbols.intern_value(&i.value),
+        }));
+    }
+    let op = Op {
+        tenant: symbols.tenants.intern(&raw.tenant),
+        process: symbols.processes.intern(&raw.process),
+        node: symbols.nodes.intern(&raw.node),
+        stream: symbols.streams.intern(&raw.stream),
+        kind: raw.kind,
+        pattern: raw.pattern,
+        outcome: raw.outcome,
+        attempt: raw.attempt,
+        value: raw.value.as_deref().map(|v| symbols.intern_value(v)),
+        seq: raw.seq,
+        invoke_ns: raw.invoke_ns,
+        complete_ns: raw.complete_ns,
+        read: raw.read.as_ref().map(|_| &scratch[..]),
+        served_tenant: raw.served_tenant.as_deref().map(|t| symbols.tenants.intern(t)),
+        line,
+    };
+    f(symbols, &op)
+}
+
+/// The first line's format and version, read leniently so a newer header still gets a clear
+/// "unsupported version" error rather than a parse error.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    format: Option<String>,
+    version: Option<u32>,
+}
+
+fn bad_line(path: &Path, line: u64, e: &serde_json::Error, hint: &str) -> CheckError {
+    CheckError::BadLine {
+        path: path.to_path_buf(),
+        line,
+        column: e.column() as u64,
+        message: format!("{e}{hint}"),
+    }
+}
+
+fn io_err(path: &Path, source: io::Error) -> CheckError {
+    CheckError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn next<R: BufRead>(lines: &mut Lines<R>, path: &Path, max: usize) -> Result<Option<Line>, CheckError> {
+    match lines.next_line().map_err(|e| io_err(path, e))? {
+        Ok(l) => Ok(l),
+        Err(line) => Err(CheckError::LineTooLong {
+            path: path.to_path_buf(),
+            line,
+            limit: max,
+        }),
+    }
+}
+
+/// Reads and checks the header line of a history.
+pub(crate) fn read_history_header<R: BufRead>(
+    lines: &mut Lines<R>,
+    path: &Path,
+    max: usize,
+) -> Result<HistoryHeader, CheckError> {
+    let Some(line) = next(lines, path, max)? else {
+        return Err(CheckError::Empty {
+            path: path.to_path_buf(),
+            expected: HISTORY_FORMAT,
+        });
+    };
+    let probe: Probe = serde_json::from_slice(lines.buf())
+        .map_err(|e| bad_line(path, line.number, &e, "; the first line must be the history header"))?;
+    let format = probe.format.unwrap_or_default();
+    if format != HISTORY_FORMAT {
+        return Err(CheckError::WrongFormat {
+            path: path.to_path_buf(),
+            expected: HISTORY_FORMAT,
+            found: format,
+        });
+    }
+    let version = probe.version.unwrap_or(0);
+    if version != HISTORY_FORMAT_VERSION {
+        return Err(CheckError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: HISTORY_FORMAT_VERSION,
+        });
+    }
+    serde_json::from_slice(lines.buf()).map_err(|e| bad_line(path, line.number, &e, " (history header)"))
+}
+
+/// What reading the body of a file found besides the records.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct BodyStats {
+    /// The last line was cut off and skipped.
+    pub truncated_last_line: bool,
+}
+
+/// Reads every operation line after the header and hands each to `f`. A line that does not
+/// parse is an error, except the last line of the file, which is skipped as truncated.
+pub(crate) fn read_history_body<R: BufRead>(
+    lines: &mut Lines<R>,
+    path: &Path,
+    max: usize,
+    symbols: &mut Symbols,
+    mut f: impl FnMut(&mut Symbols, &Op<'_>),
+) -> Result<BodyStats, CheckError> {
+    let mut scratch = Vec::new();
+    let mut stats = BodyStats::default();
+    while let Some(line) = next(lines, path, max)? {
+        let parsed = serde_json::from_slice::<RawOp<'_>>(lines.buf());
+        match parsed {
+            Ok(raw) => with_op(symbols, &raw, line.number, &mut scratch, &mut f),
+            Err(e) => {
+                let err = bad_line(path, line.number, &e, "");
+                drop(e);
+                if line.terminated && next(lines, path, max)?.is_some() {
+                    return Err(err);
+                }
+                stats.truncated_last_line = true;
+                break;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Reads an observations file (header first, then one observation per line).
+pub(crate) fn read_observations<R: BufRead>(
+    reader: R,
+    path: &Path,
+    max: usize,
+) -> Result<(Vec<Observation>, BodyStats), CheckError> {
+    let mut lines = Lines::new(reader, max);
+    let Some(line) = next(&mut lines, path, max)? else {
+        return Err(CheckError::Empty {
+            path: path.to_path_buf(),
+            expected: OBSERVATIONS_FORMAT,
+        });
+    };
+    let probe: Probe = serde_json::from_slice(lines.buf())
+        .map_err(|e| bad_line(path, line.number, &e, "; the first line must be the observations header"))?;
+    let format = probe.format.unwrap_or_default();
+    if probe.kind.as_deref() != Some("header") || format != OBSERVATIONS_FORMAT {
+        return Err(CheckError::WrongFormat {
+            path: path.to_path_buf(),
+            expected: OBSERVATIONS_FORMAT,
+            found: format,
+        });
+    }
+    let version = probe.version.unwrap_or(0);
+    if version != HISTORY_FORMAT_VERSION {
+        return Err(CheckError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: HISTORY_FORMAT_VERSION,
+        });
+    }
+    let mut out = vec![serde_json::from_slice::<Observation>(lines.buf())
+        .map_err(|e| bad_line(path, line.number, &e, " (observations header)"))?];
+    let mut stats = BodyStats::default();
+    while let Some(line) = next(&mut lines, path, max)? {
+        match serde_json::from_slice::<Observation>(lines.buf()) {
+            Ok(o) => out.push(o),
+            Err(e) => {
+                let err = bad_line(path, line.number, &e, "");
+                if line.terminated && next(&mut lines, path, max)?.is_some() {
+                    return Err(err);
+                }
+                stats.truncated_last_line = true;
+                break;
+            }
+        }
+    }
+    Ok((out, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Operation, ReadItem};
+
+    #[test]
+    fn raw_op_mirrors_operation() {
+        let op = Operation {
+            tenant: "t1".into(),
+            process: "p1".into(),
+            node: "n1".into(),
+            kind: OpKind::Read,
+            pattern: Pattern::ReadBack,
+            value: Some("t1/p1/3".into()),
+            attempt: 2,
+            stream: "s\"1".into(),
+            seq: Some(4),
+            invoke_ns: 5,
+            complete_ns: 6,
+            invoke_unix_ms: 7,
+            complete_unix_ms: 8,
+            outcome: Outcome::Info,
+            error: Some("e".into()),
+            read: Some(vec![ReadItem {
+                seq: 9,
+                value: "t1/p1/9".into(),
+            }]),
+            served_tenant: Some("t2".into()),
+        };
+        let line = serde_json::to_string(&op).unwrap();
+        let raw: RawOp<'_> = serde_json::from_str(&line).unwrap();
+        let mut symbols = Symbols::new();
+        let mut scratch = Vec::new();
+        with_op(&mut symbols, &raw, 1, &mut scratch, |s, o| {
+            assert_eq!(s.tenant(o.tenant), "t1");
+            assert_eq!(s.stream(o.stream), "s\"1");
+            assert_eq!(o.attempt, 2);
+            assert_eq!(s.value_name(o.value.unwrap()), "t1/p1/3");
+            assert_eq!(o.read.unwrap().len(), 1);
+            assert_eq!(s.value_name(o.read.unwrap()[0].value), "t1/p1/9");
+            assert_eq!(s.tenant(o.served_tenant.unwrap()), "t2");
+            assert_eq!((o.invoke_ns, o.complete_ns, o.seq), (5, 6, Some(4)));
+        });
+        // Minimal line: defaults agree with Operation's.
+        let min = r#"{"tenant":"t","process":"p","node":"n","kind":"write","pattern":"chat","stream":"s","invoke_ns":1,"complete_ns":2,"invoke_unix_ms":3,"complete_unix_ms":4,"outcome":"ok"}"#;
+        let op: Operation = serde_json::from_str(min).unwrap();
+        let raw: RawOp<'_> = serde_json::from_str(min).unwrap();
+        assert_eq!(op.attempt, raw.attempt);
+        assert!(serde_json::from_str::<RawOp<'_>>(&min.replace("\"ok\"}", "\"ok\",\"x\":1}")).is_err());
+    }
+
+    #[test]
+    fn lines_limit_and_blank_lines() {
+        let data = b"a\r\n\n  \nbbbb\ncc";
+        let mut l = Lines::new(&data[..], 3);
+        let first = l.next_line().unwrap().unwrap().unwrap();
+        assert_eq!((first.number, first.terminated, l.buf()), (1, true, &b"a"[..]));
+        assert_eq!(l.next_line().unwrap().unwrap_err(), 4);
+        let mut l = Lines::new(&data[..], 100);
+        l.next_line().unwrap().unwrap().unwrap();
+        let second = l.next_line().unwrap().unwrap().unwrap();
+        assert_eq!((second.number, l.buf()), (4, &b"bbbb"[..]));
+        let last = l.next_line().unwrap().unwrap().unwrap();
+        assert_eq!((last.number, last.terminated, l.buf()), (5, false, &b"cc"[..]));
+        assert!(l.next_line().unwrap().unwrap().is_none());
+    }
+}
