@@ -18,8 +18,13 @@ fn sigkill(pid: i32) {
 }
 
 fn fault_ids(lab: &TestLab) -> Vec<String> {
-    let json: serde_json::Value = serde_json::from_str(&lab.ok(&["faults", "--output", "json"])).expect("json");
-    json.as_array().expect("array").iter().map(|f| f["id"].as_str().expect("id").to_owned()).collect()
+    let json: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["faults", "--output", "json"])).expect("json");
+    json.as_array()
+        .expect("array")
+        .iter()
+        .map(|f| f["id"].as_str().expect("id").to_owned())
+        .collect()
 }
 
 fn injected_id(stdout: &str) -> String {
@@ -35,7 +40,10 @@ fn injected_id(stdout: &str) -> String {
 /// A listener inside `netns`, accepting (and dropping) connections in the background.
 fn listen_in(netns: &str, addr: &str) -> TcpListener {
     let addr: std::net::SocketAddr = addr.parse().expect("addr");
-    let listener = faultline_injectors::netns::run_in_netns(Path::new(NETNS_DIR), netns, move || TcpListener::bind(addr))
+    let listener =
+        faultline_injectors::netns::run_in_netns(Path::new(NETNS_DIR), netns, move || {
+            TcpListener::bind(addr)
+        })
         .expect("enter")
         .expect("bind");
     let accepting = listener.try_clone().expect("clone");
@@ -54,22 +62,59 @@ fn zone_partition_cuts_the_zone_off_both_ways_and_keeps_each_side_whole() {
     let _b2 = listen_in(&lab.netns("b2"), "10.203.2.12:7000");
     let checks = |expect_cut: bool| {
         let cut = !expect_cut;
-        assert_eq!(tcp_reachable(&lab.netns("a1"), "10.203.2.11:8222"), cut, "a1 -> b1");
-        assert_eq!(tcp_reachable(&lab.netns("b2"), "10.203.1.11:8222"), cut, "b2 -> a1");
-        assert_eq!(tcp_reachable(&lab.netns("c1"), "10.203.1.12:7000"), cut, "c1 -> a2");
-        assert_eq!(tcp_reachable(&lab.netns("a2"), "10.203.2.12:7000"), cut, "a2 -> b2");
+        assert_eq!(
+            tcp_reachable(&lab.netns("a1"), "10.203.2.11:8222"),
+            cut,
+            "a1 -> b1"
+        );
+        assert_eq!(
+            tcp_reachable(&lab.netns("b2"), "10.203.1.11:8222"),
+            cut,
+            "b2 -> a1"
+        );
+        assert_eq!(
+            tcp_reachable(&lab.netns("c1"), "10.203.1.12:7000"),
+            cut,
+            "c1 -> a2"
+        );
+        assert_eq!(
+            tcp_reachable(&lab.netns("a2"), "10.203.2.12:7000"),
+            cut,
+            "a2 -> b2"
+        );
         // Inside each side, and from the client namespace, traffic is untouched.
-        assert!(tcp_reachable(&lab.netns("a1"), "10.203.1.12:7000"), "a1 -> a2");
-        assert!(tcp_reachable(&lab.netns("a2"), "10.203.1.11:8222"), "a2 -> a1");
-        assert!(tcp_reachable(&lab.netns("b1"), "10.203.3.11:8222"), "b1 -> c1");
-        assert!(tcp_reachable(&lab.netns("c2"), "10.203.2.12:7000"), "c2 -> b2");
-        assert!(tcp_reachable(&lab.netns("client"), "10.203.1.11:8222"), "client -> a1");
+        assert!(
+            tcp_reachable(&lab.netns("a1"), "10.203.1.12:7000"),
+            "a1 -> a2"
+        );
+        assert!(
+            tcp_reachable(&lab.netns("a2"), "10.203.1.11:8222"),
+            "a2 -> a1"
+        );
+        assert!(
+            tcp_reachable(&lab.netns("b1"), "10.203.3.11:8222"),
+            "b1 -> c1"
+        );
+        assert!(
+            tcp_reachable(&lab.netns("c2"), "10.203.2.12:7000"),
+            "c2 -> b2"
+        );
+        assert!(
+            tcp_reachable(&lab.netns("client"), "10.203.1.11:8222"),
+            "client -> a1"
+        );
     };
     checks(false);
     let out = lab.ok(&["inject", "partition", "--zone", "a", "--for", "60s"]);
-    assert!(out.contains("zone a vs rest") && out.contains("16 rules"), "{out}");
+    assert!(
+        out.contains("zone a vs rest") && out.contains("16 rules"),
+        "{out}"
+    );
     assert_eq!(lab.our_rules().len(), 16, "{:#?}", lab.our_rules());
-    assert!(lab.our_rules().iter().all(|r| r.contains("prohibit") && !r.contains("lookup")));
+    assert!(lab
+        .our_rules()
+        .iter()
+        .all(|r| r.contains("prohibit") && !r.contains("lookup")));
     checks(true);
     lab.ok(&["revert", &injected_id(&out)]);
     assert!(lab.our_rules().is_empty());
@@ -101,20 +146,43 @@ fn deadlines_survive_sigkill_of_every_faultline_process() {
     assert!(!fault_ids(&lab).contains(&short));
 
     // The restarted agent does it too: start it directly, not through chaosctl.
-    let third = injected_id(&lab.ok(&["inject", "pause", "--service", "nats", "--replica", "3", "--for", "2s"]));
+    let third = injected_id(&lab.ok(&[
+        "inject",
+        "pause",
+        "--service",
+        "nats",
+        "--replica",
+        "3",
+        "--for",
+        "2s",
+    ]));
     let mut agent = Command::new(env!("CARGO_BIN_EXE_faultlined"))
         .args(["lab", "--name", &lab.name, "--state-root"])
         .arg(lab.state_root())
         .spawn()
         .expect("start agent");
-    wait_until(Duration::from_secs(10), "the agent to revert the pause", || {
-        !std::fs::read_dir(lab.lab_dir().join("ledger"))
-            .map(|entries| entries.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with(&third)))
-            .unwrap_or(false)
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the agent to revert the pause",
+        || {
+            !std::fs::read_dir(lab.lab_dir().join("ledger")).is_ok_and(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().starts_with(&third))
+            })
+        },
+    );
     let status = lab.status();
-    assert!(status["services"].as_array().expect("services").iter().all(|s| s["health"] != "paused"));
-    assert_eq!(lab.our_rules().len(), long_rules, "the live partition must stay");
+    assert!(status["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .all(|s| s["health"] != "paused"));
+    assert_eq!(
+        lab.our_rules().len(),
+        long_rules,
+        "the live partition must stay"
+    );
     agent.kill().expect("kill agent");
     agent.wait().expect("reap agent");
     lab.ok(&["revert", &long]);
@@ -145,11 +213,17 @@ fn killed_replica_is_restarted_and_status_shows_it() {
     let old_pid = before["services"][1]["pid"].as_i64().expect("pid");
     let out = lab.ok(&["inject", "kill", "--service", "nats", "--replica", "2"]);
     assert!(out.contains("SIGKILL"), "{out}");
-    wait_until(Duration::from_secs(20), "nats/2 restarted and ready", || {
-        let s = lab.status();
-        let replica = &s["services"][1];
-        replica["restarts"] == 1 && replica["health"] == "ready" && replica["pid"].as_i64() != Some(old_pid)
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "nats/2 restarted and ready",
+        || {
+            let s = lab.status();
+            let replica = &s["services"][1];
+            replica["restarts"] == 1
+                && replica["health"] == "ready"
+                && replica["pid"].as_i64() != Some(old_pid)
+        },
+    );
     let text = lab.ok(&["lab", "status"]);
     assert!(text.contains("last restart: killed by SIGKILL"), "{text}");
 }
@@ -162,13 +236,19 @@ fn drain_moves_services_off_the_node_and_revert_uncordons() {
     let lab = TestLab::up();
     let node = lab.node_of("nats/1");
     let out = lab.ok(&["inject", "drain", "--node", &node, "--for", "120s"]);
-    wait_until(Duration::from_secs(20), "nats/1 to move and be ready", || {
-        let s = lab.status();
-        s["services"][0]["node"] != node.as_str() && s["services"][0]["health"] == "ready"
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "nats/1 to move and be ready",
+        || {
+            let s = lab.status();
+            s["services"][0]["node"] != node.as_str() && s["services"][0]["health"] == "ready"
+        },
+    );
     let status = lab.status();
     assert_eq!(status["nodes"][0]["cordoned"], true);
-    assert!(lab.ok(&["lab", "status"]).contains(&format!("evicted from {node} (cordoned)")));
+    assert!(lab
+        .ok(&["lab", "status"])
+        .contains(&format!("evicted from {node} (cordoned)")));
     lab.ok(&["revert", &injected_id(&out)]);
     assert_eq!(lab.status()["nodes"][0]["cordoned"], false);
 }
@@ -192,18 +272,29 @@ fn lab_down_cleans_up_after_lab_up_was_killed_halfway() {
         // Whatever it managed to start: namespaces, agent, nats-servers.
         std::thread::sleep(Duration::from_millis(300));
         lab.ok(&["lab", "down"]);
-        assert!(lab.namespaces().is_empty(), "namespaces left after {delay_ms} ms: {:?}", lab.namespaces());
+        assert!(
+            lab.namespaces().is_empty(),
+            "namespaces left after {delay_ms} ms: {:?}",
+            lab.namespaces()
+        );
         assert!(!lab.lab_dir().exists(), "state left after {delay_ms} ms");
         let root = lab.state_root().display().to_string();
         let leftovers: Vec<String> = std::fs::read_dir("/proc")
             .expect("proc")
             .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<i32>().ok())
-            .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok().map(|c| (pid, c)))
+            .filter_map(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .ok()
+                    .map(|c| (pid, c))
+            })
             .map(|(pid, c)| (pid, String::from_utf8_lossy(&c).replace('\0', " ")))
             .filter(|(_, c)| c.contains(&root))
             .map(|(pid, c)| format!("{pid}: {c}"))
             .collect();
-        assert!(leftovers.is_empty(), "processes left after {delay_ms} ms: {leftovers:#?}");
+        assert!(
+            leftovers.is_empty(),
+            "processes left after {delay_ms} ms: {leftovers:#?}"
+        );
     }
 }
 
@@ -214,13 +305,43 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     }
     let lab = TestLab::up();
     let cases: &[(&[&str], &str)] = &[
-        (&["inject", "partition", "--zone", "q", "--for", "10s"], "zone `q` is not in lab"),
-        (&["inject", "kill", "--service", "redis", "--replica", "1"], "service `redis` is not in lab"),
-        (&["inject", "kill", "--service", "nats", "--replica", "9"], "replica `nats/9` is not in lab"),
-        (&["inject", "drain", "--node", "z9", "--for", "10s"], "node `z9` is not in lab"),
-        (&["inject", "partition", "--zone", "a", "--for", "0s"], "must be above 0"),
-        (&["inject", "partition", "--zone", "a", "--for", "3h"], "at most"),
-        (&["inject", "pause", "--service", "nats", "--replica", "1", "--for", "0s"], "must be above 0"),
+        (
+            &["inject", "partition", "--zone", "q", "--for", "10s"],
+            "zone `q` is not in lab",
+        ),
+        (
+            &["inject", "kill", "--service", "redis", "--replica", "1"],
+            "service `redis` is not in lab",
+        ),
+        (
+            &["inject", "kill", "--service", "nats", "--replica", "9"],
+            "replica `nats/9` is not in lab",
+        ),
+        (
+            &["inject", "drain", "--node", "z9", "--for", "10s"],
+            "node `z9` is not in lab",
+        ),
+        (
+            &["inject", "partition", "--zone", "a", "--for", "0s"],
+            "must be above 0",
+        ),
+        (
+            &["inject", "partition", "--zone", "a", "--for", "3h"],
+            "at most",
+        ),
+        (
+            &[
+                "inject",
+                "pause",
+                "--service",
+                "nats",
+                "--replica",
+                "1",
+                "--for",
+                "0s",
+            ],
+            "must be above 0",
+        ),
     ];
     for (args, expected) in cases {
         let stderr = lab.fails(args);
@@ -229,26 +350,65 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     }
     assert!(fault_ids(&lab).is_empty());
     assert!(lab.our_rules().is_empty());
-    assert!(lab.status()["services"].as_array().expect("services").iter().all(|s| s["health"] == "ready"));
+    assert!(lab.status()["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .all(|s| s["health"] == "ready"));
+}
 
+#[test]
+fn bad_topology_name_or_privileges_get_a_clear_error_and_change_nothing() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
     // Malformed topology: line and column.
     let mut file = tempfile::NamedTempFile::new().expect("temp");
-    writeln!(file, "zones:\n  - name: a\n    nodes: [a1, a2]\n  - name: b\n    nodez: [b1]").expect("write");
+    writeln!(
+        file,
+        "zones:\n  - name: a\n    nodes: [a1, a2]\n  - name: b\n    nodez: [b1]"
+    )
+    .expect("write");
     let other = TestLab::new();
-    let stderr = other.fails(&["lab", "up", "--topology", file.path().to_str().expect("utf8")]);
+    let stderr = other.fails(&[
+        "lab",
+        "up",
+        "--topology",
+        file.path().to_str().expect("utf8"),
+    ]);
     assert!(stderr.contains("line 5 column 5"), "{stderr}");
     assert!(other.namespaces().is_empty());
 
     // The same name with another topology.
     let mut smaller = tempfile::NamedTempFile::new().expect("temp");
     writeln!(smaller, "zones:\n  - name: a\n    nodes: [a1]").expect("write");
-    let stderr = lab.fails(&["lab", "up", "--topology", smaller.path().to_str().expect("utf8")]);
-    assert!(stderr.contains("already runs a different topology"), "{stderr}");
+    let stderr = lab.fails(&[
+        "lab",
+        "up",
+        "--topology",
+        smaller.path().to_str().expect("utf8"),
+    ]);
+    assert!(
+        stderr.contains("already runs a different topology"),
+        "{stderr}"
+    );
     assert_eq!(lab.namespaces().len(), 8, "the running lab is untouched");
 
     // Without root.
     let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_chaosctl"), "inject", "kill", "--service", "nats", "--replica", "1"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_chaosctl"),
+            "inject",
+            "kill",
+            "--service",
+            "nats",
+            "--replica",
+            "1",
+        ])
         .env("FAULTLINE_STATE_ROOT", lab.state_root())
         .env("FAULTLINE_LAB", &lab.name)
         .output()
@@ -256,7 +416,11 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("need root"), "{stderr}");
-    assert!(lab.status()["services"].as_array().expect("services").iter().all(|s| s["restarts"] == 0));
+    assert!(lab.status()["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .all(|s| s["restarts"] == 0));
 }
 
 #[test]
@@ -266,12 +430,24 @@ fn halt_reverts_everything_and_blocks_until_resume() {
     }
     let lab = TestLab::up();
     lab.ok(&["inject", "partition", "--zone", "c", "--for", "120s"]);
-    lab.ok(&["inject", "pause", "--service", "nats", "--replica", "1", "--for", "120s"]);
+    lab.ok(&[
+        "inject",
+        "pause",
+        "--service",
+        "nats",
+        "--replica",
+        "1",
+        "--for",
+        "120s",
+    ]);
     lab.ok(&["halt"]);
     assert!(lab.our_rules().is_empty());
     assert!(fault_ids(&lab).is_empty());
     let stderr = lab.fails(&["inject", "partition", "--zone", "a", "--for", "10s"]);
-    assert!(stderr.contains("halted") && stderr.contains("chaosctl resume"), "{stderr}");
+    assert!(
+        stderr.contains("halted") && stderr.contains("chaosctl resume"),
+        "{stderr}"
+    );
     lab.ok(&["resume"]);
     lab.ok(&["inject", "partition", "--zone", "a", "--for", "10s"]);
 }

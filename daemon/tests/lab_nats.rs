@@ -6,10 +6,16 @@ use std::time::Duration;
 
 use common::{can_run_lab, in_netns_async, TestLab};
 
-const SERVERS: [&str; 3] = ["nats://10.203.1.11:4222", "nats://10.203.2.11:4222", "nats://10.203.3.11:4222"];
+const SERVERS: [&str; 3] = [
+    "nats://10.203.1.11:4222",
+    "nats://10.203.2.11:4222",
+    "nats://10.203.3.11:4222",
+];
 
 fn addrs(urls: &[&str]) -> Vec<async_nats::ServerAddr> {
-    urls.iter().map(|u| u.parse().expect("server url")).collect()
+    urls.iter()
+        .map(|u| u.parse().expect("server url"))
+        .collect()
 }
 
 /// Publishes once to the R3 stream through `url`; `Ok(seq)` when acknowledged.
@@ -61,8 +67,21 @@ fn isolating_two_of_three_nats_servers_loses_quorum_until_heal() {
     assert!(before.is_some(), "publishing must work before the fault");
 
     let isolated = [lab.node_of("nats/1"), lab.node_of("nats/2")].join(",");
-    let out = lab.ok(&["inject", "partition", "--isolate", &isolated, "--for", "60s"]);
-    let fault_id = out.split_whitespace().skip_while(|w| *w != "fault").nth(1).expect("id").trim_end_matches(':').to_owned();
+    let out = lab.ok(&[
+        "inject",
+        "partition",
+        "--isolate",
+        &isolated,
+        "--for",
+        "60s",
+    ]);
+    let fault_id = out
+        .split_whitespace()
+        .skip_while(|w| *w != "fault")
+        .nth(1)
+        .expect("id")
+        .trim_end_matches(':')
+        .to_owned();
 
     // Every publish through the remaining server fails while the partition holds.
     let during: Vec<Result<u64, String>> = in_netns_async(&client_ns, || async {
@@ -72,7 +91,10 @@ fn isolating_two_of_three_nats_servers_loses_quorum_until_heal() {
         }
         results
     });
-    assert!(during.iter().all(Result::is_err), "no publish may succeed without quorum: {during:?}");
+    assert!(
+        during.iter().all(Result::is_err),
+        "no publish may succeed without quorum: {during:?}"
+    );
 
     lab.ok(&["revert", &fault_id]);
     let after = in_netns_async(&client_ns, || async {

@@ -1,7 +1,7 @@
 //! The experiment layer: the lab target, the tenant workload and its history, the checkers and
 //! reports, the experiment spec and the engine that runs the phases.
 
+pub mod checkers;
 pub mod history;
 pub mod lab;
-pub mod checkers;
 pub mod report;

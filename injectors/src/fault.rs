@@ -66,7 +66,9 @@ impl FaultAction {
         match self {
             FaultAction::Partition { rules, .. } => env.rules.add(rules),
             FaultAction::Kill { process } => env.signals.signal(process, Signal::SIGKILL).map(drop),
-            FaultAction::Pause { process } => env.signals.signal(process, Signal::SIGSTOP).map(drop),
+            FaultAction::Pause { process } => {
+                env.signals.signal(process, Signal::SIGSTOP).map(drop)
+            }
             FaultAction::Drain { node } => {
                 env.scheduler.cordon(node)?;
                 env.scheduler.evict(node)
@@ -83,7 +85,9 @@ impl FaultAction {
         match self {
             FaultAction::Partition { rules, .. } => env.rules.delete(rules),
             FaultAction::Kill { .. } => Ok(()),
-            FaultAction::Pause { process } => env.signals.signal(process, Signal::SIGCONT).map(drop),
+            FaultAction::Pause { process } => {
+                env.signals.signal(process, Signal::SIGCONT).map(drop)
+            }
             FaultAction::Drain { node } => env.scheduler.uncordon(node),
         }
     }

@@ -175,9 +175,9 @@ impl Ledger {
     pub fn halted(&self) -> Result<Option<HaltMarker>> {
         let path = self.dir.join(HALT_FILE);
         match fs::read(&path) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or(HaltMarker {
-                since_unix_ms: 0,
-            }))),
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).unwrap_or(HaltMarker { since_unix_ms: 0 }),
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io_error(&path, e)),
         }

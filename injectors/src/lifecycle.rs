@@ -158,19 +158,17 @@ pub fn reconcile(
             live.push(record);
             continue;
         }
-        match record.action.revert(env) {
-            Ok(()) => {
-                ledger.remove(&lock, &record.id)?;
-                if halted {
-                    report.halted.push(record.id);
-                } else {
-                    report.expired.push(record.id);
-                }
+        if record.action.revert(env).is_ok() {
+            ledger.remove(&lock, &record.id)?;
+            if halted {
+                report.halted.push(record.id);
+            } else {
+                report.expired.push(record.id);
             }
-            Err(_) => {
-                report.failed.push(record.id.clone());
-                live.push(record);
-            }
+        } else {
+            // Keep it live: its objects are still in place and must not look orphaned.
+            report.failed.push(record.id.clone());
+            live.push(record);
         }
     }
 
@@ -292,7 +290,10 @@ mod tests {
                     build: Box::new(|slot| FaultAction::Partition {
                         slot,
                         sides: vec![vec!["a1".into()], vec!["b1".into()]],
-                        rules: vec![rule("ns-a1", [10, 0, 0, 2], slot), rule("ns-b1", [10, 0, 0, 1], slot)],
+                        rules: vec![
+                            rule("ns-a1", [10, 0, 0, 2], slot),
+                            rule("ns-b1", [10, 0, 0, 1], slot),
+                        ],
                     }),
                 },
                 now,
@@ -438,7 +439,10 @@ mod tests {
                 build: Box::new(|slot| FaultAction::Partition {
                     slot,
                     sides: vec![],
-                    rules: vec![rule("ns-a1", [10, 0, 0, 2], slot), rule("ns-b1", [10, 0, 0, 1], slot)],
+                    rules: vec![
+                        rule("ns-a1", [10, 0, 0, 2], slot),
+                        rule("ns-b1", [10, 0, 0, 1], slot),
+                    ],
                 }),
             },
             1_000,

@@ -49,12 +49,18 @@ impl RecordingScheduler {
 
 impl NodeScheduler for RecordingScheduler {
     fn cordon(&self, node: &str) -> Result<()> {
-        self.cordoned.lock().expect("poisoned").insert(node.to_owned());
+        self.cordoned
+            .lock()
+            .expect("poisoned")
+            .insert(node.to_owned());
         Ok(())
     }
 
     fn evict(&self, node: &str) -> Result<()> {
-        self.evictions.lock().expect("poisoned").push(node.to_owned());
+        self.evictions
+            .lock()
+            .expect("poisoned")
+            .push(node.to_owned());
         Ok(())
     }
 
@@ -64,6 +70,12 @@ impl NodeScheduler for RecordingScheduler {
     }
 
     fn cordoned(&self) -> Result<Vec<String>> {
-        Ok(self.cordoned.lock().expect("poisoned").iter().cloned().collect())
+        Ok(self
+            .cordoned
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .cloned()
+            .collect())
     }
 }

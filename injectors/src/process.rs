@@ -64,7 +64,11 @@ pub fn read_proc_stat(proc_root: &Path, pid: i32) -> Option<ProcStat> {
 }
 
 /// Pins a live PID as a [`ProcessTarget`]; `None` when it is gone.
-pub fn target_for_pid(proc_root: &Path, pid: i32, label: impl Into<String>) -> Option<ProcessTarget> {
+pub fn target_for_pid(
+    proc_root: &Path,
+    pid: i32,
+    label: impl Into<String>,
+) -> Option<ProcessTarget> {
     read_proc_stat(proc_root, pid).map(|stat| ProcessTarget {
         pid,
         start_ticks: stat.start_ticks,
@@ -129,7 +133,10 @@ impl RecordingSignaller {
 
 impl Signaller for RecordingSignaller {
     fn signal(&self, target: &ProcessTarget, signal: Signal) -> Result<bool> {
-        self.sent.lock().expect("poisoned").push((target.pid, signal));
+        self.sent
+            .lock()
+            .expect("poisoned")
+            .push((target.pid, signal));
         Ok(true)
     }
 
@@ -137,7 +144,9 @@ impl Signaller for RecordingSignaller {
         let sent = self.sent.lock().expect("poisoned");
         sent.iter()
             .rev()
-            .find(|(pid, sig)| *pid == target.pid && matches!(sig, Signal::SIGSTOP | Signal::SIGCONT))
+            .find(|(pid, sig)| {
+                *pid == target.pid && matches!(sig, Signal::SIGSTOP | Signal::SIGCONT)
+            })
             .is_some_and(|(_, sig)| *sig == Signal::SIGSTOP)
     }
 }
@@ -176,6 +185,8 @@ mod tests {
         };
         assert!(signaller.is_same_process(&recycled).is_none());
         // Signal 0 semantics: a recycled PID is reported gone and nothing is sent.
-        assert!(!signaller.signal(&recycled, Signal::SIGCONT).expect("no error"));
+        assert!(!signaller
+            .signal(&recycled, Signal::SIGCONT)
+            .expect("no error"));
     }
 }

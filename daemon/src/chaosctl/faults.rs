@@ -85,7 +85,11 @@ enum ShapeBy {
     Node,
 }
 
-pub(crate) fn inject(host: &HostPaths, args: InjectArgs, max: Duration) -> anyhow::Result<ExitCode> {
+pub(crate) fn inject(
+    host: &HostPaths,
+    args: InjectArgs,
+    max: Duration,
+) -> anyhow::Result<ExitCode> {
     let ctx = LabContext::open(host, &args.lab)?;
     let record = match args.fault {
         FaultCommand::Partition {
@@ -104,7 +108,9 @@ pub(crate) fn inject(host: &HostPaths, args: InjectArgs, max: Duration) -> anyho
                     by_zone: by == ShapeBy::Zone,
                 },
                 _ if !isolate.is_empty() => PartitionTarget::Singletons(isolate),
-                _ => anyhow::bail!("say what to partition: --zone Z, --node N, --isolate N1,N2 or --shape S"),
+                _ => anyhow::bail!(
+                    "say what to partition: --zone Z, --node N, --isolate N1,N2 or --shape S"
+                ),
             };
             ctx.inject_partition(&target, duration, max)?
         }
@@ -126,20 +132,38 @@ fn describe_injected(record: &FaultRecord) -> String {
             "partitioned {} ({} rules; sides: {})",
             record.target,
             rules.len(),
-            sides.iter().map(|s| format!("[{}]", s.join(" "))).collect::<Vec<_>>().join(" ")
+            sides
+                .iter()
+                .map(|s| format!("[{}]", s.join(" ")))
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
-        FaultAction::Kill { process } => format!("killed {} (pid {}) with SIGKILL", process.label, process.pid),
-        FaultAction::Pause { process } => format!("paused {} (pid {}) with SIGSTOP", process.label, process.pid),
+        FaultAction::Kill { process } => format!(
+            "killed {} (pid {}) with SIGKILL",
+            process.label, process.pid
+        ),
+        FaultAction::Pause { process } => format!(
+            "paused {} (pid {}) with SIGSTOP",
+            process.label, process.pid
+        ),
         FaultAction::Drain { node } => format!("cordoned node {node} and evicted its services"),
     };
     if record.action.is_instant() {
-        format!("{what}\nfault {}: nothing to revert; the supervisor restarts it", record.id)
+        format!(
+            "{what}\nfault {}: nothing to revert; the supervisor restarts it",
+            record.id
+        )
     } else {
         format!(
             "{what}\nfault {}: reverted at {} (in {}); `chaosctl revert {}` ends it now",
             record.id,
             rfc3339(record.deadline_unix_ms),
-            humantime::format_duration(Duration::from_secs(record.deadline_unix_ms.saturating_sub(now_unix_ms()).div_ceil(1000))),
+            humantime::format_duration(Duration::from_secs(
+                record
+                    .deadline_unix_ms
+                    .saturating_sub(now_unix_ms())
+                    .div_ceil(1000)
+            )),
             record.id
         )
     }

@@ -50,7 +50,11 @@ pub(crate) enum LabCommand {
 
 pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitCode> {
     match command {
-        LabCommand::Up { topology, name, timeout } => {
+        LabCommand::Up {
+            topology,
+            name,
+            timeout,
+        } => {
             let topology = match topology {
                 Some(path) => {
                     let yaml = std::fs::read_to_string(&path)
@@ -62,7 +66,10 @@ pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitC
             let agent = crate::agent_binary();
             let (ctx, started_agent) = control::up(host, &name, &topology, &agent, timeout)?;
             if started_agent {
-                println!("lab {name}: agent started (log: {})", ctx.paths.agent_log().display());
+                println!(
+                    "lab {name}: agent started (log: {})",
+                    ctx.paths.agent_log().display()
+                );
             }
             let status = control::status(&ctx)?;
             print_status(&status);
@@ -83,8 +90,16 @@ pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitC
                 "lab {name}: down ({} processes killed, {} namespaces removed{}{})",
                 report.killed.len(),
                 report.namespaces.len(),
-                if report.agent_stopped { ", agent stopped" } else { "" },
-                if report.state_removed { ", state removed" } else { "" },
+                if report.agent_stopped {
+                    ", agent stopped"
+                } else {
+                    ""
+                },
+                if report.state_removed {
+                    ", state removed"
+                } else {
+                    ""
+                },
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -98,7 +113,10 @@ pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitC
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Topology => {
-            print!("{}", faultline_experiments::lab::topology::DEFAULT_TOPOLOGY_YAML);
+            print!(
+                "{}",
+                faultline_experiments::lab::topology::DEFAULT_TOPOLOGY_YAML
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -108,10 +126,17 @@ fn print_status(status: &LabStatus) {
     println!(
         "lab {}  agent: {}  client: {} ({}){}",
         status.name,
-        status.agent_pid.map_or_else(|| "NOT RUNNING (run `chaosctl lab up`)".to_owned(), |pid| format!("pid {pid}")),
+        status.agent_pid.map_or_else(
+            || "NOT RUNNING (run `chaosctl lab up`)".to_owned(),
+            |pid| format!("pid {pid}")
+        ),
         status.client_netns,
         status.client_address,
-        if status.halted { "  FAULTS HALTED (chaosctl resume)" } else { "" }
+        if status.halted {
+            "  FAULTS HALTED (chaosctl resume)"
+        } else {
+            ""
+        }
     );
     println!("\nNODE      ZONE  ADDRESS        NAMESPACE              STATE");
     for node in &status.nodes {
@@ -120,17 +145,26 @@ fn print_status(status: &LabStatus) {
             (true, true) => "cordoned",
             (true, false) => "ok",
         };
-        println!("{:<9} {:<5} {:<14} {:<22} {state}", node.name, node.zone, node.address, node.netns);
+        println!(
+            "{:<9} {:<5} {:<14} {:<22} {state}",
+            node.name, node.zone, node.address, node.netns
+        );
     }
     println!("\nSERVICE      NODE      HEALTH    PID      RESTARTS  ENDPOINTS");
     for service in &status.services {
-        let endpoints: Vec<String> = service.endpoints.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let endpoints: Vec<String> = service
+            .endpoints
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!(
             "{:<12} {:<9} {:<9} {:<8} {:<9} {}",
             service.replica,
             service.node,
             service.health,
-            service.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            service
+                .pid
+                .map_or_else(|| "-".to_owned(), |p| p.to_string()),
             service.restarts,
             endpoints.join(" ")
         );

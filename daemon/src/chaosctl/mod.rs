@@ -92,17 +92,25 @@ fn host(cli: &Cli) -> HostPaths {
 
 /// Reconciles every lab that is up. Failures are reported, not fatal: the command the user asked
 /// for should still run.
-fn reconcile_all(host: &HostPaths, quiet: bool) -> Vec<(String, faultline_injectors::lifecycle::ReconcileReport)> {
+fn reconcile_all(
+    host: &HostPaths,
+    quiet: bool,
+) -> Vec<(String, faultline_injectors::lifecycle::ReconcileReport)> {
     let mut done = Vec::new();
     if !is_root() {
         return done;
     }
     for name in known_labs(&host.state_root) {
-        let Ok(ctx) = LabContext::open(host, &name) else { continue };
+        let Ok(ctx) = LabContext::open(host, &name) else {
+            continue;
+        };
         match ctx.reconcile() {
             Ok(report) => {
                 if !report.is_empty() && !quiet {
-                    eprintln!("chaosctl: reconciled lab {name}: {}", describe_reconcile(&report));
+                    eprintln!(
+                        "chaosctl: reconciled lab {name}: {}",
+                        describe_reconcile(&report)
+                    );
                 }
                 done.push((name, report));
             }
@@ -121,16 +129,25 @@ fn describe_reconcile(report: &faultline_injectors::lifecycle::ReconcileReport) 
         parts.push(format!("reverted (halt) {}", report.halted.join(", ")));
     }
     if !report.orphan_rules.is_empty() {
-        parts.push(format!("removed {} orphaned rules", report.orphan_rules.len()));
+        parts.push(format!(
+            "removed {} orphaned rules",
+            report.orphan_rules.len()
+        ));
     }
     if !report.orphan_pauses.is_empty() {
-        parts.push(format!("continued {} orphaned pauses", report.orphan_pauses.len()));
+        parts.push(format!(
+            "continued {} orphaned pauses",
+            report.orphan_pauses.len()
+        ));
     }
     if !report.orphan_cordons.is_empty() {
         parts.push(format!("uncordoned {}", report.orphan_cordons.join(", ")));
     }
     if !report.failed.is_empty() {
-        parts.push(format!("FAILED to revert {} (will retry)", report.failed.join(", ")));
+        parts.push(format!(
+            "FAILED to revert {} (will retry)",
+            report.failed.join(", ")
+        ));
     }
     if parts.is_empty() {
         "nothing to do".to_owned()
@@ -164,11 +181,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Revert { id, lab } => {
             require_root()?;
             let ctx = LabContext::open(&host, &lab)?;
-            let reverted = ctx.with_injectors(|env| faultline_injectors::lifecycle::revert_fault(&ctx.ledger(), env, &id))?;
+            let reverted = ctx.with_injectors(|env| {
+                faultline_injectors::lifecycle::revert_fault(&ctx.ledger(), env, &id)
+            })?;
             if reverted {
                 println!("reverted {id}");
             } else {
-                println!("{id} is not active in lab {lab} (already reverted or expired); nothing to do");
+                println!(
+                    "{id} is not active in lab {lab} (already reverted or expired); nothing to do"
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -179,7 +200,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for name in &labs {
                 let ctx = LabContext::open(&host, name).with_context(|| format!("lab {name}"))?;
                 let scope = ctx.reconcile_scope();
-                let report = ctx.with_injectors(|env| faultline_injectors::lifecycle::halt(&ctx.ledger(), env, &scope, now))?;
+                let report = ctx.with_injectors(|env| {
+                    faultline_injectors::lifecycle::halt(&ctx.ledger(), env, &scope, now)
+                })?;
                 println!("lab {name}: halted; {}", describe_reconcile(&report));
             }
             if labs.is_empty() {
@@ -200,7 +223,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             require_root()?;
             let done = reconcile_all(&host, true);
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&done.iter().map(|(lab, report)| serde_json::json!({"lab": lab, "report": report})).collect::<Vec<_>>())?),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &done
+                            .iter()
+                            .map(|(lab, report)| serde_json::json!({"lab": lab, "report": report}))
+                            .collect::<Vec<_>>()
+                    )?
+                ),
                 Output::Text => {
                     for (lab, report) in &done {
                         println!("lab {lab}: {}", describe_reconcile(report));

@@ -18,7 +18,10 @@ pub fn can_run_lab() -> bool {
         return false;
     }
     assert!(
-        Command::new("nats-server").arg("--version").output().is_ok(),
+        Command::new("nats-server")
+            .arg("--version")
+            .output()
+            .is_ok(),
         "nats-server is not installed: run scripts/setup.sh"
     );
     true
@@ -42,7 +45,10 @@ impl TestLab {
     pub fn new() -> Self {
         Self {
             name: unique_lab_name(),
-            state_root: tempfile::Builder::new().prefix("faultline-test-").tempdir().expect("tempdir"),
+            state_root: tempfile::Builder::new()
+                .prefix("faultline-test-")
+                .tempdir()
+                .expect("tempdir"),
         }
     }
 
@@ -122,9 +128,16 @@ impl TestLab {
     pub fn our_rules(&self) -> Vec<String> {
         let mut rules = Vec::new();
         for netns in self.namespaces() {
-            let output = Command::new("ip").args(["-n", &netns, "rule", "show"]).output().expect("ip rule");
+            let output = Command::new("ip")
+                .args(["-n", &netns, "rule", "show"])
+                .output()
+                .expect("ip rule");
             for line in String::from_utf8_lossy(&output.stdout).lines() {
-                let priority: u32 = line.split(':').next().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
+                let priority: u32 = line
+                    .split(':')
+                    .next()
+                    .and_then(|p| p.trim().parse().ok())
+                    .unwrap_or(0);
                 if (24_000..25_000).contains(&priority) {
                     rules.push(format!("{netns}: {line}"));
                 }
@@ -156,10 +169,16 @@ impl TestLab {
 
 impl Drop for TestLab {
     fn drop(&mut self) {
-        let output = chaosctl_command(self.state_root(), &self.name).args(["lab", "down"]).output();
+        let output = chaosctl_command(self.state_root(), &self.name)
+            .args(["lab", "down"])
+            .output();
         if let Ok(output) = output {
             if !output.status.success() {
-                eprintln!("lab down for {} failed: {}", self.name, String::from_utf8_lossy(&output.stderr));
+                eprintln!(
+                    "lab down for {} failed: {}",
+                    self.name,
+                    String::from_utf8_lossy(&output.stderr)
+                );
             }
         }
     }
@@ -178,7 +197,10 @@ pub fn chaosctl_command(state_root: &Path, lab: &str) -> Command {
 pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
     while !condition() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -187,7 +209,12 @@ pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> 
 pub fn tcp_reachable(from_netns: &str, addr: &str) -> bool {
     let addr: std::net::SocketAddr = addr.parse().expect("socket address");
     matches!(
-        faultline_injectors::netns::connect_tcp_in_netns(Path::new(NETNS_DIR), from_netns, addr, Duration::from_secs(1)),
+        faultline_injectors::netns::connect_tcp_in_netns(
+            Path::new(NETNS_DIR),
+            from_netns,
+            addr,
+            Duration::from_secs(1)
+        ),
         Ok(Ok(_))
     )
 }

@@ -8,9 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,10 @@ use nix::sys::signal::Signal;
 
 use super::control::LabContext;
 use super::probe;
-use super::state::{read_json, write_json, CordonedNodes, ReplicaState, RestartEvent, ServicesState};
-use super::topology::{placeholders, RestartPolicy, Service, Topology, CLIENT_ADDRESS};
+use super::state::{
+    read_json, write_json, CordonedNodes, ReplicaState, RestartEvent, ServicesState,
+};
+use super::topology::{placeholders, RestartPolicy, Service, Topology};
 use super::LabError;
 
 const TICK: Duration = Duration::from_millis(200);
@@ -45,7 +47,8 @@ struct Replica {
     child: Option<Child>,
     started: Option<Instant>,
     backoff: Duration,
-    next_start: Instant,
+    /// When to start it next; `None` while it runs or when its policy leaves it down.
+    next_start: Option<Instant>,
     evicting_since: Option<Instant>,
     /// Why the next start is a restart; `None` for the first start.
     pending_reason: Option<String>,
@@ -69,7 +72,10 @@ pub fn run_agent(ctx: &LabContext, stop: &AtomicBool) -> Result<(), LabError> {
             source,
         })?;
     let Ok(_lock) = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) else {
-        eprintln!("faultlined: another agent already supervises lab `{}`", paths.name);
+        eprintln!(
+            "faultlined: another agent already supervises lab `{}`",
+            paths.name
+        );
         return Ok(());
     };
     let me = std::process::id() as i32;
@@ -91,7 +97,9 @@ pub fn run_agent(ctx: &LabContext, stop: &AtomicBool) -> Result<(), LabError> {
     let topology = ctx.topology.clone();
     let signaller = NixSignaller::new(&ctx.proc_root);
     let mut replicas = adopt(ctx, &topology, &signaller)?;
-    let mut last_readiness = Instant::now().checked_sub(READINESS_EVERY).unwrap_or_else(Instant::now);
+    let mut last_readiness = Instant::now()
+        .checked_sub(READINESS_EVERY)
+        .unwrap_or_else(Instant::now);
     let mut last_reconcile = last_readiness;
     let mut last_written: Option<Vec<ReplicaState>> = None;
     let mut last_write_at = Instant::now();
@@ -112,14 +120,19 @@ pub fn run_agent(ctx: &LabContext, stop: &AtomicBool) -> Result<(), LabError> {
             last_reconcile = Instant::now();
             match ctx.reconcile() {
                 Ok(report) if !report.is_empty() => {
-                    eprintln!("faultlined: reconcile: {}", serde_json::to_string(&report).unwrap_or_default());
+                    eprintln!(
+                        "faultlined: reconcile: {}",
+                        serde_json::to_string(&report).unwrap_or_default()
+                    );
                 }
                 Ok(_) => {}
                 Err(error) => eprintln!("faultlined: reconcile failed: {error}"),
             }
         }
         let snapshot: Vec<ReplicaState> = replicas.iter().map(|r| r.state.clone()).collect();
-        if last_written.as_ref() != Some(&snapshot) || last_write_at.elapsed() >= Duration::from_secs(1) {
+        if last_written.as_ref() != Some(&snapshot)
+            || last_write_at.elapsed() >= Duration::from_secs(1)
+        {
             write_json(
                 &paths.services_file(),
                 &ServicesState {
@@ -136,10 +149,17 @@ pub fn run_agent(ctx: &LabContext, stop: &AtomicBool) -> Result<(), LabError> {
 }
 
 /// Builds the replica table, adopting processes that a previous agent started.
-fn adopt(ctx: &LabContext, topology: &Topology, signaller: &NixSignaller) -> Result<Vec<Replica>, LabError> {
+fn adopt(
+    ctx: &LabContext,
+    topology: &Topology,
+    signaller: &NixSignaller,
+) -> Result<Vec<Replica>, LabError> {
     let previous: ServicesState = read_json(&ctx.paths.services_file())?.unwrap_or_default();
-    let mut by_key: BTreeMap<String, ReplicaState> =
-        previous.replicas.into_iter().map(|r| (r.key(), r)).collect();
+    let mut by_key: BTreeMap<String, ReplicaState> = previous
+        .replicas
+        .into_iter()
+        .map(|r| (r.key(), r))
+        .collect();
     let now = Instant::now();
     let mut replicas = Vec::new();
     for service in &topology.services {
@@ -184,7 +204,7 @@ fn adopt(ctx: &LabContext, topology: &Topology, signaller: &NixSignaller) -> Res
                 child: None,
                 started: alive.then_some(now),
                 backoff: FIRST_BACKOFF,
-                next_start: now,
+                next_start: (!alive).then_some(now),
                 evicting_since: None,
                 pending_reason,
             });
@@ -212,111 +232,150 @@ fn supervise(
     replicas: &mut [Replica],
 ) {
     let now = Instant::now();
-    // 1. Notice exits and evict from cordoned nodes.
     for replica in replicas.iter_mut() {
-        let Some(pid) = replica.state.pid else { continue };
-        let exit = if let Some(child) = replica.child.as_mut() {
-            match child.try_wait() {
-                Ok(Some(status)) => Some(describe_exit(status)),
-                Ok(None) => None,
-                Err(e) => Some(format!("lost track of it: {e}")),
-            }
-        } else if is_zombie(&ctx.proc_root, pid)
-            || read_proc_stat(&ctx.proc_root, pid).map(|s| s.start_ticks) != replica.state.start_ticks
-        {
-            Some("exited".to_owned())
-        } else {
-            None
-        };
-        if let Some(reason) = exit {
-            let service = topology.service(&replica.state.service).expect("replicas come from the topology");
-            // The drain itself may have sent the SIGTERM before this loop noticed the cordon.
-            let evicted = replica.evicting_since.take().is_some() || cordoned.nodes.contains(&replica.state.node);
-            let reason = if evicted {
-                format!("evicted from {} (cordoned)", replica.state.node)
-            } else {
-                reason
-            };
-            let exited_cleanly = reason == "exited with 0";
-            let restart = reason.starts_with("evicted")
-                || match service.restart {
-                    RestartPolicy::Always => true,
-                    RestartPolicy::OnFailure => !exited_cleanly,
-                    RestartPolicy::Never => false,
-                };
-            let ran_for = replica.started.map(|s| now.duration_since(s)).unwrap_or_default();
-            replica.backoff = if ran_for >= STABLE_AFTER {
-                FIRST_BACKOFF
-            } else {
-                (replica.backoff * 2).min(MAX_BACKOFF)
-            };
-            eprintln!("faultlined: {} (pid {pid}) {reason}", replica.state.key());
-            replica.child = None;
-            replica.started = None;
-            replica.state.pid = None;
-            replica.state.start_ticks = None;
-            replica.state.ready = false;
-            replica.state.down_reason = Some(if restart {
-                reason.clone()
-            } else {
-                format!("{reason}; restart policy says leave it down")
-            });
-            replica.pending_reason = restart.then_some(reason.clone());
-            replica.next_start = if reason.starts_with("evicted") {
-                now
-            } else {
-                now + replica.backoff / 2
-            };
-            if !restart {
-                replica.next_start = now + Duration::from_secs(u64::from(u32::MAX));
-            }
-            continue;
-        }
-        if cordoned.nodes.contains(&replica.state.node) {
-            let target = ProcessTarget {
-                pid,
-                start_ticks: replica.state.start_ticks.unwrap_or_default(),
-                label: replica.state.key(),
-            };
-            match replica.evicting_since {
-                None => {
-                    replica.evicting_since = Some(now);
-                    // A paused process cannot handle SIGTERM; let it run to exit.
-                    let _ = signaller.signal(&target, Signal::SIGCONT);
-                    let _ = signaller.signal(&target, Signal::SIGTERM);
-                }
-                Some(since) if now.duration_since(since) >= EVICTION_GRACE => {
-                    let _ = signaller.signal(&target, Signal::SIGKILL);
-                }
-                Some(_) => {}
-            }
-        }
+        notice_exit(ctx, topology, cordoned, replica, now);
+        evict_if_cordoned(cordoned, signaller, replica, now);
     }
+    start_due(ctx, topology, cordoned, replicas, now);
+}
 
-    // 2. Start what should run.
+/// Records the exit of a replica's process, if it exited, and schedules its restart by policy.
+fn notice_exit(
+    ctx: &LabContext,
+    topology: &Topology,
+    cordoned: &CordonedNodes,
+    replica: &mut Replica,
+    now: Instant,
+) {
+    let Some(pid) = replica.state.pid else { return };
+    let exit = if let Some(child) = replica.child.as_mut() {
+        match child.try_wait() {
+            Ok(Some(status)) => Some(describe_exit(status)),
+            Ok(None) => None,
+            Err(e) => Some(format!("lost track of it: {e}")),
+        }
+    } else if is_zombie(&ctx.proc_root, pid)
+        || read_proc_stat(&ctx.proc_root, pid).map(|s| s.start_ticks) != replica.state.start_ticks
+    {
+        Some("exited".to_owned())
+    } else {
+        None
+    };
+    let Some(exit) = exit else { return };
+    // The drain itself may have sent the SIGTERM before this loop noticed the cordon.
+    let evicted =
+        replica.evicting_since.take().is_some() || cordoned.nodes.contains(&replica.state.node);
+    let service = topology
+        .service(&replica.state.service)
+        .expect("replicas come from the topology");
+    let reason = if evicted {
+        format!("evicted from {} (cordoned)", replica.state.node)
+    } else {
+        exit
+    };
+    let restart = evicted
+        || match service.restart {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => reason != "exited with 0",
+            RestartPolicy::Never => false,
+        };
+    let ran_for = replica
+        .started
+        .map(|s| now.duration_since(s))
+        .unwrap_or_default();
+    replica.backoff = if ran_for >= STABLE_AFTER {
+        FIRST_BACKOFF
+    } else {
+        (replica.backoff * 2).min(MAX_BACKOFF)
+    };
+    eprintln!("faultlined: {} (pid {pid}) {reason}", replica.state.key());
+    replica.child = None;
+    replica.started = None;
+    replica.state.pid = None;
+    replica.state.start_ticks = None;
+    replica.state.ready = false;
+    if restart {
+        replica.state.down_reason = Some(reason.clone());
+        // An evicted replica moves at once; a crashed one waits out its backoff.
+        replica.next_start = Some(if evicted {
+            now
+        } else {
+            now + replica.backoff / 2
+        });
+        replica.pending_reason = Some(reason);
+    } else {
+        replica.state.down_reason = Some(format!("{reason}; restart policy says leave it down"));
+        replica.next_start = None;
+        replica.pending_reason = None;
+    }
+}
+
+/// Asks a replica on a cordoned node to leave: SIGTERM, then SIGKILL after a grace period.
+fn evict_if_cordoned(
+    cordoned: &CordonedNodes,
+    signaller: &NixSignaller,
+    replica: &mut Replica,
+    now: Instant,
+) {
+    let (Some(pid), Some(start_ticks)) = (replica.state.pid, replica.state.start_ticks) else {
+        return;
+    };
+    if !cordoned.nodes.contains(&replica.state.node) {
+        return;
+    }
+    let target = ProcessTarget {
+        pid,
+        start_ticks,
+        label: replica.state.key(),
+    };
+    match replica.evicting_since {
+        None => {
+            replica.evicting_since = Some(now);
+            // A paused process cannot handle SIGTERM; let it run to its exit.
+            let _ = signaller.signal(&target, Signal::SIGCONT);
+            let _ = signaller.signal(&target, Signal::SIGTERM);
+        }
+        Some(since) if now.duration_since(since) >= EVICTION_GRACE => {
+            let _ = signaller.signal(&target, Signal::SIGKILL);
+        }
+        Some(_) => {}
+    }
+}
+
+/// Starts every replica that is down and due, on its current node if still allowed, else on the
+/// first schedulable eligible node.
+fn start_due(
+    ctx: &LabContext,
+    topology: &Topology,
+    cordoned: &CordonedNodes,
+    replicas: &mut [Replica],
+    now: Instant,
+) {
     let placements: BTreeMap<(String, u32), String> = replicas
         .iter()
-        .map(|r| ((r.state.service.clone(), r.state.replica), r.state.node.clone()))
+        .map(|r| {
+            (
+                (r.state.service.clone(), r.state.replica),
+                r.state.node.clone(),
+            )
+        })
         .collect();
-    for index in 0..replicas.len() {
-        let replica = &replicas[index];
-        if replica.state.pid.is_some() || now < replica.next_start {
+    for replica in replicas.iter_mut() {
+        if replica.state.pid.is_some() || replica.next_start.is_none_or(|due| now < due) {
             continue;
         }
-        if replica.state.restarts.is_empty() && replica.pending_reason.is_none() && replica.state.down_reason.is_some() {
-            // Left down by policy on a previous pass.
-            continue;
-        }
-        let service = topology.service(&replica.state.service).expect("replicas come from the topology").clone();
-        let eligible = topology.eligible_nodes(&service, replica.state.replica);
-        let current = replica.state.node.clone();
-        let node = std::iter::once(&current)
+        let service = topology
+            .service(&replica.state.service)
+            .expect("replicas come from the topology");
+        let eligible = topology.eligible_nodes(service, replica.state.replica);
+        let current = &replica.state.node;
+        let node = std::iter::once(current)
             .filter(|n| eligible.contains(n))
             .chain(eligible.iter())
             .find(|n| !cordoned.nodes.contains(*n))
             .cloned();
         let Some(node) = node else {
-            replicas[index].state.down_reason = Some(format!(
+            replica.state.down_reason = Some(format!(
                 "no schedulable node: every eligible node ({}) is cordoned",
                 eligible.join(", ")
             ));
@@ -324,12 +383,18 @@ fn supervise(
         };
         let mut planned = placements.clone();
         planned.insert((service.name.clone(), replica.state.replica), node.clone());
-        let result = start_replica(ctx, topology, &service, replica.state.replica, &node, &planned);
-        let replica = &mut replicas[index];
-        match result {
+        match start_replica(
+            ctx,
+            topology,
+            service,
+            replica.state.replica,
+            &node,
+            &planned,
+        ) {
             Ok(child) => {
                 let pid = child.id() as i32;
-                replica.state.start_ticks = read_proc_stat(&ctx.proc_root, pid).map(|s| s.start_ticks);
+                replica.state.start_ticks =
+                    read_proc_stat(&ctx.proc_root, pid).map(|s| s.start_ticks);
                 replica.state.pid = Some(pid);
                 if let Some(reason) = replica.pending_reason.take() {
                     replica.state.restarts.push(RestartEvent {
@@ -338,17 +403,23 @@ fn supervise(
                         node: node.clone(),
                     });
                 }
-                eprintln!("faultlined: started {} on {node} (pid {pid})", replica.state.key());
+                eprintln!(
+                    "faultlined: started {} on {node} (pid {pid})",
+                    replica.state.key()
+                );
                 replica.state.node = node;
                 replica.state.down_reason = None;
                 replica.child = Some(child);
                 replica.started = Some(now);
+                replica.next_start = None;
             }
             Err(error) => {
                 replica.state.down_reason = Some(format!("cannot start: {error}"));
                 replica.backoff = (replica.backoff * 2).min(MAX_BACKOFF);
-                replica.next_start = now + replica.backoff;
-                replica.pending_reason.get_or_insert_with(|| "start failed".to_owned());
+                replica.next_start = Some(now + replica.backoff);
+                replica
+                    .pending_reason
+                    .get_or_insert_with(|| "start failed".to_owned());
             }
         }
     }
@@ -364,7 +435,12 @@ pub fn render_arg(
     node: &str,
     placements: &BTreeMap<(String, u32), String>,
 ) -> String {
-    let address_of = |node: &str| topology.node(node).map(|n| n.address.to_string()).unwrap_or_default();
+    let address_of = |node: &str| {
+        topology
+            .node(node)
+            .map(|n| n.address.to_string())
+            .unwrap_or_default()
+    };
     let mut rendered = arg.to_owned();
     for placeholder in placeholders(arg) {
         let parts: Vec<&str> = placeholder.split(':').collect();
@@ -375,7 +451,12 @@ pub fn render_arg(
             ["node"] => node.to_owned(),
             ["zone"] => topology.node(node).map(|n| n.zone).unwrap_or_default(),
             ["node_ip"] => address_of(node),
-            ["data_dir"] => ctx.paths.data_dir().join(format!("{}-{replica}", service.name)).display().to_string(),
+            ["data_dir"] => ctx
+                .paths
+                .data_dir()
+                .join(format!("{}-{replica}", service.name))
+                .display()
+                .to_string(),
             ["peers", scheme, port] => placements
                 .iter()
                 .filter(|((s, r), _)| *s == service.name && *r != replica)
@@ -408,12 +489,18 @@ fn start_replica(
         .iter()
         .map(|arg| render_arg(arg, ctx, topology, service, replica, node, placements))
         .collect();
-    let data_dir = ctx.paths.data_dir().join(format!("{}-{replica}", service.name));
+    let data_dir = ctx
+        .paths
+        .data_dir()
+        .join(format!("{}-{replica}", service.name));
     fs::create_dir_all(&data_dir).map_err(|source| LabError::State {
         path: data_dir.clone(),
         source,
     })?;
-    let log_path = ctx.paths.logs_dir().join(format!("{}-{replica}.log", service.name));
+    let log_path = ctx
+        .paths
+        .logs_dir()
+        .join(format!("{}-{replica}.log", service.name));
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -452,11 +539,15 @@ fn check_readiness(ctx: &LabContext, topology: &Topology, replicas: &mut [Replic
             replica.state.ready = false;
             continue;
         }
-        let service = topology.service(&replica.state.service).expect("replicas come from the topology");
-        let Some(node) = topology.node(&replica.state.node) else { continue };
-        replica.state.ready = probe::is_ready(&ctx.netns_dir, &client, node.address, &service.ready);
+        let service = topology
+            .service(&replica.state.service)
+            .expect("replicas come from the topology");
+        let Some(node) = topology.node(&replica.state.node) else {
+            continue;
+        };
+        replica.state.ready =
+            probe::is_ready(&ctx.netns_dir, &client, node.address, &service.ready);
     }
-    let _ = CLIENT_ADDRESS;
 }
 
 /// Opens (creating) the agent's log for appending.

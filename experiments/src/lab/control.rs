@@ -1,9 +1,9 @@
 //! Lab operations behind `chaosctl lab up | down | status` and the agent's reconcile.
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use faultline_injectors::fault::Injectors;
@@ -60,7 +60,8 @@ impl LabContext {
     pub fn open(host: &HostPaths, name: &str) -> Result<Self, LabError> {
         check_lab_name(name)?;
         let paths = LabPaths::new(&host.state_root, name);
-        let record: LabRecord = read_json(&paths.lab_file())?.ok_or_else(|| LabError::NotUp(name.to_owned()))?;
+        let record: LabRecord =
+            read_json(&paths.lab_file())?.ok_or_else(|| LabError::NotUp(name.to_owned()))?;
         Ok(Self {
             paths,
             topology: record.topology,
@@ -119,7 +120,9 @@ impl LabContext {
     /// Reverts expired faults and orphans in this lab.
     pub fn reconcile(&self) -> Result<ReconcileReport, LabError> {
         let scope = self.reconcile_scope();
-        Ok(self.with_injectors(|env| lifecycle::reconcile(&self.ledger(), env, &scope, now_unix_ms()))?)
+        Ok(self.with_injectors(|env| {
+            lifecycle::reconcile(&self.ledger(), env, &scope, now_unix_ms())
+        })?)
     }
 
     /// Active faults, oldest first.
@@ -183,11 +186,16 @@ pub fn up(
 }
 
 /// Starts `faultlined lab` for this lab, detached from the caller's terminal and process group.
-pub fn start_agent(ctx: &LabContext, host: &HostPaths, agent_binary: &Path) -> Result<(), LabError> {
-    let log = super::agent::open_agent_log(&ctx.paths.agent_log()).map_err(|source| LabError::State {
-        path: ctx.paths.agent_log(),
-        source,
-    })?;
+pub fn start_agent(
+    ctx: &LabContext,
+    host: &HostPaths,
+    agent_binary: &Path,
+) -> Result<(), LabError> {
+    let log =
+        super::agent::open_agent_log(&ctx.paths.agent_log()).map_err(|source| LabError::State {
+            path: ctx.paths.agent_log(),
+            source,
+        })?;
     let log_err = log.try_clone().map_err(|source| LabError::State {
         path: ctx.paths.agent_log(),
         source,
@@ -433,7 +441,12 @@ pub fn status(ctx: &LabContext) -> Result<LabStatus, LabError> {
                         .map(|(port_name, port)| {
                             (
                                 port_name.clone(),
-                                format!("{}:{port}", node.as_ref().map(|n| n.address.to_string()).unwrap_or_default()),
+                                format!(
+                                    "{}:{port}",
+                                    node.as_ref()
+                                        .map(|n| n.address.to_string())
+                                        .unwrap_or_default()
+                                ),
                             )
                         })
                         .collect()

@@ -50,13 +50,20 @@ impl std::str::FromStr for Shape {
             "halves" => Ok(Shape::Halves),
             "majorities-ring" => Ok(Shape::MajoritiesRing),
             "bridge" => Ok(Shape::Bridge),
-            other => Err(format!("unknown shape `{other}`; use halves, majorities-ring or bridge")),
+            other => Err(format!(
+                "unknown shape `{other}`; use halves, majorities-ring or bridge"
+            )),
         }
     }
 }
 
 impl LabContext {
-    fn unknown(&self, what: &'static str, name: &str, known: impl IntoIterator<Item = String>) -> LabError {
+    fn unknown(
+        &self,
+        what: &'static str,
+        name: &str,
+        known: impl IntoIterator<Item = String>,
+    ) -> LabError {
         LabError::Unknown {
             lab: self.paths.name.clone(),
             what,
@@ -74,7 +81,10 @@ impl LabContext {
     }
 
     /// Resolves a partition target to a node-level grudge and a description.
-    pub fn partition_grudge(&self, target: &PartitionTarget) -> Result<(String, Grudge<String>), LabError> {
+    pub fn partition_grudge(
+        &self,
+        target: &PartitionTarget,
+    ) -> Result<(String, Grudge<String>), LabError> {
         let nodes = self.node_names();
         let zones = self.zone_names();
         let shape_error = |e: net_partition::ShapeError| LabError::Unknown {
@@ -90,7 +100,10 @@ impl LabContext {
                     .zone(zone)
                     .ok_or_else(|| self.unknown("zone", zone, zones.clone()))?
                     .nodes;
-                (format!("zone {zone} vs rest"), net_partition::isolate(members, &nodes).map_err(shape_error)?)
+                (
+                    format!("zone {zone} vs rest"),
+                    net_partition::isolate(members, &nodes).map_err(shape_error)?,
+                )
             }
             PartitionTarget::Node(node) => {
                 if !nodes.contains(node) {
@@ -98,7 +111,8 @@ impl LabContext {
                 }
                 (
                     format!("node {node} vs rest"),
-                    net_partition::isolate(std::slice::from_ref(node), &nodes).map_err(shape_error)?,
+                    net_partition::isolate(std::slice::from_ref(node), &nodes)
+                        .map_err(shape_error)?,
                 )
             }
             PartitionTarget::Singletons(group) => {
@@ -118,9 +132,17 @@ impl LabContext {
                     Shape::Bridge => net_partition::bridge(members),
                 }
                 .map_err(shape_error)?;
-                let grudge = if *by_zone { self.zone_grudge_to_nodes(&grudge) } else { grudge };
+                let grudge = if *by_zone {
+                    self.zone_grudge_to_nodes(&grudge)
+                } else {
+                    grudge
+                };
                 (
-                    format!("{shape:?} over {}", if *by_zone { "zones" } else { "nodes" }).to_lowercase(),
+                    format!(
+                        "{shape:?} over {}",
+                        if *by_zone { "zones" } else { "nodes" }
+                    )
+                    .to_lowercase(),
                     grudge,
                 )
             }
@@ -134,7 +156,12 @@ impl LabContext {
                 .get(&node.zone)
                 .into_iter()
                 .flatten()
-                .flat_map(|zone| self.topology.zone(zone).map(|z| z.nodes.clone()).unwrap_or_default())
+                .flat_map(|zone| {
+                    self.topology
+                        .zone(zone)
+                        .map(|z| z.nodes.clone())
+                        .unwrap_or_default()
+                })
                 .collect();
             if !blocked.is_empty() {
                 grudge.insert(node.name, blocked);
@@ -144,7 +171,12 @@ impl LabContext {
     }
 
     /// Starts a partition for `duration`.
-    pub fn inject_partition(&self, target: &PartitionTarget, duration: Duration, max: Duration) -> Result<FaultRecord, LabError> {
+    pub fn inject_partition(
+        &self,
+        target: &PartitionTarget,
+        duration: Duration,
+        max: Duration,
+    ) -> Result<FaultRecord, LabError> {
         let (description, grudge) = self.partition_grudge(target)?;
         let endpoints: BTreeMap<String, Endpoint> = self
             .topology
@@ -168,19 +200,24 @@ impl LabContext {
             })
             .collect();
         let sides = sides_of(&self.node_names(), &grudge);
-        self.start(description, duration, max, move |slot| FaultAction::Partition {
-            slot,
-            sides,
-            rules: rules_for(&endpoint_grudge, priority_for_slot(slot)),
+        self.start(description, duration, max, move |slot| {
+            FaultAction::Partition {
+                slot,
+                sides,
+                rules: rules_for(&endpoint_grudge, priority_for_slot(slot)),
+            }
         })
     }
 
     /// The running process of `service` replica `replica` (from 1).
     pub fn replica_process(&self, service: &str, replica: u32) -> Result<ProcessTarget, LabError> {
-        let svc = self
-            .topology
-            .service(service)
-            .ok_or_else(|| self.unknown("service", service, self.topology.services.iter().map(|s| s.name.clone())))?;
+        let svc = self.topology.service(service).ok_or_else(|| {
+            self.unknown(
+                "service",
+                service,
+                self.topology.services.iter().map(|s| s.name.clone()),
+            )
+        })?;
         if replica == 0 || replica > svc.replicas {
             return Err(self.unknown(
                 "replica",
@@ -212,23 +249,43 @@ impl LabContext {
     pub fn inject_kill(&self, service: &str, replica: u32) -> Result<FaultRecord, LabError> {
         let process = self.replica_process(service, replica)?;
         let description = process.label.clone();
-        self.start(description, Duration::from_secs(1), Duration::from_secs(1), move |_| FaultAction::Kill { process })
+        self.start(
+            description,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            move |_| FaultAction::Kill { process },
+        )
     }
 
     /// Pauses a replica with SIGSTOP for `duration`.
-    pub fn inject_pause(&self, service: &str, replica: u32, duration: Duration, max: Duration) -> Result<FaultRecord, LabError> {
+    pub fn inject_pause(
+        &self,
+        service: &str,
+        replica: u32,
+        duration: Duration,
+        max: Duration,
+    ) -> Result<FaultRecord, LabError> {
         let process = self.replica_process(service, replica)?;
         let description = process.label.clone();
-        self.start(description, duration, max, move |_| FaultAction::Pause { process })
+        self.start(description, duration, max, move |_| FaultAction::Pause {
+            process,
+        })
     }
 
     /// Drains a node for `duration`.
-    pub fn inject_drain(&self, node: &str, duration: Duration, max: Duration) -> Result<FaultRecord, LabError> {
+    pub fn inject_drain(
+        &self,
+        node: &str,
+        duration: Duration,
+        max: Duration,
+    ) -> Result<FaultRecord, LabError> {
         if self.topology.node(node).is_none() {
             return Err(self.unknown("node", node, self.node_names()));
         }
         let node = node.to_owned();
-        self.start(format!("node {node}"), duration, max, move |_| FaultAction::Drain { node })
+        self.start(format!("node {node}"), duration, max, move |_| {
+            FaultAction::Drain { node }
+        })
     }
 
     fn start(
@@ -288,7 +345,10 @@ mod tests {
     fn sides_of_a_zone_partition_are_the_zone_and_the_rest() {
         let nodes = names(&["a1", "a2", "b1", "b2"]);
         let grudge = net_partition::isolate(&names(&["a1", "a2"]), &nodes).expect("shape");
-        assert_eq!(sides_of(&nodes, &grudge), vec![names(&["a1", "a2"]), names(&["b1", "b2"])]);
+        assert_eq!(
+            sides_of(&nodes, &grudge),
+            vec![names(&["a1", "a2"]), names(&["b1", "b2"])]
+        );
     }
 
     #[test]

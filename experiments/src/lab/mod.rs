@@ -45,7 +45,9 @@ pub enum LabError {
     #[error("lab name `{0}` is invalid: use 1 to 12 lowercase letters or digits, starting with a letter")]
     BadName(String),
     /// The lab needs root for namespaces and netlink.
-    #[error("the lab needs root (network namespaces, netlink): run chaosctl as root, e.g. with sudo")]
+    #[error(
+        "the lab needs root (network namespaces, netlink): run chaosctl as root, e.g. with sudo"
+    )]
     NotRoot,
     /// The name is taken by a lab with a different topology.
     #[error("lab `{name}` already runs a different topology (digest {existing}); run `chaosctl lab down --name {name}` first, or choose another --name")]
@@ -115,7 +117,9 @@ pub enum LabError {
 pub fn check_lab_name(name: &str) -> Result<(), LabError> {
     let ok = !name.is_empty()
         && name.len() <= 12
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && name.as_bytes()[0].is_ascii_lowercase();
     if ok {
         Ok(())

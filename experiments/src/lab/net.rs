@@ -18,10 +18,13 @@ use super::LabError;
 const BRIDGE: &str = "br0";
 
 fn ip(args: &[&str]) -> Result<(), LabError> {
-    let output = Command::new("ip").args(args).output().map_err(|e| LabError::Network {
-        command: format!("ip {}", args.join(" ")),
-        stderr: format!("{e}; is iproute2 installed?"),
-    })?;
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| LabError::Network {
+            command: format!("ip {}", args.join(" ")),
+            stderr: format!("{e}; is iproute2 installed?"),
+        })?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if output.status.success() || stderr.contains("File exists") {
         Ok(())
@@ -52,7 +55,10 @@ pub fn build(paths: &LabPaths, topology: &Topology) -> Result<(), LabError> {
         let cidr = format!("{address}/{LAB_PREFIX_LEN}");
         ip(&["netns", "add", &netns])?;
         ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-        ip(&["-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &netns])?;
+        ip(&[
+            "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+            &netns,
+        ])?;
         ip(&["-n", &switch, "link", "set", &port, "master", BRIDGE, "up"])?;
         ip(&["-n", &netns, "addr", "add", &cidr, "dev", "eth0"])?;
         ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
@@ -84,7 +90,15 @@ pub fn pids_in_netns(netns_file: &Path, proc_root: &Path) -> Vec<i32> {
         return vec![];
     };
     entries
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok()?.parse::<i32>().ok())
+        .filter_map(|entry| {
+            entry
+                .ok()?
+                .file_name()
+                .into_string()
+                .ok()?
+                .parse::<i32>()
+                .ok()
+        })
         .filter(|pid| {
             fs::read_link(proc_root.join(pid.to_string()).join("ns/net"))
                 .is_ok_and(|link| link.to_str() == Some(wanted.as_str()))
@@ -94,12 +108,21 @@ pub fn pids_in_netns(netns_file: &Path, proc_root: &Path) -> Vec<i32> {
 
 /// Kills every process inside the lab's namespaces (by PID, found through their namespace) and
 /// deletes the namespaces. Returns the PIDs killed and the namespaces removed.
-pub fn teardown(paths: &LabPaths, netns_dir: &Path, proc_root: &Path) -> Result<(Vec<i32>, Vec<String>), LabError> {
+pub fn teardown(
+    paths: &LabPaths,
+    netns_dir: &Path,
+    proc_root: &Path,
+) -> Result<(Vec<i32>, Vec<String>), LabError> {
     let namespaces = lab_namespaces(paths, netns_dir);
     let mut killed = Vec::new();
     for netns in &namespaces {
         for pid in pids_in_netns(&netns_dir.join(netns), proc_root) {
-            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).is_ok() {
+            if nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+            {
                 killed.push(pid);
             }
         }

@@ -29,7 +29,7 @@ impl LabScheduler {
         }
     }
 
-    fn update(&self, node: &str, change: impl FnOnce(&mut CordonedNodes)) -> Result<(), LabError> {
+    fn update(&self, change: impl FnOnce(&mut CordonedNodes)) -> Result<(), LabError> {
         let lock_path = self.paths.dir.join(".cordon.lock");
         let file = OpenOptions::new()
             .create(true)
@@ -40,10 +40,11 @@ impl LabScheduler {
                 path: lock_path.clone(),
                 source,
             })?;
-        let _lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| LabError::State {
-            path: lock_path.clone(),
-            source: errno.into(),
-        })?;
+        let _lock =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| LabError::State {
+                path: lock_path.clone(),
+                source: errno.into(),
+            })?;
         let path = self.paths.cordoned_file();
         let mut cordoned: CordonedNodes = read_json(&path)?.unwrap_or_default();
         let before = cordoned.nodes.clone();
@@ -51,7 +52,6 @@ impl LabScheduler {
         if cordoned.nodes != before {
             write_json(&path, &cordoned)?;
         }
-        let _ = node;
         Ok(())
     }
 }
@@ -71,7 +71,7 @@ impl NodeScheduler for LabScheduler {
                 reason: format!("no such node in lab `{}`", self.paths.name),
             });
         }
-        self.update(node, |c| {
+        self.update(|c| {
             c.nodes.insert(node.to_owned());
         })
         .map_err(|e| scheduler_error(node, &e))
@@ -96,7 +96,7 @@ impl NodeScheduler for LabScheduler {
     }
 
     fn uncordon(&self, node: &str) -> faultline_injectors::Result<()> {
-        self.update(node, |c| {
+        self.update(|c| {
             c.nodes.remove(node);
         })
         .map_err(|e| scheduler_error(node, &e))

@@ -142,10 +142,12 @@ pub struct CordonedNodes {
 /// Reads a JSON file; `None` when it does not exist.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, LabError> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| LabError::State {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| LabError::State {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(LabError::State {
             path: path.to_path_buf(),
@@ -169,9 +171,13 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), LabError> 
     ));
     let json = serde_json::to_vec_pretty(value).expect("lab state always serializes");
     let mut file = fs::File::create(&tmp).map_err(state_error)?;
-    file.write_all(&json).and_then(|()| file.sync_all()).map_err(state_error)?;
+    file.write_all(&json)
+        .and_then(|()| file.sync_all())
+        .map_err(state_error)?;
     fs::rename(&tmp, path).map_err(state_error)?;
-    fs::File::open(parent).and_then(|d| d.sync_all()).map_err(state_error)
+    fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(state_error)
 }
 
 /// A stable hex digest (FNV-1a, 64 bit) of a topology; only used to compare topologies.

@@ -200,21 +200,30 @@ impl Topology {
                 return Err(format!("service `{}` is listed twice", service.name));
             }
             if service.replicas == 0 || service.replicas > 100 {
-                return Err(format!("service `{}`: replicas must be 1..=100", service.name));
+                return Err(format!(
+                    "service `{}`: replicas must be 1..=100",
+                    service.name
+                ));
             }
             if service.command.is_empty() {
                 return Err(format!("service `{}` has an empty command", service.name));
             }
             match &service.placement {
                 Placement::Zone(zone) if !zone_names.contains(zone.as_str()) => {
-                    return Err(format!("service `{}` is placed in unknown zone `{zone}`", service.name));
+                    return Err(format!(
+                        "service `{}` is placed in unknown zone `{zone}`",
+                        service.name
+                    ));
                 }
                 Placement::Nodes(nodes) => {
                     if nodes.is_empty() {
                         return Err(format!("service `{}` lists no nodes", service.name));
                     }
                     if let Some(unknown) = nodes.iter().find(|n| !node_names.contains(n.as_str())) {
-                        return Err(format!("service `{}` is placed on unknown node `{unknown}`", service.name));
+                        return Err(format!(
+                            "service `{}` is placed on unknown node `{unknown}`",
+                            service.name
+                        ));
                     }
                 }
                 _ => {}
@@ -237,16 +246,19 @@ impl Topology {
             .iter()
             .enumerate()
             .flat_map(|(zone_index, zone)| {
-                zone.nodes.iter().enumerate().map(move |(node_index, node)| NodeInfo {
-                    name: node.clone(),
-                    zone: zone.name.clone(),
-                    address: Ipv4Addr::new(
-                        LAB_BLOCK[0],
-                        LAB_BLOCK[1],
-                        (zone_index + 1) as u8,
-                        (node_index + 11) as u8,
-                    ),
-                })
+                zone.nodes
+                    .iter()
+                    .enumerate()
+                    .map(move |(node_index, node)| NodeInfo {
+                        name: node.clone(),
+                        zone: zone.name.clone(),
+                        address: Ipv4Addr::new(
+                            LAB_BLOCK[0],
+                            LAB_BLOCK[1],
+                            (zone_index + 1) as u8,
+                            (node_index + 11) as u8,
+                        ),
+                    })
             })
             .collect()
     }
@@ -279,7 +291,11 @@ impl Topology {
                 // Spread replicas: start each replica's preference list at a different node.
                 let all: Vec<String> = self.nodes().into_iter().map(|n| n.name).collect();
                 let offset = (replica as usize - 1) % all.len();
-                all[offset..].iter().chain(&all[..offset]).cloned().collect()
+                all[offset..]
+                    .iter()
+                    .chain(&all[..offset])
+                    .cloned()
+                    .collect()
             }
         }
     }
@@ -288,7 +304,9 @@ impl Topology {
 fn check_name(what: &str, name: &str, max: usize) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= max
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && name.as_bytes()[0].is_ascii_lowercase();
     if ok {
         Ok(())
@@ -301,7 +319,9 @@ fn check_name(what: &str, name: &str, max: usize) -> Result<(), String> {
 
 /// The `{...}` placeholders of one argument.
 pub(crate) fn placeholders(arg: &str) -> impl Iterator<Item = &str> {
-    arg.split('{').skip(1).filter_map(|rest| rest.split_once('}').map(|(inner, _)| inner))
+    arg.split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(inner, _)| inner))
 }
 
 fn check_placeholder(placeholder: &str, services: &BTreeSet<&str>) -> Result<(), String> {
@@ -342,10 +362,12 @@ mod tests {
 
     #[test]
     fn malformed_yaml_reports_line_and_column() {
-        let error = Topology::parse("zones:\n  - name: a\n    nodes: [a1\n", "lab.yaml").expect_err("bad");
+        let error =
+            Topology::parse("zones:\n  - name: a\n    nodes: [a1\n", "lab.yaml").expect_err("bad");
         let text = error.to_string();
         assert!(text.contains("lab.yaml") && text.contains("line"), "{text}");
-        let error = Topology::parse("zones:\n  - name: a\n    nodez: [a1]\n", "lab.yaml").expect_err("bad");
+        let error =
+            Topology::parse("zones:\n  - name: a\n    nodez: [a1]\n", "lab.yaml").expect_err("bad");
         assert!(error.to_string().contains("line 3"), "{error}");
     }
 

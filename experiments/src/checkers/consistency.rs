@@ -1,0 +1,260 @@
+//! Consistency: was any acknowledged write lost, any value invented, duplicated or stored at
+//! a conflicting sequence? Definitions are in docs/checkers.md ("Consistency").
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+
+use super::config::CheckConfig;
+use super::facts::{flag, EvidenceBuf, Facts, ValueFacts, NO_SEQ};
+use super::intern::{Sym, ValueId, NO_SYM};
+use super::model::{Anomaly, Evidence, Severity, Status, Verdict};
+
+/// The checker's name in reports.
+pub const NAME: &str = "consistency";
+
+/// The consistency verdict and invalid anomalies per tenant.
+#[derive(Debug, Clone)]
+pub struct ConsistencyOutput {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Invalid anomalies attributed to each tenant (by value prefix).
+    pub by_tenant: FxHashMap<Sym, u64>,
+}
+
+struct Acc {
+    buf: EvidenceBuf,
+    severity: Severity,
+    categories: BTreeMap<String, u64>,
+}
+
+impl Acc {
+    fn new(cfg: &CheckConfig, severity: Severity) -> Self {
+        Self {
+            buf: EvidenceBuf::new(cfg.max_evidence),
+            severity,
+            categories: BTreeMap::new(),
+        }
+    }
+
+    fn into_anomaly(self, name: &str) -> Anomaly {
+        Anomaly {
+            name: name.to_string(),
+            severity: self.severity,
+            count: self.buf.count,
+            categories: self.categories,
+            evidence: self.buf.into_sorted(),
+        }
+    }
+}
+
+fn from_buf(name: &str, severity: Severity, buf: &EvidenceBuf) -> Anomaly {
+    Anomaly {
+        name: name.to_string(),
+        severity,
+        count: buf.count,
+        categories: BTreeMap::new(),
+        evidence: buf.clone().into_sorted(),
+    }
+}
+
+/// Runs the consistency checker.
+pub fn check(facts: &Facts, cfg: &CheckConfig) -> ConsistencyOutput {
+    let syms = &facts.symbols;
+    let mut lost = Acc::new(cfg, Severity::Invalid);
+    let mut lost_on_node = Acc::new(cfg, Severity::Invalid);
+    let mut unexpected = Acc::new(cfg, Severity::Invalid);
+    let mut aborted = Acc::new(cfg, Severity::Invalid);
+    let mut recovered = Acc::new(cfg, Severity::Info);
+    let mut unknown = Acc::new(cfg, Severity::Info);
+    let mut dup_delivered = Acc::new(cfg, Severity::Info);
+    let mut by_tenant: FxHashMap<Sym, u64> = FxHashMap::default();
+    let mut unchecked = 0u64;
+    let mut acked = 0u64;
+    // Lost values, classified per producer afterwards.
+    let mut lost_ids: Vec<ValueId> = Vec::new();
+    let mut survived = vec![false; facts.values.len()];
+
+    let ev = |v: ValueId, f: &ValueFacts, at: u64, node: Sym, detail: String| Evidence {
+        at_ns: (at != u64::MAX).then_some(at),
+        value: Some(syms.value_name(v)),
+        tenant: (syms.value_tenant(v) != NO_SYM).then(|| syms.tenant(syms.value_tenant(v)).to_string()),
+        node: (node != NO_SYM).then(|| syms.node(node).to_string()),
+        stream: (f.write_stream != NO_SYM)
+            .then(|| syms.stream(f.write_stream).to_string())
+            .or_else(|| (f.stored_stream != NO_SYM).then(|| syms.stream(f.stored_stream).to_string())),
+        seq: [f.ack_seq, f.stored_seq].into_iter().find(|s| *s != NO_SEQ),
+        detail,
+        ..Evidence::default()
+    };
+
+    for (i, f) in facts.values.iter().enumerate() {
+        let v = ValueId(i as u32);
+        let fl = f.flags;
+        let seen = fl & (flag::READ | flag::DELIVERED) != 0;
+        let tenant = syms.value_tenant(v);
+        if fl & flag::ATTEMPTED == 0 {
+            if seen {
+                *by_tenant.entry(tenant).or_default() += 1;
+                unexpected.buf.count += 1;
+                if unexpected.buf.wants(f.read_ns) {
+                    let d = "read but never written".to_string();
+                    unexpected.buf.push_sample(ev(v, f, f.read_ns, f.read_node, d));
+                }
+            }
+            continue;
+        }
+        if f.deliveries > 1 {
+            dup_delivered.buf.count += 1;
+            if dup_delivered.buf.wants(f.read_ns) {
+                let d = format!("delivered {} times", f.deliveries);
+                dup_delivered.buf.push_sample(ev(v, f, f.read_ns, f.read_node, d));
+            }
+        }
+        if fl & flag::OK == 0 {
+            if fl & flag::INFO != 0 {
+                let (acc, d) = if seen {
+                    (&mut recovered, "outcome info, but read: it happened")
+                } else {
+                    (&mut unknown, "outcome info and never read")
+                };
+                acc.buf.count += 1;
+                if acc.buf.wants(f.read_ns) {
+                    acc.buf.push_sample(ev(v, f, f.read_ns, f.read_node, d.to_string()));
+                }
+            } else if seen {
+                *by_tenant.entry(tenant).or_default() += 1;
+                aborted.buf.count += 1;
+                if aborted.buf.wants(f.read_ns) {
+                    let d = "every write attempt failed, yet it was read".to_string();
+                    aborted.buf.push_sample(ev(v, f, f.read_ns, f.read_node, d));
+                }
+            }
+            continue;
+        }
+        acked += 1;
+        let present = fl & (flag::READBACK | flag::DELIVERED) != 0;
+        let coverage = facts.coverage.get(&(tenant, f.write_stream)).copied().unwrap_or(0);
+        if coverage == 0 && fl & (flag::JOB | flag::DELIVERED) == 0 {
+            unchecked += 1;
+            continue;
+        }
+        if !present {
+            lost_ids.push(v);
+            continue;
+        }
+        survived[i] = true;
+        if fl & flag::READBACK != 0 {
+            let missing = coverage & !f.readback_nodes;
+            for bit in 0..64 {
+                if missing & (1 << bit) == 0 {
+                    continue;
+                }
+                let node = facts.readback_nodes[bit];
+                *by_tenant.entry(tenant).or_default() += 1;
+                lost_on_node.buf.count += 1;
+                *lost_on_node.categories.entry(syms.node(node).to_string()).or_default() += 1;
+                if lost_on_node.buf.wants(f.ack_ns) {
+                    let d = format!(
+                        "acknowledged through {}, missing from the final read-back through {}",
+                        syms.node(f.write_node),
+                        syms.node(node)
+                    );
+                    let mut e = ev(v, f, f.ack_ns, node, d);
+                    e.other_node = Some(syms.node(f.write_node).to_string());
+                    lost_on_node.buf.push_sample(e);
+                }
+            }
+        }
+    }
+
+    // Lost writes: prefix, middle or postfix of their producer's acknowledged values.
+    if !lost_ids.is_empty() {
+        let mut bounds: FxHashMap<u32, (u64, u64)> = FxHashMap::default();
+        for p in 0..syms.producer_count() as u32 {
+            let mut lo = None;
+            let mut hi = None;
+            for (c, v) in syms.producer_values(p) {
+                if survived.get(v.index()).copied().unwrap_or(false) {
+                    lo.get_or_insert(c);
+                    hi = Some(c);
+                }
+            }
+            if let (Some(lo), Some(hi)) = (lo, hi) {
+                bounds.insert(p, (lo, hi));
+            }
+        }
+        for v in lost_ids {
+            let f = &facts.values[v.index()];
+            let category = match syms.value_counter(v) {
+                None => "unordered",
+                Some((p, c)) => match bounds.get(&p) {
+                    None => "prefix",
+                    Some((lo, _)) if c < *lo => "prefix",
+                    Some((_, hi)) if c > *hi => "postfix",
+                    Some(_) => "middle",
+                },
+            };
+            *by_tenant.entry(syms.value_tenant(v)).or_default() += 1;
+            lost.buf.count += 1;
+            *lost.categories.entry(category.to_string()).or_default() += 1;
+            if lost.buf.wants(f.ack_ns) {
+                let seen = if f.flags & flag::READ != 0 {
+                    format!(" (it was read through {} during the run)", syms.node(f.read_node))
+                } else {
+                    String::new()
+                };
+                let d = format!(
+                    "acknowledged through {} but absent from every final read-back; {category} loss{seen}",
+                    syms.node(f.write_node)
+                );
+                lost.buf.push_sample(ev(v, f, f.ack_ns, f.write_node, d));
+            }
+        }
+    }
+
+    let mut notes = Vec::new();
+    let mut undecided = false;
+    if unchecked > 0 {
+        undecided = true;
+        notes.push(format!(
+            "{unchecked} acknowledged values are in streams that no final read-back covered, so their loss cannot be ruled out"
+        ));
+    }
+    for kind in ["write-without-value", "deliver-without-value", "read-without-items", "too-many-read-back-nodes"] {
+        if let Some((n, line)) = facts.defects.get(kind) {
+            undecided = true;
+            notes.push(format!("{n} operations with {kind} (first on line {line})"));
+        }
+    }
+    if let Some((n, line)) = facts.defects.get("value-tenant-mismatch") {
+        notes.push(format!(
+            "{n} writes carry a value of another tenant (first on line {line}); values are attributed by their prefix"
+        ));
+    }
+    let failed: u64 = facts.readback_failed.values().map(|m| u64::from(m.count_ones())).sum();
+    if failed > 0 {
+        notes.push(format!("{failed} final read-backs (tenant, stream, node) failed; those views were not checked"));
+    }
+    if acked == 0 {
+        notes.push("no acknowledged writes".to_string());
+    }
+
+    let anomalies = vec![
+        lost.into_anomaly("lost"),
+        lost_on_node.into_anomaly("lost-on-node"),
+        unexpected.into_anomaly("unexpected"),
+        aborted.into_anomaly("aborted-read"),
+        from_buf("duplicate-stored", Severity::Invalid, &facts.duplicate_stored),
+        from_buf("sequence-conflict", Severity::Invalid, &facts.sequence_conflicts),
+        recovered.into_anomaly("recovered"),
+        unknown.into_anomaly("unknown"),
+        dup_delivered.into_anomaly("duplicate-delivered"),
+    ];
+    let fallback = if undecided { Status::Unknown } else { Status::Valid };
+    let mut verdict = Verdict::from_anomalies(NAME, anomalies, notes, fallback);
+    if verdict.status == Status::Valid {
+        verdict.summary = format!("{acked} acknowledged writes, none lost; {}", verdict.summary);
+    }
+    ConsistencyOutput { verdict, by_tenant }
+}

@@ -1,0 +1,311 @@
+//! Split-brain: did two sides ever accept conflicting writes? Six conditions, defined in
+//! docs/checkers.md ("Split-brain").
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+
+use super::config::CheckConfig;
+use super::facts::{EvidenceBuf, Facts, Fingerprint};
+use super::intern::Sym;
+use super::model::{Anomaly, Evidence, Severity, Status, Verdict};
+use super::observations::Observations;
+
+/// The checker's name in reports.
+pub const NAME: &str = "split-brain";
+
+fn anomaly(name: &str, buf: EvidenceBuf) -> Anomaly {
+    Anomaly {
+        name: name.to_string(),
+        severity: Severity::Invalid,
+        count: buf.count,
+        categories: BTreeMap::new(),
+        evidence: buf.into_sorted(),
+    }
+}
+
+/// Runs the split-brain checker.
+pub fn check(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> Verdict {
+    let mut notes = Vec::new();
+    let anomalies = vec![
+        both_sides(facts, obs, cfg),
+        anomaly("duplicate-ack-seq", facts.duplicate_ack_seq.clone()),
+        non_prefix_reads(facts, cfg),
+        divergence(facts, obs, cfg, &mut notes),
+        anomaly("ack-without-quorum", facts.ack_without_quorum.clone()),
+        two_leaders(obs, cfg, &mut notes),
+    ];
+    let mut fallback = Status::Valid;
+    if obs.present {
+        if facts.stream_peers.is_empty() && !obs.faults.is_empty() {
+            notes.push("no stream info observed: acks without quorum were not evaluated".to_string());
+        }
+    } else {
+        fallback = Status::Unknown;
+        notes.insert(
+            0,
+            "no observations were given: partition, quorum, divergence and leader conditions were not evaluated"
+                .to_string(),
+        );
+    }
+    Verdict::from_anomalies(NAME, anomalies, notes, fallback)
+}
+
+/// Acks accepted on both sides of an active partition for the same stream.
+fn both_sides(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> Anomaly {
+    let syms = &facts.symbols;
+    let mut buf = EvidenceBuf::new(cfg.max_evidence * 2);
+    for ((fi, stream), acks) in &facts.partition_acks {
+        if acks.sides.count_ones() < 2 {
+            continue;
+        }
+        buf.count += 1;
+        let fault = &obs.faults[*fi];
+        let mut first = acks.first.clone();
+        first.sort_by_key(|e| (e.1, e.0));
+        for (side, at, v, node, line) in first.into_iter().take(2) {
+            buf.push_sample(Evidence {
+                at_ns: Some(at),
+                value: Some(syms.value_name(v)),
+                tenant: Some(syms.tenant(syms.value_tenant(v)).to_string()),
+                node: Some(syms.node(node).to_string()),
+                stream: Some(syms.stream(*stream).to_string()),
+                line: (line > 0).then_some(line),
+                detail: format!(
+                    "acknowledged on side {side} ({}) of partition {}",
+                    fault.sides.get(side as usize).map(|s| s.join(",")).unwrap_or_default(),
+                    fault.fault_id
+                ),
+                ..Evidence::default()
+            });
+        }
+    }
+    let mut a = anomaly("both-sides-acked", buf);
+    a.evidence.truncate(cfg.max_evidence * 2);
+    a
+}
+
+/// Two reads of one stream (by one tenant) where neither is a prefix of the other, found by
+/// checking every read against the union of all reads: a read must contain every stored
+/// sequence of its tenant between its first and last sequence.
+fn non_prefix_reads(facts: &Facts, cfg: &CheckConfig) -> Anomaly {
+    let syms = &facts.symbols;
+    let mut buf = EvidenceBuf::new(cfg.max_evidence);
+    let mut groups: BTreeMap<Sym, FxHashMap<Sym, Vec<usize>>> = BTreeMap::new();
+    for (i, r) in facts.reads.iter().enumerate() {
+        groups.entry(r.stream).or_default().entry(r.tenant).or_default().push(i);
+    }
+    for (stream, by_tenant) in groups {
+        let Some(sf) = facts.streams.get(stream as usize) else { continue };
+        let mut seqs: FxHashMap<Sym, Vec<u64>> = by_tenant.keys().map(|t| (*t, Vec::new())).collect();
+        for (seq, v) in sf.stored.iter_sorted() {
+            if let Some(list) = seqs.get_mut(&syms.value_tenant(super::intern::ValueId(v))) {
+                list.push(seq);
+            }
+        }
+        for (tenant, reads) in by_tenant {
+            let list = &seqs[&tenant];
+            let mut prefix = Vec::with_capacity(list.len() + 1);
+            let mut acc = 0u64;
+            prefix.push(0);
+            for s in list {
+                acc = acc.wrapping_add(*s);
+                prefix.push(acc);
+            }
+            for i in reads {
+                let r = &facts.reads[i];
+                let lo = list.partition_point(|s| *s < r.first);
+                let hi = list.partition_point(|s| *s <= r.last);
+                let stored = (hi - lo) as u64;
+                if stored == r.count {
+                    continue;
+                }
+                buf.count += 1;
+                if !buf.wants(r.invoke_ns) {
+                    continue;
+                }
+                let (missing_seq, missing_value) = if stored == r.count + 1 {
+                    let seq = prefix[hi].wrapping_sub(prefix[lo]).wrapping_sub(r.seq_sum);
+                    (Some(seq), sf.stored.get(seq).map(|v| syms.value_name(super::intern::ValueId(v))))
+                } else {
+                    (None, None)
+                };
+                buf.push_sample(Evidence {
+                    at_ns: Some(r.invoke_ns),
+                    value: missing_value,
+                    tenant: Some(syms.tenant(tenant).to_string()),
+                    node: Some(syms.node(r.node).to_string()),
+                    stream: Some(syms.stream(stream).to_string()),
+                    seq: missing_seq,
+                    line: (r.line > 0).then_some(r.line),
+                    detail: format!(
+                        "{} through {} returned {} values between seq {} and {}, but other reads saw {} there{}",
+                        if r.readback { "final read-back" } else { "read" },
+                        syms.node(r.node),
+                        r.count,
+                        r.first,
+                        r.last,
+                        stored,
+                        if missing_seq.is_some() { "; the value shown is the one it skipped" } else { "" }
+                    ),
+                    ..Evidence::default()
+                });
+            }
+        }
+    }
+    anomaly("non-prefix-reads", buf)
+}
+
+/// Per-node read-backs (or stream info) that still differ after the convergence deadline.
+fn divergence(facts: &Facts, obs: &Observations, cfg: &CheckConfig, notes: &mut Vec<String>) -> Anomaly {
+    let syms = &facts.symbols;
+    let mut buf = EvidenceBuf::new(cfg.max_evidence);
+    let Some(deadline) = obs.converge_at_ns(cfg.convergence_deadline_ms) else {
+        notes.push("a fault never healed during the run: divergence after convergence was not evaluated".to_string());
+        return anomaly("divergence", buf);
+    };
+    let mut views: BTreeMap<(&str, &str), Vec<(&str, Fingerprint)>> = BTreeMap::new();
+    for ((tenant, stream, node), fp) in &facts.fingerprints {
+        views
+            .entry((syms.tenant(*tenant), syms.stream(*stream)))
+            .or_default()
+            .push((syms.node(*node), *fp));
+    }
+    let mut early = 0u64;
+    for ((tenant, stream), mut list) in views {
+        list.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+        let differs = list.windows(2).any(|w| (w[0].1.count, w[0].1.hash) != (w[1].1.count, w[1].1.hash));
+        if !differs {
+            continue;
+        }
+        let late: Vec<&(&str, Fingerprint)> = list.iter().filter(|(_, fp)| fp.at_ns >= deadline).collect();
+        let Some(pair) = late
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| late[i + 1..].iter().find(|b| (a.1.count, a.1.hash) != (b.1.count, b.1.hash)).map(|b| (*a, *b)))
+        else {
+            early += 1;
+            continue;
+        };
+        let ((na, fa), (nb, fb)) = (pair.0, pair.1);
+        buf.push(Evidence {
+            at_ns: Some(fa.at_ns.max(fb.at_ns)),
+            tenant: Some(tenant.to_string()),
+            node: Some((*na).to_string()),
+            other_node: Some((*nb).to_string()),
+            stream: Some(stream.to_string()),
+            detail: format!(
+                "final read-back through {na} holds {} values up to seq {}, through {nb} {} values up to seq {}",
+                fa.count, fa.last_seq, fb.count, fb.last_seq
+            ),
+            ..Evidence::default()
+        });
+    }
+    if early > 0 {
+        notes.push(format!(
+            "{early} streams' read-backs differed between nodes but were taken before the convergence deadline"
+        ));
+    }
+    // Stream info: last sequence per observer, latest sample after the deadline.
+    let mut latest: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    for s in &obs.stream_infos {
+        if s.at_ns < deadline {
+            continue;
+        }
+        let e = latest.entry((s.stream.as_str(), s.observer.as_str())).or_insert((s.at_ns, s.last_seq));
+        if s.at_ns >= e.0 {
+            *e = (s.at_ns, s.last_seq);
+        }
+    }
+    let mut by_stream: BTreeMap<&str, Vec<(&str, u64, u64)>> = BTreeMap::new();
+    for ((stream, observer), (at, last)) in latest {
+        by_stream.entry(stream).or_default().push((observer, at, last));
+    }
+    for (stream, list) in by_stream {
+        let Some(a) = list.iter().max_by_key(|x| (x.2, std::cmp::Reverse(x.0))) else { continue };
+        let Some(b) = list.iter().find(|x| x.2 != a.2) else { continue };
+        buf.push(Evidence {
+            at_ns: Some(a.1.max(b.1)),
+            node: Some(a.0.to_string()),
+            other_node: Some(b.0.to_string()),
+            stream: Some(stream.to_string()),
+            seq: Some(a.2),
+            detail: format!(
+                "stream info after the convergence deadline: last seq {} on {}, {} on {}",
+                a.2, a.0, b.2, b.0
+            ),
+            ..Evidence::default()
+        });
+    }
+    anomaly("divergence", buf)
+}
+
+/// Two nodes claiming leadership of one stream at overlapping times.
+fn two_leaders(obs: &Observations, cfg: &CheckConfig, notes: &mut Vec<String>) -> Anomaly {
+    let mut buf = EvidenceBuf::new(cfg.max_evidence);
+    let tolerance = cfg.leader_overlap_tolerance_ms.saturating_mul(1_000_000);
+    // (stream, observer) -> samples in time order.
+    let mut samples: BTreeMap<(&str, &str), Vec<(u64, bool)>> = BTreeMap::new();
+    for l in &obs.leaders {
+        let claims = l.leader.as_deref() == Some(l.observer.as_str());
+        samples
+            .entry((l.stream.as_str(), l.observer.as_str()))
+            .or_default()
+            .push((l.at_ns, claims));
+    }
+    // Runs of consecutive self-claims: (start, end) per (stream, node).
+    let mut runs: BTreeMap<&str, Vec<(u64, u64, &str)>> = BTreeMap::new();
+    for ((stream, node), mut s) in samples {
+        s.sort_unstable();
+        let mut open: Option<(u64, u64)> = None;
+        for (at, claims) in s {
+            match (claims, &mut open) {
+                (true, Some(r)) => r.1 = at,
+                (true, None) => open = Some((at, at)),
+                (false, Some(_)) => {
+                    let (a, b) = open.take().unwrap_or_default();
+                    runs.entry(stream).or_default().push((a, b, node));
+                }
+                (false, None) => {}
+            }
+        }
+        if let Some((a, b)) = open {
+            runs.entry(stream).or_default().push((a, b, node));
+        }
+    }
+    if !obs.leaders.is_empty() && runs.is_empty() {
+        notes.push("no node ever reported itself as a leader: two leaders were not evaluated".to_string());
+    }
+    for (stream, mut list) in runs {
+        list.sort_unstable();
+        for i in 0..list.len() {
+            for j in i + 1..list.len() {
+                let (a, b) = (list[i], list[j]);
+                if b.0 > a.1 {
+                    break;
+                }
+                if a.2 == b.2 {
+                    continue;
+                }
+                let overlap = a.1.min(b.1).saturating_sub(b.0);
+                if overlap <= tolerance {
+                    continue;
+                }
+                buf.push(Evidence {
+                    at_ns: Some(b.0),
+                    node: Some(a.2.to_string()),
+                    other_node: Some(b.2.to_string()),
+                    stream: Some(stream.to_string()),
+                    detail: format!(
+                        "{} and {} both reported themselves leader of {stream} for {:.1} s",
+                        a.2,
+                        b.2,
+                        overlap as f64 / 1e9
+                    ),
+                    ..Evidence::default()
+                });
+            }
+        }
+    }
+    anomaly("two-leaders", buf)
+}
