@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what Faultline needs on a fresh Debian machine that has Rust: nats-server, iproute2,
+# util-linux (setpriv, for the non-root test) and wrk (HTTP benchmark baseline). Idempotent.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (the lab creates network namespaces): sudo $0" >&2
+  exit 1
+fi
+
+missing=()
+command -v nats-server >/dev/null || missing+=(nats-server)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v setpriv >/dev/null || missing+=(util-linux)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  for candidate in "$HOME/.cargo/bin" /root/.cargo/bin /usr/local/cargo/bin; do
+    if [ -x "$candidate/cargo" ]; then
+      export PATH="$candidate:$PATH"
+      break
+    fi
+  done
+fi
+command -v cargo >/dev/null || {
+  echo "setup: cargo not found; install Rust (rustup) first" >&2
+  exit 1
+}
+echo "setup: $(nats-server --version), $(cargo --version)"
