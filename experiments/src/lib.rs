@@ -4,4 +4,5 @@
 pub mod checkers;
 pub mod history;
 pub mod lab;
+pub mod spec;
 pub mod report;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::net_partition::{PartitionRule, RuleTable};
 use crate::node_drain::NodeScheduler;
 use crate::process::{ProcessTarget, Signaller};
+use crate::service_stop::ReplicaHolder;
 use crate::Result;
 
 /// A fault resolved down to what it touches, as stored in the ledger.
@@ -35,6 +36,13 @@ pub enum FaultAction {
         /// The paused process.
         process: ProcessTarget,
     },
+    /// Hold a replica down (no restarts) and SIGKILL it, until revert releases it.
+    Stop {
+        /// The replica, e.g. `nats/2`.
+        replica: String,
+        /// Its process when the fault started.
+        process: ProcessTarget,
+    },
     /// Cordon and evict a node until revert uncordons it.
     Drain {
         /// Node name.
@@ -50,6 +58,7 @@ impl FaultAction {
             FaultAction::Kill { .. } => "kill",
             FaultAction::Pause { .. } => "pause",
             FaultAction::Drain { .. } => "drain",
+            FaultAction::Stop { .. } => "stop",
         }
     }
 
@@ -73,6 +82,11 @@ impl FaultAction {
                 env.scheduler.cordon(node)?;
                 env.scheduler.evict(node)
             }
+            FaultAction::Stop { replica, process } => {
+                // Hold first, or the supervisor may restart it between the two steps.
+                env.holder.hold(replica)?;
+                env.signals.signal(process, Signal::SIGKILL).map(drop)
+            }
         }
     }
 
@@ -89,6 +103,7 @@ impl FaultAction {
                 env.signals.signal(process, Signal::SIGCONT).map(drop)
             }
             FaultAction::Drain { node } => env.scheduler.uncordon(node),
+            FaultAction::Stop { replica, .. } => env.holder.release(replica),
         }
     }
 }
@@ -102,4 +117,6 @@ pub struct Injectors<'a> {
     pub signals: &'a dyn Signaller,
     /// Node cordon and eviction.
     pub scheduler: &'a dyn NodeScheduler,
+    /// Holding replicas down.
+    pub holder: &'a dyn ReplicaHolder,
 }

@@ -6,7 +6,8 @@
 //! not in the faults.
 //!
 //! Privileged calls (netlink, setns, signals) sit behind narrow traits
-//! ([`net_partition::RuleTable`], [`process::Signaller`], [`node_drain::NodeScheduler`]) with a
+//! ([`net_partition::RuleTable`], [`process::Signaller`], [`node_drain::NodeScheduler`],
+//! [`service_stop::ReplicaHolder`]) with a
 //! real implementation and a recording one, so the lifecycle logic is testable without root.
 
 pub mod fault;
@@ -16,6 +17,7 @@ pub mod net_partition;
 pub mod netns;
 pub mod node_drain;
 pub mod process;
+pub mod service_stop;
 
 use std::path::PathBuf;
 

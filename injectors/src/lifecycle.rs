@@ -50,6 +50,8 @@ pub struct ReconcileReport {
     pub orphan_pauses: Vec<ProcessTarget>,
     /// Cordoned nodes with no live drain record, uncordoned.
     pub orphan_cordons: Vec<String>,
+    /// Held replicas with no live stop record, released.
+    pub orphan_holds: Vec<String>,
     /// Faults whose revert failed; their records stay for the next reconcile.
     pub failed: Vec<String>,
 }
@@ -62,6 +64,7 @@ impl ReconcileReport {
             && self.orphan_rules.is_empty()
             && self.orphan_pauses.is_empty()
             && self.orphan_cordons.is_empty()
+            && self.orphan_holds.is_empty()
             && self.failed.is_empty()
     }
 }
@@ -175,6 +178,7 @@ pub fn reconcile(
     let mut live_rules = BTreeSet::new();
     let mut live_pauses = BTreeSet::new();
     let mut live_drains = BTreeSet::new();
+    let mut live_holds = BTreeSet::new();
     for record in &live {
         match &record.action {
             FaultAction::Partition { rules, .. } => live_rules.extend(rules.iter().cloned()),
@@ -183,6 +187,9 @@ pub fn reconcile(
             }
             FaultAction::Drain { node } => {
                 live_drains.insert(node.clone());
+            }
+            FaultAction::Stop { replica, .. } => {
+                live_holds.insert(replica.clone());
             }
             FaultAction::Kill { .. } => {}
         }
@@ -212,6 +219,12 @@ pub fn reconcile(
         if !live_drains.contains(&node) {
             env.scheduler.uncordon(&node)?;
             report.orphan_cordons.push(node);
+        }
+    }
+    for replica in env.holder.held()? {
+        if !live_holds.contains(&replica) {
+            env.holder.release(&replica)?;
+            report.orphan_holds.push(replica);
         }
     }
     Ok(report)
@@ -248,6 +261,7 @@ mod tests {
     use crate::net_partition::{priority_for_slot, RecordingRuleTable, RuleTable};
     use crate::node_drain::{NodeScheduler, RecordingScheduler};
     use crate::process::RecordingSignaller;
+    use crate::service_stop::{RecordingHolder, ReplicaHolder};
     use std::net::Ipv4Addr;
 
     struct Fixture {
@@ -256,6 +270,7 @@ mod tests {
         rules: RecordingRuleTable,
         signals: RecordingSignaller,
         scheduler: RecordingScheduler,
+        holder: RecordingHolder,
     }
 
     impl Fixture {
@@ -268,6 +283,7 @@ mod tests {
                 rules: RecordingRuleTable::default(),
                 signals: RecordingSignaller::default(),
                 scheduler: RecordingScheduler::default(),
+                holder: RecordingHolder::default(),
             }
         }
 
@@ -276,6 +292,7 @@ mod tests {
                 rules: &self.rules,
                 signals: &self.signals,
                 scheduler: &self.scheduler,
+                holder: &self.holder,
             }
         }
 
@@ -403,6 +420,38 @@ mod tests {
         assert!(revert_fault(&f.ledger, &f.env(), &drain.id).expect("revert"));
         assert!(!revert_fault(&f.ledger, &f.env(), &drain.id).expect("idempotent"));
         assert!(f.scheduler.cordoned().expect("list").is_empty());
+    }
+
+    #[test]
+    fn stop_holds_then_kills_and_an_orphan_hold_is_released() {
+        let f = Fixture::new();
+        f.holder.hold("gateway/3").expect("stray hold");
+        let process = ProcessTarget {
+            pid: 4242,
+            start_ticks: 1,
+            label: "nats/2".into(),
+        };
+        let stop = start_fault(
+            &f.ledger,
+            &f.env(),
+            FaultRequest {
+                target: "nats/2".into(),
+                duration: Duration::from_secs(60),
+                max_duration: DEFAULT_MAX_FAULT_DURATION,
+                build: Box::new(move |_| FaultAction::Stop {
+                    replica: "nats/2".into(),
+                    process,
+                }),
+            },
+            1_000,
+        )
+        .expect("stop");
+        assert_eq!(f.signals.sent(), vec![(4242, Signal::SIGKILL)]);
+        let report = reconcile(&f.ledger, &f.env(), &scope(), 2_000).expect("reconcile");
+        assert_eq!(report.orphan_holds, vec!["gateway/3".to_owned()]);
+        assert_eq!(f.holder.held().expect("held"), vec!["nats/2".to_owned()]);
+        revert_fault(&f.ledger, &f.env(), &stop.id).expect("revert");
+        assert!(f.holder.held().expect("held").is_empty());
     }
 
     #[test]

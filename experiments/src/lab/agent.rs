@@ -23,7 +23,7 @@ use nix::sys::signal::Signal;
 use super::control::LabContext;
 use super::probe;
 use super::state::{
-    read_json, write_json, CordonedNodes, ReplicaState, RestartEvent, ServicesState,
+    read_json, write_json, CordonedNodes, HeldReplicas, ReplicaState, RestartEvent, ServicesState,
 };
 use super::topology::{placeholders, RestartPolicy, Service, Topology};
 use super::LabError;
@@ -110,7 +110,8 @@ pub fn run_agent(ctx: &LabContext, stop: &AtomicBool) -> Result<(), LabError> {
             break;
         }
         let cordoned: CordonedNodes = read_json(&paths.cordoned_file())?.unwrap_or_default();
-        supervise(ctx, &topology, &cordoned, &signaller, &mut replicas);
+        let held: HeldReplicas = read_json(&paths.held_file())?.unwrap_or_default();
+        supervise(ctx, &topology, &cordoned, &held, &signaller, &mut replicas);
 
         if last_readiness.elapsed() >= READINESS_EVERY {
             last_readiness = Instant::now();
@@ -228,6 +229,7 @@ fn supervise(
     ctx: &LabContext,
     topology: &Topology,
     cordoned: &CordonedNodes,
+    held: &HeldReplicas,
     signaller: &NixSignaller,
     replicas: &mut [Replica],
 ) {
@@ -236,7 +238,7 @@ fn supervise(
         notice_exit(ctx, topology, cordoned, replica, now);
         evict_if_cordoned(cordoned, signaller, replica, now);
     }
-    start_due(ctx, topology, cordoned, replicas, now);
+    start_due(ctx, topology, cordoned, held, replicas, now);
 }
 
 /// Records the exit of a replica's process, if it exited, and schedules its restart by policy.
@@ -348,6 +350,7 @@ fn start_due(
     ctx: &LabContext,
     topology: &Topology,
     cordoned: &CordonedNodes,
+    held: &HeldReplicas,
     replicas: &mut [Replica],
     now: Instant,
 ) {
@@ -362,6 +365,10 @@ fn start_due(
         .collect();
     for replica in replicas.iter_mut() {
         if replica.state.pid.is_some() || replica.next_start.is_none_or(|due| now < due) {
+            continue;
+        }
+        if held.replicas.contains(&replica.state.key()) {
+            replica.state.down_reason = Some("held down by a stop fault".to_owned());
             continue;
         }
         let service = topology

@@ -93,6 +93,7 @@ impl LabContext {
             rules: &rules,
             signals: &signals,
             scheduler: &scheduler,
+            holder: &scheduler,
         })
     }
 

@@ -1,15 +1,17 @@
-//! The lab's node scheduler: cordons live in `cordoned.json`; the agent never places a replica
-//! on a cordoned node and evicts what runs there.
+//! The lab's scheduler: cordons live in `cordoned.json` (the agent never places a replica on a
+//! cordoned node and evicts what runs there), holds in `held.json` (the agent does not restart a
+//! held replica).
 
 use std::fs::OpenOptions;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use faultline_injectors::node_drain::NodeScheduler;
 use faultline_injectors::process::{NixSignaller, ProcessTarget, Signaller};
+use faultline_injectors::service_stop::ReplicaHolder;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::Signal;
 
-use super::state::{read_json, write_json, CordonedNodes, LabPaths, ServicesState};
+use super::state::{read_json, write_json, CordonedNodes, HeldReplicas, LabPaths, ServicesState};
 use super::LabError;
 
 /// [`NodeScheduler`] for one lab.
@@ -29,8 +31,11 @@ impl LabScheduler {
         }
     }
 
-    fn update(&self, change: impl FnOnce(&mut CordonedNodes)) -> Result<(), LabError> {
-        let lock_path = self.paths.dir.join(".cordon.lock");
+    fn update<T>(&self, path: &Path, change: impl FnOnce(&mut T)) -> Result<(), LabError>
+    where
+        T: Default + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let lock_path = self.paths.dir.join(".scheduler.lock");
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -45,14 +50,9 @@ impl LabScheduler {
                 path: lock_path.clone(),
                 source: errno.into(),
             })?;
-        let path = self.paths.cordoned_file();
-        let mut cordoned: CordonedNodes = read_json(&path)?.unwrap_or_default();
-        let before = cordoned.nodes.clone();
-        change(&mut cordoned);
-        if cordoned.nodes != before {
-            write_json(&path, &cordoned)?;
-        }
-        Ok(())
+        let mut state: T = read_json(path)?.unwrap_or_default();
+        change(&mut state);
+        write_json(path, &state)
     }
 }
 
@@ -71,7 +71,7 @@ impl NodeScheduler for LabScheduler {
                 reason: format!("no such node in lab `{}`", self.paths.name),
             });
         }
-        self.update(|c| {
+        self.update(&self.paths.cordoned_file(), |c: &mut CordonedNodes| {
             c.nodes.insert(node.to_owned());
         })
         .map_err(|e| scheduler_error(node, &e))
@@ -96,7 +96,7 @@ impl NodeScheduler for LabScheduler {
     }
 
     fn uncordon(&self, node: &str) -> faultline_injectors::Result<()> {
-        self.update(|c| {
+        self.update(&self.paths.cordoned_file(), |c: &mut CordonedNodes| {
             c.nodes.remove(node);
         })
         .map_err(|e| scheduler_error(node, &e))
@@ -107,5 +107,28 @@ impl NodeScheduler for LabScheduler {
             .map_err(|e| scheduler_error("*", &e))?
             .unwrap_or_default();
         Ok(cordoned.nodes.into_iter().collect())
+    }
+}
+
+impl ReplicaHolder for LabScheduler {
+    fn hold(&self, replica: &str) -> faultline_injectors::Result<()> {
+        self.update(&self.paths.held_file(), |h: &mut HeldReplicas| {
+            h.replicas.insert(replica.to_owned());
+        })
+        .map_err(|e| scheduler_error(replica, &e))
+    }
+
+    fn release(&self, replica: &str) -> faultline_injectors::Result<()> {
+        self.update(&self.paths.held_file(), |h: &mut HeldReplicas| {
+            h.replicas.remove(replica);
+        })
+        .map_err(|e| scheduler_error(replica, &e))
+    }
+
+    fn held(&self) -> faultline_injectors::Result<Vec<String>> {
+        let held: HeldReplicas = read_json(&self.paths.held_file())
+            .map_err(|e| scheduler_error("*", &e))?
+            .unwrap_or_default();
+        Ok(held.replicas.into_iter().collect())
     }
 }

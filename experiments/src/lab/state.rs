@@ -41,6 +41,10 @@ impl LabPaths {
     pub fn cordoned_file(&self) -> PathBuf {
         self.dir.join("cordoned.json")
     }
+    /// Replicas held down by stop faults.
+    pub fn held_file(&self) -> PathBuf {
+        self.dir.join("held.json")
+    }
     /// The agent's PID.
     pub fn agent_pid_file(&self) -> PathBuf {
         self.dir.join("agent.pid")
@@ -137,6 +141,13 @@ pub struct ServicesState {
 pub struct CordonedNodes {
     /// Cordoned nodes.
     pub nodes: BTreeSet<String>,
+}
+
+/// `held.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HeldReplicas {
+    /// Held replicas, `service/replica`.
+    pub replicas: BTreeSet<String>,
 }
 
 /// Reads a JSON file; `None` when it does not exist.
