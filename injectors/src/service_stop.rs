@@ -34,7 +34,10 @@ pub struct RecordingHolder {
 
 impl ReplicaHolder for RecordingHolder {
     fn hold(&self, replica: &str) -> Result<()> {
-        self.held.lock().expect("poisoned").insert(replica.to_owned());
+        self.held
+            .lock()
+            .expect("poisoned")
+            .insert(replica.to_owned());
         Ok(())
     }
 
@@ -44,6 +47,12 @@ impl ReplicaHolder for RecordingHolder {
     }
 
     fn held(&self) -> Result<Vec<String>> {
-        Ok(self.held.lock().expect("poisoned").iter().cloned().collect())
+        Ok(self
+            .held
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .cloned()
+            .collect())
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand, ValueEnum};
 use faultline_experiments::lab::control::{HostPaths, LabContext};
-use faultline_experiments::lab::faults::{PartitionTarget, Shape};
+use faultline_experiments::lab::faults::{PartitionTarget, QuorumLossMode, Shape};
 use faultline_experiments::lab::DEFAULT_LAB_NAME;
 use faultline_injectors::fault::FaultAction;
 use faultline_injectors::ledger::{now_unix_ms, FaultRecord};
@@ -67,6 +67,31 @@ enum FaultCommand {
         #[arg(long = "for", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// SIGKILL one replica and keep it down (no restarts) until the time is up.
+    Stop {
+        /// Service name.
+        #[arg(long)]
+        service: String,
+        /// Replica number, from 1.
+        #[arg(long)]
+        replica: u32,
+        /// How long it stays down.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+    /// JetStream quorum loss: ask the servers which of them hold the stream and who leads, then
+    /// stop, pause or isolate a majority of those peers (leader first) until the time is up.
+    QuorumLoss {
+        /// A stream name, `tenants` (the peer set most streams share) or `$meta` (the meta group).
+        #[arg(long, default_value = "tenants")]
+        stream: String,
+        /// How to take the chosen peers out: stop, pause or isolate.
+        #[arg(long, default_value = "isolate")]
+        mode: QuorumLossMode,
+        /// How long quorum stays lost.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
     /// Cordon a node and evict its services, which move to other nodes where their placement
     /// allows; uncordon when the time is up.
     Drain {
@@ -121,6 +146,34 @@ pub(crate) fn inject(
             duration,
         } => ctx.inject_pause(&service, replica, duration, max)?,
         FaultCommand::Drain { node, duration } => ctx.inject_drain(&node, duration, max)?,
+        FaultCommand::Stop {
+            service,
+            replica,
+            duration,
+        } => ctx.inject_stop(&service, replica, duration, max)?,
+        FaultCommand::QuorumLoss {
+            stream,
+            mode,
+            duration,
+        } => {
+            let loss = ctx.inject_quorum_loss(&stream, mode, duration, max)?;
+            println!(
+                "quorum loss on {}: peers {} (leader {}); {:?} of {}",
+                loss.stream,
+                loss.peers.join(", "),
+                loss.leader.as_deref().unwrap_or("none"),
+                loss.mode,
+                loss.chosen
+                    .iter()
+                    .map(|s| format!("{} ({} on {})", s.name, s.replica, s.node))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            for record in &loss.faults {
+                println!("{}", describe_injected(record));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     println!("{}", describe_injected(&record));
     Ok(ExitCode::SUCCESS)
@@ -147,6 +200,10 @@ fn describe_injected(record: &FaultRecord) -> String {
             process.label, process.pid
         ),
         FaultAction::Drain { node } => format!("cordoned node {node} and evicted its services"),
+        FaultAction::Stop { process, .. } => format!(
+            "stopped {} (pid {}) and holding it down",
+            process.label, process.pid
+        ),
     };
     if record.action.is_instant() {
         format!(

@@ -342,7 +342,7 @@ pub struct ReplicaStatus {
     pub zone: String,
     /// PID, when running.
     pub pid: Option<i32>,
-    /// `ready`, `starting`, `paused` or `down`.
+    /// `ready`, `starting`, `paused`, `held` (down by a stop fault) or `down`.
     pub health: String,
     /// Number of restarts.
     pub restarts: usize,
@@ -427,7 +427,12 @@ pub fn status(ctx: &LabContext) -> Result<LabStatus, LabError> {
                 }),
                 _ => false,
             };
+            let held = r
+                .down_reason
+                .as_deref()
+                .is_some_and(|d| d.starts_with("held down"));
             let health = match (r.pid, r.ready, paused) {
+                (None, _, _) if held => "held",
                 (None, _, _) => "down",
                 (Some(_), _, true) => "paused",
                 (Some(_), true, false) => "ready",

@@ -10,7 +10,10 @@ use faultline_injectors::lifecycle::{start_fault, FaultRequest};
 use faultline_injectors::net_partition::{self, priority_for_slot, rules_for, Endpoint, Grudge};
 use faultline_injectors::process::ProcessTarget;
 
+use serde::{Deserialize, Serialize};
+
 use super::control::LabContext;
+use super::jetstream::{most_common_group, Server};
 use super::LabError;
 
 /// Which partition to make.
@@ -29,6 +32,50 @@ pub enum PartitionTarget {
         /// Whether the members are zones (`true`) or nodes.
         by_zone: bool,
     },
+}
+
+/// How a quorum-loss fault takes out the peers it chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuorumLossMode {
+    /// SIGKILL each chosen peer and hold it down until heal.
+    Stop,
+    /// SIGSTOP each chosen peer until heal.
+    Pause,
+    /// Cut each chosen peer off from everyone until heal.
+    Isolate,
+}
+
+impl std::str::FromStr for QuorumLossMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stop" => Ok(Self::Stop),
+            "pause" => Ok(Self::Pause),
+            "isolate" => Ok(Self::Isolate),
+            other => Err(format!(
+                "unknown mode `{other}`; use stop, pause or isolate"
+            )),
+        }
+    }
+}
+
+/// What a quorum-loss fault chose and did.
+#[derive(Clone, Debug, Serialize)]
+pub struct QuorumLoss {
+    /// The stream (or `$meta`) whose peers were attacked.
+    pub stream: String,
+    /// Its leader when the fault started.
+    pub leader: Option<String>,
+    /// All its peers.
+    pub peers: Vec<String>,
+    /// The majority chosen, leader first.
+    pub chosen: Vec<Server>,
+    /// How they were taken out.
+    pub mode: QuorumLossMode,
+    /// The ledger records, one per action.
+    pub faults: Vec<FaultRecord>,
 }
 
 /// The partition shapes beyond "one against the rest".
@@ -272,6 +319,105 @@ impl LabContext {
         })
     }
 
+    /// Stops a replica (SIGKILL) and holds it down for `duration`.
+    pub fn inject_stop(
+        &self,
+        service: &str,
+        replica: u32,
+        duration: Duration,
+        max: Duration,
+    ) -> Result<FaultRecord, LabError> {
+        let process = self.replica_process(service, replica)?;
+        let description = process.label.clone();
+        let key = format!("{service}/{replica}");
+        self.start(description, duration, max, move |_| FaultAction::Stop {
+            replica: key,
+            process,
+        })
+    }
+
+    /// Takes out a majority of the peers of `stream` (a stream name, `tenants` for the peer set
+    /// most streams share, or `$meta`) for `duration`: the leader first. Every action has its
+    /// own ledger record; if one fails, the ones before it are reverted.
+    pub fn inject_quorum_loss(
+        &self,
+        stream: &str,
+        mode: QuorumLossMode,
+        duration: Duration,
+        max: Duration,
+    ) -> Result<QuorumLoss, LabError> {
+        let placements = self.jetstream_placements(stream)?;
+        let group = most_common_group(&placements)
+            .expect("placements are never empty")
+            .clone();
+        let servers = self.jetstream_servers()?;
+        let chosen: Vec<Server> = group
+            .majority()
+            .iter()
+            .map(|name| {
+                servers
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .cloned()
+                    .ok_or_else(|| LabError::Unknown {
+                        lab: self.paths.name.clone(),
+                        what: "JetStream server",
+                        name: name.clone(),
+                        known: servers
+                            .iter()
+                            .map(|s| s.name.clone())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut faults = Vec::new();
+        let outcome = (|| -> Result<(), LabError> {
+            match mode {
+                QuorumLossMode::Isolate => {
+                    let nodes = chosen.iter().map(|s| s.node.clone()).collect();
+                    faults.push(self.inject_partition(
+                        &PartitionTarget::Singletons(nodes),
+                        duration,
+                        max,
+                    )?);
+                }
+                QuorumLossMode::Pause | QuorumLossMode::Stop => {
+                    for server in &chosen {
+                        let (service, replica) = split_replica(&server.replica);
+                        faults.push(if mode == QuorumLossMode::Pause {
+                            self.inject_pause(service, replica, duration, max)?
+                        } else {
+                            self.inject_stop(service, replica, duration, max)?
+                        });
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(error) = outcome {
+            for fault in &faults {
+                // Best effort: a failure here is retried by reconcile at the fault's deadline.
+                let _ = self.with_injectors(|env| {
+                    faultline_injectors::lifecycle::revert_fault(&self.ledger(), env, &fault.id)
+                });
+            }
+            return Err(error);
+        }
+        Ok(QuorumLoss {
+            stream: if stream == super::jetstream::ALL_STREAMS {
+                format!("{stream} ({})", group.stream)
+            } else {
+                stream.to_owned()
+            },
+            leader: group.leader.clone(),
+            peers: group.peers.clone(),
+            chosen,
+            mode,
+            faults,
+        })
+    }
+
     /// Drains a node for `duration`.
     pub fn inject_drain(
         &self,
@@ -310,6 +456,11 @@ impl LabContext {
             )
         })?)
     }
+}
+
+fn split_replica(key: &str) -> (&str, u32) {
+    let (service, replica) = key.rsplit_once('/').unwrap_or((key, "1"));
+    (service, replica.parse().unwrap_or(1))
 }
 
 /// The distinct views of a partition: for each node, the set of nodes it still reaches

@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod control;
 pub mod faults;
+pub mod jetstream;
 pub mod net;
 pub mod probe;
 pub mod scheduler;

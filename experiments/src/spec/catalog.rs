@@ -9,8 +9,14 @@ pub const CATALOG: [(&str, &str); 6] = [
     ("node-failure", include_str!("catalog/node-failure.yaml")),
     ("az-failure", include_str!("catalog/az-failure.yaml")),
     ("nats-failure", include_str!("catalog/nats-failure.yaml")),
-    ("gateway-failure", include_str!("catalog/gateway-failure.yaml")),
-    ("network-partition", include_str!("catalog/network-partition.yaml")),
+    (
+        "gateway-failure",
+        include_str!("catalog/gateway-failure.yaml"),
+    ),
+    (
+        "network-partition",
+        include_str!("catalog/network-partition.yaml"),
+    ),
 ];
 
 /// The YAML of a built-in scenario.
@@ -37,7 +43,12 @@ mod tests {
             let spec = spec(name).expect(name);
             spec.validate(name).expect(name);
             assert_eq!(spec.name, name);
-            assert!(spec.plan_id.as_deref().is_some_and(|id| id.starts_with("T6.")), "{name}");
+            assert!(
+                spec.plan_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with("T6.")),
+                "{name}"
+            );
         }
         assert!(matches!(spec("nope"), Err(SpecError::UnknownScenario(_))));
     }

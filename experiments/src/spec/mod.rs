@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::lab::faults::QuorumLossMode;
+
 /// Errors of parsing or validating a spec. Messages say where (file, line, column or field) and
 /// what to do.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +32,9 @@ pub enum SpecError {
         message: String,
     },
     /// No such scenario in the catalog.
-    #[error("unknown scenario `{0}`; `chaosctl list` shows the built-in ones, or pass a spec file path")]
+    #[error(
+        "unknown scenario `{0}`; `chaosctl list` shows the built-in ones, or pass a spec file path"
+    )]
     UnknownScenario(String),
 }
 
@@ -196,18 +200,6 @@ pub enum FaultKind {
     QuorumLoss,
 }
 
-/// How a quorum-loss fault takes out its peers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum QuorumLossMode {
-    /// SIGKILL each chosen peer and keep it down until heal.
-    Stop,
-    /// SIGSTOP until heal.
-    Pause,
-    /// Cut each chosen peer off from everyone.
-    Isolate,
-}
-
 /// What a fault hits. Which fields apply depends on the kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -318,8 +310,11 @@ pub mod duration_text {
     /// Reads `30s`, `10m`, `500ms`.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. 30s, 10m, 500ms")))
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration ({e}); write e.g. 30s, 10m, 500ms"
+            ))
+        })
     }
 }
 
@@ -340,7 +335,10 @@ impl ExperimentSpec {
         self.faults
             .iter()
             .map(|fault| {
-                let repeats = fault.repeat.as_ref().map_or(Duration::ZERO, |r| r.every * r.times.saturating_sub(1));
+                let repeats = fault
+                    .repeat
+                    .as_ref()
+                    .map_or(Duration::ZERO, |r| r.every * r.times.saturating_sub(1));
                 self.baseline + fault.start + repeats + fault.duration
             })
             .max()
@@ -364,15 +362,24 @@ impl ExperimentSpec {
             return Err(invalid("faults".into(), "list at least one fault".into()));
         }
         if self.workload.tenants == 0 {
-            return Err(invalid("workload.tenants".into(), "must be at least 1".into()));
+            return Err(invalid(
+                "workload.tenants".into(),
+                "must be at least 1".into(),
+            ));
         }
         if self.workload.rate.is_nan() || self.workload.rate <= 0.0 {
-            return Err(invalid("workload.rate".into(), "must be above 0 operations per second".into()));
+            return Err(invalid(
+                "workload.rate".into(),
+                "must be above 0 operations per second".into(),
+            ));
         }
         if !matches!(self.workload.adapter.as_str(), "nats" | "http") {
             return Err(invalid(
                 "workload.adapter".into(),
-                format!("`{}` is not an adapter; use nats or http", self.workload.adapter),
+                format!(
+                    "`{}` is not an adapter; use nats or http",
+                    self.workload.adapter
+                ),
             ));
         }
         if self.baseline.is_zero() {
@@ -382,7 +389,8 @@ impl ExperimentSpec {
             ));
         }
         for (i, fault) in self.faults.iter().enumerate() {
-            self.validate_fault(i, fault).map_err(|(field, message)| invalid(field, message))?;
+            self.validate_fault(i, fault)
+                .map_err(|(field, message)| invalid(field, message))?;
         }
         let needed = self.last_fault_end();
         if self.duration < needed {
@@ -395,9 +403,18 @@ impl ExperimentSpec {
                 ),
             ));
         }
-        for (name, value) in [("slo.min_success_rate", self.slo.min_success_rate), ("steady_state.min_success_rate", self.steady_state.min_success_rate)] {
+        for (name, value) in [
+            ("slo.min_success_rate", self.slo.min_success_rate),
+            (
+                "steady_state.min_success_rate",
+                self.steady_state.min_success_rate,
+            ),
+        ] {
             if !(0.0..=1.0).contains(&value) {
-                return Err(invalid(name.into(), format!("{value} is not a share between 0 and 1")));
+                return Err(invalid(
+                    name.into(),
+                    format!("{value} is not a share between 0 and 1"),
+                ));
             }
         }
         Ok(())
@@ -414,45 +431,75 @@ impl ExperimentSpec {
                 return Err((field("repeat.times"), "must be at least 1".into()));
             }
             if repeat.every < fault.duration {
-                return Err((field("repeat.every"), "must not be shorter than the fault's duration: repeats would overlap".into()));
+                return Err((
+                    field("repeat.every"),
+                    "must not be shorter than the fault's duration: repeats would overlap".into(),
+                ));
             }
         }
         match fault.kind {
             FaultKind::Partition => {
-                let targets = [s.zone.is_some(), s.node.is_some(), s.shape.is_some()].iter().filter(|b| **b).count();
+                let targets = [s.zone.is_some(), s.node.is_some(), s.shape.is_some()]
+                    .iter()
+                    .filter(|b| **b)
+                    .count();
                 if targets != 1 {
-                    return Err((field("selector"), "a partition needs exactly one of zone, node or shape".into()));
+                    return Err((
+                        field("selector"),
+                        "a partition needs exactly one of zone, node or shape".into(),
+                    ));
                 }
                 if let Some(shape) = &s.shape {
-                    if !matches!(shape.as_str(), "halves" | "majorities-ring" | "bridge" | "one-vs-rest") {
+                    if !matches!(
+                        shape.as_str(),
+                        "halves" | "majorities-ring" | "bridge" | "one-vs-rest"
+                    ) {
                         return Err((field("selector.shape"), format!("`{shape}` is not a shape; use halves, majorities-ring, bridge or one-vs-rest")));
                     }
                 }
             }
             FaultKind::Kill | FaultKind::Pause => {
                 if s.service.is_none() {
-                    return Err((field("selector.service"), "name the service whose replica to hit".into()));
+                    return Err((
+                        field("selector.service"),
+                        "name the service whose replica to hit".into(),
+                    ));
                 }
                 if fault.kind == FaultKind::Pause && s.replica.as_deref() == Some("all") {
-                    return Err((field("selector.replica"), "pause takes one replica; use a number or random".into()));
+                    return Err((
+                        field("selector.replica"),
+                        "pause takes one replica; use a number or random".into(),
+                    ));
                 }
             }
             FaultKind::Drain => {
                 if s.node.is_none() {
-                    return Err((field("selector.node"), "name the node to drain, or random".into()));
+                    return Err((
+                        field("selector.node"),
+                        "name the node to drain, or random".into(),
+                    ));
                 }
             }
             FaultKind::QuorumLoss => {
                 if fault.mode.is_none() {
-                    return Err((field("mode"), "say how to take the peers out: stop, pause or isolate".into()));
+                    return Err((
+                        field("mode"),
+                        "say how to take the peers out: stop, pause or isolate".into(),
+                    ));
                 }
                 if s.stream.is_none() {
-                    return Err((field("selector.stream"), "name a stream, `tenants` or `$meta`".into()));
+                    return Err((
+                        field("selector.stream"),
+                        "name a stream, `tenants` or `$meta`".into(),
+                    ));
                 }
             }
         }
         if fault.stop_services && !(fault.kind == FaultKind::Partition && s.zone.is_some()) {
-            return Err((field("stop_services"), "only applies to a zone partition".into()));
+            return Err((
+                field("stop_services"),
+                "only applies to a zone partition".into(),
+            ));
         }
         Ok(())
     }
@@ -486,22 +533,47 @@ slo: {max_ttr: 10s}
     #[test]
     fn unknown_field_reports_line_and_column() {
         let yaml = MINIMAL.replace("baseline: 10s", "baseline: 10s\nbaseline_extra: 1");
-        let error = ExperimentSpec::parse(&yaml, "x.yaml").expect_err("unknown field").to_string();
-        assert!(error.contains("x.yaml: line 9 column 1") && error.contains("baseline_extra"), "{error}");
+        let error = ExperimentSpec::parse(&yaml, "x.yaml")
+            .expect_err("unknown field")
+            .to_string();
+        assert!(
+            error.contains("x.yaml: line 9 column 1") && error.contains("baseline_extra"),
+            "{error}"
+        );
     }
 
     #[test]
     fn validation_table() {
         let cases = [
-            ("duration: 40s", "duration: 20s", "shorter than the baseline plus the faults"),
-            ("selector: {zone: a}", "selector: {zone: a, node: a1}", "exactly one of zone, node or shape"),
+            (
+                "duration: 40s",
+                "duration: 20s",
+                "shorter than the baseline plus the faults",
+            ),
+            (
+                "selector: {zone: a}",
+                "selector: {zone: a, node: a1}",
+                "exactly one of zone, node or shape",
+            ),
             ("kind: partition", "kind: drain", "selector.node"),
             ("kind: partition", "kind: quorum-loss", "faults[0].mode"),
-            ("duration: 10s\n", "duration: 0s\n", "faults[0].duration: must be above 0"),
+            (
+                "duration: 10s\n",
+                "duration: 0s\n",
+                "faults[0].duration: must be above 0",
+            ),
             ("baseline: 10s", "baseline: 0s", "baseline"),
-            ("name: x", "name: x\ntarget: kubernetes", "not available yet"),
+            (
+                "name: x",
+                "name: x\ntarget: kubernetes",
+                "not available yet",
+            ),
             ("name: x", "name: x\nworkload: {rate: 0}", "workload.rate"),
-            ("selector: {zone: a}", "selector: {shape: triangle}", "not a shape"),
+            (
+                "selector: {zone: a}",
+                "selector: {shape: triangle}",
+                "not a shape",
+            ),
         ];
         for (from, to, expected) in cases {
             let yaml = MINIMAL.replacen(from, to, 1);
