@@ -4,5 +4,19 @@
 pub mod checkers;
 pub mod history;
 pub mod lab;
-pub mod spec;
 pub mod report;
+pub mod spec;
+
+/// A YAML error as `line L column C: message`, without serde_yaml's trailing repeat of the
+/// location.
+pub(crate) fn describe_yaml_error(error: &serde_yaml::Error) -> String {
+    let text = error.to_string();
+    match error.location() {
+        Some(at) => {
+            let suffix = format!(" at line {} column {}", at.line(), at.column());
+            let message = text.strip_suffix(&suffix).unwrap_or(&text);
+            format!("line {} column {}: {message}", at.line(), at.column())
+        }
+        None => text,
+    }
+}

@@ -2,6 +2,7 @@
 
 mod faults;
 mod lab;
+mod scenarios;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,18 @@ enum Command {
     /// Manage the embedded lab: network namespaces as nodes and zones, real services.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// List the built-in scenarios (the test plan's T6.1-T6.6).
+    List,
+    /// Print a built-in scenario's spec as YAML, ready to copy and edit.
+    Show {
+        /// Scenario name, e.g. az-failure.
+        name: String,
+    },
+    /// Check a spec file without touching anything (the pure validation only).
+    Validate {
+        /// Spec file (YAML), or the name of a built-in scenario.
+        file: String,
+    },
     /// Inject one fault by hand (game days). Prints the fault id and when it will be reverted.
     Inject(faults::InjectArgs),
     /// List the active faults.
@@ -167,12 +180,19 @@ fn require_root() -> anyhow::Result<()> {
 /// Runs one command; the exit code follows the command's verdict.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let host = host(&cli);
-    let explicit_reconcile = matches!(cli.command, Command::Reconcile { .. });
-    if !explicit_reconcile {
+    // Pure commands touch nothing, so they need no reconcile (and no root).
+    let touches_system = !matches!(
+        cli.command,
+        Command::Reconcile { .. } | Command::List | Command::Show { .. } | Command::Validate { .. }
+    );
+    if touches_system {
         reconcile_all(&host, false);
     }
     match cli.command {
         Command::Lab(command) => lab::run(&host, command),
+        Command::List => scenarios::list(),
+        Command::Show { name } => scenarios::show(&name),
+        Command::Validate { file } => scenarios::validate(&file),
         Command::Inject(args) => {
             require_root()?;
             faults::inject(&host, args, cli.max_fault_duration)

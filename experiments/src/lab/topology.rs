@@ -150,10 +150,7 @@ impl Topology {
     pub fn parse(yaml: &str, source: &str) -> Result<Self, LabError> {
         let topology: Topology = serde_yaml::from_str(yaml).map_err(|e| LabError::Topology {
             source_name: source.to_owned(),
-            message: match e.location() {
-                Some(at) => format!("line {} column {}: {e}", at.line(), at.column()),
-                None => e.to_string(),
-            },
+            message: crate::describe_yaml_error(&e),
         })?;
         topology.validate().map_err(|message| LabError::Topology {
             source_name: source.to_owned(),

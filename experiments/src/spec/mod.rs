@@ -200,6 +200,19 @@ pub enum FaultKind {
     QuorumLoss,
 }
 
+impl FaultKind {
+    /// The kind's name as written in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Drain => "drain",
+            FaultKind::QuorumLoss => "quorum-loss",
+        }
+    }
+}
+
 /// What a fault hits. Which fields apply depends on the kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -323,10 +336,7 @@ impl ExperimentSpec {
     pub fn parse(yaml: &str, source_name: &str) -> Result<Self, SpecError> {
         serde_yaml::from_str(yaml).map_err(|e| SpecError::Parse {
             source_name: source_name.to_owned(),
-            message: match e.location() {
-                Some(at) => format!("line {} column {}: {e}", at.line(), at.column()),
-                None => e.to_string(),
-            },
+            message: crate::describe_yaml_error(&e),
         })
     }
 

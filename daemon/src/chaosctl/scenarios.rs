@@ -1,0 +1,67 @@
+//! `chaosctl list | show | validate`: the catalog and specs, without touching the system.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use faultline_experiments::spec::catalog::{self, CATALOG};
+use faultline_experiments::spec::ExperimentSpec;
+
+pub(crate) fn list() -> anyhow::Result<ExitCode> {
+    println!(
+        "{:<18} {:<5} {:<11} {:<9} DESCRIPTION",
+        "NAME", "PLAN", "FAULT", "MAX TTR"
+    );
+    for (name, _) in CATALOG {
+        let spec = catalog::spec(name)?;
+        let first_line = spec.description.split(". ").next().unwrap_or_default();
+        println!(
+            "{:<18} {:<5} {:<11} {:<9} {first_line}.",
+            spec.name,
+            spec.plan_id.as_deref().unwrap_or("-"),
+            spec.faults.first().map_or("", |f| f.kind.as_str()),
+            humantime::format_duration(spec.slo.max_ttr).to_string(),
+        );
+    }
+    println!("\nRun one with `chaosctl run NAME`; print its spec with `chaosctl show NAME`.");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn show(name: &str) -> anyhow::Result<ExitCode> {
+    print!("{}", catalog::yaml(name)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads a spec from a file path or, failing that, the catalog, then validates it.
+pub(crate) fn load(file_or_name: &str) -> anyhow::Result<(ExperimentSpec, String)> {
+    let path = std::path::Path::new(file_or_name);
+    let (yaml, source) = if path.exists() {
+        let yaml = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read spec file {file_or_name}"))?;
+        (yaml, file_or_name.to_owned())
+    } else if file_or_name.ends_with(".yaml")
+        || file_or_name.ends_with(".yml")
+        || file_or_name.contains('/')
+    {
+        anyhow::bail!("spec file {file_or_name} does not exist");
+    } else {
+        (
+            catalog::yaml(file_or_name)?.to_owned(),
+            format!("catalog:{file_or_name}"),
+        )
+    };
+    let spec = ExperimentSpec::parse(&yaml, &source)?;
+    spec.validate(&source)?;
+    Ok((spec, source))
+}
+
+pub(crate) fn validate(file_or_name: &str) -> anyhow::Result<ExitCode> {
+    let (spec, source) = load(file_or_name)?;
+    println!(
+        "{source}: valid ({} fault{}, {} total, baseline {})",
+        spec.faults.len(),
+        if spec.faults.len() == 1 { "" } else { "s" },
+        humantime::format_duration(spec.duration),
+        humantime::format_duration(spec.baseline)
+    );
+    Ok(ExitCode::SUCCESS)
+}
