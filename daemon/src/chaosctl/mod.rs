@@ -1,5 +1,6 @@
 //! The `chaosctl` command line.
 
+mod check;
 mod faults;
 mod lab;
 mod scenarios;
@@ -46,6 +47,9 @@ enum Command {
     /// Manage the embedded lab: network namespaces as nodes and zones, real services.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// Re-run the checkers on a recorded history. Exit code: 0 valid, 1 invalid (an SLO or
+    /// consistency failure), 2 unknown or error.
+    Check(check::CheckArgs),
     /// List the built-in scenarios (the test plan's T6.1-T6.6).
     List,
     /// Print a built-in scenario's spec as YAML, ready to copy and edit.
@@ -183,13 +187,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Pure commands touch nothing, so they need no reconcile (and no root).
     let touches_system = !matches!(
         cli.command,
-        Command::Reconcile { .. } | Command::List | Command::Show { .. } | Command::Validate { .. }
+        Command::Reconcile { .. }
+            | Command::List
+            | Command::Show { .. }
+            | Command::Validate { .. }
+            | Command::Check(_)
     );
     if touches_system {
         reconcile_all(&host, false);
     }
     match cli.command {
         Command::Lab(command) => lab::run(&host, command),
+        Command::Check(args) => Ok(check::run(&args)),
         Command::List => scenarios::list(),
         Command::Show { name } => scenarios::show(&name),
         Command::Validate { file } => scenarios::validate(&file),

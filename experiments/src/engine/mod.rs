@@ -1,0 +1,32 @@
+//! The experiment engine: setup, baseline, inject, observe, heal, recovery watch, final
+//! read-back, check, report. The final heal always runs.
+
+pub mod plan;
+
+use crate::lab::LabError;
+
+/// Errors of an experiment run. Each says what failed and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The lab failed.
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    /// A selector matches nothing.
+    #[error("{field}: {message}")]
+    Selector {
+        /// Lab name.
+        lab: String,
+        /// The field, e.g. `faults[0].selector.zone`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A fault would exceed the spec's blast radius.
+    #[error("faults[{fault}] exceeds the blast radius: {message}")]
+    BlastRadius {
+        /// Index of the fault in the spec.
+        fault: usize,
+        /// What and by how much.
+        message: String,
+    },
+}

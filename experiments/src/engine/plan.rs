@@ -1,0 +1,426 @@
+//! From a spec's faults to a concrete plan on one lab: random selectors drawn from the run's
+//! seed, replicas and nodes named, start times fixed, and the blast radius checked before
+//! anything is touched.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+
+use crate::lab::control::LabContext;
+use crate::lab::faults::{PartitionTarget, QuorumLossMode, Shape};
+use crate::lab::jetstream::ALL_STREAMS;
+use crate::spec::{ExperimentSpec, FaultKind, FaultSpec};
+
+use super::EngineError;
+
+/// One fault, resolved to names on the lab.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Action {
+    /// A partition, optionally also holding down the services on its first side.
+    Partition {
+        /// What to cut.
+        #[serde(serialize_with = "debug_text")]
+        target: PartitionTarget,
+        /// Replicas to stop for the same duration (az-failure's `stop_services`).
+        stop: Vec<(String, u32)>,
+    },
+    /// SIGKILL these replicas.
+    Kill {
+        /// Service name.
+        service: String,
+        /// Replica numbers.
+        replicas: Vec<u32>,
+    },
+    /// SIGSTOP one replica.
+    Pause {
+        /// Service name.
+        service: String,
+        /// Replica number.
+        replica: u32,
+    },
+    /// Cordon and evict a node.
+    Drain {
+        /// Node name.
+        node: String,
+    },
+    /// Quorum loss on a stream's peers; the peers are chosen at injection time, when the
+    /// leader is known.
+    QuorumLoss {
+        /// Stream name, `tenants` or `$meta`.
+        stream: String,
+        /// How the peers are taken out.
+        mode: QuorumLossMode,
+    },
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn debug_text<S: serde::Serializer>(
+    target: &PartitionTarget,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("{target:?}"))
+}
+
+/// One injection in the plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedFault {
+    /// Index of the fault in the spec.
+    pub spec_index: usize,
+    /// The spec's kind.
+    pub kind: String,
+    /// What it does.
+    pub action: Action,
+    /// Offset from the start of the run.
+    #[serde(with = "crate::spec::duration_text")]
+    pub at: Duration,
+    /// How long it holds (zero for kills).
+    #[serde(with = "crate::spec::duration_text")]
+    pub duration: Duration,
+    /// Nodes it affects, for the blast radius and the report.
+    pub affected_nodes: Vec<String>,
+    /// Whether the system should keep serving during it.
+    pub survivable: bool,
+}
+
+/// Resolves every fault of `spec` on the lab, in start order, and checks the blast radius.
+pub fn plan(
+    ctx: &LabContext,
+    spec: &ExperimentSpec,
+    seed: u64,
+) -> Result<Vec<PlannedFault>, EngineError> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut planned = Vec::new();
+    for (index, fault) in spec.faults.iter().enumerate() {
+        let action = resolve(ctx, index, fault, &mut rng)?;
+        let affected_nodes = affected_nodes(ctx, &action)?;
+        check_blast_radius(ctx, spec, index, &affected_nodes)?;
+        let times = fault.repeat.as_ref().map_or(1, |r| r.times);
+        for repetition in 0..times {
+            let every = fault.repeat.as_ref().map_or(Duration::ZERO, |r| r.every);
+            planned.push(PlannedFault {
+                spec_index: index,
+                kind: fault.kind.as_str().to_owned(),
+                action: action.clone(),
+                at: spec.baseline + fault.start + every * repetition,
+                duration: if fault.kind == FaultKind::Kill {
+                    Duration::ZERO
+                } else {
+                    fault.duration
+                },
+                affected_nodes: affected_nodes.clone(),
+                survivable: spec.slo.survivable,
+            });
+        }
+    }
+    planned.sort_by_key(|p| p.at);
+    Ok(planned)
+}
+
+fn selector_error(ctx: &LabContext, index: usize, field: &str, message: String) -> EngineError {
+    EngineError::Selector {
+        lab: ctx.paths.name.clone(),
+        field: format!("faults[{index}].selector.{field}"),
+        message,
+    }
+}
+
+fn pick(
+    ctx: &LabContext,
+    index: usize,
+    field: &str,
+    wanted: &str,
+    known: &[String],
+    rng: &mut StdRng,
+) -> Result<String, EngineError> {
+    if wanted == "random" {
+        return known.choose(rng).cloned().ok_or_else(|| {
+            selector_error(ctx, index, field, "there is nothing to choose from".into())
+        });
+    }
+    if known.iter().any(|k| k == wanted) {
+        Ok(wanted.to_owned())
+    } else {
+        Err(selector_error(
+            ctx,
+            index,
+            field,
+            format!(
+                "`{wanted}` matches nothing in lab `{}`; known: {}",
+                ctx.paths.name,
+                known.join(", ")
+            ),
+        ))
+    }
+}
+
+fn resolve(
+    ctx: &LabContext,
+    index: usize,
+    fault: &FaultSpec,
+    rng: &mut StdRng,
+) -> Result<Action, EngineError> {
+    let s = &fault.selector;
+    let zones: Vec<String> = ctx.topology.zones.iter().map(|z| z.name.clone()).collect();
+    let nodes: Vec<String> = ctx.topology.nodes().into_iter().map(|n| n.name).collect();
+    let services: Vec<String> = ctx
+        .topology
+        .services
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    let replicas_of = |service: &str| -> Vec<String> {
+        ctx.topology.service(service).map_or_else(Vec::new, |svc| {
+            (1..=svc.replicas).map(|r| r.to_string()).collect()
+        })
+    };
+    Ok(match fault.kind {
+        FaultKind::Partition => {
+            let target = match (&s.zone, &s.node, s.shape.as_deref()) {
+                (Some(zone), _, _) => {
+                    PartitionTarget::Zone(pick(ctx, index, "zone", zone, &zones, rng)?)
+                }
+                (_, Some(node), _) => {
+                    PartitionTarget::Node(pick(ctx, index, "node", node, &nodes, rng)?)
+                }
+                (_, _, Some("one-vs-rest")) => {
+                    PartitionTarget::Zone(pick(ctx, index, "zone", "random", &zones, rng)?)
+                }
+                (_, _, Some(shape)) => PartitionTarget::Shape {
+                    shape: shape
+                        .parse::<Shape>()
+                        .map_err(|e| selector_error(ctx, index, "shape", e))?,
+                    by_zone: true,
+                },
+                _ => {
+                    return Err(selector_error(
+                        ctx,
+                        index,
+                        "zone",
+                        "a partition needs a zone, node or shape".into(),
+                    ))
+                }
+            };
+            let stop = if fault.stop_services {
+                let PartitionTarget::Zone(zone) = &target else {
+                    unreachable!("validated: stop_services needs a zone")
+                };
+                let zone_nodes = ctx
+                    .topology
+                    .zone(zone)
+                    .map(|z| z.nodes.clone())
+                    .unwrap_or_default();
+                ctx.services()
+                    .map_err(EngineError::Lab)?
+                    .replicas
+                    .into_iter()
+                    .filter(|r| zone_nodes.contains(&r.node))
+                    .map(|r| (r.service, r.replica))
+                    .collect()
+            } else {
+                vec![]
+            };
+            Action::Partition { target, stop }
+        }
+        FaultKind::Kill | FaultKind::Pause => {
+            let service = pick(
+                ctx,
+                index,
+                "service",
+                s.service.as_deref().unwrap_or_default(),
+                &services,
+                rng,
+            )?;
+            let known = replicas_of(&service);
+            let replicas: Vec<u32> = match s.replica.as_deref().unwrap_or("random") {
+                "all" => known.iter().filter_map(|r| r.parse().ok()).collect(),
+                wanted => vec![pick(ctx, index, "replica", wanted, &known, rng)?
+                    .parse()
+                    .expect("replica numbers")],
+            };
+            if fault.kind == FaultKind::Kill {
+                Action::Kill { service, replicas }
+            } else {
+                Action::Pause {
+                    service,
+                    replica: replicas[0],
+                }
+            }
+        }
+        FaultKind::Drain => Action::Drain {
+            node: pick(
+                ctx,
+                index,
+                "node",
+                s.node.as_deref().unwrap_or_default(),
+                &nodes,
+                rng,
+            )?,
+        },
+        FaultKind::QuorumLoss => {
+            ctx.jetstream_service().map_err(EngineError::Lab)?;
+            Action::QuorumLoss {
+                stream: s.stream.clone().unwrap_or_else(|| ALL_STREAMS.to_owned()),
+                mode: fault.mode.unwrap_or(QuorumLossMode::Isolate),
+            }
+        }
+    })
+}
+
+/// The nodes an action cuts off, stops or drains. For a partition: every node outside the
+/// largest group of nodes that still all reach each other.
+pub fn affected_nodes(ctx: &LabContext, action: &Action) -> Result<Vec<String>, EngineError> {
+    let node_of = |service: &str, replica: u32| -> Result<String, EngineError> {
+        let state = ctx.services().map_err(EngineError::Lab)?;
+        Ok(state
+            .replicas
+            .into_iter()
+            .find(|r| r.service == service && r.replica == replica)
+            .map_or_else(
+                || {
+                    ctx.topology
+                        .eligible_nodes(ctx.topology.service(service).expect("resolved"), replica)
+                        [0]
+                    .clone()
+                },
+                |r| r.node,
+            ))
+    };
+    let mut affected: BTreeSet<String> = BTreeSet::new();
+    match action {
+        Action::Partition { target, stop } => {
+            let (_, grudge) = ctx.partition_grudge(target).map_err(EngineError::Lab)?;
+            let nodes: Vec<String> = ctx.topology.nodes().into_iter().map(|n| n.name).collect();
+            let largest = largest_connected_group(&nodes, &grudge);
+            affected.extend(nodes.into_iter().filter(|n| !largest.contains(n)));
+            for (service, replica) in stop {
+                affected.insert(node_of(service, *replica)?);
+            }
+        }
+        Action::Kill { service, replicas } => {
+            for replica in replicas {
+                affected.insert(node_of(service, *replica)?);
+            }
+        }
+        Action::Pause { service, replica } => {
+            affected.insert(node_of(service, *replica)?);
+        }
+        Action::Drain { node } => {
+            affected.insert(node.clone());
+        }
+        Action::QuorumLoss { .. } => {
+            // The peers are chosen at injection; a majority of the JetStream servers' nodes.
+            let (service, _) = ctx.jetstream_service().map_err(EngineError::Lab)?;
+            let count = ctx.topology.service(&service).map_or(0, |s| s.replicas);
+            for replica in 1..=count / 2 + 1 {
+                affected.insert(node_of(&service, replica)?);
+            }
+        }
+    }
+    Ok(affected.into_iter().collect())
+}
+
+/// The largest set of nodes that all reach each other under `grudge` (greedy over each node's
+/// view, which is exact for the shapes we make: isolate, halves, singletons, bridge, ring).
+fn largest_connected_group(
+    nodes: &[String],
+    grudge: &faultline_injectors::net_partition::Grudge<String>,
+) -> Vec<String> {
+    let reaches = |a: &String, b: &String| {
+        a == b
+            || (grudge.get(a).is_none_or(|g| !g.contains(b))
+                && grudge.get(b).is_none_or(|g| !g.contains(a)))
+    };
+    let mut best: Vec<String> = Vec::new();
+    for start in nodes {
+        let mut group: Vec<String> = vec![start.clone()];
+        for candidate in nodes {
+            if !group.contains(candidate) && group.iter().all(|member| reaches(member, candidate)) {
+                group.push(candidate.clone());
+            }
+        }
+        if group.len() > best.len() {
+            best = group;
+        }
+    }
+    best
+}
+
+fn check_blast_radius(
+    ctx: &LabContext,
+    spec: &ExperimentSpec,
+    index: usize,
+    affected: &[String],
+) -> Result<(), EngineError> {
+    let limit = &spec.blast_radius;
+    if affected.len() > limit.max_nodes as usize {
+        return Err(EngineError::BlastRadius {
+            fault: index,
+            message: format!(
+                "it affects {} nodes ({}) but blast_radius.max_nodes is {}; raise the limit or narrow the selector",
+                affected.len(),
+                affected.join(", "),
+                limit.max_nodes
+            ),
+        });
+    }
+    let zones: BTreeSet<String> = ctx
+        .topology
+        .nodes()
+        .into_iter()
+        .filter(|n| affected.contains(&n.name))
+        .map(|n| n.zone)
+        .collect();
+    if !limit.allow_all_zones
+        && ctx.topology.zones.len() > 1
+        && zones.len() == ctx.topology.zones.len()
+    {
+        return Err(EngineError::BlastRadius {
+            fault: index,
+            message: format!(
+                "it touches every zone at once ({}); set blast_radius.allow_all_zones: true if that is intended",
+                zones.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_injectors::net_partition;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn largest_connected_group_table() {
+        let nodes = names(&["a1", "a2", "b1", "b2", "c1", "c2"]);
+        let zone_a = net_partition::isolate(&names(&["a1", "a2"]), &nodes).expect("shape");
+        assert_eq!(
+            largest_connected_group(&nodes, &zone_a),
+            names(&["b1", "b2", "c1", "c2"])
+        );
+        let two_alone = net_partition::singletons(&names(&["a1", "b1"]), &nodes).expect("shape");
+        assert_eq!(
+            largest_connected_group(&nodes, &two_alone),
+            names(&["a2", "b2", "c1", "c2"])
+        );
+        let bridge = net_partition::bridge(&nodes).expect("shape");
+        assert_eq!(
+            largest_connected_group(&nodes, &bridge).len(),
+            4,
+            "{bridge:?}"
+        );
+        assert_eq!(
+            largest_connected_group(&nodes, &net_partition::Grudge::new()),
+            nodes
+        );
+    }
+}
