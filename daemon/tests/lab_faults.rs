@@ -144,6 +144,11 @@ fn deadlines_survive_sigkill_of_every_faultline_process() {
     assert_eq!(fault_ids(&lab), vec![long.clone()]);
     assert_eq!(lab.our_rules().len(), long_rules, "{:#?}", lab.our_rules());
     assert!(!fault_ids(&lab).contains(&short));
+    assert_eq!(
+        lab.status()["agent_pid"],
+        serde_json::Value::Null,
+        "the agent is dead"
+    );
 
     // The restarted agent does it too: start it directly, not through chaosctl.
     let third = injected_id(&lab.ok(&[
@@ -185,8 +190,84 @@ fn deadlines_survive_sigkill_of_every_faultline_process() {
     );
     agent.kill().expect("kill agent");
     agent.wait().expect("reap agent");
+    // `lab up` notices the missing agent and starts a new one; the services keep running.
+    let pids_before: Vec<i64> = lab.status()["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s["pid"].as_i64())
+        .collect();
+    let out = lab.ok(&["lab", "up"]);
+    assert!(out.contains("agent started"), "{out}");
+    assert!(lab.status()["agent_pid"].is_i64());
+    let pids_after: Vec<i64> = lab.status()["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s["pid"].as_i64())
+        .collect();
+    assert_eq!(
+        pids_before, pids_after,
+        "a restarted agent adopts the running services"
+    );
     lab.ok(&["revert", &long]);
     assert!(lab.our_rules().is_empty());
+}
+
+#[test]
+fn users_own_services_from_a_topology_file_get_the_same_faults() {
+    if !can_run_lab() {
+        return;
+    }
+    let mut topology = tempfile::NamedTempFile::new().expect("temp");
+    write!(
+        topology,
+        "zones:
+  - name: east
+    nodes: [e1]
+  - name: west
+    nodes: [w1, w2]
+services:
+  - name: web
+    replicas: 2
+    placement: spread_zones
+    command: [python3, -m, http.server, '8080', --bind, '{{node_ip}}']
+    ready:
+      http: {{port: 8080, path: /}}
+    ports: {{http: 8080}}
+"
+    )
+    .expect("write");
+    let lab = TestLab::new();
+    lab.ok(&[
+        "lab",
+        "up",
+        "--topology",
+        topology.path().to_str().expect("utf8"),
+    ]);
+    let status = lab.status();
+    let nodes: Vec<&str> = status["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| s["node"].as_str().expect("node"))
+        .collect();
+    assert_eq!(nodes, ["e1", "w1"]);
+    assert!(status["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .all(|s| s["health"] == "ready"));
+    // east is 10.203.1.11, west's first node 10.203.2.11.
+    assert!(tcp_reachable(&lab.netns("w2"), "10.203.1.11:8080"));
+    lab.ok(&["inject", "partition", "--zone", "east", "--for", "60s"]);
+    assert!(!tcp_reachable(&lab.netns("w2"), "10.203.1.11:8080"));
+    assert!(tcp_reachable(&lab.netns("w2"), "10.203.2.11:8080"));
+    lab.ok(&["inject", "kill", "--service", "web", "--replica", "2"]);
+    wait_until(Duration::from_secs(20), "web/2 restarted", || {
+        let s = lab.status();
+        s["services"][1]["restarts"] == 1 && s["services"][1]["health"] == "ready"
+    });
 }
 
 #[test]

@@ -26,7 +26,10 @@ fn ip(args: &[&str]) -> Result<(), LabError> {
             stderr: format!("{e}; is iproute2 installed?"),
         })?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.success() || stderr.contains("File exists") {
+    if output.status.success()
+        || stderr.contains("File exists")
+        || stderr.contains("already assigned")
+    {
         Ok(())
     } else {
         Err(LabError::Network {
