@@ -82,7 +82,17 @@ fn zone_partition_cuts_the_zone_off_both_ways_and_keeps_each_side_whole() {
             cut,
             "a2 -> b2"
         );
-        // Inside each side, and from the client namespace, traffic is untouched.
+        // Clients stand with the largest side.
+        assert_eq!(
+            tcp_reachable(&lab.netns("client"), "10.203.1.11:8222"),
+            cut,
+            "client -> a1"
+        );
+        assert!(
+            tcp_reachable(&lab.netns("client"), "10.203.2.11:8222"),
+            "client -> b1"
+        );
+        // Inside each side, traffic is untouched.
         assert!(
             tcp_reachable(&lab.netns("a1"), "10.203.1.12:7000"),
             "a1 -> a2"
@@ -99,18 +109,15 @@ fn zone_partition_cuts_the_zone_off_both_ways_and_keeps_each_side_whole() {
             tcp_reachable(&lab.netns("c2"), "10.203.2.12:7000"),
             "c2 -> b2"
         );
-        assert!(
-            tcp_reachable(&lab.netns("client"), "10.203.1.11:8222"),
-            "client -> a1"
-        );
     };
     checks(false);
     let out = lab.ok(&["inject", "partition", "--zone", "a", "--for", "60s"]);
     assert!(
-        out.contains("zone a vs rest") && out.contains("16 rules"),
+        out.contains("zone a vs rest") && out.contains("20 rules"),
         "{out}"
     );
-    assert_eq!(lab.our_rules().len(), 16, "{:#?}", lab.our_rules());
+    // 16 between the zones, 4 between zone a and the client namespace.
+    assert_eq!(lab.our_rules().len(), 20, "{:#?}", lab.our_rules());
     assert!(lab
         .our_rules()
         .iter()
@@ -129,8 +136,8 @@ fn deadlines_survive_sigkill_of_every_faultline_process() {
     let lab = TestLab::up();
     let short = injected_id(&lab.ok(&["inject", "partition", "--zone", "b", "--for", "5s"]));
     let long = injected_id(&lab.ok(&["inject", "partition", "--node", "c2", "--for", "120s"]));
-    let short_rules = 16;
-    let long_rules = 10;
+    let short_rules = 20;
+    let long_rules = 12;
     assert_eq!(lab.our_rules().len(), short_rules + long_rules);
 
     // No chaosctl runs now; kill the agent too.

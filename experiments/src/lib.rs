@@ -2,10 +2,12 @@
 //! reports, the experiment spec and the engine that runs the phases.
 
 pub mod checkers;
+pub mod engine;
 pub mod history;
 pub mod lab;
 pub mod report;
 pub mod spec;
+pub mod workload;
 
 /// A YAML error as `line L column C: message`, without serde_yaml's trailing repeat of the
 /// location.

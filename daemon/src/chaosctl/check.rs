@@ -54,24 +54,23 @@ fn check(args: &CheckArgs) -> Result<u8, CheckError> {
         (None, None) => CheckConfig::default(),
     };
     let report = check_files(&args.history, args.observations.as_deref(), &config)?;
-    match &args.out {
-        Some(path) => report::write_file(&report, args.output, path)?,
-        None => {
-            let stdout = std::io::stdout().lock();
-            let written = match args.output {
-                ReportFormat::Json => report::write_json(&report, stdout),
-                ReportFormat::Html => report::write_html(&report, stdout),
-                ReportFormat::Junit => report::write_junit(&report, stdout),
-                ReportFormat::Text => {
-                    print!("{}", report::terminal_summary(&report, false));
-                    Ok(())
-                }
-            };
-            written.map_err(|source| CheckError::Write {
-                path: PathBuf::from("<stdout>"),
-                source,
-            })?;
-        }
+    if let Some(path) = &args.out {
+        report::write_file(&report, args.output, path)?;
+    } else {
+        let stdout = std::io::stdout().lock();
+        let written = match args.output {
+            ReportFormat::Json => report::write_json(&report, stdout),
+            ReportFormat::Html => report::write_html(&report, stdout),
+            ReportFormat::Junit => report::write_junit(&report, stdout),
+            ReportFormat::Text => {
+                print!("{}", report::terminal_summary(&report, false));
+                Ok(())
+            }
+        };
+        written.map_err(|source| CheckError::Write {
+            path: PathBuf::from("<stdout>"),
+            source,
+        })?;
     }
     Ok(report.exit_code().clamp(0, 255) as u8)
 }

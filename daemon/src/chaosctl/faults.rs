@@ -24,7 +24,8 @@ pub(crate) struct InjectArgs {
 #[derive(Subcommand)]
 enum FaultCommand {
     /// Cut nodes off from each other with policy rules (prohibit), in both directions. Exactly
-    /// one of --zone, --node, --isolate or --shape.
+    /// one of --zone, --node, --isolate or --shape. The lab's clients (the client namespace)
+    /// stand with the largest side: what it cannot reach, they cannot reach either.
     Partition {
         /// Cut this zone off from every other zone.
         #[arg(long, group = "partition_target")]

@@ -3,6 +3,8 @@
 mod check;
 mod faults;
 mod lab;
+mod load;
+mod run;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -50,6 +52,13 @@ enum Command {
     /// Re-run the checkers on a recorded history. Exit code: 0 valid, 1 invalid (an SLO or
     /// consistency failure), 2 unknown or error.
     Check(check::CheckArgs),
+    /// Run an experiment end to end: bring the lab up if needed, run the tenant load, take a
+    /// baseline, inject the faults, heal, watch recovery, read everything back, judge, report.
+    /// Exit code: 0 pass, 1 SLO or consistency failure, 2 error, unknown or aborted. Ctrl-C
+    /// heals every fault and still writes a partial report.
+    Run(run::RunArgs),
+    /// Re-render the reports of an earlier run from its recorded history.
+    Report(run::ReportArgs),
     /// List the built-in scenarios (the test plan's T6.1-T6.6).
     List,
     /// Print a built-in scenario's spec as YAML, ready to copy and edit.
@@ -62,6 +71,9 @@ enum Command {
         /// Spec file (YAML), or the name of a built-in scenario.
         file: String,
     },
+    /// Run the multi-tenant background load on its own and record its history: live progress,
+    /// a k6-style summary, and a final read-back through every node.
+    Load(load::LoadArgs),
     /// Inject one fault by hand (game days). Prints the fault id and when it will be reverted.
     Inject(faults::InjectArgs),
     /// List the active faults.
@@ -198,7 +210,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Command::Lab(command) => lab::run(&host, command),
+        Command::Load(args) => load::run(&host, &args),
         Command::Check(args) => Ok(check::run(&args)),
+        Command::Run(args) => {
+            require_root()?;
+            run::run(&host, &args, cli.max_fault_duration)
+        }
+        Command::Report(args) => run::report(&host, &args),
         Command::List => scenarios::list(),
         Command::Show { name } => scenarios::show(&name),
         Command::Validate { file } => scenarios::validate(&file),

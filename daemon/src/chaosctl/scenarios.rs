@@ -38,8 +38,9 @@ pub(crate) fn load(file_or_name: &str) -> anyhow::Result<(ExperimentSpec, String
         let yaml = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read spec file {file_or_name}"))?;
         (yaml, file_or_name.to_owned())
-    } else if file_or_name.ends_with(".yaml")
-        || file_or_name.ends_with(".yml")
+    } else if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
         || file_or_name.contains('/')
     {
         anyhow::bail!("spec file {file_or_name} does not exist");

@@ -149,9 +149,18 @@ mod tests {
 
     #[test]
     fn scenario_seeds() {
-        assert_eq!(Slo::for_scenario("pod-failure").recovery_deadline_ms, 10_000);
-        assert_eq!(Slo::for_scenario("node-failure").recovery_deadline_ms, 60_000);
-        assert_eq!(Slo::for_scenario("gateway-failure").recovery_deadline_ms, 15_000);
+        assert_eq!(
+            Slo::for_scenario("pod-failure").recovery_deadline_ms,
+            10_000
+        );
+        assert_eq!(
+            Slo::for_scenario("node-failure").recovery_deadline_ms,
+            60_000
+        );
+        assert_eq!(
+            Slo::for_scenario("gateway-failure").recovery_deadline_ms,
+            15_000
+        );
         let mut slo = Slo::default();
         slo.deadline_by_fault_kind.insert("kill".into(), 5);
         assert_eq!(slo.deadline_ms("kill"), 5);

@@ -14,7 +14,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::history::{OpKind, Outcome, Pattern};
 
 use super::config::CheckConfig;
-use super::intern::{SeqMap, Sym, Symbols, ValueId, NO_SYM};
+use super::intern::{Paged, SeqMap, Sym, Symbols, ValueId, NO_SYM};
 use super::model::Evidence;
 use super::observations::Observations;
 
@@ -100,8 +100,9 @@ pub struct ValueFacts {
     pub read_ns: u64,
     /// Read-back nodes (bits of [`Facts::readback_nodes`]) whose read-back contained it.
     pub readback_nodes: u64,
-    /// `ok` deliveries.
-    pub deliveries: u32,
+    /// The value's tenant prefix (a copy of the interner's, kept here so the hot loops touch
+    /// one cache line per value).
+    pub tenant: Sym,
     /// Stream of its first write.
     pub write_stream: Sym,
     /// Node of its earliest acknowledgement (else of a write attempt).
@@ -110,6 +111,8 @@ pub struct ValueFacts {
     pub stored_stream: Sym,
     /// Node of the earliest read that saw it.
     pub read_node: Sym,
+    /// `ok` deliveries (saturating).
+    pub deliveries: u16,
     /// [`flag`] bits.
     pub flags: u16,
 }
@@ -122,6 +125,7 @@ impl Default for ValueFacts {
             stored_seq: NO_SEQ,
             read_ns: u64::MAX,
             readback_nodes: 0,
+            tenant: NO_SYM,
             deliveries: 0,
             write_stream: NO_SYM,
             write_node: NO_SYM,
@@ -139,13 +143,20 @@ pub struct StreamFacts {
     pub stored: SeqMap<u32>,
     /// Sequence to the first value acknowledged there.
     pub acked: SeqMap<u32>,
+    /// The one tenant whose values reads saw in this stream, [`MULTI_TENANT`] when several,
+    /// [`NO_SYM`] when none yet.
+    pub tenant: Sym,
 }
+
+/// Marks a stream holding values of several tenants.
+pub const MULTI_TENANT: Sym = u32::MAX - 1;
 
 impl Default for StreamFacts {
     fn default() -> Self {
         Self {
             stored: SeqMap::new(u32::MAX),
             acked: SeqMap::new(u32::MAX),
+            tenant: NO_SYM,
         }
     }
 }
@@ -260,7 +271,11 @@ impl EvidenceBuf {
 
     /// Whether another sample could still be kept (cheap pre-check before building evidence).
     pub fn wants(&self, at_ns: u64) -> bool {
-        self.items.len() < self.cap || self.items.iter().any(|e| e.at_ns.is_none_or(|t| t >= at_ns))
+        self.items.len() < self.cap
+            || self
+                .items
+                .iter()
+                .any(|e| e.at_ns.is_none_or(|t| t >= at_ns))
     }
 
     fn compact(&mut self) {
@@ -304,6 +319,23 @@ pub struct SideAcks {
     pub first: Vec<(u8, u64, ValueId, Sym, u64)>,
 }
 
+/// Read items are processed in groups of this many; the facts of the next group are loaded while
+/// this one is processed, in a tight loop, so their cache misses overlap instead of stalling the
+/// main loop one by one.
+const TOUCH_AHEAD: usize = 32;
+
+/// Loads the facts of the next [`TOUCH_AHEAD`] items (a software prefetch without `unsafe`).
+#[inline]
+fn touch_ahead(values: &Paged<ValueFacts>, items: &[Item]) {
+    let mut acc = 0u16;
+    for it in items.iter().take(TOUCH_AHEAD) {
+        if let Some(f) = values.get(it.value.index()) {
+            acc ^= f.flags;
+        }
+    }
+    std::hint::black_box(acc);
+}
+
 /// Bounds on bucket indexes (about 194 days of 1 s buckets).
 const MAX_BUCKET: u64 = 1 << 24;
 
@@ -313,7 +345,7 @@ pub struct Facts {
     /// Interned names.
     pub symbols: Symbols,
     /// Per value, indexed by [`ValueId`].
-    pub values: Vec<ValueFacts>,
+    pub values: Paged<ValueFacts>,
     /// Per stream, indexed by stream symbol.
     pub streams: Vec<StreamFacts>,
     /// One record per `ok` read with items of its own tenant.
@@ -347,6 +379,8 @@ pub struct Facts {
     pub cross_tenant_by_tenant: FxHashMap<Sym, u64>,
     /// Read values with no tenant prefix.
     pub unattributable_reads: u64,
+    /// Acknowledgements inside a partition window through a node on no side of it.
+    pub unplaced_partition_acks: u64,
     /// (fault index, stream) to acknowledgements per side.
     pub partition_acks: BTreeMap<(usize, Sym), SideAcks>,
     /// Fault windows prepared for the per-operation checks, in observation order.
@@ -418,7 +452,7 @@ impl Facts {
         let cap = config.max_evidence;
         Self {
             symbols,
-            values: Vec::new(),
+            values: Paged::default(),
             streams: Vec::new(),
             reads: Vec::new(),
             readback_nodes: Vec::new(),
@@ -436,6 +470,7 @@ impl Facts {
             cross_tenant: EvidenceBuf::new(cap),
             cross_tenant_by_tenant: FxHashMap::default(),
             unattributable_reads: 0,
+            unplaced_partition_acks: 0,
             partition_acks: BTreeMap::new(),
             faults,
             stream_peers,
@@ -468,9 +503,20 @@ impl Facts {
     fn value_mut(&mut self, v: ValueId) -> &mut ValueFacts {
         let i = v.index();
         if i >= self.values.len() {
-            self.values.resize(self.symbols.value_count().max(i + 1), ValueFacts::default());
+            self.grow_values();
         }
         &mut self.values[i]
+    }
+
+    /// Extends the per-value table to every interned value.
+    #[cold]
+    fn grow_values(&mut self) {
+        let syms = &self.symbols;
+        self.values
+            .grow_to(syms.value_count(), &ValueFacts::default(), |i| ValueFacts {
+                tenant: syms.value_tenant(ValueId(i as u32)),
+                ..ValueFacts::default()
+            });
     }
 
     #[inline]
@@ -539,10 +585,8 @@ impl Facts {
             self.defect("write-without-value", op.line);
             return;
         };
-        if self.symbols.value_tenant(v) != op.tenant {
-            self.defect("value-tenant-mismatch", op.line);
-        }
         let f = self.value_mut(v);
+        let mismatch = f.tenant != op.tenant;
         f.flags |= flag::ATTEMPTED;
         if op.pattern == Pattern::Job {
             f.flags |= flag::JOB;
@@ -575,7 +619,10 @@ impl Facts {
                 if let (Some(first), Some(seq)) = (twice, op.seq) {
                     let detail = format!("acknowledged at seq {first} and again at seq {seq}");
                     let e = self.evidence(op, Some(v), detail);
-                    self.duplicate_stored.push(Evidence { seq: Some(seq), ..e });
+                    self.duplicate_stored.push(Evidence {
+                        seq: Some(seq),
+                        ..e
+                    });
                 }
                 if let Some(seq) = op.seq {
                     self.ack_seq(op, v, seq);
@@ -584,6 +631,9 @@ impl Facts {
                     self.ack_during_faults(op, v);
                 }
             }
+        }
+        if mismatch {
+            self.defect("value-tenant-mismatch", op.line);
         }
     }
 
@@ -618,7 +668,10 @@ impl Facts {
             if f.sides.is_empty() {
                 continue;
             }
-            let Some(side) = f.side_of(op.node) else { continue };
+            let Some(side) = f.side_of(op.node) else {
+                self.unplaced_partition_acks += 1;
+                continue;
+            };
             // Peers on other sides are cut off from this node.
             down.extend(f.sides.iter().filter(|(_, s)| *s != side).map(|(n, _)| *n));
             let acks = self.partition_acks.entry((i, op.stream)).or_default();
@@ -632,7 +685,9 @@ impl Facts {
         if !active {
             return;
         }
-        let Some(peers) = self.stream_peers.get(&op.stream) else { return };
+        let Some(peers) = self.stream_peers.get(&op.stream) else {
+            return;
+        };
         if peers.is_empty() {
             return;
         }
@@ -647,7 +702,8 @@ impl Facts {
             self.ack_without_quorum.count += 1;
             if self.ack_without_quorum.wants(op.invoke_ns) {
                 let e = self.evidence(op, Some(v), detail);
-                self.ack_without_quorum.push_sample(Evidence { seq: op.seq, ..e });
+                self.ack_without_quorum
+                    .push_sample(Evidence { seq: op.seq, ..e });
             }
         }
     }
@@ -675,6 +731,9 @@ impl Facts {
         }
     }
 
+    // The hot loop over read items and its rare-case follow-up belong together: splitting them
+    // costs a function boundary per item or a pile of parameters.
+    #[allow(clippy::too_many_lines)]
     fn ingest_read(&mut self, op: &Op<'_>) {
         let readback = op.pattern == Pattern::ReadBack;
         let items = match (op.outcome, op.read) {
@@ -692,7 +751,10 @@ impl Facts {
                 }
                 if readback {
                     if let Some(bit) = self.readback_bit(op.node) {
-                        *self.readback_failed.entry((op.tenant, op.stream)).or_default() |= bit;
+                        *self
+                            .readback_failed
+                            .entry((op.tenant, op.stream))
+                            .or_default() |= bit;
                     }
                 }
                 return;
@@ -707,56 +769,107 @@ impl Facts {
         } else {
             None
         };
-        let (mut count, mut sum, mut first, mut last, mut hash) = (0u64, 0u64, u64::MAX, 0u64, 0u64);
-        for &it in items {
-            let vt = self.symbols.value_tenant(it.value);
-            if vt == NO_SYM {
-                self.unattributable_reads += 1;
-            } else if vt != op.tenant {
-                self.cross_tenant_read(op, Some(it), vt);
+        if self.values.len() < self.symbols.value_count() {
+            self.grow_values();
+        }
+        let si = op.stream as usize;
+        if si >= self.streams.len() {
+            self.streams.resize_with(si + 1, StreamFacts::default);
+        }
+        // Rare findings are collected here and turned into evidence after the hot loop.
+        let mut foreign: Vec<(Item, Sym)> = Vec::new();
+        let mut twice: Vec<(Item, u64)> = Vec::new();
+        let mut conflicts: Vec<(Item, u32)> = Vec::new();
+        let (mut count, mut sum, mut first, mut last, mut hash) =
+            (0u64, 0u64, u64::MAX, 0u64, 0u64);
+        {
+            let values = &mut self.values;
+            let sf = &mut self.streams[si];
+            let mut unattributable = 0u64;
+            for (k, &it) in items.iter().enumerate() {
+                if k % TOUCH_AHEAD == 0 {
+                    if k == 0 {
+                        touch_ahead(values, items);
+                    }
+                    touch_ahead(values, items.get(k + TOUCH_AHEAD..).unwrap_or_default());
+                }
+                let f = &mut values[it.value.index()];
+                let vt = f.tenant;
+                if vt != op.tenant {
+                    if vt == NO_SYM {
+                        unattributable += 1;
+                    } else {
+                        foreign.push((it, vt));
+                    }
+                }
+                if sf.tenant != vt {
+                    sf.tenant = if sf.tenant == NO_SYM {
+                        vt
+                    } else {
+                        MULTI_TENANT
+                    };
+                }
+                f.flags |= flag::READ;
+                if op.invoke_ns < f.read_ns {
+                    f.read_ns = op.invoke_ns;
+                    f.read_node = op.node;
+                }
+                if let Some(b) = bit {
+                    f.flags |= flag::READBACK;
+                    f.readback_nodes |= b;
+                }
+                if f.stored_seq == NO_SEQ {
+                    f.stored_seq = it.seq;
+                    f.stored_stream = op.stream;
+                } else if (f.stored_seq != it.seq || f.stored_stream != op.stream)
+                    && f.flags & flag::STORED_DUP == 0
+                {
+                    f.flags |= flag::STORED_DUP;
+                    twice.push((it, f.stored_seq));
+                }
+                let prev = sf.stored.get_or_insert(it.seq, it.value.0);
+                if prev != it.value.0 {
+                    conflicts.push((it, prev));
+                }
+                if vt == op.tenant {
+                    count += 1;
+                    sum = sum.wrapping_add(it.seq);
+                    first = first.min(it.seq);
+                    last = last.max(it.seq);
+                    hash = hash.wrapping_add(mix(it.seq, it.value));
+                }
             }
-            let f = self.value_mut(it.value);
-            f.flags |= flag::READ;
-            if op.invoke_ns < f.read_ns {
-                f.read_ns = op.invoke_ns;
-                f.read_node = op.node;
+            self.unattributable_reads += unattributable;
+        }
+        for (it, vt) in foreign {
+            self.cross_tenant_read(op, Some(it), vt);
+        }
+        for (it, first) in twice {
+            let (lo, hi) = (first.min(it.seq), first.max(it.seq));
+            let detail = format!("stored at seq {lo} and at seq {hi}");
+            let e = self.evidence(op, Some(it.value), detail);
+            self.duplicate_stored.push(Evidence {
+                seq: Some(it.seq),
+                ..e
+            });
+        }
+        for (it, prev) in conflicts {
+            if !self.conflict_keys.insert((op.stream, it.seq)) {
+                continue;
             }
-            if let Some(b) = bit {
-                f.flags |= flag::READBACK;
-                f.readback_nodes |= b;
-            }
-            let mut twice = None;
-            if f.stored_seq == NO_SEQ {
-                f.stored_seq = it.seq;
-                f.stored_stream = op.stream;
-            } else if (f.stored_seq != it.seq || f.stored_stream != op.stream) && f.flags & flag::STORED_DUP == 0 {
-                f.flags |= flag::STORED_DUP;
-                twice = Some(f.stored_seq);
-            }
-            if let Some(first) = twice {
-                let detail = format!("stored at seq {first} and at seq {}", it.seq);
-                let e = self.evidence(op, Some(it.value), detail);
-                self.duplicate_stored.push(Evidence { seq: Some(it.seq), ..e });
-            }
-            let prev = self.stream_mut(op.stream).stored.get_or_insert(it.seq, it.value.0);
-            if prev != it.value.0 && self.conflict_keys.insert((op.stream, it.seq)) {
-                let other = ValueId(prev);
-                let e = self.evidence(op, Some(it.value), "two different values at one sequence".to_string());
-                let other_node = self.values.get(other.index()).map(|f| f.read_node);
-                self.sequence_conflicts.push(Evidence {
-                    seq: Some(it.seq),
-                    other_value: Some(self.symbols.value_name(other)),
-                    other_node: other_node.map(|n| self.symbols.node(n).to_string()),
-                    ..e
-                });
-            }
-            if vt == op.tenant {
-                count += 1;
-                sum = sum.wrapping_add(it.seq);
-                first = first.min(it.seq);
-                last = last.max(it.seq);
-                hash = hash.wrapping_add(mix(it.seq, it.value));
-            }
+            let other = ValueId(prev);
+            let e = self.evidence(
+                op,
+                Some(it.value),
+                "two different values at one sequence".to_string(),
+            );
+            let other_node = self.values.get(other.index()).map(|f| f.read_node);
+            self.sequence_conflicts.push(Evidence {
+                seq: Some(it.seq),
+                other_value: Some(self.symbols.value_name(other)),
+                other_node: other_node.map(|n| self.symbols.node(n).to_string()),
+                ..e
+            });
         }
         if count > 0 && op.pattern != Pattern::Job {
             self.reads.push(ReadRecord {
@@ -799,7 +912,7 @@ impl Facts {
         if op.outcome != Outcome::Ok {
             return;
         }
-        let vt = self.symbols.value_tenant(v);
+        let vt = self.value_mut(v).tenant;
         if vt != op.tenant && vt != NO_SYM {
             let item = Item {
                 seq: op.seq.unwrap_or(0),
@@ -826,19 +939,18 @@ impl Facts {
             return;
         }
         let key = (op.tenant, op.pattern as u8, op.kind as u8);
-        let s = match self.series_index.get(&key) {
-            Some(&s) => s,
-            None => {
-                let s = self.series.len() as u32;
-                self.series.push(Series {
-                    tenant: op.tenant,
-                    pattern: op.pattern,
-                    kind: op.kind,
-                    buckets: Vec::new(),
-                });
-                self.series_index.insert(key, s);
-                s
-            }
+        let s = if let Some(&s) = self.series_index.get(&key) {
+            s
+        } else {
+            let s = self.series.len() as u32;
+            self.series.push(Series {
+                tenant: op.tenant,
+                pattern: op.pattern,
+                kind: op.kind,
+                buckets: Vec::new(),
+            });
+            self.series_index.insert(key, s);
+            s
         };
         let buckets = &mut self.series[s as usize].buckets;
         if buckets.len() <= done as usize {
@@ -853,7 +965,8 @@ impl Facts {
         if op.outcome == Outcome::Ok {
             buckets[done as usize].done_ok += 1;
         }
-        let latency_us = (op.complete_ns.saturating_sub(op.invoke_ns) / 1_000).min(u64::from(u32::MAX)) as u32;
+        let latency_us =
+            (op.complete_ns.saturating_sub(op.invoke_ns) / 1_000).min(u64::from(u32::MAX)) as u32;
         self.latencies.push(LatencySample {
             series: s,
             bucket: b as u32,

@@ -125,7 +125,9 @@ impl<V: Copy + PartialEq> SeqMap<V> {
             return *slot;
         }
         // Grow densely only while the table stays at most ~4x the number of entries.
-        if key < Self::DENSE_LIMIT && key <= 4 * (self.occupied as u64 + self.sparse.len() as u64) + 1024 {
+        if key < Self::DENSE_LIMIT
+            && key <= 4 * (self.occupied as u64 + self.sparse.len() as u64) + 1024
+        {
             if let Some(&v) = self.sparse.get(&key) {
                 return v;
             }
@@ -193,6 +195,78 @@ where
     }
 }
 
+/// A growable array stored in fixed-size pages: growing never copies or doubles, so a table of
+/// millions of entries costs its size once (no transient 1.5x peak while a `Vec` reallocates).
+#[derive(Debug, Clone)]
+pub struct Paged<T> {
+    pages: Vec<Box<[T]>>,
+    len: usize,
+}
+
+impl<T> Default for Paged<T> {
+    fn default() -> Self {
+        Self {
+            pages: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+/// Entries per page of a [`Paged`] (a power of two).
+const PAGE: usize = 1 << 14;
+
+impl<T: Clone> Paged<T> {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Grows to `len` entries: new pages start as `blank`, new entries become `fill(index)`.
+    pub fn grow_to(&mut self, len: usize, blank: &T, fill: impl Fn(usize) -> T) {
+        while self.pages.len() * PAGE < len {
+            self.pages
+                .push(vec![blank.clone(); PAGE].into_boxed_slice());
+        }
+        for i in self.len..len {
+            self.pages[i / PAGE][i % PAGE] = fill(i);
+        }
+        self.len = self.len.max(len);
+    }
+
+    /// The entry at `i`.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&T> {
+        (i < self.len).then(|| &self.pages[i / PAGE][i % PAGE])
+    }
+
+    /// All entries in index order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        self.pages.iter().flat_map(|p| p.iter()).take(self.len)
+    }
+}
+
+impl<T> std::ops::Index<usize> for Paged<T> {
+    type Output = T;
+    #[inline]
+    fn index(&self, i: usize) -> &T {
+        assert!(i < self.len, "index {i} out of {}", self.len);
+        &self.pages[i / PAGE][i % PAGE]
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Paged<T> {
+    #[inline]
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        assert!(i < self.len, "index {i} out of {}", self.len);
+        &mut self.pages[i / PAGE][i % PAGE]
+    }
+}
+
 /// What the interner knows about one value.
 #[derive(Clone, Copy, Debug)]
 struct ValueInfo {
@@ -210,7 +284,21 @@ struct Producer {
     prefix: Box<str>,
     tenant: Sym,
     values: SeqMap<u32>,
+    /// The next free id of this producer's current block of ids, and the block's end.
+    next: u32,
+    end: u32,
+    /// Size of the next block.
+    block: u32,
 }
+
+/// Marks an id reserved in a producer's block but not (yet) used.
+const GAP: u32 = u32::MAX - 1;
+
+/// Largest block of ids reserved for one producer. A producer's values get consecutive ids
+/// within a block, so a read of one tenant's stream walks the per-value tables almost
+/// sequentially instead of jumping between tenants. Blocks double from 4 up to this size, so
+/// at most half of the id space is ever unused.
+const MAX_BLOCK: u32 = 64;
 
 /// All interned names of one history.
 #[derive(Debug, Clone, Default)]
@@ -228,6 +316,7 @@ pub struct Symbols {
     values: Vec<ValueInfo>,
     raw_index: FxHashMap<Box<str>, u32>,
     raw_names: Vec<Box<str>>,
+    distinct: usize,
 }
 
 /// Splits `tenant/producer/counter` into `("tenant/producer", counter)` when the counter is a
@@ -267,16 +356,36 @@ impl Symbols {
                 Some(&p) => p,
                 None => self.new_producer(prefix),
             };
-            let next = u32::try_from(self.values.len()).expect("fewer than 2^32 distinct values");
             let producer = &mut self.producers[p as usize];
-            let id = producer.values.get_or_insert(counter, next);
-            if id == next {
-                self.values.push(ValueInfo {
-                    producer: p,
-                    counter,
-                    tenant: producer.tenant,
-                });
+            if let Some(id) = producer.values.get(counter) {
+                return ValueId(id);
             }
+            if producer.next == producer.end {
+                let start = u32::try_from(self.values.len())
+                    .ok()
+                    .filter(|s| s.checked_add(producer.block).is_some_and(|e| e < GAP))
+                    .expect("fewer than 2^32 distinct values");
+                self.values.resize(
+                    (start + producer.block) as usize,
+                    ValueInfo {
+                        producer: GAP,
+                        counter: 0,
+                        tenant: producer.tenant,
+                    },
+                );
+                producer.next = start;
+                producer.end = start + producer.block;
+                producer.block = (producer.block * 2).min(MAX_BLOCK);
+            }
+            let id = producer.next;
+            producer.next += 1;
+            producer.values.get_or_insert(counter, id);
+            self.values[id as usize] = ValueInfo {
+                producer: p,
+                counter,
+                tenant: producer.tenant,
+            };
+            self.distinct += 1;
             return ValueId(id);
         }
         self.intern_raw(value)
@@ -291,6 +400,9 @@ impl Symbols {
             prefix: prefix.into(),
             tenant,
             values: SeqMap::new(u32::MAX),
+            next: 0,
+            end: 0,
+            block: 4,
         });
         self.producer_index.insert(prefix.into(), p);
         p
@@ -313,12 +425,19 @@ impl Symbols {
         });
         self.raw_names.push(value.into());
         self.raw_index.insert(value.into(), id);
+        self.distinct += 1;
         ValueId(id)
     }
 
-    /// Number of distinct values.
+    /// Size of the value id space: every [`ValueId`] is below it. Ids are reserved in blocks
+    /// per producer, so some ids below it may be unused; see [`Symbols::distinct_values`].
     pub fn value_count(&self) -> usize {
         self.values.len()
+    }
+
+    /// Number of distinct values interned.
+    pub fn distinct_values(&self) -> usize {
+        self.distinct
     }
 
     /// The tenant prefix of a value ([`NO_SYM`] when it has none).
@@ -330,16 +449,21 @@ impl Symbols {
     /// The value's producer index and counter, when it is `tenant/producer/counter`.
     pub fn value_counter(&self, v: ValueId) -> Option<(u32, u64)> {
         let info = self.values[v.index()];
-        (info.producer != NO_SYM).then_some((info.producer, info.counter))
+        (info.producer != NO_SYM && info.producer != GAP).then_some((info.producer, info.counter))
     }
 
     /// The value as written in the history.
     pub fn value_name(&self, v: ValueId) -> String {
         let info = self.values[v.index()];
-        if info.producer == NO_SYM {
+        if info.producer == GAP {
+            "?".to_string()
+        } else if info.producer == NO_SYM {
             self.raw_names[info.counter as usize].to_string()
         } else {
-            format!("{}/{}", self.producers[info.producer as usize].prefix, info.counter)
+            format!(
+                "{}/{}",
+                self.producers[info.producer as usize].prefix, info.counter
+            )
         }
     }
 
@@ -397,7 +521,25 @@ mod tests {
         let id = s.intern_value("t2/a/b/99");
         assert_eq!(s.tenant(s.value_tenant(id)), "t2");
         assert_eq!(s.value_counter(id).map(|c| c.1), Some(99));
-        assert_eq!(s.value_tenant(s.intern_value("plain")), NO_SYM);
+        assert_eq!(s.distinct_values(), 9);
+        assert!(s.value_count() >= 9);
+        let plain = s.intern_value("plain");
+        assert_eq!(s.value_tenant(plain), NO_SYM);
+    }
+
+    #[test]
+    fn paged_grows_without_copying() {
+        let mut p: Paged<usize> = Paged::default();
+        p.grow_to(3, &0, |i| i);
+        assert_eq!((p.len(), p[2]), (3, 2));
+        p.grow_to(PAGE * 2 + 5, &0, |i| i * 10);
+        assert_eq!(p.len(), PAGE * 2 + 5);
+        assert_eq!(p[PAGE + 1], (PAGE + 1) * 10);
+        assert_eq!(p[2], 2, "existing entries are kept");
+        assert_eq!(p.get(PAGE * 2 + 5), None);
+        assert_eq!(p.iter().count(), PAGE * 2 + 5);
+        p[0] = 7;
+        assert_eq!(p.iter().next(), Some(&7));
     }
 
     #[test]

@@ -32,10 +32,20 @@ pub fn check(facts: &Facts) -> Verdict {
         let pairs: Vec<String> = v.anomalies[0]
             .evidence
             .iter()
-            .filter_map(|e| Some(format!("{} got {}'s", e.tenant.as_deref()?, e.other_tenant.as_deref()?)))
+            .filter_map(|e| {
+                Some(format!(
+                    "{} got {}'s",
+                    e.tenant.as_deref()?,
+                    e.other_tenant.as_deref()?
+                ))
+            })
             .take(3)
             .collect();
-        v.summary = format!("{} cross-tenant reads ({})", facts.cross_tenant.count, pairs.join("; "));
+        v.summary = format!(
+            "{} cross-tenant reads ({})",
+            facts.cross_tenant.count,
+            pairs.join("; ")
+        );
     } else if v.status == Status::Valid {
         v.summary = "no read returned another tenant's record".to_string();
     }

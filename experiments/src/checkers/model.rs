@@ -155,19 +155,34 @@ pub struct Verdict {
 impl Verdict {
     /// A verdict whose status follows from its anomalies: invalid if any anomaly has severity
     /// invalid, else `fallback` (valid, or unknown when something could not be checked).
-    pub fn from_anomalies(name: &str, mut anomalies: Vec<Anomaly>, notes: Vec<String>, fallback: Status) -> Self {
+    pub fn from_anomalies(
+        name: &str,
+        mut anomalies: Vec<Anomaly>,
+        notes: Vec<String>,
+        fallback: Status,
+    ) -> Self {
         anomalies.retain(|a| a.count > 0);
-        anomalies.sort_by(|a, b| a.severity.cmp(&b.severity).then_with(|| a.name.cmp(&b.name)));
+        anomalies.sort_by(|a, b| {
+            a.severity
+                .cmp(&b.severity)
+                .then_with(|| a.name.cmp(&b.name))
+        });
         let invalid: Vec<String> = anomalies
             .iter()
             .filter(|a| a.severity == Severity::Invalid)
             .map(|a| format!("{} {}", a.count, a.name))
             .collect();
         let (status, summary) = if invalid.is_empty() {
-            let info: Vec<String> = anomalies.iter().map(|a| format!("{} {}", a.count, a.name)).collect();
+            let info: Vec<String> = anomalies
+                .iter()
+                .map(|a| format!("{} {}", a.count, a.name))
+                .collect();
             let s = match (fallback, info.is_empty()) {
                 (Status::Unknown, _) => {
-                    format!("could not decide: {}", notes.first().map_or("see notes", String::as_str))
+                    format!(
+                        "could not decide: {}",
+                        notes.first().map_or("see notes", String::as_str)
+                    )
                 }
                 (_, true) => "no anomalies".to_string(),
                 (_, false) => format!("no invalid anomalies (reported: {})", info.join(", ")),
@@ -391,6 +406,29 @@ pub struct CheckReport {
     pub tenants: Vec<TenantSummary>,
     /// Overall time series.
     pub timeline: Timeline,
+    /// The experiment that produced the history, when the report comes from `chaosctl run`
+    /// (absent for `chaosctl check` on a bare history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentInfo>,
+}
+
+/// What the engine adds to a report: the scenario and what happened to the run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentInfo {
+    /// Scenario name, e.g. `az-failure`.
+    pub scenario: String,
+    /// The plan id it implements, e.g. `T6.3`.
+    pub plan_id: Option<String>,
+    /// Lab name.
+    pub lab: String,
+    /// Seed of the selectors and the load schedule.
+    pub seed: u64,
+    /// Why the run ended early (interrupt, abort condition, steady state); `None` when it ran
+    /// to the end. An aborted run is never a pass.
+    pub aborted: Option<String>,
+    /// What each fault did, e.g. `quorum loss on tenants (isolate) for 20s: nats2 (nats/2 on b1), …`.
+    pub faults: Vec<String>,
 }
 
 impl CheckReport {
@@ -429,17 +467,30 @@ mod tests {
             categories: BTreeMap::new(),
             evidence: vec![],
         };
-        let v = Verdict::from_anomalies("x", vec![a("recovered", Severity::Info, 2)], vec![], Status::Valid);
+        let v = Verdict::from_anomalies(
+            "x",
+            vec![a("recovered", Severity::Info, 2)],
+            vec![],
+            Status::Valid,
+        );
         assert_eq!(v.status, Status::Valid);
         let v = Verdict::from_anomalies(
             "x",
-            vec![a("recovered", Severity::Info, 2), a("lost", Severity::Invalid, 1)],
+            vec![
+                a("recovered", Severity::Info, 2),
+                a("lost", Severity::Invalid, 1),
+            ],
             vec![],
             Status::Unknown,
         );
         assert_eq!(v.status, Status::Invalid);
         assert_eq!(v.anomalies[0].name, "lost");
-        let v = Verdict::from_anomalies("x", vec![a("lost", Severity::Invalid, 0)], vec!["n".into()], Status::Unknown);
+        let v = Verdict::from_anomalies(
+            "x",
+            vec![a("lost", Severity::Invalid, 0)],
+            vec!["n".into()],
+            Status::Unknown,
+        );
         assert_eq!(v.status, Status::Unknown);
         assert!(v.anomalies.is_empty());
     }

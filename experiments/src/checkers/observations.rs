@@ -57,7 +57,9 @@ impl Observations {
 
     /// Collects observations. A header, if present, must name the observations format and a
     /// known version.
-    pub fn from_observations(observations: impl IntoIterator<Item = Observation>) -> Result<Self, CheckError> {
+    pub fn from_observations(
+        observations: impl IntoIterator<Item = Observation>,
+    ) -> Result<Self, CheckError> {
         let mut out = Self {
             present: true,
             ..Self::default()
@@ -71,7 +73,11 @@ impl Observations {
 
     pub(crate) fn add(&mut self, o: Observation) -> Result<(), CheckError> {
         match o {
-            Observation::Header { format, version, run_id } => {
+            Observation::Header {
+                format,
+                version,
+                run_id,
+            } => {
                 if format != OBSERVATIONS_FORMAT {
                     return Err(CheckError::WrongFormat {
                         path: "observations".into(),
@@ -135,8 +141,11 @@ impl Observations {
     }
 
     pub(crate) fn finish(&mut self) {
-        self.faults
-            .sort_by(|a, b| a.start_ns.cmp(&b.start_ns).then_with(|| a.fault_id.cmp(&b.fault_id)));
+        self.faults.sort_by(|a, b| {
+            a.start_ns
+                .cmp(&b.start_ns)
+                .then_with(|| a.fault_id.cmp(&b.fault_id))
+        });
     }
 
     /// The first fault's start, if any.

@@ -13,7 +13,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::history::{
-    HistoryHeader, Observation, OpKind, Outcome, Pattern, HISTORY_FORMAT, HISTORY_FORMAT_VERSION, OBSERVATIONS_FORMAT,
+    HistoryHeader, Observation, OpKind, Outcome, Pattern, HISTORY_FORMAT, HISTORY_FORMAT_VERSION,
+    OBSERVATIONS_FORMAT,
 };
 
 use super::facts::{Item, Op};
@@ -29,6 +30,7 @@ pub(crate) struct Lines<R> {
 }
 
 /// One line read by [`Lines`].
+#[derive(Debug)]
 pub(crate) struct Line {
     /// 1-based line number.
     pub number: u64,
@@ -155,14 +157,13 @@ pub(crate) struct RawOp<'a> {
     served_tenant: Option<Cow<'a, str>>,
 }
 
-/// Interns a parsed line and hands the operation to `f`.
-pub(crate) fn with_op<T>(
+/// Interns a parsed line into an [`Op`] whose read items live in `scratch`.
+pub(crate) fn intern_op<'s>(
     symbols: &mut Symbols,
     raw: &RawOp<'_>,
     line: u64,
-    scratch: &mut Vec<Item>,
-    f: impl FnOnce(&mut Symbols, &Op<'_>) -> T,
-) -> T {
+    scratch: &'s mut Vec<Item>,
+) -> Op<'s> {
     scratch.clear();
     if let Some(items) = &raw.read {
         scratch.extend(items.iter().map(|i| Item {
@@ -170,7 +171,8 @@ pub(crate) fn with_op<T>(
             value: symbols.intern_value(&i.value),
         }));
     }
-    let op = Op {
+    let scratch: &'s Vec<Item> = scratch;
+    Op {
         tenant: symbols.tenants.intern(&raw.tenant),
         process: symbols.processes.intern(&raw.process),
         node: symbols.nodes.intern(&raw.node),
@@ -184,10 +186,12 @@ pub(crate) fn with_op<T>(
         invoke_ns: raw.invoke_ns,
         complete_ns: raw.complete_ns,
         read: raw.read.as_ref().map(|_| &scratch[..]),
-        served_tenant: raw.served_tenant.as_deref().map(|t| symbols.tenants.intern(t)),
+        served_tenant: raw
+            .served_tenant
+            .as_deref()
+            .map(|t| symbols.tenants.intern(t)),
         line,
-    };
-    f(symbols, &op)
+    }
 }
 
 /// The first line's format and version, read leniently so a newer header still gets a clear
@@ -216,7 +220,11 @@ fn io_err(path: &Path, source: io::Error) -> CheckError {
     }
 }
 
-fn next<R: BufRead>(lines: &mut Lines<R>, path: &Path, max: usize) -> Result<Option<Line>, CheckError> {
+fn next<R: BufRead>(
+    lines: &mut Lines<R>,
+    path: &Path,
+    max: usize,
+) -> Result<Option<Line>, CheckError> {
     match lines.next_line().map_err(|e| io_err(path, e))? {
         Ok(l) => Ok(l),
         Err(line) => Err(CheckError::LineTooLong {
@@ -239,8 +247,14 @@ pub(crate) fn read_history_header<R: BufRead>(
             expected: HISTORY_FORMAT,
         });
     };
-    let probe: Probe = serde_json::from_slice(lines.buf())
-        .map_err(|e| bad_line(path, line.number, &e, "; the first line must be the history header"))?;
+    let probe: Probe = serde_json::from_slice(lines.buf()).map_err(|e| {
+        bad_line(
+            path,
+            line.number,
+            &e,
+            "; the first line must be the history header",
+        )
+    })?;
     let format = probe.format.unwrap_or_default();
     if format != HISTORY_FORMAT {
         return Err(CheckError::WrongFormat {
@@ -257,7 +271,8 @@ pub(crate) fn read_history_header<R: BufRead>(
             supported: HISTORY_FORMAT_VERSION,
         });
     }
-    serde_json::from_slice(lines.buf()).map_err(|e| bad_line(path, line.number, &e, " (history header)"))
+    serde_json::from_slice(lines.buf())
+        .map_err(|e| bad_line(path, line.number, &e, " (history header)"))
 }
 
 /// What reading the body of a file found besides the records.
@@ -273,18 +288,15 @@ pub(crate) fn read_history_body<R: BufRead>(
     lines: &mut Lines<R>,
     path: &Path,
     max: usize,
-    symbols: &mut Symbols,
-    mut f: impl FnMut(&mut Symbols, &Op<'_>),
+    mut f: impl FnMut(&RawOp<'_>, u64),
 ) -> Result<BodyStats, CheckError> {
-    let mut scratch = Vec::new();
     let mut stats = BodyStats::default();
     while let Some(line) = next(lines, path, max)? {
         let parsed = serde_json::from_slice::<RawOp<'_>>(lines.buf());
         match parsed {
-            Ok(raw) => with_op(symbols, &raw, line.number, &mut scratch, &mut f),
+            Ok(raw) => f(&raw, line.number),
             Err(e) => {
                 let err = bad_line(path, line.number, &e, "");
-                drop(e);
                 if line.terminated && next(lines, path, max)?.is_some() {
                     return Err(err);
                 }
@@ -309,8 +321,14 @@ pub(crate) fn read_observations<R: BufRead>(
             expected: OBSERVATIONS_FORMAT,
         });
     };
-    let probe: Probe = serde_json::from_slice(lines.buf())
-        .map_err(|e| bad_line(path, line.number, &e, "; the first line must be the observations header"))?;
+    let probe: Probe = serde_json::from_slice(lines.buf()).map_err(|e| {
+        bad_line(
+            path,
+            line.number,
+            &e,
+            "; the first line must be the observations header",
+        )
+    })?;
     let format = probe.format.unwrap_or_default();
     if probe.kind.as_deref() != Some("header") || format != OBSERVATIONS_FORMAT {
         return Err(CheckError::WrongFormat {
@@ -379,22 +397,24 @@ mod tests {
         let raw: RawOp<'_> = serde_json::from_str(&line).unwrap();
         let mut symbols = Symbols::new();
         let mut scratch = Vec::new();
-        with_op(&mut symbols, &raw, 1, &mut scratch, |s, o| {
-            assert_eq!(s.tenant(o.tenant), "t1");
-            assert_eq!(s.stream(o.stream), "s\"1");
-            assert_eq!(o.attempt, 2);
-            assert_eq!(s.value_name(o.value.unwrap()), "t1/p1/3");
-            assert_eq!(o.read.unwrap().len(), 1);
-            assert_eq!(s.value_name(o.read.unwrap()[0].value), "t1/p1/9");
-            assert_eq!(s.tenant(o.served_tenant.unwrap()), "t2");
-            assert_eq!((o.invoke_ns, o.complete_ns, o.seq), (5, 6, Some(4)));
-        });
+        let o = intern_op(&mut symbols, &raw, 1, &mut scratch);
+        let s = &symbols;
+        assert_eq!(s.tenant(o.tenant), "t1");
+        assert_eq!(s.stream(o.stream), "s\"1");
+        assert_eq!(o.attempt, 2);
+        assert_eq!(s.value_name(o.value.unwrap()), "t1/p1/3");
+        assert_eq!(o.read.unwrap().len(), 1);
+        assert_eq!(s.value_name(o.read.unwrap()[0].value), "t1/p1/9");
+        assert_eq!(s.tenant(o.served_tenant.unwrap()), "t2");
+        assert_eq!((o.invoke_ns, o.complete_ns, o.seq), (5, 6, Some(4)));
         // Minimal line: defaults agree with Operation's.
         let min = r#"{"tenant":"t","process":"p","node":"n","kind":"write","pattern":"chat","stream":"s","invoke_ns":1,"complete_ns":2,"invoke_unix_ms":3,"complete_unix_ms":4,"outcome":"ok"}"#;
         let op: Operation = serde_json::from_str(min).unwrap();
         let raw: RawOp<'_> = serde_json::from_str(min).unwrap();
         assert_eq!(op.attempt, raw.attempt);
-        assert!(serde_json::from_str::<RawOp<'_>>(&min.replace("\"ok\"}", "\"ok\",\"x\":1}")).is_err());
+        assert!(
+            serde_json::from_str::<RawOp<'_>>(&min.replace("\"ok\"}", "\"ok\",\"x\":1}")).is_err()
+        );
     }
 
     #[test]
@@ -402,14 +422,20 @@ mod tests {
         let data = b"a\r\n\n  \nbbbb\ncc";
         let mut l = Lines::new(&data[..], 3);
         let first = l.next_line().unwrap().unwrap().unwrap();
-        assert_eq!((first.number, first.terminated, l.buf()), (1, true, &b"a"[..]));
+        assert_eq!(
+            (first.number, first.terminated, l.buf()),
+            (1, true, &b"a"[..])
+        );
         assert_eq!(l.next_line().unwrap().unwrap_err(), 4);
         let mut l = Lines::new(&data[..], 100);
         l.next_line().unwrap().unwrap().unwrap();
         let second = l.next_line().unwrap().unwrap().unwrap();
         assert_eq!((second.number, l.buf()), (4, &b"bbbb"[..]));
         let last = l.next_line().unwrap().unwrap().unwrap();
-        assert_eq!((last.number, last.terminated, l.buf()), (5, false, &b"cc"[..]));
+        assert_eq!(
+            (last.number, last.terminated, l.buf()),
+            (5, false, &b"cc"[..])
+        );
         assert!(l.next_line().unwrap().unwrap().is_none());
     }
 }

@@ -9,8 +9,8 @@ use super::config::CheckConfig;
 use super::facts::Facts;
 use super::intern::Sym;
 use super::model::{
-    Anomaly, Evidence, FaultRecovery, RecoverySummary, Severity, Status, TenantSummary, Timeline, TimelinePoint,
-    Verdict,
+    Anomaly, Evidence, FaultRecovery, FaultWindow, RecoverySummary, Severity, Status,
+    TenantSummary, Timeline, TimelinePoint, Verdict,
 };
 use super::observations::Observations;
 
@@ -61,7 +61,7 @@ fn grid(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> Grid {
     let series = &facts.series;
     let total = series.iter().map(|s| s.buckets.len()).max().unwrap_or(0);
     let bucket_ns = facts.bucket_ns;
-    let bucket_s = bucket_ns as f64 / 1e9;
+    let bucket_secs = bucket_ns as f64 / 1e9;
     let end = if facts.load_first_invoke_ns == u64::MAX {
         0
     } else {
@@ -109,12 +109,14 @@ fn grid(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> Grid {
                     .iter()
                     .map(|c| u64::from(c.done_ok))
                     .sum();
-                Some(sum as f64 / ((b - a) as f64 * bucket_s))
+                Some(sum as f64 / ((b - a) as f64 * bucket_secs))
             }
             _ => None,
         };
         let min_done = match rate {
-            Some(r) if r >= slo.min_baseline_ops_per_s => slo.min_throughput_ratio * r * bucket_s,
+            Some(r) if r >= slo.min_baseline_ops_per_s => {
+                slo.min_throughput_ratio * r * bucket_secs
+            }
             _ => 0.0,
         };
         let mut p = Vec::with_capacity(end);
@@ -173,7 +175,15 @@ struct SeriesResult {
     first_fail_b: Option<usize>,
 }
 
-fn series_result(pass: &[bool], end: usize, start_b: usize, ref_ns: u64, bucket_ns: u64, sustain: usize, deadline_ns: u64) -> SeriesResult {
+fn series_result(
+    pass: &[bool],
+    end: usize,
+    start_b: usize,
+    ref_ns: u64,
+    bucket_ns: u64,
+    sustain: usize,
+    deadline_ns: u64,
+) -> SeriesResult {
     let ref_b = (ref_ns / bucket_ns) as usize;
     let mut run = 0usize;
     let mut recovered_b = None;
@@ -207,30 +217,21 @@ fn ms(ns: u64) -> u64 {
     ns / 1_000_000
 }
 
-/// Runs the recovery checker.
-pub fn check(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> RecoveryOutput {
-    let g = grid(facts, obs, cfg);
-    let bucket_ns = facts.bucket_ns;
-    let sustain = cfg.sustain_buckets as usize;
-    let syms = &facts.symbols;
+/// What the per-fault passes accumulate across faults.
+#[derive(Default)]
+struct Acc {
+    never: Vec<Evidence>,
+    impact: Vec<Evidence>,
+    never_count: u64,
+    impacted_count: u64,
+    /// Per tenant: worst TTR (ms) and whether some series never recovered.
+    tenant_ttr: FxHashMap<Sym, (Option<u64>, bool)>,
+}
+
+/// Caveats about the inputs, and whether they make the verdict unknown.
+fn input_notes(facts: &Facts, obs: &Observations, g: &Grid) -> (Vec<String>, bool) {
     let mut notes = Vec::new();
     let mut unknown = false;
-    let mut never = Anomaly {
-        name: "never-recovered".into(),
-        severity: Severity::Invalid,
-        count: 0,
-        categories: BTreeMap::new(),
-        evidence: Vec::new(),
-    };
-    let mut impacted = Anomaly {
-        name: "impacted".into(),
-        severity: Severity::Info,
-        count: 0,
-        categories: BTreeMap::new(),
-        evidence: Vec::new(),
-    };
-    let mut never_ev = Vec::new();
-    let mut impact_ev = Vec::new();
     if !obs.present {
         unknown = true;
         notes.push("no observations were given, so fault windows are unknown".to_string());
@@ -243,173 +244,220 @@ pub fn check(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> RecoveryOu
         notes.push("no fault windows were observed: nothing to recover from".to_string());
     }
     if !g.baseline && !obs.faults.is_empty() {
-        notes.push("no full bucket before the first fault: the throughput criterion was not applied".to_string());
+        notes.push(
+            "no full bucket before the first fault: the throughput criterion was not applied"
+                .to_string(),
+        );
     }
     for (kind, (n, line)) in &facts.defects {
         if matches!(*kind, "complete-before-invoke" | "time-out-of-range") {
             notes.push(format!("{n} operations with {kind} (first on line {line})"));
         }
     }
+    (notes, unknown)
+}
 
-    // Per tenant: worst TTR and never-recovered flags.
-    let mut tenant_ttr: FxHashMap<Sym, (Option<u64>, bool)> = FxHashMap::default();
-    let mut faults_out = Vec::new();
-    for f in &obs.faults {
-        let deadline_ms = cfg.slo.deadline_ms(&f.kind);
-        let deadline_ns = deadline_ms.saturating_mul(1_000_000);
-        let reference = if f.survivable { Some(f.start_ns) } else { f.end_ns };
-        let Some(ref_ns) = reference else {
-            unknown = true;
-            notes.push(format!(
-                "fault {} never healed during the run: its time to recovery cannot be measured",
-                f.fault_id
-            ));
-            faults_out.push(FaultRecovery {
-                fault_id: f.fault_id.clone(),
-                kind: f.kind.clone(),
-                reference_ns: None,
-                deadline_ms,
-                time_to_impact_ms: None,
-                ttr_ms: None,
-                recovered: false,
-                total_outage_ms: 0,
-                worst_tenant: None,
-                worst_series: None,
-                impacted_series: 0,
-                impacted_tenants: 0,
-                never_recovered_series: 0,
+/// Recovery figures of one fault whose TTR reference is `ref_ns`.
+// One pass over the series that collects every figure of the fault; splitting it would pass a
+// dozen accumulators around.
+#[allow(clippy::too_many_lines)]
+fn one_fault(
+    facts: &Facts,
+    g: &Grid,
+    cfg: &CheckConfig,
+    f: &FaultWindow,
+    ref_ns: u64,
+    acc: &mut Acc,
+) -> FaultRecovery {
+    let syms = &facts.symbols;
+    let bucket_ns = facts.bucket_ns;
+    let sustain = cfg.sustain_buckets as usize;
+    let deadline_ms = cfg.slo.deadline_ms(&f.kind);
+    let from = if f.survivable {
+        "the start"
+    } else {
+        "the heal"
+    };
+    let start_b = (f.start_ns / bucket_ns) as usize;
+    let mut worst: Option<(bool, u64, usize, usize)> = None; // (never, ttr, failing, series)
+    let mut tti: Option<u64> = None;
+    let mut impacted_series = 0u64;
+    let mut impacted_tenants: Vec<Sym> = Vec::new();
+    let mut never_count = 0u64;
+    let mut last_stop = start_b;
+    let mut results = Vec::with_capacity(facts.series.len());
+    for (si, s) in facts.series.iter().enumerate() {
+        let limit_ns = deadline_ms.saturating_mul(1_000_000);
+        let r = series_result(
+            &g.pass[si],
+            g.end,
+            start_b,
+            ref_ns,
+            bucket_ns,
+            sustain,
+            limit_ns,
+        );
+        last_stop = last_stop.max(r.recovered_b.unwrap_or(g.end));
+        let class = format!("{}/{}", pattern_name(s.pattern), kind_name(s.kind));
+        let tenant = syms.tenant(s.tenant);
+        let t = acc.tenant_ttr.entry(s.tenant).or_insert((Some(0), false));
+        if r.never {
+            t.1 = true;
+            never_count += 1;
+            let detail = match r.ttr_ns {
+                Some(ttr) => format!(
+                    "{class} recovered {:.1} s after {from} of fault {}, later than the {:.1} s deadline",
+                    ttr as f64 / 1e9,
+                    f.fault_id,
+                    deadline_ms as f64 / 1e3
+                ),
+                None => format!(
+                    "{class} never had {sustain} passing buckets in a row after {from} of fault {}",
+                    f.fault_id
+                ),
+            };
+            acc.never.push(Evidence {
+                at_ns: Some(ref_ns),
+                tenant: Some(tenant.to_string()),
+                detail,
+                ..Evidence::default()
             });
-            continue;
-        };
-        let start_b = (f.start_ns / bucket_ns) as usize;
-        let mut worst: Option<(bool, u64, usize, usize)> = None; // (never, ttr, failing, series)
-        let mut tti: Option<u64> = None;
-        let mut impacted_series = 0u64;
-        let mut impacted_tenants: Vec<Sym> = Vec::new();
-        let mut never_count = 0u64;
-        let mut last_stop = start_b;
-        let mut results = Vec::with_capacity(facts.series.len());
-        for (si, s) in facts.series.iter().enumerate() {
-            let r = series_result(&g.pass[si], g.end, start_b, ref_ns, bucket_ns, sustain, deadline_ns);
-            last_stop = last_stop.max(r.recovered_b.unwrap_or(g.end));
-            let class = format!("{}/{}", pattern_name(s.pattern), kind_name(s.kind));
-            let tenant = syms.tenant(s.tenant);
-            let t = tenant_ttr.entry(s.tenant).or_insert((Some(0), false));
-            if r.never {
-                t.1 = true;
-                never_count += 1;
-                never_ev.push(Evidence {
-                    at_ns: Some(ref_ns),
-                    tenant: Some(tenant.to_string()),
-                    stream: None,
-                    detail: match r.ttr_ns {
-                        Some(ttr) => format!(
-                            "{class} recovered {:.1} s after {} of fault {}, later than the {:.1} s deadline",
-                            ttr as f64 / 1e9,
-                            if f.survivable { "the start" } else { "the heal" },
-                            f.fault_id,
-                            deadline_ms as f64 / 1e3
-                        ),
-                        None => format!(
-                            "{class} never had {sustain} passing buckets in a row after {} of fault {}",
-                            if f.survivable { "the start" } else { "the heal" },
-                            f.fault_id
-                        ),
-                    },
-                    ..Evidence::default()
-                });
-            } else if let (Some(ttr), Some(old)) = (r.ttr_ns, t.0) {
-                t.0 = Some(old.max(ms(ttr)));
-            }
-            if let Some(b) = r.first_fail_b {
-                impacted_series += 1;
-                if !impacted_tenants.contains(&s.tenant) {
-                    impacted_tenants.push(s.tenant);
-                }
-                let at = (b as u64 * bucket_ns).max(f.start_ns);
-                let t = at - f.start_ns;
-                tti = Some(tti.map_or(t, |x| x.min(t)));
-                impact_ev.push(Evidence {
-                    at_ns: Some(at),
-                    tenant: Some(tenant.to_string()),
-                    detail: format!(
-                        "{class} first failed the SLO {:.1} s into fault {}; {} failing buckets",
-                        t as f64 / 1e9,
-                        f.fault_id,
-                        r.failing
-                    ),
-                    ..Evidence::default()
-                });
-            }
-            let key = (r.never, r.ttr_ns.unwrap_or(u64::MAX), r.failing, si);
-            let better = worst.is_none_or(|w| {
-                (key.0, key.1, key.2) > (w.0, w.1, w.2)
-                    || ((key.0, key.1, key.2) == (w.0, w.1, w.2)
-                        && syms.tenant(s.tenant) < syms.tenant(facts.series[w.3].tenant))
-            });
-            if better && (r.failing > 0 || r.never || r.ttr_ns.unwrap_or(0) > 0) {
-                worst = Some(key);
-            }
-            results.push(r);
+        } else if let (Some(ttr), Some(old)) = (r.ttr_ns, t.0) {
+            t.0 = Some(old.max(ms(ttr)));
         }
-        // Union outage: buckets where any series failed, from the fault start to the last
-        // series' recovery.
-        let mut outage = 0u64;
-        for b in start_b..last_stop.min(g.end) {
-            if facts
-                .series
+        if let Some(b) = r.first_fail_b {
+            impacted_series += 1;
+            if !impacted_tenants.contains(&s.tenant) {
+                impacted_tenants.push(s.tenant);
+            }
+            let at = (b as u64 * bucket_ns).max(f.start_ns);
+            let into = at - f.start_ns;
+            tti = Some(tti.map_or(into, |x| x.min(into)));
+            acc.impact.push(Evidence {
+                at_ns: Some(at),
+                tenant: Some(tenant.to_string()),
+                detail: format!(
+                    "{class} first failed the SLO {:.1} s into fault {}; {} failing buckets",
+                    into as f64 / 1e9,
+                    f.fault_id,
+                    r.failing
+                ),
+                ..Evidence::default()
+            });
+        }
+        let key = (r.never, r.ttr_ns.unwrap_or(u64::MAX), r.failing, si);
+        let better = worst.is_none_or(|w| {
+            (key.0, key.1, key.2) > (w.0, w.1, w.2)
+                || ((key.0, key.1, key.2) == (w.0, w.1, w.2)
+                    && syms.tenant(s.tenant) < syms.tenant(facts.series[w.3].tenant))
+        });
+        if better && (r.failing > 0 || r.never || r.ttr_ns.unwrap_or(0) > 0) {
+            worst = Some(key);
+        }
+        results.push(r);
+    }
+    // Union outage: buckets where any series failed, from the fault start to the last series'
+    // recovery.
+    let outage = (start_b..last_stop.min(g.end))
+        .filter(|&b| {
+            results
                 .iter()
                 .enumerate()
-                .any(|(si, _)| results[si].recovered_b.is_none_or(|r| b < r) && !g.pass[si][b])
-            {
-                outage += 1;
-            }
-        }
-        let worst_series = worst.map(|w| &facts.series[w.3]);
-        let ttr_ms = if never_count > 0 {
-            None
+                .any(|(si, r)| r.recovered_b.is_none_or(|rb| b < rb) && !g.pass[si][b])
+        })
+        .count() as u64;
+    let worst_series = worst.map(|w| &facts.series[w.3]);
+    acc.never_count += never_count;
+    acc.impacted_count += impacted_series;
+    FaultRecovery {
+        fault_id: f.fault_id.clone(),
+        kind: f.kind.clone(),
+        reference_ns: Some(ref_ns),
+        deadline_ms,
+        time_to_impact_ms: tti.map(ms),
+        ttr_ms: (never_count == 0)
+            .then(|| results.iter().filter_map(|r| r.ttr_ns).max().map_or(0, ms)),
+        recovered: never_count == 0,
+        total_outage_ms: outage * ms(bucket_ns),
+        worst_tenant: worst_series.map(|s| syms.tenant(s.tenant).to_string()),
+        worst_series: worst_series
+            .map(|s| format!("{}/{}", pattern_name(s.pattern), kind_name(s.kind))),
+        impacted_series,
+        impacted_tenants: impacted_tenants.len() as u64,
+        never_recovered_series: never_count,
+    }
+}
+
+/// Runs the recovery checker.
+pub fn check(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> RecoveryOutput {
+    let g = grid(facts, obs, cfg);
+    let (mut notes, mut unknown) = input_notes(facts, obs, &g);
+    let mut acc = Acc::default();
+    let mut faults_out = Vec::new();
+    for f in &obs.faults {
+        let reference = if f.survivable {
+            Some(f.start_ns)
         } else {
-            Some(
-                results
-                    .iter()
-                    .filter_map(|r| r.ttr_ns)
-                    .max()
-                    .map_or(0, ms),
-            )
+            f.end_ns
         };
-        never.count += never_count;
-        impacted.count += impacted_series;
+        if let Some(ref_ns) = reference {
+            faults_out.push(one_fault(facts, &g, cfg, f, ref_ns, &mut acc));
+            continue;
+        }
+        unknown = true;
+        notes.push(format!(
+            "fault {} never healed during the run: its time to recovery cannot be measured",
+            f.fault_id
+        ));
         faults_out.push(FaultRecovery {
             fault_id: f.fault_id.clone(),
             kind: f.kind.clone(),
-            reference_ns: Some(ref_ns),
-            deadline_ms,
-            time_to_impact_ms: tti.map(ms),
-            ttr_ms,
-            recovered: never_count == 0,
-            total_outage_ms: outage * ms(bucket_ns),
-            worst_tenant: worst_series.map(|s| syms.tenant(s.tenant).to_string()),
-            worst_series: worst_series.map(|s| format!("{}/{}", pattern_name(s.pattern), kind_name(s.kind))),
-            impacted_series,
-            impacted_tenants: impacted_tenants.len() as u64,
-            never_recovered_series: never_count,
+            reference_ns: None,
+            deadline_ms: cfg.slo.deadline_ms(&f.kind),
+            time_to_impact_ms: None,
+            ttr_ms: None,
+            recovered: false,
+            total_outage_ms: 0,
+            worst_tenant: None,
+            worst_series: None,
+            impacted_series: 0,
+            impacted_tenants: 0,
+            never_recovered_series: 0,
         });
     }
-    never_ev.sort();
-    never_ev.truncate(cfg.max_evidence);
-    impact_ev.sort();
-    impact_ev.truncate(cfg.max_evidence);
-    never.evidence = never_ev;
-    impacted.evidence = impact_ev;
-
-    let tenants = tenant_view(facts, &g, &tenant_ttr, !obs.faults.is_empty());
+    let anomaly = |name: &str, severity, count, mut evidence: Vec<Evidence>| {
+        evidence.sort();
+        evidence.truncate(cfg.max_evidence);
+        Anomaly {
+            name: name.to_string(),
+            severity,
+            count,
+            categories: BTreeMap::new(),
+            evidence,
+        }
+    };
+    let never = anomaly(
+        "never-recovered",
+        Severity::Invalid,
+        acc.never_count,
+        acc.never,
+    );
+    let impacted = anomaly("impacted", Severity::Info, acc.impacted_count, acc.impact);
+    let tenants = tenant_view(facts, &g, &acc.tenant_ttr, !obs.faults.is_empty());
     let timeline = timeline(facts, &g, cfg);
-    let fallback = if unknown { Status::Unknown } else { Status::Valid };
+    let fallback = if unknown {
+        Status::Unknown
+    } else {
+        Status::Valid
+    };
     let mut verdict = Verdict::from_anomalies(NAME, vec![never, impacted], notes, fallback);
     if verdict.status == Status::Valid {
         let worst = faults_out.iter().filter_map(|f| f.ttr_ms).max();
         verdict.summary = match worst {
-            Some(t) => format!("recovered from every fault; worst TTR {:.1} s", t as f64 / 1e3),
+            Some(t) => format!(
+                "recovered from every fault; worst TTR {:.1} s",
+                t as f64 / 1e3
+            ),
             None => "no fault to recover from".to_string(),
         };
     }
@@ -446,7 +494,9 @@ fn tenant_view(
                     info += u64::from(c.info);
                 }
             }
-            let failing: Vec<bool> = (0..g.end).map(|b| series.iter().any(|&si| !g.pass[si][b])).collect();
+            let failing: Vec<bool> = (0..g.end)
+                .map(|b| series.iter().any(|&si| !g.pass[si][b]))
+                .collect();
             let mut runs = Vec::new();
             let mut b = 0;
             while b < failing.len() {
@@ -531,7 +581,8 @@ fn timeline(facts: &Facts, g: &Grid, cfg: &CheckConfig) -> Timeline {
                     throughput: c.iter().map(|p| p.throughput).sum::<f64>() / len,
                     errors: c.iter().map(|p| p.errors).sum::<f64>() / len,
                     infos: c.iter().map(|p| p.infos).sum::<f64>() / len,
-                    p50_ms: (!p50s.is_empty()).then(|| p50s.iter().sum::<f64>() / p50s.len() as f64),
+                    p50_ms: (!p50s.is_empty())
+                        .then(|| p50s.iter().sum::<f64>() / p50s.len() as f64),
                     p99_ms: c.iter().filter_map(|p| p.p99_ms).reduce(f64::max),
                     failing_tenants: c.iter().map(|p| p.failing_tenants).max().unwrap_or(0),
                 }

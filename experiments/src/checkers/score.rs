@@ -20,7 +20,12 @@ pub const UNKNOWN_CAP: u8 = 89;
 
 /// Computes the score of a set of verdicts.
 pub fn score(verdicts: &[Verdict], recovery: &RecoverySummary) -> u8 {
-    let status_of = |name: &str| verdicts.iter().find(|v| v.name == name).map_or(Status::Unknown, |v| v.status);
+    let status_of = |name: &str| {
+        verdicts
+            .iter()
+            .find(|v| v.name == name)
+            .map_or(Status::Unknown, |v| v.status)
+    };
     let mut total = 0.0;
     for (name, weight) in WEIGHTS {
         let credit = match status_of(name) {
@@ -67,7 +72,11 @@ mod tests {
     }
 
     fn all(statuses: [Status; 4]) -> Vec<Verdict> {
-        WEIGHTS.iter().zip(statuses).map(|((n, _), s)| v(n, s)).collect()
+        WEIGHTS
+            .iter()
+            .zip(statuses)
+            .map(|((n, _), s)| v(n, s))
+            .collect()
     }
 
     fn fault(ttr: Option<u64>) -> RecoverySummary {

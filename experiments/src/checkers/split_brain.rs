@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 
 use super::config::CheckConfig;
-use super::facts::{EvidenceBuf, Facts, Fingerprint};
+use super::facts::{EvidenceBuf, Facts, Fingerprint, MULTI_TENANT};
 use super::intern::Sym;
 use super::model::{Anomaly, Evidence, Severity, Status, Verdict};
 use super::observations::Observations;
@@ -36,9 +36,17 @@ pub fn check(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> Verdict {
         two_leaders(obs, cfg, &mut notes),
     ];
     let mut fallback = Status::Valid;
+    if facts.unplaced_partition_acks > 0 {
+        notes.push(format!(
+            "{} acknowledgements inside partition windows went through nodes on no side of the partition; they were not placed",
+            facts.unplaced_partition_acks
+        ));
+    }
     if obs.present {
         if facts.stream_peers.is_empty() && !obs.faults.is_empty() {
-            notes.push("no stream info observed: acks without quorum were not evaluated".to_string());
+            notes.push(
+                "no stream info observed: acks without quorum were not evaluated".to_string(),
+            );
         }
     } else {
         fallback = Status::Unknown;
@@ -73,7 +81,11 @@ fn both_sides(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> Anomaly {
                 line: (line > 0).then_some(line),
                 detail: format!(
                     "acknowledged on side {side} ({}) of partition {}",
-                    fault.sides.get(side as usize).map(|s| s.join(",")).unwrap_or_default(),
+                    fault
+                        .sides
+                        .get(side as usize)
+                        .map(|s| s.join(","))
+                        .unwrap_or_default(),
                     fault.fault_id
                 ),
                 ..Evidence::default()
@@ -93,29 +105,52 @@ fn non_prefix_reads(facts: &Facts, cfg: &CheckConfig) -> Anomaly {
     let mut buf = EvidenceBuf::new(cfg.max_evidence);
     let mut groups: BTreeMap<Sym, FxHashMap<Sym, Vec<usize>>> = BTreeMap::new();
     for (i, r) in facts.reads.iter().enumerate() {
-        groups.entry(r.stream).or_default().entry(r.tenant).or_default().push(i);
+        groups
+            .entry(r.stream)
+            .or_default()
+            .entry(r.tenant)
+            .or_default()
+            .push(i);
     }
     for (stream, by_tenant) in groups {
-        let Some(sf) = facts.streams.get(stream as usize) else { continue };
-        let mut seqs: FxHashMap<Sym, Vec<u64>> = by_tenant.keys().map(|t| (*t, Vec::new())).collect();
-        for (seq, v) in sf.stored.iter_sorted() {
-            if let Some(list) = seqs.get_mut(&syms.value_tenant(super::intern::ValueId(v))) {
-                list.push(seq);
+        let Some(sf) = facts.streams.get(stream as usize) else {
+            continue;
+        };
+        let mut seqs: FxHashMap<Sym, Vec<u64>> =
+            by_tenant.keys().map(|t| (*t, Vec::new())).collect();
+        if let Some(list) = seqs.get_mut(&sf.tenant) {
+            // One tenant's stream (the usual case): no per-value lookups.
+            list.extend(sf.stored.iter_sorted().map(|(seq, _)| seq));
+        } else if sf.tenant == MULTI_TENANT {
+            for (seq, v) in sf.stored.iter_sorted() {
+                if let Some(list) = seqs.get_mut(&syms.value_tenant(super::intern::ValueId(v))) {
+                    list.push(seq);
+                }
             }
         }
         for (tenant, reads) in by_tenant {
             let list = &seqs[&tenant];
-            let mut prefix = Vec::with_capacity(list.len() + 1);
-            let mut acc = 0u64;
-            prefix.push(0);
-            for s in list {
-                acc = acc.wrapping_add(*s);
-                prefix.push(acc);
-            }
+            // Dense lists (every sequence from the first to the last, the usual case for a
+            // tenant's own stream) are counted and summed arithmetically.
+            let base = list.first().copied().unwrap_or(0);
+            let dense = list
+                .last()
+                .is_some_and(|l| l - base + 1 == list.len() as u64);
+            let position = |seq: u64, inclusive: bool| -> usize {
+                if dense {
+                    let p = (seq + u64::from(inclusive)).saturating_sub(base);
+                    p.min(list.len() as u64) as usize
+                } else if inclusive {
+                    list.partition_point(|s| *s <= seq)
+                } else {
+                    list.partition_point(|s| *s < seq)
+                }
+            };
+            let mut prefix: Vec<u64> = Vec::new();
             for i in reads {
                 let r = &facts.reads[i];
-                let lo = list.partition_point(|s| *s < r.first);
-                let hi = list.partition_point(|s| *s <= r.last);
+                let lo = position(r.first, false);
+                let hi = position(r.last, true);
                 let stored = (hi - lo) as u64;
                 if stored == r.count {
                     continue;
@@ -124,9 +159,23 @@ fn non_prefix_reads(facts: &Facts, cfg: &CheckConfig) -> Anomaly {
                 if !buf.wants(r.invoke_ns) {
                     continue;
                 }
+                if prefix.is_empty() {
+                    prefix.reserve(list.len() + 1);
+                    prefix.push(0);
+                    let mut acc = 0u64;
+                    for s in list {
+                        acc = acc.wrapping_add(*s);
+                        prefix.push(acc);
+                    }
+                }
                 let (missing_seq, missing_value) = if stored == r.count + 1 {
                     let seq = prefix[hi].wrapping_sub(prefix[lo]).wrapping_sub(r.seq_sum);
-                    (Some(seq), sf.stored.get(seq).map(|v| syms.value_name(super::intern::ValueId(v))))
+                    (
+                        Some(seq),
+                        sf.stored
+                            .get(seq)
+                            .map(|v| syms.value_name(super::intern::ValueId(v))),
+                    )
                 } else {
                     (None, None)
                 };
@@ -157,11 +206,19 @@ fn non_prefix_reads(facts: &Facts, cfg: &CheckConfig) -> Anomaly {
 }
 
 /// Per-node read-backs (or stream info) that still differ after the convergence deadline.
-fn divergence(facts: &Facts, obs: &Observations, cfg: &CheckConfig, notes: &mut Vec<String>) -> Anomaly {
+fn divergence(
+    facts: &Facts,
+    obs: &Observations,
+    cfg: &CheckConfig,
+    notes: &mut Vec<String>,
+) -> Anomaly {
     let syms = &facts.symbols;
     let mut buf = EvidenceBuf::new(cfg.max_evidence);
     let Some(deadline) = obs.converge_at_ns(cfg.convergence_deadline_ms) else {
-        notes.push("a fault never healed during the run: divergence after convergence was not evaluated".to_string());
+        notes.push(
+            "a fault never healed during the run: divergence after convergence was not evaluated"
+                .to_string(),
+        );
         return anomaly("divergence", buf);
     };
     let mut views: BTreeMap<(&str, &str), Vec<(&str, Fingerprint)>> = BTreeMap::new();
@@ -174,16 +231,20 @@ fn divergence(facts: &Facts, obs: &Observations, cfg: &CheckConfig, notes: &mut 
     let mut early = 0u64;
     for ((tenant, stream), mut list) in views {
         list.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
-        let differs = list.windows(2).any(|w| (w[0].1.count, w[0].1.hash) != (w[1].1.count, w[1].1.hash));
+        let differs = list
+            .windows(2)
+            .any(|w| (w[0].1.count, w[0].1.hash) != (w[1].1.count, w[1].1.hash));
         if !differs {
             continue;
         }
-        let late: Vec<&(&str, Fingerprint)> = list.iter().filter(|(_, fp)| fp.at_ns >= deadline).collect();
-        let Some(pair) = late
-            .iter()
-            .enumerate()
-            .find_map(|(i, a)| late[i + 1..].iter().find(|b| (a.1.count, a.1.hash) != (b.1.count, b.1.hash)).map(|b| (*a, *b)))
-        else {
+        let late: Vec<&(&str, Fingerprint)> =
+            list.iter().filter(|(_, fp)| fp.at_ns >= deadline).collect();
+        let Some(pair) = late.iter().enumerate().find_map(|(i, a)| {
+            late[i + 1..]
+                .iter()
+                .find(|b| (a.1.count, a.1.hash) != (b.1.count, b.1.hash))
+                .map(|b| (*a, *b))
+        }) else {
             early += 1;
             continue;
         };
@@ -212,18 +273,27 @@ fn divergence(facts: &Facts, obs: &Observations, cfg: &CheckConfig, notes: &mut 
         if s.at_ns < deadline {
             continue;
         }
-        let e = latest.entry((s.stream.as_str(), s.observer.as_str())).or_insert((s.at_ns, s.last_seq));
+        let e = latest
+            .entry((s.stream.as_str(), s.observer.as_str()))
+            .or_insert((s.at_ns, s.last_seq));
         if s.at_ns >= e.0 {
             *e = (s.at_ns, s.last_seq);
         }
     }
     let mut by_stream: BTreeMap<&str, Vec<(&str, u64, u64)>> = BTreeMap::new();
     for ((stream, observer), (at, last)) in latest {
-        by_stream.entry(stream).or_default().push((observer, at, last));
+        by_stream
+            .entry(stream)
+            .or_default()
+            .push((observer, at, last));
     }
     for (stream, list) in by_stream {
-        let Some(a) = list.iter().max_by_key(|x| (x.2, std::cmp::Reverse(x.0))) else { continue };
-        let Some(b) = list.iter().find(|x| x.2 != a.2) else { continue };
+        let Some(a) = list.iter().max_by_key(|x| (x.2, std::cmp::Reverse(x.0))) else {
+            continue;
+        };
+        let Some(b) = list.iter().find(|x| x.2 != a.2) else {
+            continue;
+        };
         buf.push(Evidence {
             at_ns: Some(a.1.max(b.1)),
             node: Some(a.0.to_string()),
@@ -274,7 +344,9 @@ fn two_leaders(obs: &Observations, cfg: &CheckConfig, notes: &mut Vec<String>) -
         }
     }
     if !obs.leaders.is_empty() && runs.is_empty() {
-        notes.push("no node ever reported itself as a leader: two leaders were not evaluated".to_string());
+        notes.push(
+            "no node ever reported itself as a leader: two leaders were not evaluated".to_string(),
+        );
     }
     for (stream, mut list) in runs {
         list.sort_unstable();

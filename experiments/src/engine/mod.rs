@@ -1,16 +1,29 @@
 //! The experiment engine: setup, baseline, inject, observe, heal, recovery watch, final
 //! read-back, check, report. The final heal always runs.
 
+pub mod execute;
 pub mod plan;
+pub mod run;
+
+use std::path::PathBuf;
 
 use crate::lab::LabError;
 
 /// Errors of an experiment run. Each says what failed and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
     /// The lab failed.
     #[error(transparent)]
     Lab(#[from] LabError),
+    /// The workload failed.
+    #[error(transparent)]
+    Workload(#[from] crate::workload::WorkloadError),
+    /// The checkers or reports failed.
+    #[error(transparent)]
+    Check(#[from] crate::checkers::CheckError),
     /// A selector matches nothing.
     #[error("{field}: {message}")]
     Selector {
@@ -28,5 +41,13 @@ pub enum EngineError {
         fault: usize,
         /// What and by how much.
         message: String,
+    },
+    /// The results directory cannot be written.
+    #[error("cannot write results to {path}: {source}; choose another --output-dir")]
+    Results {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
     },
 }

@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::lab::control::LabContext;
-use crate::lab::faults::{PartitionTarget, QuorumLossMode, Shape};
+use crate::lab::faults::{largest_connected_group, PartitionTarget, QuorumLossMode, Shape};
 use crate::lab::jetstream::ALL_STREAMS;
 use crate::spec::{ExperimentSpec, FaultKind, FaultSpec};
 
@@ -179,53 +179,7 @@ fn resolve(
         })
     };
     Ok(match fault.kind {
-        FaultKind::Partition => {
-            let target = match (&s.zone, &s.node, s.shape.as_deref()) {
-                (Some(zone), _, _) => {
-                    PartitionTarget::Zone(pick(ctx, index, "zone", zone, &zones, rng)?)
-                }
-                (_, Some(node), _) => {
-                    PartitionTarget::Node(pick(ctx, index, "node", node, &nodes, rng)?)
-                }
-                (_, _, Some("one-vs-rest")) => {
-                    PartitionTarget::Zone(pick(ctx, index, "zone", "random", &zones, rng)?)
-                }
-                (_, _, Some(shape)) => PartitionTarget::Shape {
-                    shape: shape
-                        .parse::<Shape>()
-                        .map_err(|e| selector_error(ctx, index, "shape", e))?,
-                    by_zone: true,
-                },
-                _ => {
-                    return Err(selector_error(
-                        ctx,
-                        index,
-                        "zone",
-                        "a partition needs a zone, node or shape".into(),
-                    ))
-                }
-            };
-            let stop = if fault.stop_services {
-                let PartitionTarget::Zone(zone) = &target else {
-                    unreachable!("validated: stop_services needs a zone")
-                };
-                let zone_nodes = ctx
-                    .topology
-                    .zone(zone)
-                    .map(|z| z.nodes.clone())
-                    .unwrap_or_default();
-                ctx.services()
-                    .map_err(EngineError::Lab)?
-                    .replicas
-                    .into_iter()
-                    .filter(|r| zone_nodes.contains(&r.node))
-                    .map(|r| (r.service, r.replica))
-                    .collect()
-            } else {
-                vec![]
-            };
-            Action::Partition { target, stop }
-        }
+        FaultKind::Partition => resolve_partition(ctx, index, fault, &zones, &nodes, rng)?,
         FaultKind::Kill | FaultKind::Pause => {
             let service = pick(
                 ctx,
@@ -251,16 +205,28 @@ fn resolve(
                 }
             }
         }
-        FaultKind::Drain => Action::Drain {
-            node: pick(
-                ctx,
-                index,
-                "node",
-                s.node.as_deref().unwrap_or_default(),
-                &nodes,
-                rng,
-            )?,
-        },
+        FaultKind::Drain => {
+            // `random` drains a node that runs something: draining an empty node tests nothing.
+            let wanted = s.node.as_deref().unwrap_or_default();
+            let busy: Vec<String> = ctx
+                .services()
+                .map_err(EngineError::Lab)?
+                .replicas
+                .into_iter()
+                .filter(|r| r.pid.is_some())
+                .map(|r| r.node)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let candidates = if wanted == "random" && !busy.is_empty() {
+                &busy
+            } else {
+                &nodes
+            };
+            Action::Drain {
+                node: pick(ctx, index, "node", wanted, candidates, rng)?,
+            }
+        }
         FaultKind::QuorumLoss => {
             ctx.jetstream_service().map_err(EngineError::Lab)?;
             Action::QuorumLoss {
@@ -269,6 +235,58 @@ fn resolve(
             }
         }
     })
+}
+
+fn resolve_partition(
+    ctx: &LabContext,
+    index: usize,
+    fault: &FaultSpec,
+    zones: &[String],
+    nodes: &[String],
+    rng: &mut StdRng,
+) -> Result<Action, EngineError> {
+    let s = &fault.selector;
+    let target = match (&s.zone, &s.node, s.shape.as_deref()) {
+        (Some(zone), _, _) => PartitionTarget::Zone(pick(ctx, index, "zone", zone, zones, rng)?),
+        (_, Some(node), _) => PartitionTarget::Node(pick(ctx, index, "node", node, nodes, rng)?),
+        (_, _, Some("one-vs-rest")) => {
+            PartitionTarget::Zone(pick(ctx, index, "zone", "random", zones, rng)?)
+        }
+        (_, _, Some(shape)) => PartitionTarget::Shape {
+            shape: shape
+                .parse::<Shape>()
+                .map_err(|e| selector_error(ctx, index, "shape", e))?,
+            by_zone: true,
+        },
+        _ => {
+            return Err(selector_error(
+                ctx,
+                index,
+                "zone",
+                "a partition needs a zone, node or shape".into(),
+            ))
+        }
+    };
+    let stop = if fault.stop_services {
+        let PartitionTarget::Zone(zone) = &target else {
+            unreachable!("validated: stop_services needs a zone")
+        };
+        let zone_nodes = ctx
+            .topology
+            .zone(zone)
+            .map(|z| z.nodes.clone())
+            .unwrap_or_default();
+        ctx.services()
+            .map_err(EngineError::Lab)?
+            .replicas
+            .into_iter()
+            .filter(|r| zone_nodes.contains(&r.node))
+            .map(|r| (r.service, r.replica))
+            .collect()
+    } else {
+        vec![]
+    };
+    Ok(Action::Partition { target, stop })
 }
 
 /// The nodes an action cuts off, stops or drains. For a partition: every node outside the
@@ -324,32 +342,6 @@ pub fn affected_nodes(ctx: &LabContext, action: &Action) -> Result<Vec<String>, 
     Ok(affected.into_iter().collect())
 }
 
-/// The largest set of nodes that all reach each other under `grudge` (greedy over each node's
-/// view, which is exact for the shapes we make: isolate, halves, singletons, bridge, ring).
-fn largest_connected_group(
-    nodes: &[String],
-    grudge: &faultline_injectors::net_partition::Grudge<String>,
-) -> Vec<String> {
-    let reaches = |a: &String, b: &String| {
-        a == b
-            || (grudge.get(a).is_none_or(|g| !g.contains(b))
-                && grudge.get(b).is_none_or(|g| !g.contains(a)))
-    };
-    let mut best: Vec<String> = Vec::new();
-    for start in nodes {
-        let mut group: Vec<String> = vec![start.clone()];
-        for candidate in nodes {
-            if !group.contains(candidate) && group.iter().all(|member| reaches(member, candidate)) {
-                group.push(candidate.clone());
-            }
-        }
-        if group.len() > best.len() {
-            best = group;
-        }
-    }
-    best
-}
-
 fn check_blast_radius(
     ctx: &LabContext,
     spec: &ExperimentSpec,
@@ -393,34 +385,105 @@ fn check_blast_radius(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use faultline_injectors::net_partition;
+    use crate::lab::control::HostPaths;
+    use crate::lab::state::LabPaths;
+    use crate::lab::topology::Topology;
 
-    fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| (*s).to_owned()).collect()
+    /// A lab context over the default topology whose state lives in a temp dir; `plan` only
+    /// reads the topology and (absent) service state, so nothing real is needed.
+    fn lab() -> (tempfile::TempDir, LabContext) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = HostPaths::with_state_root(dir.path());
+        let ctx = LabContext {
+            paths: LabPaths::new(&host.state_root, "plan"),
+            topology: Topology::default_lab(),
+            netns_dir: host.netns_dir,
+            proc_root: host.proc_root,
+        };
+        (dir, ctx)
+    }
+
+    fn spec(fault_yaml: &str, extra: &str) -> ExperimentSpec {
+        let yaml = format!(
+            "name: t\ndescription: t\nfaults:\n{fault_yaml}\nbaseline: 10s\nduration: 2m\nrecovery_deadline: 30s\nslo: {{max_ttr: 10s}}\n{extra}"
+        );
+        let spec = ExperimentSpec::parse(&yaml, "t.yaml").expect(&yaml);
+        spec.validate("t.yaml").expect(&yaml);
+        spec
     }
 
     #[test]
-    fn largest_connected_group_table() {
-        let nodes = names(&["a1", "a2", "b1", "b2", "c1", "c2"]);
-        let zone_a = net_partition::isolate(&names(&["a1", "a2"]), &nodes).expect("shape");
-        assert_eq!(
-            largest_connected_group(&nodes, &zone_a),
-            names(&["b1", "b2", "c1", "c2"])
+    fn random_selectors_follow_the_seed_and_times_are_absolute() {
+        let (_dir, ctx) = lab();
+        let spec = spec(
+            "  - {kind: partition, selector: {zone: random}, start: 5s, duration: 20s}",
+            "",
         );
-        let two_alone = net_partition::singletons(&names(&["a1", "b1"]), &nodes).expect("shape");
+        let first = plan(&ctx, &spec, 7).expect("plan");
         assert_eq!(
-            largest_connected_group(&nodes, &two_alone),
-            names(&["a2", "b2", "c1", "c2"])
+            first,
+            plan(&ctx, &spec, 7).expect("plan"),
+            "same seed, same plan"
         );
-        let bridge = net_partition::bridge(&nodes).expect("shape");
-        assert_eq!(
-            largest_connected_group(&nodes, &bridge).len(),
-            4,
-            "{bridge:?}"
+        assert_eq!(first[0].at, Duration::from_secs(15));
+        assert_eq!(first[0].affected_nodes.len(), 2, "{first:?}");
+        let zones: BTreeSet<String> = (0..20)
+            .map(
+                |seed| match &plan(&ctx, &spec, seed).expect("plan")[0].action {
+                    Action::Partition {
+                        target: PartitionTarget::Zone(z),
+                        ..
+                    } => z.clone(),
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect();
+        assert!(zones.len() > 1, "seeds choose different zones: {zones:?}");
+    }
+
+    #[test]
+    fn a_selector_matching_nothing_is_refused_with_what_exists() {
+        let (_dir, ctx) = lab();
+        let error = plan(
+            &ctx,
+            &spec("  - {kind: drain, selector: {node: z9}, duration: 5s}", ""),
+            1,
+        )
+        .expect_err("z9 is not a node")
+        .to_string();
+        assert!(
+            error.contains("faults[0].selector.node") && error.contains("a1, a2"),
+            "{error}"
         );
-        assert_eq!(
-            largest_connected_group(&nodes, &net_partition::Grudge::new()),
-            nodes
-        );
+    }
+
+    #[test]
+    fn blast_radius_limits_nodes_and_zones() {
+        let (_dir, ctx) = lab();
+        let kill_all = "  - {kind: kill, selector: {service: nats, replica: all}}";
+        let error = plan(&ctx, &spec(kill_all, ""), 1)
+            .expect_err("every zone")
+            .to_string();
+        assert!(error.contains("every zone at once"), "{error}");
+        plan(
+            &ctx,
+            &spec(kill_all, "blast_radius: {allow_all_zones: true}"),
+            1,
+        )
+        .expect("allowed");
+        let error = plan(
+            &ctx,
+            &spec(
+                kill_all,
+                "blast_radius: {allow_all_zones: true, max_nodes: 2}",
+            ),
+            1,
+        )
+        .expect_err("three nodes")
+        .to_string();
+        assert!(error.contains("affects 3 nodes"), "{error}");
+        let ring = "  - {kind: partition, selector: {shape: majorities-ring}, duration: 5s}";
+        let planned = plan(&ctx, &spec(ring, ""), 1).expect("ring");
+        assert_eq!(planned[0].affected_nodes.len(), 2, "{planned:?}");
     }
 }

@@ -464,6 +464,11 @@ pub fn render_arg(
                 .join(format!("{}-{replica}", service.name))
                 .display()
                 .to_string(),
+            // Faultline's own binaries (e.g. tenant-gateway) live next to the agent.
+            ["bin_dir"] => std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|d| d.display().to_string()))
+                .unwrap_or_default(),
             ["peers", scheme, port] => placements
                 .iter()
                 .filter(|((s, r), _)| *s == service.name && *r != replica)

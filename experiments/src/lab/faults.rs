@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::control::LabContext;
 use super::jetstream::{most_common_group, Server};
+use super::topology::CLIENT_ADDRESS;
 use super::LabError;
 
 /// Which partition to make.
@@ -246,7 +247,26 @@ impl LabContext {
                 )
             })
             .collect();
-        let sides = sides_of(&self.node_names(), &grudge);
+        let nodes = self.node_names();
+        let sides = sides_of(&nodes, &grudge);
+        // Clients stand with the largest side: whatever it cannot reach, they cannot either.
+        let client = Endpoint {
+            netns: self.paths.netns("client"),
+            address: CLIENT_ADDRESS,
+        };
+        let majority = largest_connected_group(&nodes, &grudge);
+        let mut endpoint_grudge = endpoint_grudge;
+        for node in nodes.iter().filter(|n| !majority.contains(n)) {
+            let endpoint = endpoints[node].clone();
+            endpoint_grudge
+                .entry(endpoint.clone())
+                .or_default()
+                .insert(client.clone());
+            endpoint_grudge
+                .entry(client.clone())
+                .or_default()
+                .insert(endpoint);
+        }
         self.start(description, duration, max, move |slot| {
             FaultAction::Partition {
                 slot,
@@ -463,6 +483,29 @@ fn split_replica(key: &str) -> (&str, u32) {
     (service, replica.parse().unwrap_or(1))
 }
 
+/// The largest set of nodes that all reach each other under `grudge` (greedy over each node's
+/// view, which is exact for the shapes we make: isolate, halves, singletons, bridge, ring).
+pub fn largest_connected_group(nodes: &[String], grudge: &Grudge<String>) -> Vec<String> {
+    let reaches = |a: &String, b: &String| {
+        a == b
+            || (grudge.get(a).is_none_or(|g| !g.contains(b))
+                && grudge.get(b).is_none_or(|g| !g.contains(a)))
+    };
+    let mut best: Vec<String> = Vec::new();
+    for start in nodes {
+        let mut group: Vec<String> = vec![start.clone()];
+        for candidate in nodes {
+            if !group.contains(candidate) && group.iter().all(|member| reaches(member, candidate)) {
+                group.push(candidate.clone());
+            }
+        }
+        if group.len() > best.len() {
+            best = group;
+        }
+    }
+    best
+}
+
 /// The distinct views of a partition: for each node, the set of nodes it still reaches
 /// (itself included), deduplicated. Isolating a zone gives two sides; a bridge gives three.
 pub fn sides_of(nodes: &[String], grudge: &Grudge<String>) -> Vec<Vec<String>> {
@@ -499,6 +542,31 @@ mod tests {
         assert_eq!(
             sides_of(&nodes, &grudge),
             vec![names(&["a1", "a2"]), names(&["b1", "b2"])]
+        );
+    }
+
+    #[test]
+    fn largest_connected_group_table() {
+        let nodes = names(&["a1", "a2", "b1", "b2", "c1", "c2"]);
+        let zone_a = net_partition::isolate(&names(&["a1", "a2"]), &nodes).expect("shape");
+        assert_eq!(
+            largest_connected_group(&nodes, &zone_a),
+            names(&["b1", "b2", "c1", "c2"])
+        );
+        let two_alone = net_partition::singletons(&names(&["a1", "b1"]), &nodes).expect("shape");
+        assert_eq!(
+            largest_connected_group(&nodes, &two_alone),
+            names(&["a2", "b2", "c1", "c2"])
+        );
+        let bridge = net_partition::bridge(&nodes).expect("shape");
+        assert_eq!(
+            largest_connected_group(&nodes, &bridge).len(),
+            4,
+            "{bridge:?}"
+        );
+        assert_eq!(
+            largest_connected_group(&nodes, &net_partition::Grudge::new()),
+            nodes
         );
     }
 

@@ -59,9 +59,10 @@ pub struct Service {
     #[serde(default, with = "serde_yaml::with::singleton_map")]
     pub placement: Placement,
     /// Program and arguments. Each argument may use the placeholders `{lab}`, `{service}`,
-    /// `{replica}`, `{node}`, `{zone}`, `{node_ip}`, `{data_dir}`, `{peers:SCHEME:PORT}` (the other
-    /// replicas of this service as `SCHEME://IP:PORT`, comma-separated) and
-    /// `{endpoints:SERVICE:SCHEME:PORT}` (every replica of SERVICE likewise).
+    /// `{replica}`, `{node}`, `{zone}`, `{node_ip}`, `{data_dir}`, `{bin_dir}` (the directory of the
+    /// running agent, where Faultline's own binaries such as `tenant-gateway` are),
+    /// `{peers:SCHEME:PORT}` (the other replicas of this service as `SCHEME://IP:PORT`,
+    /// comma-separated) and `{endpoints:SERVICE:SCHEME:PORT}` (every replica of SERVICE likewise).
     pub command: Vec<String>,
     /// What the supervisor does when a replica exits.
     #[serde(default)]
@@ -324,7 +325,7 @@ pub(crate) fn placeholders(arg: &str) -> impl Iterator<Item = &str> {
 fn check_placeholder(placeholder: &str, services: &BTreeSet<&str>) -> Result<(), String> {
     let parts: Vec<&str> = placeholder.split(':').collect();
     match parts.as_slice() {
-        ["lab" | "service" | "replica" | "node" | "zone" | "node_ip" | "data_dir"] => Ok(()),
+        ["lab" | "service" | "replica" | "node" | "zone" | "node_ip" | "data_dir" | "bin_dir"] => Ok(()),
         ["peers", _scheme, port] if port.parse::<u16>().is_ok() => Ok(()),
         ["endpoints", service, _scheme, port] if port.parse::<u16>().is_ok() => {
             if services.contains(service) {
@@ -334,7 +335,7 @@ fn check_placeholder(placeholder: &str, services: &BTreeSet<&str>) -> Result<(),
             }
         }
         _ => Err(format!(
-            "unknown placeholder `{{{placeholder}}}`; known: lab, service, replica, node, zone, node_ip, data_dir, peers:SCHEME:PORT, endpoints:SERVICE:SCHEME:PORT"
+            "unknown placeholder `{{{placeholder}}}`; known: lab, service, replica, node, zone, node_ip, data_dir, bin_dir, peers:SCHEME:PORT, endpoints:SERVICE:SCHEME:PORT"
         )),
     }
 }

@@ -1,1 +1,194 @@
 //! Reports: JSON, self-contained HTML, JUnit XML and the terminal summary.
+//!
+//! All four render one [`CheckReport`]. The JSON report is the report serialized with serde, and
+//! `schemas/report.schema.json` is its schema (versioned by `schema_version`). The HTML page has
+//! no external asset: its plots are inline SVG drawn with `plotters`.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::str::FromStr;
+
+pub use crate::checkers::{CheckError, CheckReport, REPORT_FORMAT, REPORT_SCHEMA_VERSION};
+use crate::checkers::{Evidence, Status};
+
+mod html;
+mod junit;
+mod plots;
+mod terminal;
+
+pub use terminal::terminal_summary;
+
+/// The output formats of `chaosctl check --output`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// JSON, see `schemas/report.schema.json`.
+    Json,
+    /// A self-contained HTML page.
+    Html,
+    /// JUnit XML, one test case per verdict.
+    Junit,
+    /// The terminal summary, without colours.
+    Text,
+}
+
+impl FromStr for ReportFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json" => Ok(Self::Json),
+            "html" => Ok(Self::Html),
+            "junit" | "xml" => Ok(Self::Junit),
+            "text" | "txt" => Ok(Self::Text),
+            other => Err(format!(
+                "unknown report format {other:?}: use json, html, junit or text"
+            )),
+        }
+    }
+}
+
+impl ReportFormat {
+    /// The usual file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Html => "html",
+            Self::Junit => "xml",
+            Self::Text => "txt",
+        }
+    }
+}
+
+/// Writes the JSON report (pretty-printed, ending with a newline).
+pub fn write_json<W: Write>(report: &CheckReport, mut out: W) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut out, report)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// Writes the self-contained HTML page.
+pub fn write_html<W: Write>(report: &CheckReport, mut out: W) -> io::Result<()> {
+    out.write_all(html::render(report)?.as_bytes())?;
+    out.flush()
+}
+
+/// Writes JUnit XML: one test suite, one test case per verdict (failure when invalid, error when
+/// unknown).
+pub fn write_junit<W: Write>(report: &CheckReport, mut out: W) -> io::Result<()> {
+    out.write_all(junit::render(report).as_bytes())?;
+    out.flush()
+}
+
+/// Writes `report` in `format` to `path`.
+pub fn write_file(
+    report: &CheckReport,
+    format: ReportFormat,
+    path: &Path,
+) -> Result<(), CheckError> {
+    let wrap = |source| CheckError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::create(path).map_err(wrap)?;
+    let mut out = BufWriter::new(file);
+    match format {
+        ReportFormat::Json => write_json(report, &mut out),
+        ReportFormat::Html => write_html(report, &mut out),
+        ReportFormat::Junit => write_junit(report, &mut out),
+        ReportFormat::Text => out.write_all(terminal_summary(report, false).as_bytes()),
+    }
+    .and_then(|()| out.flush())
+    .map_err(wrap)
+}
+
+/// Seconds since the run start, for display.
+pub(crate) fn secs(ns: u64) -> String {
+    format!("{:.3}", ns as f64 / 1e9)
+}
+
+/// Milliseconds as seconds, for display.
+pub(crate) fn ms_as_s(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1e3)
+}
+
+/// One line describing a piece of evidence.
+pub(crate) fn evidence_line(e: &Evidence) -> String {
+    let mut s = String::new();
+    if let Some(t) = e.at_ns {
+        let _ = write!(s, "t={}s ", secs(t));
+    }
+    let parts = [
+        ("value", &e.value),
+        ("other value", &e.other_value),
+        ("tenant", &e.tenant),
+        ("other tenant", &e.other_tenant),
+        ("node", &e.node),
+        ("other node", &e.other_node),
+        ("stream", &e.stream),
+    ];
+    for (k, v) in parts {
+        if let Some(v) = v {
+            let _ = write!(s, "{k} {v} ");
+        }
+    }
+    if let Some(q) = e.seq {
+        let _ = write!(s, "seq {q} ");
+    }
+    if let Some(l) = e.line {
+        let _ = write!(s, "line {l} ");
+    }
+    let _ = write!(s, "- {}", e.detail);
+    s
+}
+
+/// Upper-case status word.
+pub(crate) fn status_word(s: Status) -> &'static str {
+    match s {
+        Status::Valid => "VALID",
+        Status::Invalid => "INVALID",
+        Status::Unknown => "UNKNOWN",
+    }
+}
+
+/// A UTC timestamp from Unix milliseconds (`YYYY-MM-DD HH:MM:SS UTC`).
+pub(crate) fn utc(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_764_129_600_123), "2025-11-26 04:00:00 UTC");
+    }
+
+    #[test]
+    fn formats_parse() {
+        assert_eq!("junit".parse::<ReportFormat>(), Ok(ReportFormat::Junit));
+        assert!("pdf".parse::<ReportFormat>().is_err());
+    }
+}

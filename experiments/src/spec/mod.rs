@@ -399,8 +399,7 @@ impl ExperimentSpec {
             ));
         }
         for (i, fault) in self.faults.iter().enumerate() {
-            self.validate_fault(i, fault)
-                .map_err(|(field, message)| invalid(field, message))?;
+            Self::validate_fault(i, fault).map_err(|(field, message)| invalid(field, message))?;
         }
         let needed = self.last_fault_end();
         if self.duration < needed {
@@ -430,7 +429,7 @@ impl ExperimentSpec {
         Ok(())
     }
 
-    fn validate_fault(&self, i: usize, fault: &FaultSpec) -> Result<(), (String, String)> {
+    fn validate_fault(i: usize, fault: &FaultSpec) -> Result<(), (String, String)> {
         let field = |name: &str| format!("faults[{i}].{name}");
         let s = &fault.selector;
         if fault.kind != FaultKind::Kill && fault.duration.is_zero() {

@@ -1,0 +1,246 @@
+//! `chaosctl load`: the tenant workload on its own, with a live progress line and a k6-style
+//! summary. Inside a lab it enters the lab's client namespace (once, before its runtime starts,
+//! so every thread is there); with `--nats`/`--gateway` URLs it stays where it is.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use faultline_experiments::lab::control::{HostPaths, LabContext};
+use faultline_experiments::lab::DEFAULT_LAB_NAME;
+use faultline_experiments::workload::recorder::check_writable;
+use faultline_experiments::workload::target::enter_netns;
+use faultline_experiments::workload::{
+    AdapterKind, CancellationToken, Progress, ProgressFn, Target, Workload, WorkloadConfig,
+    WorkloadReport,
+};
+
+use super::Output;
+
+#[derive(Args)]
+pub(crate) struct LoadArgs {
+    /// Number of tenants: 70% small, 25% medium, 5% large.
+    #[arg(long, default_value_t = 100)]
+    tenants: u32,
+    /// Mean scheduled operations per second of the active tenants, all together (idle tenants'
+    /// bursts come on top).
+    #[arg(long, default_value_t = 200.0, allow_negative_numbers = true)]
+    rate: f64,
+    /// How long the load runs.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    duration: Duration,
+    /// Lab to load (its NATS servers and tenant gateways).
+    #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
+    lab: String,
+    /// History file (JSON Lines, the faultline-history format).
+    #[arg(long, default_value = "history.jsonl")]
+    history: PathBuf,
+    /// Observations file; defaults to the history's name with `.observations.jsonl`.
+    #[arg(long)]
+    observations: Option<PathBuf>,
+    /// Where the load goes: NATS JetStream directly, or the HTTP tenant-records contract.
+    #[arg(long, default_value = "nats")]
+    adapter: AdapterKind,
+    /// Seed of the schedule; the same seed gives the same schedule.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Replicas of each tenant's stream.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// NATS connections shared by the tenants.
+    #[arg(long, default_value_t = 3)]
+    connections: usize,
+    /// NATS servers to load instead of the lab's (nats://IP:PORT, comma-separated). Runs in
+    /// the current network namespace.
+    #[arg(long, value_delimiter = ',')]
+    nats: Vec<String>,
+    /// Tenant-records endpoints to load instead of the lab's gateways (http://IP:PORT,
+    /// comma-separated), with `--adapter http`. Runs in the current network namespace.
+    #[arg(long, value_delimiter = ',')]
+    gateway: Vec<String>,
+    /// Skip the final read-back through every node.
+    #[arg(long)]
+    no_read_back: bool,
+    /// Keep the tenants' existing streams instead of recreating them.
+    #[arg(long)]
+    keep_data: bool,
+    /// No live progress line.
+    #[arg(long)]
+    quiet: bool,
+    /// Output format of the summary.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+fn default_observations(history: &Path) -> PathBuf {
+    let stem = history
+        .file_stem()
+        .map_or_else(|| "history".into(), |s| s.to_string_lossy().into_owned());
+    history.with_file_name(format!("{stem}.observations.jsonl"))
+}
+
+fn progress_printer(quiet: bool) -> Option<ProgressFn> {
+    if quiet {
+        return None;
+    }
+    let tty = std::io::stderr().is_terminal();
+    let last = Mutex::new(
+        Instant::now()
+            .checked_sub(Duration::from_secs(60))
+            .unwrap_or_else(Instant::now),
+    );
+    Some(Arc::new(move |p: &Progress| {
+        let mut stderr = std::io::stderr().lock();
+        if tty {
+            let _ = write!(stderr, "\r\x1b[2K{}", p.line());
+            let _ = stderr.flush();
+        } else {
+            let mut last = last.lock().expect("last");
+            if last.elapsed() >= Duration::from_secs(5) {
+                *last = Instant::now();
+                let _ = writeln!(stderr, "{}", p.line());
+            }
+        }
+    }))
+}
+
+fn print_report(report: &WorkloadReport, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        Output::Text => {
+            print!("{}", report.summary.render());
+            if let Some(rb) = &report.read_back {
+                println!("\n  read-back through every node:");
+                for n in &rb.nodes {
+                    println!(
+                        "     {:<8} {} tenants ok, {} failed, {} records{}",
+                        n.node,
+                        n.ok,
+                        n.failed,
+                        n.records,
+                        n.error
+                            .as_ref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    );
+                }
+                println!(
+                    "     views agree on {} of {} tenants{}",
+                    rb.agreeing,
+                    rb.tenants,
+                    if rb.disagreeing.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; differ or incomplete: {}", rb.disagreeing.join(", "))
+                    }
+                );
+            }
+            println!(
+                "\n  history: {}\n  observations: {}",
+                report.history.display(),
+                report.observations.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn run(host: &HostPaths, args: &LoadArgs) -> anyhow::Result<ExitCode> {
+    let observations = args
+        .observations
+        .clone()
+        .unwrap_or_else(|| default_observations(&args.history));
+    let config = WorkloadConfig {
+        tenants: args.tenants,
+        rate: args.rate,
+        duration: args.duration,
+        seed: args.seed,
+        adapter: args.adapter,
+        stream_replicas: args.replicas,
+        connections: args.connections,
+        history: args.history.clone(),
+        observations,
+        fresh: !args.keep_data,
+        ..WorkloadConfig::default()
+    };
+    // Everything that can be checked without touching the system, first.
+    config.validate()?;
+    check_writable("history", &config.history)?;
+    check_writable("observations", &config.observations)?;
+    let external = !args.nats.is_empty() || !args.gateway.is_empty();
+    let target = if external {
+        Target::from_urls(&args.nats, &args.gateway)?
+    } else {
+        super::require_root()?;
+        let ctx = LabContext::open(host, &args.lab)?;
+        Target::from_lab(&ctx)?
+    };
+    if let Some((netns_dir, netns)) = target.client_netns() {
+        // Before the runtime exists, so every one of its threads is born in the namespace.
+        enter_netns(&netns_dir, &netns)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let report = runtime.block_on(async {
+        let mut workload = Workload::start(config.clone(), target).await?;
+        if let Some(printer) = progress_printer(args.quiet) {
+            workload.on_progress(printer);
+        }
+        let cancel = CancellationToken::new();
+        let on_interrupt = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nchaosctl: interrupted; stopping the load (in-flight operations finish first)");
+                on_interrupt.cancel();
+            }
+        });
+        if !args.quiet {
+            eprintln!(
+                "load: {} tenants, {} ops/s, {} via {}, seed {}; history {}",
+                config.tenants,
+                config.rate,
+                humantime::format_duration(config.duration),
+                config.adapter.name(),
+                config.seed,
+                config.history.display()
+            );
+        }
+        workload.run(cancel).await?;
+        if !args.quiet && std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+        if !args.no_read_back {
+            if !args.quiet {
+                eprintln!("load: reading every tenant back through every node");
+            }
+            workload.read_back().await?;
+        }
+        Ok::<_, anyhow::Error>(workload.finish().await?)
+    })?;
+    print_report(&report, args.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_default_next_to_the_history() {
+        assert_eq!(
+            default_observations(Path::new("/tmp/run/h.jsonl")),
+            PathBuf::from("/tmp/run/h.observations.jsonl")
+        );
+        assert_eq!(
+            default_observations(Path::new("history.jsonl")),
+            PathBuf::from("history.observations.jsonl")
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! `chaosctl run` and `chaosctl report`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use faultline_experiments::engine::run::{run_experiment, write_reports, LiveStatus, RunOptions};
+use faultline_experiments::lab::control::HostPaths;
+use faultline_experiments::lab::DEFAULT_LAB_NAME;
+use faultline_experiments::report;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// A built-in scenario (`chaosctl list`) or a spec file.
+    scenario: String,
+    /// How long each fault holds; the run grows to fit the baseline, the faults and the
+    /// recovery deadline.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Number of tenants.
+    #[arg(long)]
+    tenants: Option<u32>,
+    /// Total operations per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Lab to run on; brought up with the default topology if it is not up.
+    #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
+    lab: String,
+    /// Seed for random selectors and the load schedule; a run is reproducible from it.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where run directories go (default: <state root>/runs).
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct ReportArgs {
+    /// The run id (the directory name under the results directory).
+    run_id: String,
+    /// Where run directories are (default: <state root>/runs).
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+}
+
+fn results_root(host: &HostPaths, output_dir: Option<&PathBuf>) -> PathBuf {
+    output_dir
+        .cloned()
+        .unwrap_or_else(|| host.state_root.join("runs"))
+}
+
+/// Counts SIGINT and SIGTERM instead of dying, so the engine can heal first.
+fn count_interrupts() -> anyhow::Result<Arc<AtomicUsize>> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot handle SIGINT/SIGTERM")?;
+    let counter = Arc::clone(&count);
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            let name = if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            if n == 1 {
+                eprintln!("\nchaosctl: {name}: healing every fault, then writing a partial report (again to skip the read-back)");
+            } else {
+                eprintln!(
+                    "\nchaosctl: {name} again: skipping the read-back; still healing before exit"
+                );
+            }
+        }
+    });
+    Ok(count)
+}
+
+pub(crate) fn run(
+    host: &HostPaths,
+    args: &RunArgs,
+    max_fault_duration: Duration,
+) -> anyhow::Result<ExitCode> {
+    let (mut spec, source) = super::scenarios::load(&args.scenario)?;
+    if let Some(duration) = args.duration {
+        for fault in &mut spec.faults {
+            if !fault.duration.is_zero() {
+                fault.duration = duration;
+            }
+        }
+        spec.duration = spec
+            .duration
+            .max(spec.last_fault_end() + spec.recovery_deadline);
+    }
+    if let Some(tenants) = args.tenants {
+        spec.workload.tenants = tenants;
+    }
+    if let Some(rate) = args.rate {
+        spec.workload.rate = rate;
+    }
+    spec.validate(&source)?;
+    let seed = args.seed.unwrap_or(spec.workload.seed);
+    let options = RunOptions {
+        spec,
+        source,
+        host: host.clone(),
+        lab: args.lab.clone(),
+        agent_binary: crate::agent_binary(),
+        results_root: results_root(host, args.output_dir.as_ref()),
+        seed,
+        max_fault_duration,
+        interrupts: count_interrupts()?,
+    };
+    println!(
+        "running {} on lab {} for up to {} (seed {seed})",
+        options.spec.name,
+        options.lab,
+        humantime::format_duration(options.spec.duration)
+    );
+    let tty = std::io::stdout().is_terminal();
+    let mut last_line = Instant::now()
+        .checked_sub(Duration::from_secs(10))
+        .unwrap_or_else(Instant::now);
+    let mut last_phase = None;
+    let mut show = |status: &LiveStatus| {
+        let phase_changed = last_phase != Some(status.phase);
+        if !(tty || phase_changed || last_line.elapsed() >= Duration::from_secs(5)) {
+            return;
+        }
+        last_phase = Some(status.phase);
+        last_line = Instant::now();
+        let p = &status.progress;
+        let line = format!(
+            "{:<14} {:>4}s left  {:>5.0} ops/s  fail {} (+{})  info {} (+{})  p99 {:.0} ms  faults: {}",
+            format!("{:?}", status.phase).to_lowercase(),
+            status.left.as_secs(),
+            p.ops_per_s,
+            p.fail,
+            p.window_fail,
+            p.info,
+            p.window_info,
+            p.p99_ms,
+            if status.active_faults.is_empty() { "none".to_owned() } else { status.active_faults.join("; ") }
+        );
+        if tty {
+            print!("\r\x1b[2K{line}");
+            let _ = std::io::stdout().flush();
+        } else {
+            println!("{line}");
+        }
+    };
+    let outcome = run_experiment(&options, &mut show);
+    if tty {
+        println!();
+    }
+    let outcome = outcome?;
+    if outcome.record.started_lab {
+        println!(
+            "brought lab {} up for this run (it stays up; `chaosctl lab down` removes it)",
+            options.lab
+        );
+    }
+    if let Some(report) = &outcome.report {
+        print!("{}", report::terminal_summary(report, tty));
+    }
+    if let Some(reason) = &outcome.record.aborted {
+        println!("ABORTED: {reason}");
+    }
+    for failure in &outcome.record.heal_failures {
+        println!("WARNING: revert failed, the ledger deadline still applies: {failure}");
+    }
+    println!("results: {}", outcome.dir.display());
+    println!("report:  {}", outcome.html().display());
+    Ok(ExitCode::from(outcome.record.exit_code))
+}
+
+pub(crate) fn report(host: &HostPaths, args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    let dir = results_root(host, args.output_dir.as_ref()).join(&args.run_id);
+    anyhow::ensure!(
+        dir.is_dir(),
+        "no run {} in {}; `ls` that directory for run ids",
+        args.run_id,
+        dir.parent()
+            .map_or_else(String::new, |p| p.display().to_string())
+    );
+    let history = dir.join("history.jsonl");
+    let observations = dir.join("observations.jsonl");
+    let config = read_config(&dir.join("report.json"))?;
+    let report = faultline_experiments::checkers::check_files(
+        &history,
+        observations.exists().then_some(observations.as_path()),
+        &config,
+    )?;
+    write_reports(&report, &dir)?;
+    print!(
+        "{}",
+        report::terminal_summary(&report, std::io::stdout().is_terminal())
+    );
+    println!("report: {}", dir.join("report.html").display());
+    Ok(ExitCode::from(report.exit_code().clamp(0, 255) as u8))
+}
+
+/// The checker configuration the run used, from its JSON report, so a re-render judges alike.
+fn read_config(report: &Path) -> anyhow::Result<faultline_experiments::checkers::CheckConfig> {
+    let Ok(text) = std::fs::read_to_string(report) else {
+        return Ok(faultline_experiments::checkers::CheckConfig::default());
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", report.display()))?;
+    Ok(serde_json::from_value(json["config"].clone()).unwrap_or_default())
+}

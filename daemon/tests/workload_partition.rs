@@ -1,0 +1,135 @@
+//! Isolate a majority of the NATS servers for 10 s mid-run: no write succeeds while quorum is
+//! lost, and the history shows it.
+
+mod common;
+mod workload_common;
+
+use std::time::Duration;
+
+use common::{can_run_lab, TestLab};
+use faultline_experiments::history::{Observation, OpKind, Outcome};
+use workload_common::{
+    assert_read_back_complete, finish, observations, spawn_load, wait_until_loading, Files, History,
+};
+
+#[test]
+fn no_write_succeeds_while_a_majority_of_nats_servers_is_isolated() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let files = Files::new(&lab, "partition");
+    let child = spawn_load(
+        &lab,
+        &files,
+        &[
+            "--duration",
+            "30s",
+            "--rate",
+            "120",
+            "--tenants",
+            "30",
+            "--quiet",
+        ],
+    );
+    wait_until_loading(&files, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(6));
+    let isolated = [lab.node_of("nats/1"), lab.node_of("nats/2")];
+    lab.ok(&[
+        "inject",
+        "partition",
+        "--isolate",
+        &isolated.join(","),
+        "--for",
+        "10s",
+    ]);
+    let report = finish(child);
+    let history = History::read(&files.history);
+    assert_eq!(
+        report["summary"]["ops"].as_u64(),
+        Some(history.load().count() as u64)
+    );
+
+    // The fault window, on the run's clock, as the workload observed it from the ledger.
+    let obs = observations(&files.observations);
+    let (start, end, survivable, affected) = obs
+        .iter()
+        .find_map(|o| match o {
+            Observation::Fault {
+                kind,
+                start_ns,
+                end_ns,
+                survivable,
+                affected,
+                ..
+            } if kind == "partition" => Some((
+                *start_ns,
+                end_ns.expect("healed before the run ended"),
+                *survivable,
+                affected.clone(),
+            )),
+            _ => None,
+        })
+        .expect("a partition fault observation");
+    assert!(!survivable, "isolating 2 of 3 servers leaves no quorum");
+    for node in &isolated {
+        assert!(affected.contains(node), "{affected:?}");
+    }
+    assert!(end >= start + 10_000_000_000, "held at least its 10 s");
+
+    // The rules hold from just after `start` until the deadline, start + 10 s: no write is
+    // acknowledged in between.
+    let (from, to) = (start + 1_000_000_000, start + 10_000_000_000);
+    let during: Vec<_> = history
+        .load()
+        .filter(|o| o.kind == OpKind::Write && o.invoke_ns >= from && o.invoke_ns < to)
+        .collect();
+    assert!(
+        during.len() > 300,
+        "only {} writes attempted during quorum loss",
+        during.len()
+    );
+    let acked: Vec<_> = history
+        .load()
+        .filter(|o| {
+            o.kind == OpKind::Write
+                && o.outcome == Outcome::Ok
+                && o.complete_ns > from
+                && o.complete_ns < to
+        })
+        .map(|o| (o.value.clone(), o.invoke_ns, o.complete_ns))
+        .collect();
+    assert!(
+        acked.is_empty(),
+        "writes acknowledged during quorum loss: {acked:?}"
+    );
+    // Writes sent in the window fail or stay uncertain; the few that end `ok` were sent just
+    // before the heal and acknowledged after it.
+    for o in &during {
+        assert!(o.outcome != Outcome::Ok || o.complete_ns >= to, "{o:?}");
+        assert!(
+            o.outcome == Outcome::Ok || o.error.is_some(),
+            "{o:?} has no error text"
+        );
+    }
+    let failed = during.iter().filter(|o| o.outcome != Outcome::Ok).count();
+    assert!(
+        failed * 10 >= during.len() * 9,
+        "{failed} of {} writes in the window failed",
+        during.len()
+    );
+
+    // Writes succeed again after the heal.
+    let after: Vec<_> = history
+        .load()
+        .filter(|o| o.kind == OpKind::Write && o.invoke_ns > end + 8_000_000_000)
+        .collect();
+    let ok = after.iter().filter(|o| o.outcome == Outcome::Ok).count();
+    assert!(
+        !after.is_empty() && ok * 100 >= after.len() * 95,
+        "{ok} of {} writes ok after the heal",
+        after.len()
+    );
+
+    assert_read_back_complete(&history, 3);
+}

@@ -1,0 +1,545 @@
+//! The phase runner behind `chaosctl run`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::checkers::{self, CheckConfig, CheckReport, ExperimentInfo};
+use crate::history::Observation;
+use crate::lab::control::{self, HostPaths, LabContext};
+use crate::lab::topology::Topology;
+use crate::report::{self, ReportFormat};
+use crate::spec::{ExperimentSpec, Probe};
+use crate::workload::{self, AdapterKind, BackgroundWorkload, Progress, WorkloadConfig};
+
+use super::execute::{Injected, InjectedFault};
+use super::plan::{plan, PlannedFault};
+use super::EngineError;
+
+const TICK: Duration = Duration::from_millis(100);
+/// Consecutive passing seconds that end the recovery watch early.
+const RECOVERED_AFTER: u32 = 5;
+
+/// What `chaosctl run` asks for.
+pub struct RunOptions {
+    /// The experiment.
+    pub spec: ExperimentSpec,
+    /// Where the spec came from (file or `catalog:NAME`).
+    pub source: String,
+    /// Host paths.
+    pub host: HostPaths,
+    /// Lab name.
+    pub lab: String,
+    /// `faultlined`, to start the lab when it is not up.
+    pub agent_binary: PathBuf,
+    /// Results go to `<results_root>/<run id>/`.
+    pub results_root: PathBuf,
+    /// Seed for random selectors and the load schedule.
+    pub seed: u64,
+    /// Cap on any fault's duration.
+    pub max_fault_duration: Duration,
+    /// SIGINT/SIGTERM count, bumped by the caller's signal handler.
+    pub interrupts: Arc<AtomicUsize>,
+}
+
+/// The live state shown while a run goes on.
+#[derive(Clone, Debug)]
+pub struct LiveStatus {
+    /// Current phase.
+    pub phase: Phase,
+    /// Time since the run started.
+    pub elapsed: Duration,
+    /// Time left of the planned run.
+    pub left: Duration,
+    /// The workload's latest progress.
+    pub progress: Progress,
+    /// Active faults, described.
+    pub active_faults: Vec<String>,
+}
+
+/// The phases, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Lab, plan, workload start.
+    Setup,
+    /// Healthy load before any fault.
+    Baseline,
+    /// Faults being injected and held.
+    Inject,
+    /// Every fault healed; waiting for recovery.
+    RecoveryWatch,
+    /// Reading every tenant back through every node.
+    ReadBack,
+    /// Checkers.
+    Check,
+    /// Writing reports.
+    Report,
+}
+
+/// The experiment part of a run's record (`run.json`), next to the checkers' report.
+#[derive(Debug, Serialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub run_id: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// Where the spec came from.
+    pub source: String,
+    /// Lab name.
+    pub lab: String,
+    /// Whether the engine brought the lab up.
+    pub started_lab: bool,
+    /// Seed used.
+    pub seed: u64,
+    /// The plan.
+    pub plan: Vec<PlannedFault>,
+    /// What was injected and healed.
+    pub injected: Vec<InjectedFault>,
+    /// Why the run ended early, if it did.
+    pub aborted: Option<String>,
+    /// Whether the steady state held during the baseline.
+    pub steady_state: Option<String>,
+    /// Reverts that failed during the final heal (their ledger deadlines still apply).
+    pub heal_failures: Vec<String>,
+    /// Exit code: 0 pass, 1 SLO or consistency failure, 2 error, unknown or aborted.
+    pub exit_code: u8,
+}
+
+/// The outcome of a run.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The run's record.
+    pub record: RunRecord,
+    /// The results directory.
+    pub dir: PathBuf,
+    /// The checkers' report, when the run got that far.
+    pub report: Option<CheckReport>,
+}
+
+impl RunOutcome {
+    /// Path of the HTML report.
+    pub fn html(&self) -> PathBuf {
+        self.dir.join("report.html")
+    }
+}
+
+fn make_run_id(spec: &ExperimentSpec) -> String {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace([':', '-'], "")
+        .trim_end_matches('Z')
+        .to_owned();
+    format!("{}-{stamp}", spec.name)
+}
+
+/// Opens the lab, bringing it up with the default topology if it is not; says whether it did.
+fn ensure_lab(options: &RunOptions) -> Result<(LabContext, bool), EngineError> {
+    match LabContext::open(&options.host, &options.lab) {
+        Ok(ctx) => {
+            if ctx.agent().is_none() {
+                control::start_agent(&ctx, &options.host, &options.agent_binary)?;
+            }
+            control::wait_ready(&ctx, Duration::from_secs(90))?;
+            Ok((ctx, false))
+        }
+        Err(crate::lab::LabError::NotUp(_)) => {
+            let (ctx, _) = control::up(
+                &options.host,
+                &options.lab,
+                &Topology::default_lab(),
+                &options.agent_binary,
+                Duration::from_secs(90),
+            )?;
+            Ok((ctx, true))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn check_config(spec: &ExperimentSpec) -> CheckConfig {
+    let mut config = CheckConfig::for_scenario(&spec.name);
+    config.slo.recovery_deadline_ms = spec.slo.max_ttr.as_millis() as u64;
+    config.slo.min_success_rate = spec.slo.min_success_rate;
+    config.slo.max_p99_ms = spec.slo.max_p99.as_millis() as u64;
+    config.slo.min_throughput_ratio = spec.slo.min_throughput_ratio;
+    config
+}
+
+/// Runs one experiment end to end. `on_status` is called about ten times a second.
+pub fn run_experiment(
+    options: &RunOptions,
+    on_status: &mut dyn FnMut(&LiveStatus),
+) -> Result<RunOutcome, EngineError> {
+    let spec = &options.spec;
+    spec.validate(&options.source)?;
+    let (ctx, started_lab) = ensure_lab(options)?;
+    ctx.reconcile()?;
+    let planned = plan(&ctx, spec, options.seed)?;
+    let run_id = make_run_id(spec);
+    let dir = options.results_root.join(&run_id);
+    fs::create_dir_all(&dir).map_err(|source| EngineError::Results {
+        path: dir.clone(),
+        source,
+    })?;
+    write_file(
+        &dir.join("spec.yaml"),
+        serde_yaml::to_string(spec).unwrap_or_default().as_bytes(),
+    )?;
+
+    let config = workload_config(spec, &run_id, &dir, options.seed);
+    let mut record = RunRecord {
+        run_id: run_id.clone(),
+        scenario: spec.name.clone(),
+        source: options.source.clone(),
+        lab: options.lab.clone(),
+        started_lab,
+        seed: options.seed,
+        plan: planned.clone(),
+        injected: vec![],
+        aborted: None,
+        steady_state: None,
+        heal_failures: vec![],
+        exit_code: 2,
+    };
+    let mut load = workload::spawn_in_lab(&ctx, config)?;
+    let clock = load.clock();
+    let mut injected = Injected::new(&ctx, options.max_fault_duration);
+    let watch = Watch::run(
+        options,
+        spec,
+        &ctx,
+        &planned,
+        &mut load,
+        &mut injected,
+        &clock,
+        on_status,
+        &mut record,
+    );
+
+    // The final heal runs whatever happened above.
+    record.heal_failures = injected.heal_all(clock.now_ns());
+    record.injected = injected.faults().to_vec();
+    let sink = load.observations();
+    for fault in injected.faults() {
+        sink.record(Observation::Fault {
+            fault_id: fault.fault_ids.first().cloned().unwrap_or_default(),
+            kind: fault.kind.clone(),
+            start_ns: fault.start_ns,
+            end_ns: fault.end_ns,
+            sides: fault.sides.clone(),
+            affected: fault.affected.clone(),
+            survivable: fault.survivable,
+        });
+    }
+    drop(injected);
+    load.stop();
+    let second_interrupt = options.interrupts.load(Ordering::SeqCst) >= 2;
+    let read_back = watch.is_ok() && record.steady_state.is_none() && !second_interrupt;
+    on_status(&status(Phase::ReadBack, &clock, spec, &load, vec![]));
+    let finished = load.finish(read_back);
+    watch?;
+    finished?;
+
+    on_status(&status_without_load(Phase::Check, &clock, spec));
+    let mut report = checkers::check_files(
+        &dir.join("history.jsonl"),
+        Some(&dir.join("observations.jsonl")),
+        &check_config(spec),
+    )?;
+    report.experiment = Some(experiment_info(options, &record));
+    on_status(&status_without_load(Phase::Report, &clock, spec));
+    write_reports(&report, &dir)?;
+    record.exit_code = if record.aborted.is_some() || record.steady_state.is_some() {
+        2
+    } else {
+        report.exit_code().clamp(0, 255) as u8
+    };
+    write_file(
+        &dir.join("run.json"),
+        serde_json::to_string_pretty(&record)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    Ok(RunOutcome {
+        record,
+        dir,
+        report: Some(report),
+    })
+}
+
+/// The experiment section of the report.
+fn experiment_info(options: &RunOptions, record: &RunRecord) -> ExperimentInfo {
+    ExperimentInfo {
+        scenario: options.spec.name.clone(),
+        plan_id: options.spec.plan_id.clone(),
+        lab: options.lab.clone(),
+        seed: options.seed,
+        aborted: record.aborted.clone(),
+        faults: record
+            .injected
+            .iter()
+            .map(|f| {
+                if f.affected.is_empty() {
+                    f.description.clone()
+                } else {
+                    format!("{}: {}", f.description, f.affected.join(", "))
+                }
+            })
+            .collect(),
+    }
+}
+
+fn workload_config(spec: &ExperimentSpec, run_id: &str, dir: &Path, seed: u64) -> WorkloadConfig {
+    WorkloadConfig {
+        run_id: Some(run_id.to_owned()),
+        tenants: spec.workload.tenants,
+        rate: spec.workload.rate,
+        duration: spec.duration,
+        seed,
+        adapter: if spec.workload.adapter == "http" {
+            AdapterKind::Http
+        } else {
+            AdapterKind::Nats
+        },
+        stream_replicas: spec.workload.stream_replicas as usize,
+        history: dir.join("history.jsonl"),
+        observations: dir.join("observations.jsonl"),
+        ..WorkloadConfig::default()
+    }
+}
+
+/// Writes the four report formats into a run directory: `report.json`, `report.html`,
+/// `report.xml` (JUnit) and `summary.txt`.
+pub fn write_reports(report: &CheckReport, dir: &Path) -> Result<(), EngineError> {
+    for (format, name) in [
+        (ReportFormat::Json, "report.json"),
+        (ReportFormat::Html, "report.html"),
+        (ReportFormat::Junit, "report.xml"),
+        (ReportFormat::Text, "summary.txt"),
+    ] {
+        report::write_file(report, format, &dir.join(name))?;
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+    fs::write(path, bytes).map_err(|source| EngineError::Results {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn status(
+    phase: Phase,
+    clock: &workload::RunClock,
+    spec: &ExperimentSpec,
+    load: &BackgroundWorkload,
+    active: Vec<String>,
+) -> LiveStatus {
+    let elapsed = Duration::from_nanos(clock.now_ns());
+    LiveStatus {
+        phase,
+        elapsed,
+        left: spec.duration.saturating_sub(elapsed),
+        progress: load.progress(),
+        active_faults: active,
+    }
+}
+
+fn status_without_load(
+    phase: Phase,
+    clock: &workload::RunClock,
+    spec: &ExperimentSpec,
+) -> LiveStatus {
+    let elapsed = Duration::from_nanos(clock.now_ns());
+    LiveStatus {
+        phase,
+        elapsed,
+        left: spec.duration.saturating_sub(elapsed),
+        progress: Progress::default(),
+        active_faults: vec![],
+    }
+}
+
+/// The baseline, inject and recovery-watch phases.
+struct Watch;
+
+impl Watch {
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        options: &RunOptions,
+        spec: &ExperimentSpec,
+        ctx: &LabContext,
+        planned: &[PlannedFault],
+        load: &mut BackgroundWorkload,
+        injected: &mut Injected<'_>,
+        clock: &workload::RunClock,
+        on_status: &mut dyn FnMut(&LiveStatus),
+        record: &mut RunRecord,
+    ) -> Result<(), EngineError> {
+        let start = Instant::now();
+        let baseline_end = spec.baseline;
+        let mut next = 0;
+        let mut abort_since: Vec<Option<Instant>> = vec![None; spec.abort.len()];
+        let mut passing_seconds = 0_u32;
+        let mut last_second = 0_u64;
+        let mut last_heal: Option<Duration> = None;
+        let mut baseline_checked = false;
+        loop {
+            std::thread::sleep(TICK);
+            let elapsed = start.elapsed();
+            let now_ns = clock.now_ns();
+            let interrupts = options.interrupts.load(Ordering::SeqCst);
+            if interrupts > 0 {
+                record.aborted = Some(format!(
+                    "interrupted (signal received {interrupts}x); every fault was healed"
+                ));
+                return Ok(());
+            }
+            let progress = load.progress();
+            let phase = if elapsed < baseline_end {
+                Phase::Baseline
+            } else if next < planned.len() || injected.any_active() {
+                Phase::Inject
+            } else {
+                Phase::RecoveryWatch
+            };
+
+            if !baseline_checked && elapsed >= baseline_end {
+                baseline_checked = true;
+                if let Err(reason) = steady_state_holds(spec, ctx, &progress) {
+                    record.steady_state = Some(reason.clone());
+                    record.aborted = Some(format!("steady state did not hold during the baseline: {reason}; nothing was injected"));
+                    return Ok(());
+                }
+            }
+            if baseline_checked {
+                while next < planned.len() && planned[next].at <= elapsed {
+                    injected.inject(next, &planned[next], now_ns)?;
+                    next += 1;
+                }
+                let heal_failures = injected.heal_due(now_ns, |fault| {
+                    let duration = planned[fault.plan_index].duration;
+                    now_ns >= fault.start_ns + duration.as_nanos() as u64
+                });
+                record.heal_failures.extend(heal_failures);
+                if !injected.any_active() && next == planned.len() && last_heal.is_none() {
+                    last_heal = Some(elapsed);
+                }
+            }
+
+            // Once a second: abort conditions and the recovery watch.
+            let second = elapsed.as_secs();
+            if second != last_second {
+                last_second = second;
+                let window_ops = progress.ops_per_s.max(1.0);
+                let error_rate = (progress.window_fail + progress.window_info) as f64 / window_ops;
+                let in_fault = injected.any_active();
+                for (i, condition) in spec.abort.iter().enumerate() {
+                    if !in_fault && baseline_checked && error_rate > condition.error_rate_above {
+                        let since = *abort_since[i].get_or_insert_with(Instant::now);
+                        if since.elapsed() >= condition.sustained {
+                            record.aborted = Some(format!(
+                                "abort condition {i} fired: error rate {:.0}% above {:.0}% for {} outside fault windows; every fault was healed",
+                                error_rate * 100.0,
+                                condition.error_rate_above * 100.0,
+                                humantime::format_duration(condition.sustained)
+                            ));
+                            return Ok(());
+                        }
+                    } else {
+                        abort_since[i] = None;
+                    }
+                }
+                if let Some(healed_at) = last_heal {
+                    let passing = error_rate <= 1.0 - spec.slo.min_success_rate
+                        && progress.p99_ms <= spec.slo.max_p99.as_millis() as f64;
+                    passing_seconds = if passing { passing_seconds + 1 } else { 0 };
+                    let watched = elapsed.saturating_sub(healed_at);
+                    if passing_seconds > RECOVERED_AFTER || watched >= spec.recovery_deadline {
+                        return Ok(());
+                    }
+                }
+            }
+            if elapsed >= spec.duration {
+                return Ok(());
+            }
+            let active = injected
+                .faults()
+                .iter()
+                .filter(|f| f.end_ns.is_none())
+                .map(|f| f.description.clone())
+                .collect();
+            on_status(&status(phase, clock, spec, load, active));
+        }
+    }
+}
+
+/// The steady-state hypothesis, judged at the end of the baseline.
+fn steady_state_holds(
+    spec: &ExperimentSpec,
+    ctx: &LabContext,
+    progress: &Progress,
+) -> Result<(), String> {
+    let steady = &spec.steady_state;
+    if progress.ops == 0 {
+        return Err("no operation completed during the baseline".to_owned());
+    }
+    let success = 1.0 - (progress.fail + progress.info) as f64 / progress.ops as f64;
+    if success < steady.min_success_rate {
+        return Err(format!(
+            "success rate {:.2}% is below {:.2}%",
+            success * 100.0,
+            steady.min_success_rate * 100.0
+        ));
+    }
+    let max_p99_ms = steady.max_p99.as_millis() as f64;
+    if progress.p99_ms > max_p99_ms {
+        return Err(format!(
+            "p99 latency {:.0} ms is above {max_p99_ms:.0} ms",
+            progress.p99_ms
+        ));
+    }
+    for probe in &steady.probes {
+        match probe {
+            Probe::Http {
+                service,
+                port,
+                path,
+            } => {
+                let services = ctx.services().map_err(|e| e.to_string())?;
+                for replica in services.replicas.iter().filter(|r| &r.service == service) {
+                    let address = ctx
+                        .topology
+                        .node(&replica.node)
+                        .map(|n| n.address)
+                        .ok_or("unknown node")?;
+                    let answer = crate::lab::probe::http_get(
+                        &ctx.netns_dir,
+                        &ctx.paths.netns("client"),
+                        address,
+                        *port,
+                        path,
+                    );
+                    if !answer.is_some_and(|(status, _)| (200..300).contains(&status)) {
+                        return Err(format!("probe GET {path} on {} failed", replica.key()));
+                    }
+                }
+            }
+            Probe::NatsStreamHealth => {
+                let placements = ctx
+                    .jetstream_placements(crate::lab::jetstream::ALL_STREAMS)
+                    .map_err(|e| e.to_string())?;
+                if let Some(leaderless) = placements.iter().find(|p| p.leader.is_none()) {
+                    return Err(format!("stream {} has no leader", leaderless.stream));
+                }
+            }
+        }
+    }
+    Ok(())
+}

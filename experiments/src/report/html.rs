@@ -1,0 +1,487 @@
+//! The self-contained HTML page: inline CSS, inline SVG, no script, no external asset.
+
+use std::fmt::Write as _;
+use std::io;
+
+use plotters::style::RGBColor;
+
+use crate::checkers::{CheckReport, Severity, Status};
+
+use super::junit::xml_escape as esc;
+use super::plots::{tenant_heatmap, time_chart, Line, TenantRow};
+use super::{ms_as_s, secs, status_word, utc};
+
+/// Tenants shown in the heatmap.
+const HEATMAP_TENANTS: usize = 40;
+
+const CSS: &str = r"
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:24px;color:#1d2330;background:#fafbfc}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #dde1e6;padding-bottom:4px}
+.meta{color:#5a6472;font-size:13px}
+.aborted{background:#fdecea;border:1px solid #c62828;padding:8px 12px;border-radius:6px}
+.badge{display:inline-block;padding:2px 10px;border-radius:10px;font-weight:600;font-size:13px;color:#fff}
+.valid{background:#1f8a4c}.invalid{background:#c62828}.unknown{background:#b7791f}
+.cards{display:flex;gap:12px;flex-wrap:wrap;margin:14px 0}
+.card{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:10px 14px;min-width:120px}
+.card b{display:block;font-size:20px}.card span{color:#5a6472;font-size:12px}
+table{border-collapse:collapse;background:#fff;font-size:13px;margin:6px 0}
+th,td{border:1px solid #dde1e6;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f0f2f5}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+details{margin:6px 0 12px}summary{cursor:pointer;font-weight:600}
+.plot{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:6px;margin:8px 0;overflow-x:auto}
+.plot svg{max-width:100%;height:auto}
+.note{color:#5a6472;font-size:13px}
+code{font-size:12px}
+";
+
+fn badge(s: Status) -> String {
+    format!(
+        r#"<span class="badge {}">{}</span>"#,
+        s.as_str(),
+        status_word(s)
+    )
+}
+
+fn opt<T: ToString>(v: Option<&T>) -> String {
+    v.map_or_else(String::new, |v| esc(&v.to_string()))
+}
+
+/// Renders the page.
+pub(crate) fn render(r: &CheckReport) -> io::Result<String> {
+    let mut h = String::with_capacity(64 * 1024);
+    let title = format!("Faultline check: {}", r.run.run_id);
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>{CSS}</style></head><body>\n",
+        esc(&title)
+    );
+    let _ = writeln!(h, "<h1>{} {}</h1>", esc(&title), badge(r.status));
+    if let Some(experiment) = &r.experiment {
+        let _ = writeln!(
+            h,
+            "<div class=\"meta\">scenario <b>{}</b>{} &middot; lab {} &middot; seed {}</div>",
+            esc(&experiment.scenario),
+            experiment
+                .plan_id
+                .as_deref()
+                .map(|id| format!(" ({})", esc(id)))
+                .unwrap_or_default(),
+            esc(&experiment.lab),
+            experiment.seed
+        );
+        if let Some(reason) = &experiment.aborted {
+            let _ = writeln!(
+                h,
+                "<p class=\"aborted\"><b>ABORTED:</b> {}. This is a partial report.</p>",
+                esc(reason)
+            );
+        }
+        if !experiment.faults.is_empty() {
+            let _ = writeln!(h, "<ul class=\"meta\">");
+            for fault in &experiment.faults {
+                let _ = writeln!(h, "<li>{}</li>", esc(fault));
+            }
+            let _ = writeln!(h, "</ul>");
+        }
+    }
+    let _ = writeln!(
+        h,
+        "<div class=\"meta\">adapter {} &middot; started {} &middot; history v{} &middot; report schema v{} &middot; faultline {} &middot; exit code {}</div>",
+        esc(&r.run.adapter),
+        esc(&utc(r.run.started_at_unix_ms)),
+        r.run.history_version,
+        r.schema_version,
+        esc(&r.tool_version),
+        r.exit_code()
+    );
+    let worst_ttr = r.recovery.faults.iter().filter_map(|f| f.ttr_ms).max();
+    let never = r
+        .recovery
+        .faults
+        .iter()
+        .any(|f| f.reference_ns.is_some() && !f.recovered);
+    let ttr_card = match (never, worst_ttr) {
+        (true, _) => "never".to_string(),
+        (false, Some(t)) => ms_as_s(t),
+        (false, None) => "n/a".to_string(),
+    };
+    let _ = writeln!(h, "<div class=\"cards\">");
+    for (value, label) in [
+        (format!("{}/100", r.score), "score".to_string()),
+        (r.input.operations.to_string(), "operations".to_string()),
+        (r.input.values.to_string(), "distinct values".to_string()),
+        (r.input.tenants.to_string(), "tenants".to_string()),
+        (r.faults.len().to_string(), "fault windows".to_string()),
+        (ttr_card, "worst time to recovery".to_string()),
+    ] {
+        let _ = writeln!(
+            h,
+            "<div class=\"card\"><b>{}</b><span>{}</span></div>",
+            esc(&value),
+            esc(&label)
+        );
+    }
+    let _ = writeln!(h, "</div>");
+
+    verdicts(&mut h, r);
+    plots(&mut h, r)?;
+    faults(&mut h, r);
+    tenants(&mut h, r)?;
+    input(&mut h, r);
+    let _ = writeln!(
+        h,
+        "<p class=\"note\">Definitions of every checker, anomaly and the score: docs/checkers.md. \
+         The score is secondary: the run passes only if every verdict is valid.</p>\n</body></html>"
+    );
+    Ok(h)
+}
+
+fn verdicts(h: &mut String, r: &CheckReport) {
+    let _ = writeln!(
+        h,
+        "<h2>Verdicts</h2><table><tr><th>checker</th><th>status</th><th>summary</th></tr>"
+    );
+    for v in &r.verdicts {
+        let _ = writeln!(
+            h,
+            "<tr><td><a href=\"#v-{0}\">{0}</a></td><td>{1}</td><td>{2}</td></tr>",
+            esc(&v.name),
+            badge(v.status),
+            esc(&v.summary)
+        );
+    }
+    let _ = writeln!(h, "</table>");
+    for v in &r.verdicts {
+        let _ = writeln!(
+            h,
+            "<h3 id=\"v-{0}\">{0} {1}</h3>",
+            esc(&v.name),
+            badge(v.status)
+        );
+        for n in &v.notes {
+            let _ = writeln!(h, "<div class=\"note\">note: {}</div>", esc(n));
+        }
+        if v.anomalies.is_empty() {
+            let _ = writeln!(h, "<div class=\"note\">no anomalies</div>");
+        }
+        for a in &v.anomalies {
+            let sev = match a.severity {
+                Severity::Invalid => "invalid",
+                Severity::Info => "reported only",
+            };
+            let cats: Vec<String> = a
+                .categories
+                .iter()
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect();
+            let _ = writeln!(
+                h,
+                "<details{}><summary>{} &mdash; {} ({sev}){}</summary>",
+                if a.severity == Severity::Invalid {
+                    " open"
+                } else {
+                    ""
+                },
+                esc(&a.name),
+                a.count,
+                if cats.is_empty() {
+                    String::new()
+                } else {
+                    format!(" &middot; {}", esc(&cats.join(", ")))
+                }
+            );
+            if !a.evidence.is_empty() {
+                let _ = writeln!(
+                    h,
+                    "<table><tr><th>t (s)</th><th>tenant</th><th>other tenant</th><th>value</th><th>other value</th>\
+                     <th>node</th><th>other node</th><th>stream</th><th>seq</th><th>line</th><th>detail</th></tr>"
+                );
+                for e in &a.evidence {
+                    let _ = writeln!(
+                        h,
+                        "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td>\
+                         <td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                        e.at_ns.map(secs).unwrap_or_default(),
+                        opt(e.tenant.as_ref()),
+                        opt(e.other_tenant.as_ref()),
+                        opt(e.value.as_ref()),
+                        opt(e.other_value.as_ref()),
+                        opt(e.node.as_ref()),
+                        opt(e.other_node.as_ref()),
+                        opt(e.stream.as_ref()),
+                        opt(e.seq.as_ref()),
+                        opt(e.line.as_ref()),
+                        esc(&e.detail)
+                    );
+                }
+                let _ = writeln!(h, "</table>");
+                if a.count > a.evidence.len() as u64 {
+                    let _ = writeln!(
+                        h,
+                        "<div class=\"note\">showing the earliest {} of {}</div>",
+                        a.evidence.len(),
+                        a.count
+                    );
+                }
+            }
+            let _ = writeln!(h, "</details>");
+        }
+    }
+}
+
+fn x_max(r: &CheckReport) -> f64 {
+    let step = r.timeline.step_ms as f64 / 1e3;
+    let tl = r.timeline.points.last().map_or(0.0, |p| p.t_s + step);
+    let faults = r
+        .faults
+        .iter()
+        .map(|f| f.end_ns.unwrap_or(f.start_ns) as f64 / 1e9)
+        .fold(0.0, f64::max);
+    tl.max(faults).max(1.0)
+}
+
+fn fault_ranges(r: &CheckReport, x_max: f64) -> Vec<(f64, f64)> {
+    r.faults
+        .iter()
+        .map(|f| {
+            (
+                f.start_ns as f64 / 1e9,
+                f.end_ns.map_or(x_max, |e| e as f64 / 1e9),
+            )
+        })
+        .collect()
+}
+
+fn plots(h: &mut String, r: &CheckReport) -> io::Result<()> {
+    let _ = writeln!(
+        h,
+        "<h2>Over time</h2><div class=\"note\">All tenants, {} ms per point; fault windows shaded red.</div>",
+        r.timeline.step_ms
+    );
+    if r.timeline.points.is_empty() {
+        let _ = writeln!(h, "<div class=\"note\">no load operations to plot</div>");
+        return Ok(());
+    }
+    let xm = x_max(r);
+    let faults = fault_ranges(r, xm);
+    let pts = &r.timeline.points;
+    let series =
+        |f: &dyn Fn(&crate::checkers::TimelinePoint) -> Option<f64>| -> Vec<(f64, Option<f64>)> {
+            pts.iter().map(|p| (p.t_s, f(p))).collect()
+        };
+    let charts = [
+        time_chart(
+            "Throughput",
+            "ok completions / s",
+            xm,
+            &[Line {
+                label: "throughput",
+                color: RGBColor(31, 119, 180),
+                points: series(&|p| Some(p.throughput)),
+            }],
+            &faults,
+            false,
+        )?,
+        time_chart(
+            "Errors and indeterminate outcomes",
+            "operations / s",
+            xm,
+            &[
+                Line {
+                    label: "fail",
+                    color: RGBColor(214, 39, 40),
+                    points: series(&|p| Some(p.errors)),
+                },
+                Line {
+                    label: "info",
+                    color: RGBColor(255, 127, 14),
+                    points: series(&|p| Some(p.infos)),
+                },
+            ],
+            &faults,
+            false,
+        )?,
+        time_chart(
+            "Latency (intended send to completion)",
+            "ms (log)",
+            xm,
+            &[
+                Line {
+                    label: "p50",
+                    color: RGBColor(44, 160, 44),
+                    points: series(&|p| p.p50_ms),
+                },
+                Line {
+                    label: "p99",
+                    color: RGBColor(148, 103, 189),
+                    points: series(&|p| p.p99_ms),
+                },
+            ],
+            &faults,
+            true,
+        )?,
+        time_chart(
+            "Tenants failing the SLO",
+            "tenants",
+            xm,
+            &[Line {
+                label: "failing tenants",
+                color: RGBColor(200, 30, 30),
+                points: series(&|p| Some(p.failing_tenants as f64)),
+            }],
+            &faults,
+            false,
+        )?,
+    ];
+    for svg in charts {
+        let _ = writeln!(h, "<div class=\"plot\">{svg}</div>");
+    }
+    Ok(())
+}
+
+fn faults(h: &mut String, r: &CheckReport) {
+    let _ = writeln!(h, "<h2>Faults and recovery</h2>");
+    if r.faults.is_empty() {
+        let _ = writeln!(h, "<div class=\"note\">no fault windows observed</div>");
+        return;
+    }
+    let _ = writeln!(
+        h,
+        "<table><tr><th>fault</th><th>kind</th><th>start (s)</th><th>heal (s)</th><th>survivable</th><th>sides / affected</th>\
+         <th>time to impact</th><th>TTR</th><th>deadline</th><th>total outage</th><th>impacted tenants</th><th>worst tenant</th></tr>"
+    );
+    for (w, f) in r.faults.iter().zip(&r.recovery.faults) {
+        let sides: Vec<String> = w
+            .sides
+            .iter()
+            .map(|s| format!("[{}]", s.join(", ")))
+            .collect();
+        let shape = match (sides.is_empty(), w.affected.is_empty()) {
+            (false, _) => sides.join(" | "),
+            (true, false) => w.affected.join(", "),
+            (true, true) => String::new(),
+        };
+        let ttr = match (f.reference_ns, f.ttr_ms) {
+            (None, _) => "not healed".to_string(),
+            (Some(_), Some(t)) => ms_as_s(t),
+            (Some(_), None) => "<b>never recovered</b>".to_string(),
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td>{}</td></tr>",
+            esc(&w.fault_id),
+            esc(&w.kind),
+            secs(w.start_ns),
+            w.end_ns.map(secs).unwrap_or_default(),
+            if w.survivable { "yes" } else { "no" },
+            esc(&shape),
+            f.time_to_impact_ms.map_or_else(|| "no impact".to_string(), ms_as_s),
+            ttr,
+            ms_as_s(f.deadline_ms),
+            ms_as_s(f.total_outage_ms),
+            f.impacted_tenants,
+            esc(&match (&f.worst_tenant, &f.worst_series) {
+                (Some(t), Some(s)) => format!("{t} ({s})"),
+                _ => String::new(),
+            })
+        );
+    }
+    let _ = writeln!(h, "</table>");
+}
+
+fn tenants(h: &mut String, r: &CheckReport) -> io::Result<()> {
+    let _ = writeln!(h, "<h2>Tenants</h2>");
+    let bucket_s = r.config.bucket_ms as f64 / 1e3;
+    let rows: Vec<TenantRow> = r
+        .tenants
+        .iter()
+        .filter(|t| t.failing_buckets > 0)
+        .take(HEATMAP_TENANTS)
+        .map(|t| TenantRow {
+            tenant: t.tenant.clone(),
+            failing: t
+                .failing_runs
+                .iter()
+                .map(|[s, n]| (*s as f64 * bucket_s, (*s + *n) as f64 * bucket_s))
+                .collect(),
+        })
+        .collect();
+    if rows.is_empty() {
+        let _ = writeln!(h, "<div class=\"note\">no tenant failed a bucket</div>");
+    } else {
+        let xm = x_max(r);
+        let svg = tenant_heatmap(xm, &rows, &fault_ranges(r, xm))?;
+        let _ = writeln!(
+            h,
+            "<div class=\"note\">Buckets in which a tenant failed the SLO (red), worst {} tenants; fault windows shaded.</div>\
+             <div class=\"plot\">{svg}</div>",
+            rows.len()
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<details><summary>All {} tenants</summary><table><tr><th>tenant</th><th>operations</th><th>ok</th><th>fail</th><th>info</th>\
+         <th>failing buckets</th><th>worst TTR</th><th>never recovered</th><th>anomalies</th></tr>",
+        r.tenants.len()
+    );
+    for t in &r.tenants {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
+            esc(&t.tenant),
+            t.operations,
+            t.ok,
+            t.fail,
+            t.info,
+            t.failing_buckets,
+            t.worst_ttr_ms.map(ms_as_s).unwrap_or_default(),
+            if t.never_recovered { "<b>yes</b>" } else { "" },
+            t.anomalies
+        );
+    }
+    let _ = writeln!(h, "</table></details>");
+    Ok(())
+}
+
+fn input(h: &mut String, r: &CheckReport) {
+    let i = &r.input;
+    let _ = writeln!(h, "<h2>Input</h2><table>");
+    let mut rows = vec![
+        ("history", i.history.clone().unwrap_or_default()),
+        (
+            "observations",
+            i.observations.clone().unwrap_or_else(|| "none".into()),
+        ),
+        ("operations", i.operations.to_string()),
+        (
+            "lines out of completion order",
+            i.out_of_order_lines.to_string(),
+        ),
+        (
+            "truncated last line",
+            if i.truncated_last_line {
+                "yes (skipped)"
+            } else {
+                "no"
+            }
+            .to_string(),
+        ),
+    ];
+    for (k, n) in &i.defects {
+        rows.push(("defect", format!("{k}: {n}")));
+    }
+    rows.push((
+        "SLO",
+        serde_json::to_string(&r.config.slo).unwrap_or_default(),
+    ));
+    for (k, v) in rows {
+        let _ = writeln!(h, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
+    }
+    let _ = writeln!(h, "</table>");
+}

@@ -1,0 +1,142 @@
+//! The terminal summary.
+
+use std::fmt::Write as _;
+
+use crate::checkers::{CheckReport, Severity, Status};
+
+use super::{evidence_line, ms_as_s, secs, status_word};
+
+/// Evidence lines shown per anomaly.
+const SHOWN: usize = 3;
+
+fn paint(s: &str, status: Status, color: bool) -> String {
+    if !color {
+        return s.to_string();
+    }
+    let code = match status {
+        Status::Valid => "32",
+        Status::Invalid => "1;31",
+        Status::Unknown => "33",
+    };
+    format!("\x1b[{code}m{s}\x1b[0m")
+}
+
+/// One line per fault: impact, TTR, outage, worst tenant.
+fn fault_lines(s: &mut String, report: &CheckReport) {
+    for (f, w) in report.recovery.faults.iter().zip(&report.faults) {
+        let end = w
+            .end_ns
+            .map_or_else(|| "end of run".to_string(), |e| format!("{}s", secs(e)));
+        let tti = f.time_to_impact_ms.map_or_else(
+            || "no impact".to_string(),
+            |t| format!("impact after {}", ms_as_s(t)),
+        );
+        let ttr = f.ttr_ms.map_or_else(
+            || "NOT RECOVERED".to_string(),
+            |t| format!("TTR {}", ms_as_s(t)),
+        );
+        let worst = match (&f.worst_tenant, &f.worst_series) {
+            (Some(t), Some(c)) => format!(", worst tenant {t} ({c})"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "  {} {} {}s-{end}: {tti}, {ttr} (deadline {}), outage {}, {} tenants impacted{worst}",
+            f.fault_id,
+            f.kind,
+            secs(w.start_ns),
+            ms_as_s(f.deadline_ms),
+            ms_as_s(f.total_outage_ms),
+            f.impacted_tenants
+        );
+    }
+}
+
+/// A plain-text summary for a terminal: the overall status and score, one line per verdict with
+/// its invalid anomalies and a few pieces of evidence, recovery figures per fault, and what was
+/// read. With `color`, statuses are coloured with ANSI escapes.
+pub fn terminal_summary(report: &CheckReport, color: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "faultline check: run {} ({}): {}, score {}/100 (exit {})",
+        report.run.run_id,
+        report.run.adapter,
+        paint(status_word(report.status), report.status, color),
+        report.score,
+        report.exit_code()
+    );
+    if let Some(experiment) = &report.experiment {
+        for fault in &experiment.faults {
+            let _ = writeln!(s, "  fault: {fault}");
+        }
+        if let Some(reason) = &experiment.aborted {
+            let _ = writeln!(s, "  ABORTED: {reason} (partial report)");
+        }
+    }
+    for v in &report.verdicts {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:<8} {}",
+            v.name,
+            paint(&format!("{:<8}", status_word(v.status)), v.status, color),
+            v.summary
+        );
+        for a in &v.anomalies {
+            let cats = if a.categories.is_empty() {
+                String::new()
+            } else {
+                let c: Vec<String> = a
+                    .categories
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
+                format!("; {}", c.join(", "))
+            };
+            let sev = match a.severity {
+                Severity::Invalid => "invalid",
+                Severity::Info => "reported",
+            };
+            let _ = writeln!(s, "      {} ({sev}): {}{cats}", a.name, a.count);
+            if a.severity == Severity::Invalid {
+                for e in a.evidence.iter().take(SHOWN) {
+                    let _ = writeln!(s, "        {}", evidence_line(e));
+                }
+                if a.count > SHOWN as u64 {
+                    let _ = writeln!(s, "        ... and {} more", a.count - SHOWN as u64);
+                }
+            }
+        }
+        for n in &v.notes {
+            let _ = writeln!(s, "      note: {n}");
+        }
+    }
+    if !report.recovery.faults.is_empty() {
+        let _ = writeln!(s, "faults:");
+    }
+    fault_lines(&mut s, report);
+    let i = &report.input;
+    let mut extra = Vec::new();
+    if i.out_of_order_lines > 0 {
+        extra.push(format!(
+            "{} lines out of completion order",
+            i.out_of_order_lines
+        ));
+    }
+    if i.truncated_last_line {
+        extra.push("last line truncated".to_string());
+    }
+    for (k, n) in &i.defects {
+        extra.push(format!("{n} {k}"));
+    }
+    let _ = writeln!(
+        s,
+        "input: {} operations, {} values, {} tenants{}{}",
+        i.operations,
+        i.values,
+        i.tenants,
+        if extra.is_empty() { "" } else { "; " },
+        extra.join("; ")
+    );
+    s
+}

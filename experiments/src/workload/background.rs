@@ -1,0 +1,172 @@
+//! A workload on its own thread and runtime inside the lab's client namespace, for callers
+//! that stay in the host namespace (an engine that injects faults while the load runs).
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::lab::control::LabContext;
+
+use super::clock::RunClock;
+use super::config::WorkloadConfig;
+use super::recorder::ObservationSink;
+use super::run::{ProgressFn, Workload, WorkloadReport};
+use super::stats::{Progress, Summary};
+use super::target::{enter_netns, Target};
+use super::WorkloadError;
+
+/// A running background workload. Dropping it cancels the load and waits for the thread.
+pub struct BackgroundWorkload {
+    clock: RunClock,
+    observations: ObservationSink,
+    cancel: CancellationToken,
+    progress: std::sync::Arc<std::sync::Mutex<Progress>>,
+    proceed: Option<oneshot::Sender<bool>>,
+    loaded: Option<mpsc::Receiver<Result<Summary, String>>>,
+    thread: Option<JoinHandle<Result<WorkloadReport, WorkloadError>>>,
+}
+
+/// Starts `config` against the lab `ctx` on a dedicated thread that enters the lab's client
+/// namespace and runs its own runtime (two workers). Returns once the workload has started
+/// (tenants provisioned, clock running) or failed to.
+pub fn spawn_in_lab(
+    ctx: &LabContext,
+    config: WorkloadConfig,
+) -> Result<BackgroundWorkload, WorkloadError> {
+    let target = Target::from_lab(ctx)?;
+    let (netns_dir, netns) = target
+        .client_netns()
+        .ok_or_else(|| WorkloadError::Config("the target is not a lab".to_owned()))?;
+    let (started_tx, started_rx) =
+        mpsc::channel::<Result<(RunClock, ObservationSink), WorkloadError>>();
+    let (loaded_tx, loaded_rx) = mpsc::channel::<Result<Summary, String>>();
+    let (proceed_tx, proceed_rx) = oneshot::channel::<bool>();
+    let cancel = CancellationToken::new();
+    let progress = std::sync::Arc::new(std::sync::Mutex::new(Progress::default()));
+    let thread_cancel = cancel.clone();
+    let thread_progress = progress.clone();
+    let thread = std::thread::Builder::new()
+        .name("workload".to_owned())
+        .spawn(move || -> Result<WorkloadReport, WorkloadError> {
+            let started = &started_tx;
+            let fail_start = |e: WorkloadError| {
+                let text = e.to_string();
+                let _ = started.send(Err(e));
+                WorkloadError::Config(text)
+            };
+            enter_netns(&netns_dir, &netns).map_err(fail_start)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| fail_start(WorkloadError::Runtime(e)))?;
+            runtime.block_on(async move {
+                let mut workload = match Workload::start(config, target).await {
+                    Ok(w) => w,
+                    Err(e) => return Err(fail_start(e)),
+                };
+                let _ = started.send(Ok((workload.clock(), workload.observations())));
+                let shared = thread_progress.clone();
+                let f: ProgressFn = std::sync::Arc::new(move |p: &Progress| {
+                    *shared.lock().expect("progress") = p.clone();
+                });
+                workload.on_progress(f);
+                let summary = workload.run(thread_cancel).await;
+                let _ = loaded_tx.send(
+                    summary
+                        .as_ref()
+                        .map(Clone::clone)
+                        .map_err(ToString::to_string),
+                );
+                summary?;
+                if proceed_rx.await.unwrap_or(false) {
+                    workload.read_back().await?;
+                }
+                workload.finish().await
+            })
+        })
+        .map_err(WorkloadError::Runtime)?;
+    match started_rx.recv() {
+        Ok(Ok((clock, observations))) => Ok(BackgroundWorkload {
+            clock,
+            observations,
+            cancel,
+            progress,
+            proceed: Some(proceed_tx),
+            loaded: Some(loaded_rx),
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => Err(match thread.join() {
+            Ok(Err(e)) => e,
+            _ => WorkloadError::Config("the workload thread ended before starting".to_owned()),
+        }),
+    }
+}
+
+impl BackgroundWorkload {
+    /// The run's time base (record fault windows with it).
+    pub fn clock(&self) -> RunClock {
+        self.clock
+    }
+
+    /// Where to record observations such as fault windows.
+    pub fn observations(&self) -> ObservationSink {
+        self.observations.clone()
+    }
+
+    /// The latest progress.
+    pub fn progress(&self) -> Progress {
+        self.progress.lock().expect("progress").clone()
+    }
+
+    /// Stops the load now (it also stops by itself when its duration has passed).
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits until the load has ended (its duration passed, or [`Self::stop`]) and returns
+    /// its summary. Faults may still be healed after this, before [`Self::finish`].
+    pub fn wait_load(&mut self) -> Result<Summary, WorkloadError> {
+        let rx = self
+            .loaded
+            .take()
+            .ok_or_else(|| WorkloadError::Config("wait_load called twice".to_owned()))?;
+        match rx.recv() {
+            Ok(Ok(summary)) => Ok(summary),
+            Ok(Err(e)) => Err(WorkloadError::Config(e)),
+            Err(_) => Err(WorkloadError::Config(
+                "the workload thread ended unexpectedly".to_owned(),
+            )),
+        }
+    }
+
+    /// Ends the workload: waits for the load, runs the final read-back when `read_back` (call
+    /// it after healing), closes the files and returns the report.
+    pub fn finish(mut self, read_back: bool) -> Result<WorkloadReport, WorkloadError> {
+        if let Some(proceed) = self.proceed.take() {
+            let _ = proceed.send(read_back);
+        }
+        let thread = self.thread.take().expect("finished once");
+        thread
+            .join()
+            .map_err(|_| WorkloadError::Config("the workload thread panicked".to_owned()))?
+    }
+}
+
+impl Drop for BackgroundWorkload {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(proceed) = self.proceed.take() {
+            let _ = proceed.send(false);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

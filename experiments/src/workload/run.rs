@@ -1,0 +1,1312 @@
+//! Running a workload: preparing the tenants, dispatching the open-loop schedule, recording
+//! every operation, job consumers, leader sampling, and the final read-back.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::consumer::PullConsumer;
+use bytes::Bytes;
+use futures::StreamExt;
+use hyper::Method;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::history::{
+    HistoryHeader, OpKind, Operation, Outcome, Pattern, ReadItem, HISTORY_FORMAT,
+    HISTORY_FORMAT_VERSION,
+};
+
+use super::clock::RunClock;
+use super::config::{AdapterKind, WorkloadConfig};
+use super::http::{parse_ack, parse_records, HttpClient};
+use super::nats::{provision, ConnectSpec, NatsConn, ReadRecord};
+use super::observe::{fault_loop, leader_loop, FaultWatcher, Monitor};
+use super::recorder::{ObservationSink, Recorder, RecorderThread};
+use super::rng::mix;
+use super::schedule::{payload_size, subject, tenants, Schedule, TenantSpec, Unit, UnitKind};
+use super::stats::{Progress, Summary};
+use super::target::Target;
+use super::WorkloadError;
+
+/// Called about once a second with the live progress.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// The read-back through one node or endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NodeReadBack {
+    /// Node.
+    pub node: String,
+    /// Tenants read successfully.
+    pub ok: u64,
+    /// Tenants whose read failed.
+    pub failed: u64,
+    /// Records read.
+    pub records: u64,
+    /// Why the node could not be read at all, if so.
+    pub error: Option<String>,
+}
+
+/// What the final read-back found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReadBackSummary {
+    /// Per node.
+    pub nodes: Vec<NodeReadBack>,
+    /// Tenants read.
+    pub tenants: u64,
+    /// Tenants every node read successfully, with identical contents.
+    pub agreeing: u64,
+    /// Up to 20 tenants whose views differ or could not all be read.
+    pub disagreeing: Vec<String>,
+}
+
+/// Everything a finished workload produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadReport {
+    /// The summary (read-back included once it ran).
+    pub summary: Summary,
+    /// The read-back, if it ran.
+    pub read_back: Option<ReadBackSummary>,
+    /// History file.
+    pub history: PathBuf,
+    /// Observations file.
+    pub observations: PathBuf,
+}
+
+enum Adapter {
+    Nats { conns: Vec<NatsConn> },
+    Http { client: Arc<HttpClient> },
+}
+
+struct Exec {
+    adapter: Adapter,
+    recorder: Recorder,
+    clock: RunClock,
+    tenants: Arc<Vec<TenantSpec>>,
+    config: Arc<WorkloadConfig>,
+    permits: Arc<Semaphore>,
+    in_flight: Arc<AtomicU64>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// A prepared workload: tenants provisioned, connections open, files created, clock started.
+///
+/// The life cycle is `start` → `run` (the load, until its duration or `cancel`) → `read_back`
+/// (after the engine has healed the faults) → `finish`. The clock and the observation sink are
+/// available from `start` on, so an engine injecting faults meanwhile records its fault windows
+/// on the same time base.
+pub struct Workload {
+    exec: Arc<Exec>,
+    target: Target,
+    run_id: String,
+    consumers: Vec<(usize, PullConsumer)>,
+    monitor: Arc<Monitor>,
+    faults: Option<Arc<Mutex<FaultWatcher>>>,
+    progress: Arc<Mutex<Progress>>,
+    on_progress: Option<ProgressFn>,
+    thread: Option<RecorderThread>,
+    elapsed: Duration,
+    read_back: Option<ReadBackSummary>,
+}
+
+fn run_id_now() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("wl-{ms}")
+}
+
+fn sleep_until(clock: &RunClock, ns: u64) -> tokio::time::Sleep {
+    tokio::time::sleep_until(tokio::time::Instant::from_std(clock.instant_at(ns)))
+}
+
+impl Workload {
+    /// Validates the config, checks the output files, connects, provisions every tenant (fresh
+    /// streams, job consumers), opens the history and starts the clock.
+    pub async fn start(config: WorkloadConfig, target: Target) -> Result<Self, WorkloadError> {
+        config.validate()?;
+        super::recorder::check_writable("history", &config.history)?;
+        super::recorder::check_writable("observations", &config.observations)?;
+        let tenant_specs = Arc::new(tenants(&config));
+        let run_id = config.run_id.clone().unwrap_or_else(run_id_now);
+        let (adapter, consumers) = match config.adapter {
+            AdapterKind::Nats => connect_nats(&config, &target, &tenant_specs).await?,
+            AdapterKind::Http => connect_http(&config, &target, &tenant_specs).await?,
+        };
+        let clock = RunClock::start_now();
+        let header = HistoryHeader {
+            format: HISTORY_FORMAT.to_owned(),
+            version: HISTORY_FORMAT_VERSION,
+            run_id: run_id.clone(),
+            started_at_unix_ms: clock.start_unix_ms(),
+            adapter: config.adapter.name().to_owned(),
+        };
+        let (recorder, thread) = Recorder::open(&config.history, &config.observations, &header)?;
+        let faults = target.ledger_dir.as_ref().map(|dir| {
+            let nats_nodes = target.nats.iter().map(|s| s.node.clone()).collect();
+            Arc::new(Mutex::new(FaultWatcher::new(
+                dir,
+                nats_nodes,
+                target.lab().cloned(),
+            )))
+        });
+        let config = Arc::new(config);
+        let exec = Arc::new(Exec {
+            adapter,
+            recorder,
+            clock,
+            tenants: tenant_specs,
+            permits: Arc::new(Semaphore::new(config.max_in_flight)),
+            config,
+            in_flight: Arc::new(AtomicU64::new(0)),
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        Ok(Self {
+            exec,
+            target,
+            run_id,
+            consumers,
+            monitor: Arc::new(Monitor::new()),
+            faults,
+            progress: Arc::new(Mutex::new(Progress::default())),
+            on_progress: None,
+            thread: Some(thread),
+            elapsed: Duration::ZERO,
+            read_back: None,
+        })
+    }
+
+    /// The run's time base.
+    pub fn clock(&self) -> RunClock {
+        self.exec.clock
+    }
+
+    /// Where to record observations (fault windows) from outside.
+    pub fn observations(&self) -> ObservationSink {
+        self.exec.recorder.observations()
+    }
+
+    /// The run id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The tenants.
+    pub fn tenants(&self) -> &[TenantSpec] {
+        &self.exec.tenants
+    }
+
+    /// Calls `f` about once a second while the load runs.
+    pub fn on_progress(&mut self, f: ProgressFn) {
+        self.on_progress = Some(f);
+    }
+
+    /// The latest progress.
+    pub fn progress(&self) -> Progress {
+        self.progress.lock().expect("progress").clone()
+    }
+
+    /// Runs the schedule until its duration has passed or `cancel` fires, then waits for every
+    /// operation in flight (each bounded by its timeout), lets the job consumers drain the
+    /// work queues (at most `drain_timeout`), and returns the summary of the load.
+    pub async fn run(&mut self, cancel: CancellationToken) -> Result<Summary, WorkloadError> {
+        let exec = self.exec.clone();
+        let config = exec.config.clone();
+        let clock = exec.clock;
+        let origin = clock.now_ns();
+        let end = origin + config.duration.as_nanos().min(u128::from(u64::MAX / 2)) as u64;
+        let background = CancellationToken::new();
+        let tasks = self.spawn_background(cancel, origin, &background);
+        let drain = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
+        let workers = self.spawn_workers(&drain, &hard_stop);
+
+        let failure = dispatch(&exec, origin, end).await;
+        self.elapsed = Duration::from_nanos(clock.now_ns().saturating_sub(origin));
+        exec.tracker.close();
+        exec.tracker.wait().await;
+
+        // Let the consumers drain, then stop everything.
+        drain.cancel();
+        let hard = hard_stop.clone();
+        let drain_timeout = config.drain_timeout;
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(drain_timeout).await;
+            hard.cancel();
+        });
+        workers.wait().await;
+        stopper.abort();
+        background.cancel();
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Some(faults) = &self.faults {
+            faults
+                .lock()
+                .expect("faults")
+                .poll(&clock, &exec.recorder.observations());
+        }
+        if let Some(e) = failure.or_else(|| exec.recorder.failure()) {
+            return Err(WorkloadError::HistoryWrite {
+                path: config.history.clone(),
+                message: e,
+            });
+        }
+        let totals = exec.recorder.snapshot().await;
+        Ok(Summary::from_totals(
+            &self.run_id,
+            config.adapter.name(),
+            self.elapsed,
+            &totals,
+        ))
+    }
+
+    /// Cancellation forwarding, leader sampling, progress and endpoint refresh.
+    fn spawn_background(
+        &self,
+        cancel: CancellationToken,
+        origin: u64,
+        background: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let exec = &self.exec;
+        let mut tasks = Vec::new();
+        let sessions_cancel = exec.cancel.clone();
+        tasks.push(tokio::spawn(async move {
+            cancel.cancelled().await;
+            sessions_cancel.cancel();
+        }));
+        if self.target.nats.iter().any(|s| s.monitor.is_some()) {
+            tasks.push(tokio::spawn(leader_loop(
+                self.target.clone(),
+                self.monitor.clone(),
+                exec.clock,
+                exec.recorder.observations(),
+                exec.config.sample_interval,
+                background.clone(),
+            )));
+        }
+        if let Some(faults) = &self.faults {
+            tasks.push(tokio::spawn(fault_loop(
+                faults.clone(),
+                exec.clock,
+                exec.recorder.observations(),
+                background.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(progress_loop(
+            exec.clone(),
+            self.faults.clone(),
+            self.progress.clone(),
+            self.on_progress.clone(),
+            origin,
+            background.clone(),
+        )));
+        if let (Adapter::Http { client }, true) = (&exec.adapter, self.target.lab().is_some()) {
+            tasks.push(tokio::spawn(refresh_endpoints(
+                self.target.clone(),
+                client.clone(),
+                background.clone(),
+            )));
+        }
+        tasks
+    }
+
+    /// The job consumers of every tenant that runs jobs.
+    fn spawn_workers(
+        &self,
+        drain: &CancellationToken,
+        hard_stop: &CancellationToken,
+    ) -> TaskTracker {
+        let exec = &self.exec;
+        let workers = TaskTracker::new();
+        if let Adapter::Nats { conns } = &exec.adapter {
+            for (tenant, consumer) in &self.consumers {
+                let spec = &exec.tenants[*tenant];
+                let conn = conns[*tenant % conns.len()].clone();
+                for w in 1..=exec.config.tier(spec.tier).workers {
+                    workers.spawn(job_worker(
+                        exec.clone(),
+                        *tenant,
+                        format!("{}/w{w}", spec.id),
+                        consumer.clone(),
+                        conn.clone(),
+                        drain.clone(),
+                        hard_stop.clone(),
+                    ));
+                }
+            }
+        }
+        workers.close();
+        workers
+    }
+
+    /// The final read-back: every tenant's data through every node (NATS servers, or gateway
+    /// endpoints for the HTTP adapter) separately, each a `read_back` operation in the
+    /// history; for NATS also each server's stream state as `stream_info` observations.
+    pub async fn read_back(&mut self) -> Result<ReadBackSummary, WorkloadError> {
+        let _ = self.target.refresh();
+        let exec = self.exec.clone();
+        let mut fingerprints: BTreeMap<usize, Vec<Option<u64>>> = BTreeMap::new();
+        let mut nodes = Vec::new();
+        match &exec.adapter {
+            Adapter::Nats { .. } => {
+                for server in self.target.nats.clone() {
+                    let node = read_back_nats(
+                        &exec,
+                        &self.target,
+                        &self.monitor,
+                        &server,
+                        &mut fingerprints,
+                    )
+                    .await;
+                    nodes.push(node);
+                }
+            }
+            Adapter::Http { client } => {
+                // Stream state as each NATS server sees it, when the servers are known.
+                for server in &self.target.nats {
+                    let _ = self
+                        .monitor
+                        .stream_infos(
+                            &self.target.nats,
+                            server,
+                            &exec.clock,
+                            &exec.recorder.observations(),
+                        )
+                        .await;
+                }
+                for endpoint in client.endpoints() {
+                    let node = read_back_http(&exec, client, &endpoint, &mut fingerprints).await;
+                    nodes.push(node);
+                }
+            }
+        }
+        let mut summary = ReadBackSummary {
+            nodes,
+            tenants: exec.tenants.len() as u64,
+            ..ReadBackSummary::default()
+        };
+        for (tenant, prints) in &fingerprints {
+            let first = prints.first().copied().flatten();
+            if first.is_some()
+                && prints.len() == summary.nodes.len()
+                && prints.iter().all(|p| *p == first)
+            {
+                summary.agreeing += 1;
+            } else if summary.disagreeing.len() < 20 {
+                summary.disagreeing.push(exec.tenants[*tenant].id.clone());
+            }
+        }
+        if let Some(faults) = &self.faults {
+            faults
+                .lock()
+                .expect("faults")
+                .poll(&exec.clock, &exec.recorder.observations());
+        }
+        self.read_back = Some(summary.clone());
+        Ok(summary)
+    }
+
+    /// Closes the history and observations (recording faults still active as open windows)
+    /// and returns the report.
+    pub async fn finish(mut self) -> Result<WorkloadReport, WorkloadError> {
+        if let Some(faults) = &self.faults {
+            let mut f = faults.lock().expect("faults");
+            f.poll(&self.exec.clock, &self.exec.recorder.observations());
+            f.close(&self.exec.recorder.observations());
+        }
+        // Give the writer a moment to take the last observations off the queue.
+        let _ = self.exec.recorder.snapshot().await;
+        let thread = self.thread.take().expect("finished once");
+        let closed = tokio::task::spawn_blocking(move || thread.close())
+            .await
+            .map_err(|e| WorkloadError::HistoryWrite {
+                path: self.exec.config.history.clone(),
+                message: e.to_string(),
+            })??;
+        Ok(WorkloadReport {
+            summary: Summary::from_totals(
+                &self.run_id,
+                self.exec.config.adapter.name(),
+                self.elapsed,
+                &closed.totals,
+            ),
+            read_back: self.read_back.take(),
+            history: closed.history,
+            observations: closed.observations,
+        })
+    }
+}
+
+/// Starts each unit at its intended time until the schedule ends, the run is cancelled or the
+/// history cannot be written (the reason is returned); then waits for the run's end.
+async fn dispatch(exec: &Arc<Exec>, origin: u64, end: u64) -> Option<String> {
+    let clock = exec.clock;
+    for unit in Schedule::new(&exec.config, &exec.tenants) {
+        let at = origin + unit.at_ns;
+        tokio::select! {
+            () = sleep_until(&clock, at) => {}
+            () = exec.cancel.cancelled() => return None,
+        }
+        if let Some(e) = exec.recorder.failure() {
+            return Some(e);
+        }
+        let e = exec.clone();
+        exec.tracker
+            .spawn(async move { e.unit(unit, origin).await });
+    }
+    tokio::select! {
+        () = sleep_until(&clock, end) => {}
+        () = exec.cancel.cancelled() => {}
+    }
+    None
+}
+
+async fn connect_nats(
+    config: &WorkloadConfig,
+    target: &Target,
+    tenants: &Arc<Vec<TenantSpec>>,
+) -> Result<(Adapter, Vec<(usize, PullConsumer)>), WorkloadError> {
+    if target.nats.is_empty() {
+        return Err(WorkloadError::Config(
+            "the target has no NATS servers (give --nats URLs or a lab with a NATS service)"
+                .to_owned(),
+        ));
+    }
+    let mut conns = Vec::with_capacity(config.connections);
+    for k in 0..config.connections {
+        let spec = ConnectSpec {
+            urls: target.nats_urls_for(k),
+            name: format!("faultline-load-{k}"),
+            connect_timeout: Duration::from_secs(3),
+            op_timeout: config.op_timeout,
+            pinned_node: None,
+            retry_initial: false,
+        };
+        let conn = NatsConn::connect(&spec, target.node_of_host.clone())
+            .await
+            .map_err(|reason| WorkloadError::Unreachable {
+                what: "NATS".to_owned(),
+                endpoints: spec.urls.join(", "),
+                reason,
+            })?;
+        conns.push(conn);
+    }
+    let results: Vec<Result<Option<(usize, PullConsumer)>, WorkloadError>> =
+        futures::stream::iter(tenants.iter())
+            .map(|t| {
+                let js = conns[t.index as usize % conns.len()].js.clone();
+                let replicas = config.stream_replicas;
+                let fresh = config.fresh;
+                async move {
+                    let mut last = String::new();
+                    for attempt in 0..5 {
+                        match provision(&js, &t.id, replicas, fresh, t.jobs).await {
+                            Ok(consumer) => return Ok(consumer.map(|c| (t.index as usize, c))),
+                            Err(e) => last = e,
+                        }
+                        tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                    }
+                    Err(WorkloadError::Provision {
+                        tenant: t.id.clone(),
+                        reason: last,
+                    })
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+    let mut consumers = Vec::new();
+    for r in results {
+        if let Some(c) = r? {
+            consumers.push(c);
+        }
+    }
+    consumers.sort_by_key(|(i, _)| *i);
+    Ok((Adapter::Nats { conns }, consumers))
+}
+
+async fn connect_http(
+    config: &WorkloadConfig,
+    target: &Target,
+    tenants: &Arc<Vec<TenantSpec>>,
+) -> Result<(Adapter, Vec<(usize, PullConsumer)>), WorkloadError> {
+    if target.gateways.is_empty() {
+        return Err(WorkloadError::Config(
+            "the target has no tenant gateways (give --gateway URLs or a lab with a `gateway` service)".to_owned(),
+        ));
+    }
+    let client = Arc::new(HttpClient::new(
+        &target.gateways,
+        config.http_timeout,
+        config.http_retries,
+    ));
+    let health = client.healthy().await;
+    if health.iter().all(|(_, r)| r.is_err()) {
+        return Err(WorkloadError::Unreachable {
+            what: "tenant gateway".to_owned(),
+            endpoints: health
+                .iter()
+                .map(|(a, _)| format!("http://{a}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            reason: health
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().err().cloned())
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
+    let results: Vec<Result<(), WorkloadError>> = futures::stream::iter(tenants.iter())
+        .map(|t| {
+            let client = client.clone();
+            let fresh = config.fresh;
+            async move {
+                client
+                    .provision(&t.id, fresh)
+                    .await
+                    .map_err(|reason| WorkloadError::Provision {
+                        tenant: t.id.clone(),
+                        reason,
+                    })
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok((Adapter::Http { client }, Vec::new()))
+}
+
+/// A payload of `size` bytes that names its value and tenant.
+fn payload(tenant: &str, value: &str, size: usize) -> Bytes {
+    let mut body =
+        format!("{{\"tenant\":\"{tenant}\",\"value\":\"{value}\",\"pad\":\"").into_bytes();
+    let fill = size.saturating_sub(body.len() + 2);
+    body.resize(body.len() + fill, b'x');
+    body.extend_from_slice(b"\"}");
+    Bytes::from(body)
+}
+
+/// The common fields of the operations of one unit.
+struct Meta<'a> {
+    tenant: &'a TenantSpec,
+    process: &'a str,
+    pattern: Pattern,
+}
+
+/// The rest of an operation's fields.
+struct Done {
+    kind: OpKind,
+    node: String,
+    value: Option<String>,
+    attempt: u32,
+    seq: Option<u64>,
+    invoke_ns: u64,
+    complete_ns: u64,
+    outcome: Outcome,
+    error: Option<String>,
+    read: Option<Vec<ReadItem>>,
+    served_tenant: Option<String>,
+}
+
+impl Done {
+    /// A read: `ok` with its items and the tenant they were served for, or `fail`.
+    fn read(
+        node: String,
+        attempt: u32,
+        invoke_ns: u64,
+        complete_ns: u64,
+        result: Result<(Vec<ReadItem>, String), String>,
+    ) -> Self {
+        let (outcome, error, read, served_tenant) = match result {
+            Ok((items, served)) => (Outcome::Ok, None, Some(items), Some(served)),
+            Err(e) => (Outcome::Fail, Some(e), None, None),
+        };
+        Self {
+            kind: OpKind::Read,
+            node,
+            value: None,
+            attempt,
+            seq: None,
+            invoke_ns,
+            complete_ns,
+            outcome,
+            error,
+            read,
+            served_tenant,
+        }
+    }
+}
+
+impl Meta<'_> {
+    fn op(&self, clock: &RunClock, d: Done) -> Operation {
+        Operation {
+            tenant: self.tenant.id.clone(),
+            process: self.process.to_owned(),
+            node: d.node,
+            kind: d.kind,
+            pattern: self.pattern,
+            value: d.value,
+            attempt: d.attempt,
+            stream: self.tenant.stream.clone(),
+            seq: d.seq,
+            invoke_ns: d.invoke_ns,
+            complete_ns: d.complete_ns,
+            invoke_unix_ms: clock.unix_ms_at(d.invoke_ns),
+            complete_unix_ms: clock.unix_ms_at(d.complete_ns),
+            outcome: d.outcome,
+            error: d.error,
+            read: d.read,
+            served_tenant: d.served_tenant,
+        }
+    }
+}
+
+fn items(records: &[ReadRecord]) -> Vec<ReadItem> {
+    records
+        .iter()
+        .map(|r| ReadItem {
+            seq: r.seq,
+            value: r.value.clone(),
+        })
+        .collect()
+}
+
+/// The tenant a read was served for: ours when every record is ours, else the first other.
+fn served(tenant: &str, records: &[ReadRecord]) -> String {
+    records
+        .iter()
+        .filter_map(|r| r.tenant.as_deref())
+        .find(|t| *t != tenant)
+        .unwrap_or(tenant)
+        .to_owned()
+}
+
+impl Exec {
+    async fn unit(self: Arc<Self>, unit: Unit, origin: u64) {
+        let tenant = &self.tenants[unit.tenant as usize];
+        let process = unit.process(&tenant.id);
+        let start = origin + unit.at_ns;
+        match &unit.kind {
+            UnitKind::Chat { messages, .. } => {
+                let meta = Meta {
+                    tenant,
+                    process: &process,
+                    pattern: Pattern::Chat,
+                };
+                let reply_after = self.config.patterns.reply_after.as_nanos() as u64;
+                let mut first_seq = None;
+                for (k, offset) in messages.iter().enumerate() {
+                    let at = start + offset;
+                    if !self.wait(at).await {
+                        return;
+                    }
+                    let value = format!("{process}/{}", k + 1);
+                    if let Some(seq) = self.write(&meta, "chat", value, at).await {
+                        first_seq.get_or_insert(seq);
+                    }
+                    let reply = at + reply_after;
+                    if !self.wait(reply).await {
+                        return;
+                    }
+                    self.read(&meta, first_seq.unwrap_or(1), reply).await;
+                }
+            }
+            UnitKind::Batch { docs: n, .. } | UnitKind::Burst { writes: n, .. } => {
+                let (pattern, kind, gap) = if matches!(unit.kind, UnitKind::Batch { .. }) {
+                    (Pattern::Batch, "batch", self.config.patterns.batch_gap)
+                } else {
+                    (Pattern::Idle, "idle", self.config.patterns.burst_gap)
+                };
+                let gap = gap.as_nanos() as u64;
+                for k in 0..u64::from(*n) {
+                    let at = start + k * gap;
+                    if !self.wait(at).await {
+                        return;
+                    }
+                    let me = self.clone();
+                    let process = process.clone();
+                    let index = unit.tenant as usize;
+                    // Pipelined: each document goes at its own time, without waiting for the
+                    // previous acknowledgement.
+                    self.tracker.spawn(async move {
+                        let meta = Meta {
+                            tenant: &me.tenants[index],
+                            process: &process,
+                            pattern,
+                        };
+                        let value = format!("{process}/{}", k + 1);
+                        me.write(&meta, kind, value, at).await;
+                    });
+                }
+            }
+            UnitKind::Job { job } => {
+                let meta = Meta {
+                    tenant,
+                    process: &process,
+                    pattern: Pattern::Job,
+                };
+                if self.wait(start).await {
+                    self.write(&meta, "job", format!("{process}/{job}"), start)
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Sleeps until `ns`; false when cancelled.
+    async fn wait(&self, ns: u64) -> bool {
+        if self.cancel.is_cancelled() {
+            return false;
+        }
+        tokio::select! {
+            () = sleep_until(&self.clock, ns) => true,
+            () = self.cancel.cancelled() => false,
+        }
+    }
+
+    /// One logical write (with its retries, for HTTP); the acknowledged sequence, if any.
+    async fn write(
+        &self,
+        meta: &Meta<'_>,
+        kind: &str,
+        value: String,
+        intended_ns: u64,
+    ) -> Option<u64> {
+        let _permit = self.permits.acquire().await.ok()?;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let tier = self.config.tier(meta.tenant.tier);
+        let body = payload(&meta.tenant.id, &value, payload_size(tier, &value));
+        let seq = match &self.adapter {
+            Adapter::Nats { conns } => {
+                let conn = &conns[meta.tenant.index as usize % conns.len()];
+                self.write_nats(meta, conn, kind, value, body, intended_ns)
+                    .await
+            }
+            Adapter::Http { client } => {
+                self.write_http(meta, client, kind, &value, body, intended_ns)
+                    .await
+            }
+        };
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        seq
+    }
+
+    async fn write_nats(
+        &self,
+        meta: &Meta<'_>,
+        conn: &NatsConn,
+        kind: &str,
+        value: String,
+        body: Bytes,
+        intended_ns: u64,
+    ) -> Option<u64> {
+        let node = conn.node();
+        let result = conn
+            .write(&subject(&meta.tenant.id, kind), &value, body)
+            .await;
+        let complete_ns = self.clock.now_ns();
+        if result.duplicate {
+            self.recorder.duplicate_ack().await;
+        }
+        let done = Done {
+            kind: OpKind::Write,
+            node,
+            value: Some(value),
+            attempt: 1,
+            seq: result.seq,
+            invoke_ns: intended_ns,
+            complete_ns,
+            outcome: result.outcome,
+            error: result.error,
+            read: None,
+            served_tenant: None,
+        };
+        self.recorder
+            .op(meta.op(&self.clock, done), meta.tenant.tier)
+            .await;
+        result.seq.filter(|_| result.outcome == Outcome::Ok)
+    }
+
+    /// Attempts until one is acknowledged, a failure is final, or the retries are used up. A
+    /// retry goes to the next endpoint after a backoff; its invoke time is when it is sent.
+    async fn write_http(
+        &self,
+        meta: &Meta<'_>,
+        client: &HttpClient,
+        kind: &str,
+        value: &str,
+        body: Bytes,
+        intended_ns: u64,
+    ) -> Option<u64> {
+        let path = super::contract::records_path(&meta.tenant.id);
+        let headers = HttpClient::write_headers(&meta.tenant.id, value, kind);
+        let mut invoke_ns = intended_ns;
+        for attempt in 1..=1 + client.retries {
+            let endpoint = client.pick()?;
+            let a = client
+                .attempt(&endpoint, Method::POST, &path, &headers, body.clone())
+                .await;
+            let complete_ns = self.clock.now_ns();
+            let (seq, duplicate) = a.body.as_deref().map_or((None, false), parse_ack);
+            if duplicate {
+                self.recorder.duplicate_ack().await;
+            }
+            let done = Done {
+                kind: OpKind::Write,
+                node: a.node.clone(),
+                value: Some(value.to_owned()),
+                attempt,
+                seq,
+                invoke_ns,
+                complete_ns,
+                outcome: a.outcome,
+                error: a.error.clone(),
+                read: None,
+                served_tenant: None,
+            };
+            self.recorder
+                .op(meta.op(&self.clock, done), meta.tenant.tier)
+                .await;
+            if a.outcome == Outcome::Ok {
+                return seq;
+            }
+            if !a.retry {
+                return None;
+            }
+            if attempt <= client.retries {
+                tokio::time::sleep(HttpClient::backoff(attempt + 1)).await;
+                invoke_ns = self.clock.now_ns();
+            }
+        }
+        None
+    }
+
+    /// One in-run read of a tenant's records from `from` on (a chat reply).
+    async fn read(&self, meta: &Meta<'_>, from: u64, intended_ns: u64) {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return;
+        };
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let limit = u64::from(self.config.patterns.read_limit);
+        match &self.adapter {
+            Adapter::Nats { conns } => {
+                let conn = &conns[meta.tenant.index as usize % conns.len()];
+                let node = conn.node();
+                let budget = self.config.op_timeout * 2;
+                let read = conn.read(&meta.tenant.stream, from, limit, 0);
+                let result = match tokio::time::timeout(budget, read).await {
+                    Ok(Ok(records)) => Ok((items(&records), served(&meta.tenant.id, &records))),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(format!("read timed out after {budget:?}")),
+                };
+                let done = Done::read(node, 1, intended_ns, self.clock.now_ns(), result);
+                self.recorder
+                    .op(meta.op(&self.clock, done), meta.tenant.tier)
+                    .await;
+            }
+            Adapter::Http { client } => {
+                self.read_http(meta, client, from, limit, intended_ns).await;
+            }
+        }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    async fn read_http(
+        &self,
+        meta: &Meta<'_>,
+        client: &HttpClient,
+        from: u64,
+        limit: u64,
+        intended_ns: u64,
+    ) {
+        let path = HttpClient::read_path(&meta.tenant.id, from, limit);
+        let headers = [(super::contract::TENANT_HEADER, meta.tenant.id.as_str())];
+        let mut invoke_ns = intended_ns;
+        for attempt in 1..=1 + client.retries {
+            let Some(endpoint) = client.pick() else { break };
+            let a = client
+                .attempt(&endpoint, Method::GET, &path, &headers, Bytes::new())
+                .await;
+            let complete_ns = self.clock.now_ns();
+            let result = match (a.outcome, a.body.as_deref().map(parse_records)) {
+                (Outcome::Ok, Some(Ok(list))) => {
+                    let items = list
+                        .records
+                        .into_iter()
+                        .map(|r| ReadItem {
+                            seq: r.seq,
+                            value: r.id,
+                        })
+                        .collect();
+                    Ok((items, list.tenant))
+                }
+                (Outcome::Ok, Some(Err(e))) => Err(e),
+                _ => Err(a.error.clone().unwrap_or_default()),
+            };
+            let ok = result.is_ok();
+            let done = Done::read(a.node.clone(), attempt, invoke_ns, complete_ns, result);
+            self.recorder
+                .op(meta.op(&self.clock, done), meta.tenant.tier)
+                .await;
+            if ok || !a.retry || attempt > client.retries {
+                break;
+            }
+            tokio::time::sleep(HttpClient::backoff(attempt + 1)).await;
+            invoke_ns = self.clock.now_ns();
+        }
+    }
+}
+
+/// A work-queue consumer of one tenant: pulls jobs, records each delivery, acks it. After
+/// `drain` it stops at the first empty pull; after `hard_stop` at once.
+async fn job_worker(
+    exec: Arc<Exec>,
+    tenant: usize,
+    process: String,
+    consumer: PullConsumer,
+    conn: NatsConn,
+    drain: CancellationToken,
+    hard_stop: CancellationToken,
+) {
+    let spec = &exec.tenants[tenant];
+    let meta = Meta {
+        tenant: spec,
+        process: &process,
+        pattern: Pattern::Job,
+    };
+    loop {
+        if hard_stop.is_cancelled() {
+            break;
+        }
+        let draining = drain.is_cancelled();
+        let batch = tokio::select! {
+            () = hard_stop.cancelled() => break,
+            b = consumer.batch().max_messages(32).expires(Duration::from_millis(500)).messages() => b,
+        };
+        let Ok(mut batch) = batch else {
+            if draining {
+                break;
+            }
+            tokio::select! {
+                () = hard_stop.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_millis(250)) => continue,
+            }
+        };
+        let mut got = 0u32;
+        loop {
+            let next = tokio::select! {
+                () = hard_stop.cancelled() => None,
+                m = batch.next() => m,
+            };
+            let Some(Ok(message)) = next else { break };
+            got += 1;
+            let received = exec.clock.now_ns();
+            let value = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_owned());
+            let seq = message.info().ok().map(|i| i.stream_sequence);
+            let ack = message
+                .ack()
+                .await
+                .err()
+                .map(|e| format!("ack not sent: {e}"));
+            let done = Done {
+                kind: OpKind::Deliver,
+                node: conn.node(),
+                value,
+                attempt: 1,
+                seq,
+                invoke_ns: received,
+                complete_ns: exec.clock.now_ns(),
+                outcome: Outcome::Ok,
+                error: ack,
+                read: None,
+                served_tenant: None,
+            };
+            exec.recorder
+                .op(meta.op(&exec.clock, done), spec.tier)
+                .await;
+        }
+        if got == 0 && draining {
+            break;
+        }
+    }
+}
+
+async fn progress_loop(
+    exec: Arc<Exec>,
+    faults: Option<Arc<Mutex<FaultWatcher>>>,
+    progress: Arc<Mutex<Progress>>,
+    on_progress: Option<ProgressFn>,
+    origin: u64,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = exec.clock.now_ns();
+    let _ = exec.recorder.take_window();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let now = exec.clock.now_ns();
+        let totals = exec.recorder.take_window();
+        let active = faults
+            .as_ref()
+            .map(|f| f.lock().expect("faults").active())
+            .unwrap_or_default();
+        let (ops, _, fail, info) = totals.load_total();
+        let dt = (now.saturating_sub(last)).max(1) as f64 / 1e9;
+        last = now;
+        let p = Progress {
+            elapsed_s: now.saturating_sub(origin) as f64 / 1e9,
+            ops_per_s: totals.window.ops as f64 / dt,
+            ops,
+            fail,
+            info,
+            window_fail: totals.window.fail,
+            window_info: totals.window.info,
+            p99_ms: totals.window.latency.quantile(0.99) as f64 / 1000.0,
+            in_flight: exec.in_flight.load(Ordering::Relaxed),
+            faults: active,
+        };
+        if let Some(f) = &on_progress {
+            f(&p);
+        }
+        *progress.lock().expect("progress") = p;
+    }
+}
+
+async fn refresh_endpoints(mut target: Target, client: Arc<HttpClient>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        if target.refresh().is_ok() && !target.gateways.is_empty() {
+            client.set_endpoints(&target.gateways);
+        }
+    }
+}
+
+/// One tenant's read-back through one node: (tenant index, records and the tenant they were
+/// served for, invoke ns, complete ns).
+type TenantRead = (usize, Result<(Vec<ReadRecord>, String), String>, u64, u64);
+
+fn fingerprint(records: &[ReadRecord]) -> u64 {
+    records.iter().fold(records.len() as u64, |acc, r| {
+        mix(&[acc, r.seq, super::rng::hash_str(&r.value)])
+    })
+}
+
+/// Records the read-back operations through `node`, in tenant order, and counts them.
+async fn record_read_back(
+    exec: &Exec,
+    node: &str,
+    mut reads: Vec<TenantRead>,
+    fingerprints: &mut BTreeMap<usize, Vec<Option<u64>>>,
+) -> NodeReadBack {
+    let mut summary = NodeReadBack {
+        node: node.to_owned(),
+        ..NodeReadBack::default()
+    };
+    let process = format!("readback/{node}");
+    reads.sort_by_key(|(i, ..)| *i);
+    for (index, result, invoke, complete) in reads {
+        let t = &exec.tenants[index];
+        let meta = Meta {
+            tenant: t,
+            process: &process,
+            pattern: Pattern::ReadBack,
+        };
+        let print = if let Ok((records, _)) = &result {
+            summary.ok += 1;
+            summary.records += records.len() as u64;
+            Some(fingerprint(records))
+        } else {
+            summary.failed += 1;
+            None
+        };
+        let result = result.map(|(records, served)| (items(&records), served));
+        let op = meta.op(
+            &exec.clock,
+            Done::read(node.to_owned(), 1, invoke, complete, result),
+        );
+        fingerprints.entry(index).or_default().push(print);
+        exec.recorder.read_back(op, t.tier).await;
+    }
+    summary
+}
+
+/// Reads one tenant's whole stream through a connection pinned to one server: the sequences
+/// the server reported (`known_last`), then on until it has no more.
+async fn read_whole_stream(
+    conn: &NatsConn,
+    tenant: &TenantSpec,
+    known_last: u64,
+) -> Result<(Vec<ReadRecord>, String), String> {
+    let stream = &tenant.stream;
+    let mut records = conn.read_span(stream, 1, known_last, 32).await?;
+    records.extend(
+        conn.read(stream, known_last + 1, u64::MAX, known_last)
+            .await?,
+    );
+    let served_tenant = served(&tenant.id, &records);
+    Ok((records, served_tenant))
+}
+
+async fn read_back_nats(
+    exec: &Arc<Exec>,
+    target: &Target,
+    monitor: &Monitor,
+    server: &super::target::NatsServer,
+    fingerprints: &mut BTreeMap<usize, Vec<Option<u64>>>,
+) -> NodeReadBack {
+    let sink = exec.recorder.observations();
+    let last_seqs = monitor
+        .stream_infos(&target.nats, server, &exec.clock, &sink)
+        .await
+        .unwrap_or_default();
+    let spec = ConnectSpec {
+        urls: vec![server.url.clone()],
+        name: format!("faultline-readback-{}", server.node),
+        connect_timeout: Duration::from_secs(3),
+        op_timeout: exec.config.op_timeout,
+        pinned_node: Some(server.node.clone()),
+        retry_initial: false,
+    };
+    let conn = NatsConn::connect(&spec, target.node_of_host.clone())
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", server.url));
+    let reads: Vec<TenantRead> = futures::stream::iter(exec.tenants.iter())
+        .map(|t| {
+            let conn = conn.clone();
+            let known_last = last_seqs.get(&t.stream).copied().unwrap_or(0);
+            let clock = exec.clock;
+            async move {
+                let invoke = clock.now_ns();
+                let result = match &conn {
+                    Ok(conn) => read_whole_stream(conn, t, known_last).await,
+                    Err(e) => Err(e.clone()),
+                };
+                (t.index as usize, result, invoke, clock.now_ns())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut summary = record_read_back(exec, &server.node, reads, fingerprints).await;
+    summary.error = conn.err();
+    summary
+}
+
+/// Reads one tenant's records through one endpoint, page by page, each page retried 3 times.
+async fn read_pages(
+    client: &HttpClient,
+    endpoint: &super::http::Endpoint,
+    tenant: &TenantSpec,
+) -> Result<(Vec<ReadRecord>, String), String> {
+    let headers = [(super::contract::TENANT_HEADER, tenant.id.as_str())];
+    let mut records = Vec::new();
+    let mut from = 1;
+    let mut served_tenant = tenant.id.clone();
+    loop {
+        let path =
+            HttpClient::read_path(&tenant.id, from, u64::from(super::contract::MAX_READ_LIMIT));
+        let mut page = None;
+        let mut last_error = String::new();
+        for attempt in 1..=3u32 {
+            let a = client
+                .attempt(endpoint, Method::GET, &path, &headers, Bytes::new())
+                .await;
+            match a.body.as_deref().map(parse_records) {
+                Some(Ok(list)) => {
+                    page = Some(list);
+                    break;
+                }
+                Some(Err(e)) => last_error = e,
+                None => last_error = a.error.unwrap_or_default(),
+            }
+            tokio::time::sleep(HttpClient::backoff(attempt + 1)).await;
+        }
+        let list = page.ok_or(last_error)?;
+        if list.tenant != tenant.id {
+            served_tenant.clone_from(&list.tenant);
+        }
+        records.extend(list.records.into_iter().map(|r| ReadRecord {
+            tenant: None,
+            seq: r.seq,
+            value: r.id,
+        }));
+        if !list.more {
+            return Ok((records, served_tenant));
+        }
+        from = list.next_seq;
+    }
+}
+
+async fn read_back_http(
+    exec: &Arc<Exec>,
+    client: &HttpClient,
+    endpoint: &super::http::Endpoint,
+    fingerprints: &mut BTreeMap<usize, Vec<Option<u64>>>,
+) -> NodeReadBack {
+    let reads: Vec<TenantRead> = futures::stream::iter(exec.tenants.iter())
+        .map(|t| {
+            let clock = exec.clock;
+            async move {
+                let invoke = clock.now_ns();
+                let result = read_pages(client, endpoint, t).await;
+                (t.index as usize, result, invoke, clock.now_ns())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    record_read_back(exec, &endpoint.node, reads, fingerprints).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_have_the_requested_size_and_name_their_value() {
+        for size in [10, 64, 128, 4096] {
+            let p = payload("t001", "t001/c1/1", size);
+            assert!(p.len() >= size);
+            assert!(size < 64 || p.len() == size, "{size}: {}", p.len());
+            assert!(String::from_utf8_lossy(&p).contains("t001/c1/1"));
+        }
+        let p = payload("t001", "t001/c1/1", 1000);
+        assert_eq!(p.len(), 1000);
+        serde_json::from_slice::<serde_json::Value>(&p).expect("valid json");
+    }
+
+    #[test]
+    fn served_tenant_is_the_odd_one_out() {
+        let r = |t: &str| ReadRecord {
+            seq: 1,
+            value: String::new(),
+            tenant: Some(t.to_owned()),
+        };
+        assert_eq!(served("t1", &[r("t1"), r("t1")]), "t1");
+        assert_eq!(served("t1", &[r("t1"), r("t2")]), "t2");
+        assert_eq!(served("t1", &[]), "t1");
+        assert_ne!(fingerprint(&[r("t1")]), fingerprint(&[]));
+    }
+}
