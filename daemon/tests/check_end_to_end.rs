@@ -69,49 +69,58 @@ fn a_recorded_lab_run_passes_through_chaosctl_check_in_every_format() {
             "{format}: exit {code:?}: {}",
             String::from_utf8_lossy(&result.stderr)
         );
-        let text = std::fs::read_to_string(&out).expect("report written");
-        match format {
-            "json" => {
-                let json: serde_json::Value = serde_json::from_str(&text).expect("json");
-                assert_eq!(json["format"], "faultline-check-report");
-                let kills = json["faults"]
-                    .as_array()
-                    .expect("faults")
-                    .iter()
-                    .filter(|f| f["kind"] == "kill")
-                    .count();
-                assert!(kills >= 1, "the kill is a fault window: {}", json["faults"]);
-                let exit = if json["status"] == "valid" { 0 } else { 1 };
-                assert_eq!(code, Some(exit), "exit code follows the verdict");
-                for name in ["recovery", "consistency", "split-brain", "isolation"] {
-                    assert!(
-                        json["verdicts"]
-                            .as_array()
-                            .expect("verdicts")
-                            .iter()
-                            .any(|v| v["name"] == name),
-                        "{name}"
-                    );
-                }
-            }
-            "html" => {
-                assert!(text.contains("<svg"), "plots are inline SVG");
-                assert!(
-                    !text.contains("<script src") && !text.contains("<link "),
-                    "no external assets"
-                );
-            }
-            "junit" => {
-                assert!(
-                    text.starts_with("<?xml") && text.contains("<testcase"),
-                    "{text}"
-                );
-            }
-            _ => assert!(text.contains("consistency"), "{text}"),
-        }
+        assert_report(
+            format,
+            &std::fs::read_to_string(&out).expect("report written"),
+            code,
+        );
     }
     // A missing history is an error, exit 2.
     let result = lab.chaosctl(&["check", "--history", "/nonexistent/h.jsonl"]);
     assert_eq!(result.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&result.stderr).contains("/nonexistent/h.jsonl"));
+}
+
+/// What each format must hold; the exit code must follow the JSON verdict.
+fn assert_report(format: &str, text: &str, code: Option<i32>) {
+    match format {
+        "json" => {
+            let json: serde_json::Value = serde_json::from_str(text).expect("json");
+            assert_eq!(json["format"], "faultline-check-report");
+            let kills = json["faults"]
+                .as_array()
+                .expect("faults")
+                .iter()
+                .filter(|f| f["kind"] == "kill")
+                .count();
+            assert!(kills >= 1, "the kill is a fault window: {}", json["faults"]);
+            assert_eq!(
+                code,
+                Some(i32::from(json["status"] != "valid")),
+                "exit code follows the verdict"
+            );
+            for name in ["recovery", "consistency", "split-brain", "isolation"] {
+                assert!(
+                    json["verdicts"]
+                        .as_array()
+                        .expect("verdicts")
+                        .iter()
+                        .any(|v| v["name"] == name),
+                    "{name}"
+                );
+            }
+        }
+        "html" => {
+            assert!(text.contains("<svg"), "plots are inline SVG");
+            assert!(
+                !text.contains("<script src") && !text.contains("<link "),
+                "no external assets"
+            );
+        }
+        "junit" => assert!(
+            text.starts_with("<?xml") && text.contains("<testcase"),
+            "{text}"
+        ),
+        _ => assert!(text.contains("consistency"), "{text}"),
+    }
 }

@@ -149,7 +149,19 @@ fn assert_judged_and_clean(lab: &TestLab, run: &Run) {
             "{verdict}"
         );
     }
-    assert!(run.dir.join("report.html").exists() && run.dir.join("report.xml").exists());
+    for file in [
+        "report.html",
+        "report.xml",
+        "summary.txt",
+        "spec.yaml",
+        "run.log",
+        "logs/agent.log",
+    ] {
+        assert!(
+            run.dir.join(file).exists(),
+            "the run directory holds {file}"
+        );
+    }
     let faults: Value =
         serde_json::from_str(&lab.ok(&["faults", "--output", "json"])).expect("faults json");
     assert_eq!(
@@ -430,4 +442,31 @@ fn bad_run_input_gets_a_clear_error() {
     );
     assert!(lab.our_rules().is_empty());
     assert!(!lab.state_root().join("runs").exists(), "nothing ran");
+}
+
+#[test]
+fn a_baseline_that_misses_the_steady_state_injects_nothing() {
+    if !can_run_lab() {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lab = TestLab::up();
+    // No real system answers within a microsecond at p99.
+    let spec = spec_file(
+        &lab,
+        "az-failure",
+        &[("baseline: 8s", "baseline: 5s\nsteady_state: {max_p99: 1us}")],
+    );
+    let run = run(&lab, &spec, &["--duration", "6s"]);
+    assert_eq!(run.exit_code(), 2, "{}", run.log());
+    let stdout = String::from_utf8_lossy(&run.output.stdout);
+    assert!(
+        stdout.contains("steady state did not hold") && stdout.contains("nothing was injected"),
+        "{stdout}"
+    );
+    let record = run.json("run.json");
+    assert_eq!(record["injected"], Value::Array(vec![]), "{record}");
+    assert!(lab.our_rules().is_empty());
 }

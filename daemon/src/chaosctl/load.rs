@@ -197,8 +197,16 @@ pub(crate) fn run(host: &HostPaths, args: &LoadArgs) -> anyhow::Result<ExitCode>
         let on_interrupt = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nchaosctl: interrupted; stopping the load (in-flight operations finish first)");
+                eprintln!(
+                    "\nchaosctl: interrupted; stopping the load (in-flight operations finish first; \
+                     interrupt again to quit at once)"
+                );
                 on_interrupt.cancel();
+            }
+            if tokio::signal::ctrl_c().await.is_ok() {
+                // The history is flushed every 200 ms; readers tolerate a truncated last line.
+                eprintln!("\nchaosctl: interrupted twice; quitting");
+                std::process::exit(130);
             }
         });
         if !args.quiet {

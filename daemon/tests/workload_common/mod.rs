@@ -13,6 +13,12 @@ use faultline_experiments::history::{
 
 use crate::common::{chaosctl_command, TestLab};
 
+/// node → its view.
+pub type ReadBackViews = BTreeMap<String, TenantViews>;
+
+/// tenant → its read-back items through one node (`None` when the read failed).
+pub type TenantViews = BTreeMap<String, Option<Vec<(u64, String)>>>;
+
 /// A history file, parsed.
 pub struct History {
     pub header: HistoryHeader,
@@ -46,9 +52,8 @@ impl History {
     }
 
     /// node → tenant → what the read-back through that node returned (`None` when it failed).
-    pub fn read_back(&self) -> BTreeMap<String, BTreeMap<String, Option<Vec<(u64, String)>>>> {
-        let mut out: BTreeMap<String, BTreeMap<String, Option<Vec<(u64, String)>>>> =
-            BTreeMap::new();
+    pub fn read_back(&self) -> ReadBackViews {
+        let mut out = ReadBackViews::new();
         for o in self.ops.iter().filter(|o| o.pattern == Pattern::ReadBack) {
             let items = (o.outcome == Outcome::Ok).then(|| {
                 o.read
@@ -230,7 +235,7 @@ pub fn assert_read_back_complete(history: &History, nodes: usize) {
         read_back.keys()
     );
     let acked = history.acked();
-    let mut views: Option<&BTreeMap<String, Option<Vec<(u64, String)>>>> = None;
+    let mut views: Option<&TenantViews> = None;
     for (node, tenants) in &read_back {
         let mut seen = BTreeSet::new();
         for (tenant, items) in tenants {

@@ -175,6 +175,12 @@ pub fn run_experiment(
     options: &RunOptions,
     on_status: &mut dyn FnMut(&LiveStatus),
 ) -> Result<RunOutcome, EngineError> {
+    let log = std::cell::RefCell::new(RunLog::default());
+    let mut on_status = |status: &LiveStatus| {
+        log.borrow_mut().line(status);
+        on_status(status);
+    };
+    let on_status: &mut dyn FnMut(&LiveStatus) = &mut on_status;
     let spec = &options.spec;
     spec.validate(&options.source)?;
     let (ctx, started_lab) = ensure_lab(options)?;
@@ -186,6 +192,7 @@ pub fn run_experiment(
         path: dir.clone(),
         source,
     })?;
+    log.borrow_mut().open(&dir.join("run.log"));
     write_file(
         &dir.join("spec.yaml"),
         serde_yaml::to_string(spec).unwrap_or_default().as_bytes(),
@@ -254,6 +261,7 @@ pub fn run_experiment(
     report.experiment = Some(experiment_info(options, &record));
     on_status(&status_without_load(Phase::Report, &clock, spec));
     write_reports(&report, &dir)?;
+    copy_lab_logs(&ctx, &dir.join("logs"));
     record.exit_code = if record.aborted.is_some() || record.steady_state.is_some() {
         2
     } else {
@@ -325,6 +333,63 @@ pub fn write_reports(report: &CheckReport, dir: &Path) -> Result<(), EngineError
         report::write_file(report, format, &dir.join(name))?;
     }
     Ok(())
+}
+
+/// `run.log`: the live status once a second and at every phase change, for the record.
+#[derive(Default)]
+struct RunLog {
+    file: Option<fs::File>,
+    last: Option<(Phase, u64)>,
+}
+
+impl RunLog {
+    fn open(&mut self, path: &Path) {
+        // The log is a convenience: a run does not fail because it cannot be written.
+        self.file = fs::File::create(path).ok();
+    }
+
+    fn line(&mut self, status: &LiveStatus) {
+        use std::io::Write as _;
+        let key = (status.phase, status.elapsed.as_secs());
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        if self.last == Some(key) {
+            return;
+        }
+        self.last = Some(key);
+        let p = &status.progress;
+        let _ = writeln!(
+            file,
+            "t={:>4}s {:<14} {:>6.0} ops/s  fail {} (+{})  info {} (+{})  p99 {:.0} ms  faults: {}",
+            status.elapsed.as_secs(),
+            format!("{:?}", status.phase).to_lowercase(),
+            p.ops_per_s,
+            p.fail,
+            p.window_fail,
+            p.info,
+            p.window_info,
+            p.p99_ms,
+            if status.active_faults.is_empty() {
+                "none".to_owned()
+            } else {
+                status.active_faults.join("; ")
+            }
+        );
+    }
+}
+
+/// Copies the lab agent's log and every service's log into the run directory; best effort.
+fn copy_lab_logs(ctx: &LabContext, to: &Path) {
+    if fs::create_dir_all(to).is_err() {
+        return;
+    }
+    let _ = fs::copy(ctx.paths.agent_log(), to.join("agent.log"));
+    if let Ok(entries) = fs::read_dir(ctx.paths.logs_dir()) {
+        for entry in entries.flatten() {
+            let _ = fs::copy(entry.path(), to.join(entry.file_name()));
+        }
+    }
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {

@@ -260,6 +260,10 @@ pub struct WorkloadConfig {
     /// Delete and recreate the tenants' streams before the run, so the read-back sees only this
     /// run's values. The workload owns streams named `FL_<tenant>`.
     pub fresh: bool,
+    /// Record fault windows from the lab's ledger (and replica restarts) as observations, and
+    /// show active faults in the progress. Turn it off when the caller records its own fault
+    /// windows (an engine), so each fault is recorded once.
+    pub record_faults: bool,
     /// Small, medium and large tiers.
     pub tiers: [TierConfig; 3],
     /// Pattern shapes.
@@ -286,6 +290,7 @@ impl Default for WorkloadConfig {
             sample_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
             fresh: true,
+            record_faults: true,
             tiers: Tier::ALL.map(TierConfig::default_for),
             patterns: PatternParams::default(),
         }

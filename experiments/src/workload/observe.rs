@@ -505,7 +505,12 @@ impl FaultWatcher {
         for id in gone {
             if let Some(seen) = self.active.remove(&id) {
                 if !seen.record.action.is_instant() {
-                    sink.record(self.observation(&seen, Some(now_ns.max(seen.start_ns))));
+                    // The record leaves the ledger after the revert; a fault reverted at its
+                    // deadline was certainly in place until then, so the end is the earlier
+                    // of the two (never later than the actual heal).
+                    let deadline_ns = clock.ns_from_unix_ms(seen.record.deadline_unix_ms);
+                    let end_ns = now_ns.min(deadline_ns).max(seen.start_ns);
+                    sink.record(self.observation(&seen, Some(end_ns)));
                 }
             }
         }

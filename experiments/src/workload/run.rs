@@ -147,14 +147,18 @@ impl Workload {
             adapter: config.adapter.name().to_owned(),
         };
         let (recorder, thread) = Recorder::open(&config.history, &config.observations, &header)?;
-        let faults = target.ledger_dir.as_ref().map(|dir| {
-            let nats_nodes = target.nats.iter().map(|s| s.node.clone()).collect();
-            Arc::new(Mutex::new(FaultWatcher::new(
-                dir,
-                nats_nodes,
-                target.lab().cloned(),
-            )))
-        });
+        let faults = target
+            .ledger_dir
+            .as_ref()
+            .filter(|_| config.record_faults)
+            .map(|dir| {
+                let nats_nodes = target.nats.iter().map(|s| s.node.clone()).collect();
+                Arc::new(Mutex::new(FaultWatcher::new(
+                    dir,
+                    nats_nodes,
+                    target.lab().cloned(),
+                )))
+            });
         let config = Arc::new(config);
         let exec = Arc::new(Exec {
             adapter,

@@ -303,7 +303,7 @@ pub struct SummaryRow {
     pub fail: u64,
     /// `info` ones.
     pub info: u64,
-    /// Operations per second over the run.
+    /// Operations per second over the load (0 for read-back rows).
     pub rate_per_s: f64,
     /// Latency from the intended send time to completion.
     pub latency: LatencySummary,
@@ -376,7 +376,10 @@ impl Summary {
         for tier in Tier::ALL {
             let s = &totals.read_back[tier.index()];
             if s.ops > 0 {
-                rows.push(row(tier.name(), "read_back", s));
+                rows.push(SummaryRow {
+                    rate_per_s: 0.0,
+                    ..row(tier.name(), "read_back", s)
+                });
             }
         }
         let (ops, ok, fail, info) = totals.load_total();
@@ -441,10 +444,14 @@ impl Summary {
             let l = &r.latency;
             let _ = writeln!(
                 out,
-                "     {}: {} ops {:.1}/s ok={:.2}% fail={} info={}\n     {:36}avg={} min={} med={} p(90)={} p(95)={} p(99)={} max={}",
+                "     {}: {} ops {}ok={:.2}% fail={} info={}\n     {:36}avg={} min={} med={} p(90)={} p(95)={} p(99)={} max={}",
                 dots(&label),
                 r.ops,
-                r.rate_per_s,
+                if r.kind == "read_back" {
+                    String::new()
+                } else {
+                    format!("{:.1}/s ", r.rate_per_s)
+                },
                 pct(r.ok, r.ops),
                 r.fail,
                 r.info,
