@@ -317,6 +317,9 @@ fn workload_config(spec: &ExperimentSpec, run_id: &str, dir: &Path, seed: u64) -
         stream_replicas: spec.workload.stream_replicas as usize,
         history: dir.join("history.jsonl"),
         observations: dir.join("observations.jsonl"),
+        // The engine records its own fault windows, with exact heal times and the spec's
+        // survivability; the workload's ledger watcher would record each one a second time.
+        record_faults: false,
         ..WorkloadConfig::default()
     }
 }
