@@ -19,6 +19,8 @@ use faultline_experiments::lab::{is_root, DEFAULT_LAB_NAME, DEFAULT_STATE_ROOT};
 
 const EXAMPLES: &str = "\
 Examples:
+  chaosctl list                                    # the built-in scenarios (T6.1-T6.6)
+  chaosctl run az-failure --duration 10m           # a whole scenario, judged, with reports
   chaosctl lab up                                  # 3 zones x 2 nodes, 3-node NATS JetStream
   chaosctl inject partition --zone a --for 30s     # cut zone a off for 30 s
   chaosctl inject kill --service nats --replica 1  # SIGKILL one replica; the lab restarts it
@@ -32,7 +34,7 @@ live fault owns, so a crashed chaosctl or agent never leaves a fault behind for 
 /// Chaos engineering for multi-tenant platforms: inject real faults, judge recovery and data
 /// safety with evidence.
 #[derive(Parser)]
-#[command(name = "chaosctl", version, about, after_help = EXAMPLES)]
+#[command(name = "chaosctl", version, after_help = EXAMPLES)]
 pub struct Cli {
     /// Root of Faultline's state: labs, ledgers, logs.
     #[arg(long, global = true, env = "FAULTLINE_STATE_ROOT", default_value = DEFAULT_STATE_ROOT)]

@@ -116,6 +116,15 @@ pub(crate) fn run(
         max_fault_duration,
         interrupts: count_interrupts()?,
     };
+    if matches!(
+        faultline_experiments::lab::control::LabContext::open(host, &args.lab),
+        Err(faultline_experiments::lab::LabError::NotUp(_))
+    ) {
+        println!(
+            "lab {} is not up: bringing it up with the default topology",
+            args.lab
+        );
+    }
     println!(
         "running {} on lab {} for up to {} (seed {seed})",
         options.spec.name,
