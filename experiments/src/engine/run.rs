@@ -231,24 +231,24 @@ pub fn run_experiment(
     // The final heal runs whatever happened above.
     record.heal_failures = injected.heal_all(clock.now_ns());
     record.injected = injected.faults().to_vec();
-    let sink = load.observations();
-    for fault in injected.faults() {
-        sink.record(Observation::Fault {
-            fault_id: fault.fault_ids.first().cloned().unwrap_or_default(),
-            kind: fault.kind.clone(),
-            start_ns: fault.start_ns,
-            end_ns: fault.end_ns,
-            sides: fault.sides.clone(),
-            affected: fault.affected.clone(),
-            survivable: fault.survivable,
-        });
-    }
+    record_fault_windows(injected.faults(), &load.observations());
     drop(injected);
     load.stop();
     let second_interrupt = options.interrupts.load(Ordering::SeqCst) >= 2;
     let read_back = watch.is_ok() && record.steady_state.is_none() && !second_interrupt;
     on_status(&status(Phase::ReadBack, &clock, spec, &load, vec![]));
     let finished = load.finish(read_back);
+    let interrupts = options.interrupts.load(Ordering::SeqCst);
+    if interrupts > 0 {
+        record.aborted = Some(format!(
+            "interrupted (signal received {interrupts}x); every fault was healed{}",
+            if read_back {
+                ""
+            } else {
+                "; the final read-back was skipped"
+            }
+        ));
+    }
     watch?;
     finished?;
 
@@ -278,6 +278,21 @@ pub fn run_experiment(
         dir,
         report: Some(report),
     })
+}
+
+/// Records each injected fault's window as an observation, for the checkers.
+fn record_fault_windows(faults: &[InjectedFault], sink: &workload::ObservationSink) {
+    for fault in faults {
+        sink.record(Observation::Fault {
+            fault_id: fault.fault_ids.first().cloned().unwrap_or_default(),
+            kind: fault.kind.clone(),
+            start_ns: fault.start_ns,
+            end_ns: fault.end_ns,
+            sides: fault.sides.clone(),
+            affected: fault.affected.clone(),
+            survivable: fault.survivable,
+        });
+    }
 }
 
 /// The experiment section of the report.

@@ -116,17 +116,8 @@ pub enum LabError {
 
 /// Checks a lab name.
 pub fn check_lab_name(name: &str) -> Result<(), LabError> {
-    let ok = !name.is_empty()
-        && name.len() <= 12
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name.as_bytes()[0].is_ascii_lowercase();
-    if ok {
-        Ok(())
-    } else {
-        Err(LabError::BadName(name.to_owned()))
-    }
+    // Lab names become namespace prefixes, so they follow the same rule as node names.
+    topology::check_name("lab", name, 12).map_err(|_| LabError::BadName(name.to_owned()))
 }
 
 /// Whether we run as root.

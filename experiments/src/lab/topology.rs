@@ -299,7 +299,9 @@ impl Topology {
     }
 }
 
-fn check_name(what: &str, name: &str, max: usize) -> Result<(), String> {
+/// Checks a zone, node, service or lab name: 1 to `max` lowercase letters or digits, starting
+/// with a letter.
+pub(crate) fn check_name(what: &str, name: &str, max: usize) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= max
         && name
