@@ -516,3 +516,46 @@ fn a_baseline_that_misses_the_steady_state_injects_nothing() {
     assert_eq!(record["injected"], Value::Array(vec![]), "{record}");
     assert!(lab.our_rules().is_empty());
 }
+
+#[test]
+fn an_abort_condition_ends_the_run_and_heals() {
+    if !can_run_lab() {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lab = TestLab::up();
+    // Killing every NATS server is an instant fault: the errors that follow are outside any
+    // fault window, which is what abort conditions watch.
+    let spec = spec_file(
+        &lab,
+        "pod-failure",
+        &[
+            ("adapter: http}", "adapter: nats}"),
+            (
+                "selector: {service: gateway, replica: random}",
+                "selector: {service: nats, replica: all}",
+            ),
+            (
+                "{error_rate_above: 0.5, for: 10s}",
+                "{error_rate_above: 0.3, for: 2s}",
+            ),
+            (
+                "slo: {max_ttr: 10s, survivable: true}",
+                "slo: {max_ttr: 10s, survivable: true}\nblast_radius: {allow_all_zones: true}",
+            ),
+        ],
+    );
+    let run = run(&lab, &spec, &[]);
+    assert_eq!(run.exit_code(), 2, "{}", run.log());
+    let record = run.json("run.json");
+    assert!(
+        record["aborted"]
+            .as_str()
+            .is_some_and(|a| a.contains("abort condition 0 fired")),
+        "{record}"
+    );
+    assert!(run.json("report.json")["experiment"]["aborted"].is_string());
+    assert!(lab.our_rules().is_empty());
+}
