@@ -405,6 +405,19 @@ fn sigint_mid_fault_heals_everything_and_still_reports() {
     assert!(std::fs::read_to_string(dir.join("report.html"))
         .expect("html")
         .contains("ABORTED"));
+    let run_id = dir.file_name().and_then(|n| n.to_str()).expect("run id");
+    let parent = dir.parent().and_then(Path::to_str).expect("results dir");
+    let rerender = lab.chaosctl(&["report", run_id, "--output-dir", parent]);
+    assert_eq!(
+        rerender.status.code(),
+        Some(2),
+        "an aborted run stays exit 2"
+    );
+    let report = read_json(&dir.join("report.json"));
+    assert!(
+        report["experiment"]["aborted"].is_string(),
+        "the re-rendered report is still marked aborted"
+    );
 }
 
 #[test]

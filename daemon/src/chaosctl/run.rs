@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
+use faultline_experiments::checkers::{CheckConfig, ExperimentInfo};
 use faultline_experiments::engine::run::{run_experiment, write_reports, LiveStatus, RunOptions};
 use faultline_experiments::lab::control::HostPaths;
 use faultline_experiments::lab::DEFAULT_LAB_NAME;
@@ -199,27 +200,40 @@ pub(crate) fn report(host: &HostPaths, args: &ReportArgs) -> anyhow::Result<Exit
     );
     let history = dir.join("history.jsonl");
     let observations = dir.join("observations.jsonl");
-    let config = read_config(&dir.join("report.json"))?;
-    let report = faultline_experiments::checkers::check_files(
+    let (config, experiment) = read_previous(&dir.join("report.json"))?;
+    let mut report = faultline_experiments::checkers::check_files(
         &history,
         observations.exists().then_some(observations.as_path()),
         &config,
     )?;
+    report.experiment = experiment;
     write_reports(&report, &dir)?;
     print!(
         "{}",
         report::terminal_summary(&report, std::io::stdout().is_terminal())
     );
     println!("report: {}", dir.join("report.html").display());
-    Ok(ExitCode::from(report.exit_code().clamp(0, 255) as u8))
+    let aborted = report
+        .experiment
+        .as_ref()
+        .is_some_and(|e| e.aborted.is_some());
+    Ok(ExitCode::from(if aborted {
+        2
+    } else {
+        report.exit_code().clamp(0, 255) as u8
+    }))
 }
 
-/// The checker configuration the run used, from its JSON report, so a re-render judges alike.
-fn read_config(report: &Path) -> anyhow::Result<faultline_experiments::checkers::CheckConfig> {
+/// The checker configuration and the experiment section of the run's JSON report, so a
+/// re-render judges alike and still says what the run was (and whether it was aborted).
+fn read_previous(report: &Path) -> anyhow::Result<(CheckConfig, Option<ExperimentInfo>)> {
     let Ok(text) = std::fs::read_to_string(report) else {
-        return Ok(faultline_experiments::checkers::CheckConfig::default());
+        return Ok((CheckConfig::default(), None));
     };
     let json: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", report.display()))?;
-    Ok(serde_json::from_value(json["config"].clone()).unwrap_or_default())
+    Ok((
+        serde_json::from_value(json["config"].clone()).unwrap_or_default(),
+        serde_json::from_value(json["experiment"].clone()).ok(),
+    ))
 }
