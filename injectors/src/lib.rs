@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod net_partition;
 pub mod netns;
 pub mod node_drain;
+pub mod pod_discovery;
 pub mod process;
 pub mod service_stop;
 
@@ -91,6 +92,54 @@ pub enum Error {
     /// No free slot in the rule-priority range is left for a new partition.
     #[error("every rule-priority slot is taken by an active fault; revert some faults first")]
     NoFreeSlot,
+    /// The proc root cannot be listed while looking for pod processes.
+    #[error("cannot list processes in {path}: {source}; is it the node's /proc (hostPID)?")]
+    ProcList {
+        /// The proc root.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A live process's file under the proc root cannot be read.
+    #[error("cannot read {path}: {source}; pod discovery needs root on the node's /proc")]
+    ProcRead {
+        /// The file, e.g. `/proc/1234/cgroup`.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A network namespace file cannot be followed or inspected.
+    #[error("cannot identify the network namespace at {path}: {source}; reading another process's namespace needs root with CAP_SYS_PTRACE")]
+    NetnsIdentity {
+        /// The namespace file or link, e.g. `/proc/1234/ns/net`.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The directory of pod namespace entries cannot be created or listed.
+    #[error("pod namespace directory {path}: {source}")]
+    NetnsDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A pod namespace entry cannot be created or replaced.
+    #[error("cannot write namespace entry {path}: {source}; is its directory writable and on a file system that holds symbolic links?")]
+    NetnsEntryWrite {
+        /// The entry (or its temporary name).
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A pod namespace entry cannot be removed.
+    #[error("cannot remove namespace entry {path}: {source}")]
+    NetnsEntryRemove {
+        /// The entry.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -106,6 +155,12 @@ impl Error {
             Error::Halted { .. } => "halted",
             Error::Duration { .. } => "duration",
             Error::NoFreeSlot => "no_free_slot",
+            Error::ProcList { .. } => "proc_list",
+            Error::ProcRead { .. } => "proc_read",
+            Error::NetnsIdentity { .. } => "netns_identity",
+            Error::NetnsDir { .. } => "netns_dir",
+            Error::NetnsEntryWrite { .. } => "netns_entry_write",
+            Error::NetnsEntryRemove { .. } => "netns_entry_remove",
         }
     }
 }
