@@ -789,13 +789,13 @@ mod tests {
         PodUid::parse(UID).unwrap()
     }
 
-    fn pod(qos: QosClass, container: Option<&str>, monitor: bool) -> Option<PodCgroup> {
-        Some(PodCgroup {
+    fn pod(qos: QosClass, container: Option<&str>, monitor: bool) -> PodCgroup {
+        PodCgroup {
             pod_uid: uid(),
             qos,
             container_id: container.map(str::to_owned),
             runtime_monitor: monitor,
-        })
+        }
     }
 
     #[test]
@@ -825,110 +825,127 @@ mod tests {
     }
 
     #[test]
-    fn cgroup_paths_of_both_drivers_and_every_qos_class() {
+    fn cgroup_paths_of_the_cgroupfs_driver() {
         use QosClass::{BestEffort, Burstable, Guaranteed};
         let cases: Vec<(String, Option<PodCgroup>)> = vec![
             // cgroupfs driver.
             (
                 format!("/kubepods/pod{UID}/{CID}"),
-                pod(Guaranteed, Some(CID), false),
+                Some(pod(Guaranteed, Some(CID), false)),
             ),
             (
                 format!("/kubepods/burstable/pod{UID}/{CID}"),
-                pod(Burstable, Some(CID), false),
+                Some(pod(Burstable, Some(CID), false)),
             ),
             (
                 format!("/kubepods/besteffort/pod{UID}/crio-{CID}"),
-                pod(BestEffort, Some(CID), false),
+                Some(pod(BestEffort, Some(CID), false)),
             ),
             (
                 format!("/kubepods/besteffort/pod{UID}/crio-conmon-{CID}"),
-                pod(BestEffort, Some(CID), true),
+                Some(pod(BestEffort, Some(CID), true)),
             ),
             (
                 format!("/kubepods/burstable/pod{UID}"),
-                pod(Burstable, None, false),
+                Some(pod(Burstable, None, false)),
             ),
             (
                 format!("/kubepods/burstable/pod{UID}/"),
-                pod(Burstable, None, false),
+                Some(pod(Burstable, None, false)),
             ),
             (
                 format!("/kubepods/pod{UID}/{}", CID.to_uppercase()),
-                pod(Guaranteed, Some(CID), false),
+                Some(pod(Guaranteed, Some(CID), false)),
             ),
             // A prefix: kubelet's --cgroup-root, a kind node seen from its host, a test parent.
             (
                 format!("/kubelet/kubepods/burstable/pod{UID}/{CID}"),
-                pod(Burstable, Some(CID), false),
+                Some(pod(Burstable, Some(CID), false)),
             ),
             (
                 format!("/docker/{CID}/kubepods/besteffort/pod{UID}/{CID}"),
-                pod(BestEffort, Some(CID), false),
+                Some(pod(BestEffort, Some(CID), false)),
             ),
             (
                 format!("/fl-test-42-0/kubepods/pod{UID}/{CID}"),
-                pod(Guaranteed, Some(CID), false),
+                Some(pod(Guaranteed, Some(CID), false)),
             ),
-            // systemd driver.
+        ];
+        for (path, expected) in cases {
+            assert_eq!(parse_cgroup_path(&path), expected, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn cgroup_paths_of_the_systemd_driver() {
+        use QosClass::{BestEffort, Burstable, Guaranteed};
+        let cases: Vec<(String, Option<PodCgroup>)> = vec![
             (
                 format!("/kubepods.slice/kubepods-pod{UID_SYSTEMD}.slice/cri-containerd-{CID}.scope"),
-                pod(Guaranteed, Some(CID), false),
+                Some(pod(Guaranteed, Some(CID), false)),
             ),
             (
                 format!(
                     "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_SYSTEMD}.slice/cri-containerd-{CID}.scope"
                 ),
-                pod(Burstable, Some(CID), false),
+                Some(pod(Burstable, Some(CID), false)),
             ),
             (
                 format!(
                     "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_SYSTEMD}.slice/crio-{CID}.scope"
                 ),
-                pod(BestEffort, Some(CID), false),
+                Some(pod(BestEffort, Some(CID), false)),
             ),
             (
                 format!(
                     "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_SYSTEMD}.slice/docker-{CID}.scope"
                 ),
-                pod(Burstable, Some(CID), false),
+                Some(pod(Burstable, Some(CID), false)),
             ),
             (
                 format!(
                     "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_SYSTEMD}.slice/crio-conmon-{CID}.scope"
                 ),
-                pod(Burstable, Some(CID), true),
+                Some(pod(Burstable, Some(CID), true)),
             ),
             // crun's own sub-cgroup below the container's scope.
             (
                 format!(
                     "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_SYSTEMD}.slice/crio-{CID}.scope/container"
                 ),
-                pod(Burstable, Some(CID), false),
+                Some(pod(Burstable, Some(CID), false)),
             ),
             (
                 format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_SYSTEMD}.slice"),
-                pod(Burstable, None, false),
+                Some(pod(Burstable, None, false)),
             ),
             // kind: --cgroup-root=/kubelet under systemd, and a reader inside a cgroup namespace.
             (
                 format!(
                     "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_SYSTEMD}.slice/cri-containerd-{CID}.scope"
                 ),
-                pod(BestEffort, Some(CID), false),
+                Some(pod(BestEffort, Some(CID), false)),
             ),
             (
                 format!("/../../kubepods.slice/kubepods-pod{UID_SYSTEMD}.slice/cri-containerd-{CID}.scope"),
-                pod(Guaranteed, Some(CID), false),
+                Some(pod(Guaranteed, Some(CID), false)),
             ),
             // A nested node inside another cluster's pod: the outer pod wins.
             (
                 format!(
                     "/kubepods/burstable/pod{UID}/{CID}/kubepods/besteffort/pod{STATIC_UID}/{CID}"
                 ),
-                pod(Burstable, Some(CID), false),
+                Some(pod(Burstable, Some(CID), false)),
             ),
-            // Not pods.
+        ];
+        for (path, expected) in cases {
+            assert_eq!(parse_cgroup_path(&path), expected, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn cgroup_paths_of_no_pod() {
+        let cases: Vec<(String, Option<PodCgroup>)> = vec![
             ("/".to_owned(), None),
             (String::new(), None),
             ("/system.slice/containerd.service".to_owned(), None),
@@ -1005,43 +1022,43 @@ mod tests {
             (
                 "v1, cgroupfs driver, systemd keeps its own name=systemd",
                 v1_file(&cgroupfs, service),
-                pod(Burstable, Some(CID), false),
+                Some(pod(Burstable, Some(CID), false)),
             ),
             (
                 "v1, systemd driver",
                 v1_file(&systemd, &systemd),
-                pod(BestEffort, Some(CID), false),
+                Some(pod(BestEffort, Some(CID), false)),
             ),
             (
                 "v2",
                 format!("0::{systemd}\n"),
-                pod(BestEffort, Some(CID), false),
+                Some(pod(BestEffort, Some(CID), false)),
             ),
             (
                 "hybrid, all agree",
                 v1_file(&systemd, &systemd) + &format!("0::{systemd}\n"),
-                pod(BestEffort, Some(CID), false),
+                Some(pod(BestEffort, Some(CID), false)),
             ),
             (
                 "hybrid, v1 controllers and v2 disagree: v1 controllers win",
                 v1_file(&cgroupfs, service) + &format!("0::{other}\n"),
-                pod(Burstable, Some(CID), false),
+                Some(pod(Burstable, Some(CID), false)),
             ),
             (
                 "hybrid, v2 first in the file still loses to v1 controllers",
                 format!("0::{other}\n") + &v1_file(&cgroupfs, &other),
-                pod(Burstable, Some(CID), false),
+                Some(pod(Burstable, Some(CID), false)),
             ),
             (
                 "hybrid, only name=systemd and v2 name pods: name=systemd wins",
                 v1_file("/", &systemd) + &format!("0::{other}\n"),
-                pod(BestEffort, Some(CID), false),
+                Some(pod(BestEffort, Some(CID), false)),
             ),
             (
                 "hybrid, only v2 names a pod",
                 v1_file("/user.slice", "/user.slice/user-0.slice/session-1.scope")
                     + &format!("0::{systemd}\n"),
-                pod(BestEffort, Some(CID), false),
+                Some(pod(BestEffort, Some(CID), false)),
             ),
             (
                 "no pod anywhere",
@@ -1057,7 +1074,7 @@ mod tests {
             (
                 "garbage around a good line",
                 format!("hello\n::{other}\n0::{systemd}\nworld:\n"),
-                pod(BestEffort, Some(CID), false),
+                Some(pod(BestEffort, Some(CID), false)),
             ),
         ];
         for (what, text, expected) in cases {
