@@ -551,7 +551,7 @@ pub struct PodNetnsDir {
 }
 
 /// What [`PodNetnsDir::refresh`] (and [`PodNetnsDir::sync`]) did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default)]
 pub struct RefreshReport {
     /// Every pod that has an entry now, by UID.
     pub pods: Vec<PodNetns>,
@@ -560,10 +560,21 @@ pub struct RefreshReport {
     pub changed: Vec<PodUid>,
     /// Pods in the host's namespace (`hostNetwork`); they have no entry.
     pub host_network: Vec<PodUid>,
-    /// Pods whose processes all exited while we looked; their entries were left for prune.
+    /// Pods whose processes exited while we looked; an entry they still have leads nowhere
+    /// (a gone namespace) and goes at the next prune.
     pub vanished: Vec<PodUid>,
+    /// Pods whose namespace could not be read or whose entry could not be written; their
+    /// entries were left as they were. One such pod does not keep the others from being done.
+    pub failed: Vec<(PodUid, Error)>,
     /// Entries removed by prune (only filled by [`PodNetnsDir::sync`]).
     pub removed: Vec<PodUid>,
+}
+
+/// What refreshing one pod's entry came to.
+enum PodRefresh {
+    Linked { found: PodNetns, changed: bool },
+    HostNetwork,
+    Vanished,
 }
 
 impl PodNetnsDir {
@@ -638,45 +649,60 @@ impl PodNetnsDir {
     /// Points `node` at the host's namespace and `pod-<uid>` at each pod's, adding or replacing
     /// entries (atomically, by rename) where they are missing or lead elsewhere. A pod in the
     /// host's namespace gets no entry, and loses one it had. Entries of pods missing from
-    /// `pods` are left alone; see [`prune`](Self::prune).
+    /// `pods` are left alone; see [`prune`](Self::prune). A pod that fails is listed in
+    /// [`RefreshReport::failed`] and the others are still done.
     ///
     /// # Errors
-    /// [`Error::NetnsIdentity`] if the host's namespace or a live pod process's cannot be read;
-    /// [`Error::NetnsEntryWrite`] or [`Error::NetnsEntryRemove`] if an entry cannot be changed.
+    /// [`Error::NetnsIdentity`] if the host's namespace cannot be read;
+    /// [`Error::NetnsEntryWrite`] if the `node` entry cannot be written.
     pub fn refresh(&self, pods: &PodProcesses) -> Result<RefreshReport> {
         let host = self.host_netns()?;
         self.link(NODE_ENTRY, &self.host_netns, host)?;
         let mut report = RefreshReport::default();
         for (uid, processes) in pods {
-            let entry = pod_entry_name(uid);
-            let Some(found) = pod_netns(&self.proc_root, uid, processes, host)? else {
-                report.vanished.push(uid.clone());
-                continue;
-            };
-            if found.host_network {
-                self.remove_entry(&entry)?;
-                report.host_network.push(uid.clone());
-                continue;
+            match self.refresh_pod(uid, processes, host) {
+                Ok(PodRefresh::Linked { found, changed }) => {
+                    if changed {
+                        report.changed.push(uid.clone());
+                    }
+                    report.pods.push(found);
+                }
+                Ok(PodRefresh::HostNetwork) => report.host_network.push(uid.clone()),
+                Ok(PodRefresh::Vanished) => report.vanished.push(uid.clone()),
+                Err(e) => report.failed.push((uid.clone(), e)),
             }
-            let target = self
-                .proc_root
-                .join(found.holder.pid.to_string())
-                .join("ns")
-                .join("net");
-            let changed = self.link(&entry, &target, found.netns)?;
-            // The holder may have exited between reading its namespace and linking to it; a
-            // link to a PID that is no longer the holder's must not stay behind.
-            if process_netns(&self.proc_root, &found.holder)? != Some(found.netns) {
-                self.remove_entry(&entry)?;
-                report.vanished.push(uid.clone());
-                continue;
-            }
-            if changed {
-                report.changed.push(uid.clone());
-            }
-            report.pods.push(found);
         }
         Ok(report)
+    }
+
+    /// One pod's share of [`refresh`](Self::refresh).
+    fn refresh_pod(
+        &self,
+        uid: &PodUid,
+        processes: &[PodProcess],
+        host: NetnsId,
+    ) -> Result<PodRefresh> {
+        let entry = pod_entry_name(uid);
+        let Some(found) = pod_netns(&self.proc_root, uid, processes, host)? else {
+            return Ok(PodRefresh::Vanished);
+        };
+        if found.host_network {
+            self.remove_entry(&entry)?;
+            return Ok(PodRefresh::HostNetwork);
+        }
+        let target = self
+            .proc_root
+            .join(found.holder.pid.to_string())
+            .join("ns")
+            .join("net");
+        let changed = self.link(&entry, &target, found.netns)?;
+        // The holder may have exited between reading its namespace and linking to it; a link
+        // to a PID that is no longer the holder's must not stay behind.
+        if process_netns(&self.proc_root, &found.holder)? != Some(found.netns) {
+            self.remove_entry(&entry)?;
+            return Ok(PodRefresh::Vanished);
+        }
+        Ok(PodRefresh::Linked { found, changed })
     }
 
     /// Removes the entries of pods that are not in `pods` (those with no live process left on
@@ -1396,6 +1422,27 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![uid()]
         );
+    }
+
+    #[test]
+    fn one_unreadable_pod_does_not_stop_the_others() {
+        let proc = node();
+        let (_parent, dir) = entries_dir(&proc);
+        // Pod OTHER_UID's only process has a namespace file that cannot be followed.
+        let ns = proc.path().join("20").join("ns");
+        fs::remove_dir_all(&ns).unwrap();
+        fs::write(&ns, b"").unwrap();
+        let report = dir.refresh(&discover_pods(proc.path()).unwrap()).unwrap();
+        let other_uid = PodUid::parse(OTHER_UID).unwrap();
+        assert_eq!(report.failed.len(), 1, "{report:?}");
+        let (failed_uid, error) = &report.failed[0];
+        assert_eq!(*failed_uid, other_uid);
+        assert!(
+            matches!(error, Error::NetnsIdentity { path, .. } if path.ends_with("20/ns/net")),
+            "{error}"
+        );
+        assert_eq!(report.changed, vec![uid()]);
+        assert_eq!(dir.pod_entries().unwrap(), vec![uid()]);
     }
 
     #[test]
