@@ -1,5 +1,6 @@
 //! The binaries' shared code: `chaosctl` (the CLI) and `faultlined` (the agent).
 
+pub mod agent;
 pub mod chaosctl;
 
 use std::path::PathBuf;

@@ -4,6 +4,7 @@
 pub mod checkers;
 pub mod engine;
 pub mod history;
+pub mod kubernetes;
 pub mod lab;
 pub mod report;
 pub mod spec;

@@ -30,6 +30,52 @@ enum Mode {
         #[arg(long, env = "FAULTLINE_STATE_ROOT", default_value = faultline_experiments::lab::DEFAULT_STATE_ROOT)]
         state_root: PathBuf,
     },
+    /// The node agent on a cluster (run by the DaemonSet in manifests/): watches Fault and Halt
+    /// objects and applies, on this node only, each Fault's part (prohibit rules in the host and
+    /// pod network namespaces, signals to a pod's processes). Every fault is written to the
+    /// node-local ledger first and healed at its deadline on this node's clock, with or without
+    /// the API server. On SIGTERM it heals its node before exiting.
+    Agent(AgentArgs),
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// This node's name (the downward API's `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// The agent's own pod UID; the guards never act on it.
+    #[arg(long, env = "POD_UID", default_value = "")]
+    pod_uid: String,
+    /// The agent's namespace; the guards protect its pods.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "faultline-system")]
+    pod_namespace: String,
+    /// Node-local state (ledger, journal, holds); a hostPath so it outlives the pod.
+    #[arg(long, default_value = "/var/lib/faultline")]
+    state_dir: PathBuf,
+    /// Where the agent keeps its network namespace entries (`node`, `pod-<uid>`); tmpfs.
+    #[arg(long, default_value = "/run/faultline/netns")]
+    netns_dir: PathBuf,
+    /// The host's /proc (hostPID), where pods and their namespaces are found.
+    #[arg(long, default_value = "/proc")]
+    proc_root: PathBuf,
+    /// The node's own network namespace file [default: PROC_ROOT/1/ns/net].
+    #[arg(long)]
+    host_netns: Option<PathBuf>,
+    /// Address of `/healthz` and `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:9797")]
+    health_addr: std::net::SocketAddr,
+    /// How often deadlines and orphans are reconciled.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    tick: std::time::Duration,
+    /// The longest a Fault may last once applied here.
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    max_fault_duration: std::time::Duration,
+    /// The longest one API request may take before the agent retries later.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    api_timeout: std::time::Duration,
+    /// A kubeconfig to use instead of the in-cluster service account (also `KUBECONFIG`).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -53,5 +99,90 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Mode::Agent(args) => match run_node_agent(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("faultlined agent: {error:#}");
+                ExitCode::from(2)
+            }
+        },
     }
+}
+
+fn run_node_agent(args: AgentArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use faultline_daemon::agent::node::ProcNodeProcesses;
+    use faultline_daemon::agent::{AgentConfig, Core, NodeAgent, Privileged};
+    use faultline_injectors::net_partition::NetlinkRuleTable;
+    use faultline_injectors::pod_discovery::PodNetnsDir;
+    use faultline_injectors::process::NixSignaller;
+
+    let mut netns = PodNetnsDir::open(&args.netns_dir, &args.proc_root)
+        .with_context(|| format!("namespace directory {}", args.netns_dir.display()))?;
+    if let Some(host) = &args.host_netns {
+        netns = netns.with_host_netns(host);
+    }
+    let rules = NetlinkRuleTable::new(netns.dir());
+    let privileged = Privileged {
+        rules: Box::new(rules),
+        signals: Box::new(NixSignaller::new(&args.proc_root)),
+        processes: Box::new(ProcNodeProcesses::new(netns)),
+    };
+    let config = AgentConfig {
+        node_name: args.node_name,
+        pod_uid: args.pod_uid,
+        pod_namespace: args.pod_namespace,
+        state_dir: args.state_dir,
+        tick: args.tick,
+        max_fault_duration: args.max_fault_duration,
+        api_timeout: args.api_timeout,
+    };
+    let core = Core::open(config, privileged).context("opening the node-local state")?;
+    // Heal what an earlier agent left before anything else, API server or not.
+    core.safety_pass(faultline_injectors::ledger::now_unix_ms());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let client = kube_client(args.kubeconfig.as_deref()).await?;
+        let agent = Arc::new(NodeAgent::new(core, client));
+        let safety = agent.spawn_safety_loop(Arc::clone(&stop));
+        let _health = faultline_daemon::agent::health::serve(Arc::clone(&agent), args.health_addr)
+            .await
+            .with_context(|| format!("binding the health address {}", args.health_addr))?;
+        eprintln!(
+            "faultlined agent: node {} ready to watch Faults (health on {})",
+            agent.core().config().node_name,
+            args.health_addr
+        );
+        agent.run(Arc::clone(&stop)).await;
+        let _ = safety.join();
+        eprintln!("faultlined agent: stopped; this node's faults are healed");
+        Ok(())
+    })
+}
+
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    use anyhow::Context as _;
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no in-cluster service account and no kubeconfig; pass --kubeconfig")?,
+    };
+    kube::Client::try_from(config).context("building the API client")
 }
