@@ -816,7 +816,12 @@ impl NodeAgent {
         }
     }
 
-    async fn node_facts(&self, fault: &Fault) -> Result<NodeFacts, String> {
+    /// What the plan needs from the API server for `fault`: the API server's endpoints (unless
+    /// the control plane is to be cut too) and, for pod-level partitions, the pods on this node.
+    ///
+    /// # Errors
+    /// The API server did not answer in time, or refused.
+    pub async fn node_facts(&self, fault: &Fault) -> Result<NodeFacts, String> {
         let config = &self.core.config;
         let mut facts = NodeFacts {
             node_name: config.node_name.clone(),
@@ -896,7 +901,7 @@ impl NodeAgent {
 
     /// Reports every entry the API server has not seen yet, with server-side apply under this
     /// node's own field manager.
-    async fn push_statuses(&self) {
+    pub async fn push_statuses(&self) {
         let dirty: Vec<(String, Entry)> = self
             .core
             .journal()
@@ -931,7 +936,7 @@ impl NodeAgent {
 
     /// Removes the finalizer from a deleted Fault once no node that applied it still holds it:
     /// every node with an `appliedAt` has a `revertedAt`, or its Node object is gone.
-    async fn maybe_release_finalizer(&self, fault: &Fault) {
+    pub async fn maybe_release_finalizer(&self, fault: &Fault) {
         let Some(index) = fault
             .finalizers()
             .iter()
