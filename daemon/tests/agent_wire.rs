@@ -153,13 +153,23 @@ async fn status_is_server_side_applied_under_the_nodes_own_field_manager() {
         .expect("journal");
     let agent = Arc::clone(&h.agent);
     let push = tokio::spawn(async move { agent.push_statuses().await });
-    let seen = next(&mut h.handle, json!({"apiVersion": "faultline.dev/v1alpha1", "kind": "Fault",
-        "metadata": {"name": "cut-a"}, "spec": fault(json!({})).spec}), 200)
+    let seen = next(
+        &mut h.handle,
+        json!({"apiVersion": "faultline.dev/v1alpha1", "kind": "Fault",
+        "metadata": {"name": "cut-a"}, "spec": fault(json!({})).spec}),
+        200,
+    )
     .await;
     push.await.expect("push");
     assert_eq!(seen.method, "PATCH");
-    assert_eq!(seen.path, "/apis/faultline.dev/v1alpha1/faults/cut-a/status");
-    assert_eq!(seen.query.get("fieldManager").map(String::as_str), Some("faultline-agent-n-a1"));
+    assert_eq!(
+        seen.path,
+        "/apis/faultline.dev/v1alpha1/faults/cut-a/status"
+    );
+    assert_eq!(
+        seen.query.get("fieldManager").map(String::as_str),
+        Some("faultline-agent-n-a1")
+    );
     assert_eq!(seen.query.get("force").map(String::as_str), Some("true"));
     assert_eq!(seen.content_type, "application/apply-patch+yaml");
     assert_eq!(
@@ -190,7 +200,10 @@ async fn facts_are_listed_with_the_right_selectors() {
     )
     .await;
     assert_eq!(slices.method, "GET");
-    assert_eq!(slices.path, "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices");
+    assert_eq!(
+        slices.path,
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+    );
     assert_eq!(
         slices.query.get("labelSelector").map(String::as_str),
         Some("kubernetes.io/service-name=kubernetes")
@@ -204,9 +217,15 @@ async fn facts_are_listed_with_the_right_selectors() {
     )
     .await;
     assert_eq!(pods.path, "/api/v1/pods");
-    assert_eq!(pods.query.get("fieldSelector").map(String::as_str), Some("spec.nodeName=n-a1"));
+    assert_eq!(
+        pods.query.get("fieldSelector").map(String::as_str),
+        Some("spec.nodeName=n-a1")
+    );
     let facts = facts.await.expect("join").expect("facts");
-    assert_eq!(facts.api_server_endpoints, vec![std::net::Ipv4Addr::new(192, 168, 9, 1)]);
+    assert_eq!(
+        facts.api_server_endpoints,
+        vec![std::net::Ipv4Addr::new(192, 168, 9, 1)]
+    );
     assert_eq!(facts.pods.len(), 1);
     assert_eq!(facts.pods[0].uid, "u-cart");
 }
@@ -225,8 +244,16 @@ async fn the_finalizer_is_removed_with_a_json_patch_that_tests_its_position() {
         404,
     )
     .await;
-    assert_eq!((node.method.as_str(), node.path.as_str()), ("GET", "/api/v1/nodes/n-b1"));
-    let patch = next(&mut h.handle, serde_json::to_value(fault(json!({}))).expect("json"), 200).await;
+    assert_eq!(
+        (node.method.as_str(), node.path.as_str()),
+        ("GET", "/api/v1/nodes/n-b1")
+    );
+    let patch = next(
+        &mut h.handle,
+        serde_json::to_value(fault(json!({}))).expect("json"),
+        200,
+    )
+    .await;
     release.await.expect("join");
     assert_eq!(patch.method, "PATCH");
     assert_eq!(patch.path, "/apis/faultline.dev/v1alpha1/faults/cut-a");
@@ -259,11 +286,20 @@ async fn faults_and_halts_are_listed_then_watched_from_the_lists_resource_versio
         let uri = request.uri().clone();
         let path = uri.path().to_owned();
         let query = uri.query().unwrap_or_default().to_owned();
-        let kind = if path.ends_with("/faults") { "Fault" } else { "Halt" };
+        let kind = if path.ends_with("/faults") {
+            "Fault"
+        } else {
+            "Halt"
+        };
         if query.contains("watch=true") {
             watches.insert(path.clone(), query.clone());
             // An empty watch that ends; the watcher will come back later.
-            send.send_response(Response::builder().status(200).body(Body::from(Vec::new())).expect("r"));
+            send.send_response(
+                Response::builder()
+                    .status(200)
+                    .body(Body::from(Vec::new()))
+                    .expect("r"),
+            );
         } else {
             lists.insert(path.clone(), query.clone());
             send.send_response(
@@ -284,7 +320,9 @@ async fn faults_and_halts_are_listed_then_watched_from_the_lists_resource_versio
     for resource in ["faults", "halts"] {
         let path = format!("/apis/faultline.dev/v1alpha1/{resource}");
         assert!(lists.contains_key(&path), "{resource} listed: {lists:?}");
-        let watch = watches.get(&path).unwrap_or_else(|| panic!("{resource} watched: {watches:?}"));
+        let watch = watches
+            .get(&path)
+            .unwrap_or_else(|| panic!("{resource} watched: {watches:?}"));
         assert!(watch.contains("resourceVersion=41"), "{watch}");
         assert!(watch.contains("allowWatchBookmarks=true"), "{watch}");
     }
