@@ -65,7 +65,6 @@ struct TestNode {
 
 /// A running agent; dropping it without [`Running::stop`] is a crash (no heal).
 struct Running {
-    agent: Arc<NodeAgent>,
     stop: Arc<AtomicBool>,
     safety_stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -137,7 +136,6 @@ impl TestNode {
             tokio::spawn(async move { agent.run(stop).await })
         };
         Running {
-            agent,
             stop,
             safety_stop,
             task,
@@ -236,8 +234,7 @@ async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> boo
 
 fn node_status(api: &MemoryApi, fault: &str, node: &str) -> Value {
     api.get(FAULTS, "faults", None, fault)
-        .map(|f| f["status"]["nodes"][node].clone())
-        .unwrap_or(Value::Null)
+        .map_or(Value::Null, |f| f["status"]["nodes"][node].clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,8 +180,7 @@ impl Cluster {
     fn node_status(&self, fault: &str) -> Value {
         self.api
             .get(FAULTS, "faults", None, fault)
-            .map(|f| f["status"]["nodes"]["n-a1"].clone())
-            .unwrap_or(Value::Null)
+            .map_or(Value::Null, |f| f["status"]["nodes"]["n-a1"].clone())
     }
 }
 

@@ -119,7 +119,7 @@ fn decode(text: &str) -> String {
     String::from_utf8(out).expect("utf8")
 }
 
-fn fault(extra_status: Value) -> Fault {
+fn fault(extra_status: &Value) -> Fault {
     serde_json::from_value(json!({
         "apiVersion": "faultline.dev/v1alpha1", "kind": "Fault",
         "metadata": {"name": "cut-a", "uid": "uid-1", "resourceVersion": "7",
@@ -156,7 +156,7 @@ async fn status_is_server_side_applied_under_the_nodes_own_field_manager() {
     let seen = next(
         &mut h.handle,
         json!({"apiVersion": "faultline.dev/v1alpha1", "kind": "Fault",
-        "metadata": {"name": "cut-a"}, "spec": fault(json!({})).spec}),
+        "metadata": {"name": "cut-a"}, "spec": fault(&json!({})).spec}),
         200,
     )
     .await;
@@ -190,7 +190,7 @@ async fn status_is_server_side_applied_under_the_nodes_own_field_manager() {
 async fn facts_are_listed_with_the_right_selectors() {
     let mut h = harness();
     let agent = Arc::clone(&h.agent);
-    let facts = tokio::spawn(async move { agent.node_facts(&fault(json!({}))).await });
+    let facts = tokio::spawn(async move { agent.node_facts(&fault(&json!({}))).await });
     let slices = next(
         &mut h.handle,
         json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {},
@@ -236,7 +236,7 @@ async fn the_finalizer_is_removed_with_a_json_patch_that_tests_its_position() {
     let agent = Arc::clone(&h.agent);
     // n-b1 applied and never reverted; the agent asks whether it still exists.
     let status = json!({"nodes": {"n-b1": {"appliedAt": "2026-12-02T07:00:00Z"}}});
-    let release = tokio::spawn(async move { agent.maybe_release_finalizer(&fault(status)).await });
+    let release = tokio::spawn(async move { agent.maybe_release_finalizer(&fault(&status)).await });
     let node = next(
         &mut h.handle,
         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
@@ -250,7 +250,7 @@ async fn the_finalizer_is_removed_with_a_json_patch_that_tests_its_position() {
     );
     let patch = next(
         &mut h.handle,
-        serde_json::to_value(fault(json!({}))).expect("json"),
+        serde_json::to_value(fault(&json!({}))).expect("json"),
         200,
     )
     .await;

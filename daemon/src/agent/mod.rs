@@ -293,9 +293,10 @@ impl Core {
                 failed = Some(error.to_string());
             }
         }
-        self.journal_update(uid, |e| match failed {
-            Some(error) => e.last_error = Some(format!("revert failed, retrying: {error}")),
-            None => {
+        self.journal_update(uid, |e| {
+            if let Some(error) = failed {
+                e.last_error = Some(format!("revert failed, retrying: {error}"));
+            } else {
                 e.ended_at = Some(rfc3339(now_ms));
                 e.reason = Some(EndReason::Deleted);
             }
@@ -401,7 +402,7 @@ impl Core {
             self.config.node_name
         );
         self.journal_update(uid, |e| {
-            e.name = name.to_owned();
+            name.clone_into(&mut e.name);
             e.deadline_unix_ms = deadline_ms;
             e.ended_at = Some(rfc3339(now_ms));
             e.reason = Some(EndReason::Refused);
@@ -755,7 +756,7 @@ impl NodeAgent {
         let live: BTreeSet<String> = faults
             .iter()
             .filter(|f| f.metadata.deletion_timestamp.is_none())
-            .filter_map(|f| f.uid())
+            .filter_map(ResourceExt::uid)
             .collect();
         let gone: Vec<String> = self
             .core

@@ -35,7 +35,7 @@ enum Mode {
     /// pod network namespaces, signals to a pod's processes). Every fault is written to the
     /// node-local ledger first and healed at its deadline on this node's clock, with or without
     /// the API server. On SIGTERM it heals its node before exiting.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
 }
 
 #[derive(clap::Args)]
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Mode::Agent(args) => match run_node_agent(args) {
+        Mode::Agent(args) => match run_node_agent(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("faultlined agent: {error:#}");

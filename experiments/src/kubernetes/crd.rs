@@ -151,6 +151,7 @@ pub struct PodRef {
 /// Explicit overrides of the node agents' blast-radius guards. All default to `false`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(clippy::struct_excessive_bools)] // Independent opt-ins, each its own field in the CRD.
 pub struct Overrides {
     /// Allow acting on pods in `kube-system`.
     #[serde(default)]

@@ -156,10 +156,12 @@ struct WatchEvent {
 struct Stored {
     object: Value,
     /// Field manager -> the leaf paths it applied last (server-side apply).
-    managers: BTreeMap<String, BTreeSet<Vec<String>>>,
+    managers: Managers,
 }
 
 type ObjectKey = (String, Option<String>, String);
+/// Field manager -> the leaf paths it applied last.
+type Managers = BTreeMap<String, BTreeSet<Vec<String>>>;
 
 #[derive(Debug)]
 struct State {
@@ -310,7 +312,7 @@ impl MemoryApi {
             state.fill_new_metadata(&mut object, namespace.as_deref());
             "ADDED"
         };
-        let result = state.store(&resource, key, object, event, BTreeMap::new());
+        let result = state.store(&resource, &key, object, event, BTreeMap::new());
         drop(state);
         self.notify();
         result
@@ -375,7 +377,7 @@ impl MemoryApi {
                                 let body = body
                                     .collect()
                                     .await
-                                    .map(|b| b.to_bytes())
+                                    .map(http_body_util::Collected::to_bytes)
                                     .unwrap_or_default();
                                 Ok::<_, Infallible>(api.handle(
                                     &parts.method,
@@ -417,7 +419,7 @@ impl MemoryApi {
         let query = parse_query(uri.query().unwrap_or_default());
         let route = match self.state().route(uri.path()) {
             Ok(route) => route,
-            Err(response) => return response,
+            Err(error) => return error.into_response(),
         };
         if *method == Method::GET && route.name.is_none() && flag(&query, "watch") {
             return self.watch(&route, &query);
@@ -441,7 +443,7 @@ impl MemoryApi {
         self.notify();
         match response {
             Ok((code, value)) => json_response(code, &value),
-            Err(response) => response,
+            Err(error) => error.into_response(),
         }
     }
 
@@ -528,7 +530,7 @@ impl MemoryApi {
                             continue;
                         }
                         tokio::select! {
-                            changed = changes.changed() => if changed.is_err() { return None; },
+                            result = changes.changed() => if result.is_err() { return None; },
                             () = tokio::time::sleep_until(deadline) => return None,
                         }
                     }
@@ -608,7 +610,7 @@ impl State {
             .cloned()
     }
 
-    fn route(&self, path: &str) -> Result<Route, Response<ApiBody>> {
+    fn route(&self, path: &str) -> Result<Route, ApiError> {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let not_found = || {
             status_error(
@@ -671,10 +673,10 @@ impl State {
     fn store(
         &mut self,
         resource: &ResourceType,
-        key: ObjectKey,
+        key: &ObjectKey,
         mut object: Value,
         kind: &'static str,
-        managers: BTreeMap<String, BTreeSet<Vec<String>>>,
+        managers: Managers,
     ) -> Value {
         self.rv += 1;
         object["apiVersion"] = json!(resource.api_version());
@@ -684,8 +686,8 @@ impl State {
             .as_array()
             .is_none_or(Vec::is_empty);
         if !object["metadata"]["deletionTimestamp"].is_null() && finalizers_empty {
-            self.objects.remove(&key);
-            self.push_event(resource, &key, "DELETED", object.clone());
+            self.objects.remove(key);
+            self.push_event(resource, key, "DELETED", object.clone());
             return object;
         }
         self.objects.insert(
@@ -695,7 +697,7 @@ impl State {
                 managers,
             },
         );
-        self.push_event(resource, &key, kind, object.clone());
+        self.push_event(resource, key, kind, object.clone());
         object
     }
 
@@ -726,7 +728,7 @@ impl State {
         true
     }
 
-    fn existing(&self, route: &Route) -> Result<Stored, Response<ApiBody>> {
+    fn existing(&self, route: &Route) -> Result<Stored, ApiError> {
         self.objects.get(&route.key()).cloned().ok_or_else(|| {
             status_error(
                 StatusCode::NOT_FOUND,
@@ -764,15 +766,11 @@ impl State {
         )
     }
 
-    fn read(&self, route: &Route) -> Result<(StatusCode, Value), Response<ApiBody>> {
+    fn read(&self, route: &Route) -> Result<(StatusCode, Value), ApiError> {
         Ok((StatusCode::OK, self.existing(route)?.object))
     }
 
-    fn create(
-        &mut self,
-        route: &Route,
-        body: &[u8],
-    ) -> Result<(StatusCode, Value), Response<ApiBody>> {
+    fn create(&mut self, route: &Route, body: &[u8]) -> Result<(StatusCode, Value), ApiError> {
         let mut object = parse_body(body)?;
         if !object["metadata"].is_object() {
             object["metadata"] = json!({});
@@ -819,15 +817,11 @@ impl State {
         self.fill_new_metadata(&mut object, route.namespace.as_deref());
         Ok((
             StatusCode::CREATED,
-            self.store(&route.resource, key, object, "ADDED", BTreeMap::new()),
+            self.store(&route.resource, &key, object, "ADDED", BTreeMap::new()),
         ))
     }
 
-    fn replace(
-        &mut self,
-        route: &Route,
-        body: &[u8],
-    ) -> Result<(StatusCode, Value), Response<ApiBody>> {
+    fn replace(&mut self, route: &Route, body: &[u8]) -> Result<(StatusCode, Value), ApiError> {
         let stored = self.existing(route)?;
         let object = parse_body(body)?;
         if let Some(rv) = object["metadata"]["resourceVersion"].as_str() {
@@ -848,7 +842,7 @@ impl State {
         body: &[u8],
         content_type: Option<&str>,
         query: &BTreeMap<String, String>,
-    ) -> Result<(StatusCode, Value), Response<ApiBody>> {
+    ) -> Result<(StatusCode, Value), ApiError> {
         let content_type = content_type.unwrap_or_default();
         let current = self.objects.get(&route.key()).cloned();
         if content_type.starts_with("application/apply-patch") {
@@ -873,7 +867,7 @@ impl State {
                         managers: BTreeMap::new(),
                     }
                 }
-                None => return Err(self.existing(route).err().expect("absent")),
+                None => return Err(self.existing(route).expect_err("absent")),
             };
             let (object, managers) = server_side_apply(route, &stored, &applied, &manager, force)?;
             let created = stored.object["metadata"]["resourceVersion"].is_null();
@@ -887,7 +881,7 @@ impl State {
                 committed,
             ));
         }
-        let stored = current.ok_or_else(|| self.existing(route).err().expect("absent"))?;
+        let stored = current.ok_or_else(|| self.existing(route).expect_err("absent"))?;
         let mut object = stored.object.clone();
         if content_type.starts_with("application/json-patch") {
             let patch: json_patch::Patch = serde_json::from_slice(body).map_err(|e| {
@@ -937,7 +931,7 @@ impl State {
         route: &Route,
         stored: &Stored,
         mut object: Value,
-        managers: BTreeMap<String, BTreeSet<Vec<String>>>,
+        managers: Managers,
         created: bool,
     ) -> Value {
         let old = &stored.object;
@@ -989,14 +983,14 @@ impl State {
         let key = route.key();
         self.store(
             &route.resource,
-            key,
+            &key,
             object,
             if created { "ADDED" } else { "MODIFIED" },
             managers,
         )
     }
 
-    fn delete(&mut self, route: &Route) -> Result<(StatusCode, Value), Response<ApiBody>> {
+    fn delete(&mut self, route: &Route) -> Result<(StatusCode, Value), ApiError> {
         let stored = self.existing(route)?;
         let has_finalizers = stored.object["metadata"]["finalizers"]
             .as_array()
@@ -1008,7 +1002,7 @@ impl State {
                 object["metadata"]["deletionGracePeriodSeconds"] = json!(0);
                 let key = route.key();
                 let stored_object =
-                    self.store(&route.resource, key, object, "MODIFIED", stored.managers);
+                    self.store(&route.resource, &key, object, "MODIFIED", stored.managers);
                 return Ok((StatusCode::OK, stored_object));
             }
             return Ok((StatusCode::OK, stored.object));
@@ -1031,7 +1025,7 @@ fn server_side_apply(
     applied: &Value,
     manager: &str,
     force: bool,
-) -> Result<(Value, BTreeMap<String, BTreeSet<Vec<String>>>), Response<ApiBody>> {
+) -> Result<(Value, Managers), ApiError> {
     let mut scoped = applied.clone();
     if let Some(map) = scoped.as_object_mut() {
         for field in ["apiVersion", "kind"] {
@@ -1169,7 +1163,7 @@ fn merge_applied(target: &mut Value, applied: &Value) {
             for (key, value) in applied {
                 match target.get_mut(key) {
                     Some(existing) if existing.is_object() && value.is_object() => {
-                        merge_applied(existing, value)
+                        merge_applied(existing, value);
                     }
                     _ => {
                         target.insert(key.clone(), value.clone());
@@ -1334,7 +1328,7 @@ fn flag(query: &BTreeMap<String, String>, name: &str) -> bool {
     query.get(name).is_some_and(|v| v == "true" || v == "1")
 }
 
-fn parse_body(body: &[u8]) -> Result<Value, Response<ApiBody>> {
+fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     // Apply patches are YAML on the wire; every YAML a client sends us is JSON-compatible.
     serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice::<Value>(body))
@@ -1347,7 +1341,7 @@ fn parse_body(body: &[u8]) -> Result<Value, Response<ApiBody>> {
         })
 }
 
-fn conflict(route: &Route) -> Response<ApiBody> {
+fn conflict(route: &Route) -> ApiError {
     status_error(
         StatusCode::CONFLICT,
         "Conflict",
@@ -1360,19 +1354,37 @@ fn conflict(route: &Route) -> Response<ApiBody> {
     )
 }
 
-fn status_error(code: StatusCode, reason: &str, message: &str) -> Response<ApiBody> {
-    json_response(
+/// A failed request, answered as a `Status` object.
+#[derive(Debug)]
+struct ApiError {
+    code: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn into_response(self) -> Response<ApiBody> {
+        json_response(
+            self.code,
+            &json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": self.message,
+                "reason": self.reason,
+                "code": self.code.as_u16(),
+            }),
+        )
+    }
+}
+
+fn status_error(code: StatusCode, reason: &'static str, message: &str) -> ApiError {
+    ApiError {
         code,
-        &json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "code": code.as_u16(),
-        }),
-    )
+        reason,
+        message: message.to_owned(),
+    }
 }
 
 fn json_response(code: StatusCode, value: &Value) -> Response<ApiBody> {

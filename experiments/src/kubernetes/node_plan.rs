@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use faultline_injectors::net_partition::{priority_for_slot, PartitionRule, RULE_PRIORITY_SLOTS};
 
-use super::crd::{FaultKind, FaultSpec, PartitionMode, PodRef};
+use super::crd::{FaultKind, FaultSpec, PartitionMode, PartitionSide, PartitionSpec, PodRef};
 
 /// The name, in the agent's namespace directory, of the node's own (host) network namespace.
 pub const NODE_NETNS: &str = "node";
@@ -250,39 +250,9 @@ fn plan_partition(spec: &FaultSpec, facts: &NodeFacts) -> NodePlan {
     else {
         return NodePlan::NotMine;
     };
-    let blocked: Vec<_> = match &mine.cannot_reach {
-        None => partition
-            .sides
-            .iter()
-            .filter(|side| side.name != mine.name)
-            .collect(),
-        Some(names) => {
-            let mut sides = Vec::new();
-            for name in names {
-                match partition.sides.iter().find(|side| &side.name == name) {
-                    Some(side) if side.name != mine.name => sides.push(side),
-                    Some(_) => {
-                        return NodePlan::Refused(format!(
-                            "side {} lists itself in cannotReach",
-                            mine.name
-                        ))
-                    }
-                    None => {
-                        return NodePlan::Refused(format!(
-                            "side {} cannot reach unknown side {name:?}; name one of: {}",
-                            mine.name,
-                            partition
-                                .sides
-                                .iter()
-                                .map(|s| s.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ))
-                    }
-                }
-            }
-            sides
-        }
+    let blocked = match blocked_sides(partition, mine) {
+        Ok(blocked) => blocked,
+        Err(reason) => return NodePlan::Refused(reason),
     };
 
     let mut holes = Vec::new();
@@ -303,29 +273,10 @@ fn plan_partition(spec: &FaultSpec, facts: &NodeFacts) -> NodePlan {
         }
     }
 
-    let mut destinations = BTreeSet::new();
-    for side in &blocked {
-        for (field, text) in side
-            .node_addresses
-            .iter()
-            .map(|a| ("nodeAddresses", a))
-            .chain(side.pod_cidrs.iter().map(|c| ("podCIDRs", c)))
-        {
-            let prefix = match Prefix::parse(text) {
-                Ok(prefix) => prefix,
-                Err(reason) => {
-                    return NodePlan::Refused(format!("side {} {field}: {reason}", side.name))
-                }
-            };
-            if prefix.len < NARROWEST_PREFIX_LEN {
-                return NodePlan::Refused(format!(
-                    "side {} {field}: {prefix} is wider than /{NARROWEST_PREFIX_LEN}; a rule that wide cuts far more than the side",
-                    side.name
-                ));
-            }
-            destinations.extend(subtract(prefix, &holes));
-        }
-    }
+    let destinations = match destinations(&blocked, &holes) {
+        Ok(destinations) => destinations,
+        Err(reason) => return NodePlan::Refused(reason),
+    };
     for own in mine
         .node_addresses
         .iter()
@@ -349,13 +300,33 @@ fn plan_partition(spec: &FaultSpec, facts: &NodeFacts) -> NodePlan {
         ));
     }
 
+    let (rules, skipped_pods) = rules_in_namespaces(spec, facts, partition.mode, &destinations);
+    NodePlan::Partition {
+        slot: spec.priority_slot,
+        sides: partition
+            .sides
+            .iter()
+            .map(|side| side.nodes.clone())
+            .collect(),
+        rules,
+        skipped_pods,
+    }
+}
+
+/// The rules for every namespace the mode covers, and the pods a guard left alone.
+fn rules_in_namespaces(
+    spec: &FaultSpec,
+    facts: &NodeFacts,
+    mode: PartitionMode,
+    destinations: &BTreeSet<Prefix>,
+) -> (Vec<PartitionRule>, Vec<String>) {
     let priority = priority_for_slot(spec.priority_slot);
     let mut namespaces = Vec::new();
     let mut skipped_pods = Vec::new();
-    if matches!(partition.mode, PartitionMode::Nodes | PartitionMode::Both) {
+    if matches!(mode, PartitionMode::Nodes | PartitionMode::Both) {
         namespaces.push(NODE_NETNS.to_owned());
     }
-    if matches!(partition.mode, PartitionMode::Pods | PartitionMode::Both) {
+    if matches!(mode, PartitionMode::Pods | PartitionMode::Both) {
         for pod in facts.pods.iter().filter(|pod| !pod.host_network) {
             if pod_guard(spec, facts, &pod.namespace, &pod.uid).is_some() {
                 skipped_pods.push(format!("{}/{}", pod.namespace, pod.name));
@@ -375,22 +346,71 @@ fn plan_partition(spec: &FaultSpec, facts: &NodeFacts) -> NodePlan {
             })
         })
         .collect();
-    NodePlan::Partition {
-        slot: spec.priority_slot,
-        sides: partition
+    (rules, skipped_pods)
+}
+
+/// The sides `mine` may not reach: its `cannotReach` list, or every other side.
+fn blocked_sides<'a>(
+    partition: &'a PartitionSpec,
+    mine: &PartitionSide,
+) -> Result<Vec<&'a PartitionSide>, String> {
+    let Some(names) = &mine.cannot_reach else {
+        return Ok(partition
             .sides
             .iter()
-            .map(|side| side.nodes.clone())
-            .collect(),
-        rules,
-        skipped_pods,
+            .filter(|side| side.name != mine.name)
+            .collect());
+    };
+    let mut sides = Vec::new();
+    for name in names {
+        match partition.sides.iter().find(|side| &side.name == name) {
+            Some(side) if side.name != mine.name => sides.push(side),
+            Some(_) => return Err(format!("side {} lists itself in cannotReach", mine.name)),
+            None => {
+                return Err(format!(
+                    "side {} cannot reach unknown side {name:?}; name one of: {}",
+                    mine.name,
+                    partition
+                        .sides
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+        }
     }
+    Ok(sides)
+}
+
+/// Every prefix the blocked sides own, carved around the `holes`.
+fn destinations(blocked: &[&PartitionSide], holes: &[Prefix]) -> Result<BTreeSet<Prefix>, String> {
+    let mut destinations = BTreeSet::new();
+    for side in blocked {
+        for (field, text) in side
+            .node_addresses
+            .iter()
+            .map(|a| ("nodeAddresses", a))
+            .chain(side.pod_cidrs.iter().map(|c| ("podCIDRs", c)))
+        {
+            let prefix = Prefix::parse(text)
+                .map_err(|reason| format!("side {} {field}: {reason}", side.name))?;
+            if prefix.len < NARROWEST_PREFIX_LEN {
+                return Err(format!(
+                    "side {} {field}: {prefix} is wider than /{NARROWEST_PREFIX_LEN}; a rule that wide cuts far more than the side",
+                    side.name
+                ));
+            }
+            destinations.extend(subtract(prefix, holes));
+        }
+    }
+    Ok(destinations)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubernetes::crd::{Overrides, PartitionSide, PartitionSpec};
+    use crate::kubernetes::crd::Overrides;
 
     fn prefix(text: &str) -> Prefix {
         Prefix::parse(text).expect("prefix")
