@@ -1,6 +1,7 @@
 //! The `chaosctl` command line.
 
 mod check;
+mod cluster;
 mod faults;
 mod lab;
 mod load;
@@ -26,6 +27,7 @@ Examples:
   chaosctl inject kill --service nats --replica 1  # SIGKILL one replica; the lab restarts it
   chaosctl faults                                  # what is active, and until when
   chaosctl halt                                    # revert everything now, block new faults
+  chaosctl --context staging halt                  # the same on a cluster, through a Halt object
   chaosctl lab down                                # remove every namespace, process and file
 
 Every command first reverts faults whose deadline has passed, and anything of ours that no
@@ -42,6 +44,14 @@ pub struct Cli {
     /// Longest fault anyone may ask for; longer requests are refused.
     #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "2h")]
     max_fault_duration: Duration,
+    /// Act on a Kubernetes cluster through this kubeconfig context instead of the lab
+    /// (`halt`, `resume` and `faults` for now).
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// The kubeconfig file for `--context` [default: KUBECONFIG, else ~/.kube/config]; given
+    /// alone, its current context is used.
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -195,9 +205,29 @@ fn require_root() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs one command against a cluster instead of the lab.
+fn run_on_cluster(target: &cluster::Target, command: &Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Halt => cluster::halt(target, "chaosctl halt"),
+        Command::Resume => cluster::resume(target),
+        Command::Faults { output, .. } => cluster::list(target, *output),
+        _ => anyhow::bail!(
+            "on a cluster (--context/--kubeconfig) chaosctl runs halt, resume and faults; \
+             the other commands act on the embedded lab: drop --context to use it"
+        ),
+    }
+}
+
 /// Runs one command; the exit code follows the command's verdict.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let host = host(&cli);
+    let target = cluster::Target {
+        context: cli.context.clone(),
+        kubeconfig: cli.kubeconfig.clone(),
+    };
+    if target.is_cluster() {
+        return run_on_cluster(&target, &cli.command);
+    }
     // Pure commands touch nothing, so they need no reconcile (and no root).
     let touches_system = !matches!(
         cli.command,
