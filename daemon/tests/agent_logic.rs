@@ -671,3 +671,77 @@ async fn the_finalizer_waits_for_every_node_that_applied_unless_the_node_left() 
     .await;
     run_a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_keeps_a_pod_down_until_the_deadline_and_kill_is_over_at_once() {
+    let api = cluster();
+    let b1 = TestNode::new("n-b1");
+    let cart = ProcessTarget {
+        pid: 5000,
+        start_ticks: 9,
+        label: "cart".into(),
+    };
+    let web = ProcessTarget {
+        pid: 5100,
+        start_ticks: 9,
+        label: "web".into(),
+    };
+    b1.processes.set_pod("u-cart", vec![cart.clone()]);
+    b1.processes.set_pod("u-web", vec![web.clone()]);
+    let running = b1.start(&api);
+    let pod_fault = |name: &str, action: &str, pod: &str, uid: &str, seconds: u64| {
+        json!({
+            "apiVersion": FAULTS, "kind": "Fault",
+            "metadata": {"name": name},
+            "spec": {
+                "action": action,
+                "pod": {"namespace": "shop", "name": pod, "uid": uid, "nodeName": "n-b1"},
+                "deadline": rfc3339_in(Duration::from_secs(seconds)),
+                "createdBy": "agent-logic-test",
+            },
+        })
+    };
+    let kills = |pid: i32| {
+        b1.signals
+            .sent()
+            .iter()
+            .filter(|(p, s)| *p == pid && *s == Signal::SIGKILL)
+            .count()
+    };
+    create(&api, pod_fault("stop-cart", "stop", "cart-0", "u-cart", 2)).await;
+    create(&api, pod_fault("kill-web", "kill", "web-0", "u-web", 60)).await;
+
+    // A restarted container gets a new PID; the hold kills it too.
+    eventually("the stopped pod is killed", Duration::from_secs(5), || {
+        kills(5000) >= 1
+    })
+    .await;
+    let restarted = ProcessTarget {
+        pid: 5001,
+        start_ticks: 10,
+        label: "cart restarted".into(),
+    };
+    b1.processes.set_pod("u-cart", vec![restarted.clone()]);
+    eventually(
+        "the restarted container is killed as well",
+        Duration::from_secs(5),
+        || kills(5001) >= 1,
+    )
+    .await;
+    eventually("kill is over at once", Duration::from_secs(5), || {
+        node_status(&api, "kill-web", "n-b1")["reason"] == "instant"
+    })
+    .await;
+    assert_eq!(kills(5100), 1, "a kill is sent once");
+
+    eventually(
+        "the hold ends at the deadline",
+        Duration::from_secs(6),
+        || node_status(&api, "stop-cart", "n-b1")["reason"] == "deadline",
+    )
+    .await;
+    let after = kills(5001);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(kills(5001), after, "no more kills once released");
+    running.stop().await;
+}
