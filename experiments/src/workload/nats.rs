@@ -578,6 +578,45 @@ mod tests {
     }
 
     #[test]
+    fn a_reconnect_between_send_and_answer_makes_the_node_uncertain() {
+        let at = |connects, node: &str| Server {
+            connects,
+            node: node.to_owned(),
+        };
+        assert_eq!(
+            Served::between(at(1, "c1"), at(1, "c1")),
+            Served {
+                node: "c1".into(),
+                reconnected: false,
+                sent_node: None
+            }
+        );
+        assert_eq!(
+            Served::between(at(1, "c1"), at(2, "a1")),
+            Served {
+                node: "a1".into(),
+                reconnected: true,
+                sent_node: Some("c1".into())
+            }
+        );
+        // Back on the same server: the answer may still have crossed another.
+        assert!(Served::between(at(1, "c1"), at(3, "c1")).reconnected);
+        let spec = ConnectSpec {
+            urls: Vec::new(),
+            name: String::new(),
+            connect_timeout: Duration::from_secs(3),
+            op_timeout: Duration::from_secs(2),
+            ping_interval: DEFAULT_PING_INTERVAL,
+            pinned_node: None,
+            retry_initial: false,
+        };
+        let settings = spec.client_settings();
+        assert_eq!(settings.ping_interval_ms, Some(2000));
+        assert_eq!(settings.max_pings_out, Some(2));
+        assert_eq!(settings.request_timeout_ms, 2000);
+    }
+
+    #[test]
     fn stream_and_consumer_configs() {
         let c = stream_config("t007", 3);
         assert_eq!(c.name, "FL_t007");
