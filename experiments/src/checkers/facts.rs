@@ -764,9 +764,13 @@ impl Facts {
         if peers.is_empty() {
             return;
         }
-        let gone: Vec<Sym> = peers.iter().copied().filter(|p| down.contains(p)).collect();
-        if (peers.len() - gone.len()) * 2 <= peers.len() {
-            let names: Vec<&str> = gone.iter().map(|n| self.symbols.node(*n)).collect();
+        let alive = peers.iter().filter(|p| !down.contains(p)).count();
+        if alive * 2 <= peers.len() {
+            let names: Vec<&str> = peers
+                .iter()
+                .filter(|p| down.contains(p))
+                .map(|n| self.symbols.node(*n))
+                .collect();
             let whose = if uncertain {
                 "down (stopped, paused or killed)".to_string()
             } else {
@@ -776,7 +780,7 @@ impl Facts {
             if self.ack_without_quorum.wants(op.invoke_ns) {
                 let detail = format!(
                     "acknowledged while {} of {} peers ({}) were {whose}; {}",
-                    gone.len(),
+                    names.len(),
                     peers.len(),
                     names.join(", "),
                     self.leader_quote(op.stream, op.invoke_ns, op.complete_ns)
