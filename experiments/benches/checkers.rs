@@ -63,6 +63,7 @@ fn header() -> HistoryHeader {
         run_id: "bench".into(),
         started_at_unix_ms: 0,
         adapter: "synthetic".into(),
+        client: None,
     }
 }
 
@@ -279,6 +280,7 @@ impl Phase1 {
                 complete_ns: o.complete_ns,
                 read: o.read.map(|_| &self.items[..]),
                 served_tenant: None,
+                node_uncertain: false,
                 line: 0,
             });
             self.ops += 1;

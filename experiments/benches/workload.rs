@@ -28,7 +28,9 @@ use faultline_experiments::history::{OpKind, Outcome};
 use faultline_experiments::lab::control::{self, HostPaths};
 use faultline_experiments::lab::topology::Topology;
 use faultline_experiments::workload::config::{PatternMix, Tier};
-use faultline_experiments::workload::nats::{provision, ConnectSpec, NatsConn};
+use faultline_experiments::workload::nats::{
+    provision, ConnectSpec, NatsConn, DEFAULT_PING_INTERVAL,
+};
 use faultline_experiments::workload::schedule::{subject, tenants};
 use faultline_experiments::workload::target::{enter_netns, Target};
 use faultline_experiments::workload::{AdapterKind, CancellationToken, Workload, WorkloadConfig};
@@ -188,6 +190,7 @@ async fn bare_loop(target: &Target, seconds: u64) -> (f64, u64, u64) {
             name: format!("bare-{k}"),
             connect_timeout: Duration::from_secs(3),
             op_timeout: Duration::from_secs(2),
+            ping_interval: DEFAULT_PING_INTERVAL,
             pinned_node: None,
             retry_initial: false,
         };
@@ -244,6 +247,7 @@ async fn fresh_streams(target: &Target) {
         name: "bench-setup".into(),
         connect_timeout: Duration::from_secs(3),
         op_timeout: Duration::from_secs(5),
+        ping_interval: DEFAULT_PING_INTERVAL,
         pinned_node: None,
         retry_initial: false,
     };

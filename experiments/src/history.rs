@@ -1,6 +1,6 @@
 //! The operation history: the public, versioned record of every operation the workload issued.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //! JSON Lines. The first line is a [`HistoryHeader`]; every following line is one
 //! [`Operation`], written when the operation completes, so lines are in completion order, not
 //! invoke order. Readers must not assume any order and must tolerate a truncated last line
@@ -9,13 +9,31 @@
 //!
 //! Values are unique per operation attempt chain: `tenant/producer/counter`. A retry of the same
 //! logical write is a new [`Operation`] with the same value and a higher `attempt`.
+//!
+//! # Versions
+//! - **2** (written now). An operation's `node` is the server that answered it, taken when the
+//!   answer arrived. An operation during which the client reconnected says so
+//!   (`reconnected: true`) and also names the server it was sent through (`sent_node`): it may
+//!   have been served by either, so no verdict about sides rests on it. The header records the
+//!   client's connection settings (`client`), which decide how fast a dead server is noticed.
+//! - **1**. The same lines without `client`, `sent_node` and `reconnected`. The NATS adapter
+//!   took `node` when the operation was sent, so an operation buffered across a reconnect names
+//!   a server it may never have reached. Readers still accept version 1; the checkers do not
+//!   place a version-1 NATS operation on a partition side (docs/checkers.md).
+//!
+//! Versions are bumped whenever a line gains a field, because a reader of an older version
+//! rejects unknown fields; readers accept every version from [`OLDEST_HISTORY_FORMAT_VERSION`]
+//! to [`HISTORY_FORMAT_VERSION`]. The JSON Schema of the current version is
+//! `schemas/history.schema.json`.
 
 use serde::{Deserialize, Serialize};
 
 /// The format name written in every header.
 pub const HISTORY_FORMAT: &str = "faultline-history";
-/// The current history format version.
-pub const HISTORY_FORMAT_VERSION: u32 = 1;
+/// The current history format version (also written in the observations header).
+pub const HISTORY_FORMAT_VERSION: u32 = 2;
+/// The oldest history (and observations) format version readers still accept.
+pub const OLDEST_HISTORY_FORMAT_VERSION: u32 = 1;
 /// The format name of the observations file.
 pub const OBSERVATIONS_FORMAT: &str = "faultline-observations";
 
@@ -33,6 +51,36 @@ pub struct HistoryHeader {
     pub started_at_unix_ms: u64,
     /// Target system adapter, e.g. `nats` or `http`.
     pub adapter: String,
+    /// How the load's clients were configured (version 2 on; absent in version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientSettings>,
+}
+
+/// The load's client settings that decide how failures look in the history: how fast a dead
+/// server is noticed, how long an operation may wait. Fields that do not apply to the adapter
+/// are absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// NATS: how often the client pings its server when nothing else arrives, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_interval_ms: Option<u64>,
+    /// NATS: unanswered pings the client tolerates; at the next ping it drops the connection
+    /// and reconnects. A dead server is therefore noticed within
+    /// `(max_pings_out + 1) × ping_interval_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pings_out: Option<u32>,
+    /// Longest wait for one connection attempt, ms.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for one operation's answer (NATS: publish acknowledgement or request;
+    /// HTTP: the whole request), ms.
+    pub request_timeout_ms: u64,
+    /// NATS: longest pause between two reconnect attempts, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect_delay_max_ms: Option<u64>,
+    /// HTTP: retries after a failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
 
 /// What an operation did.
@@ -94,8 +142,17 @@ pub struct Operation {
     pub tenant: String,
     /// The logical client process (producer or consumer) that issued it.
     pub process: String,
-    /// The node or endpoint the operation went through.
+    /// The node or endpoint that answered the operation: for NATS the server the connection
+    /// was on when the answer (or the error) arrived, for HTTP the replica named by
+    /// `X-Served-By`, else the endpoint tried.
     pub node: String,
+    /// Set when the client reconnected while the operation was under way: it may have been
+    /// served through `sent_node` or `node` (or a server in between), so its node is uncertain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconnected: bool,
+    /// When `reconnected`: the server the connection was on when the operation was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_node: Option<String>,
     /// What it did.
     pub kind: OpKind,
     /// Which workload pattern issued it.

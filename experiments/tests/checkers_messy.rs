@@ -142,26 +142,26 @@ fn corrupt_middle_line_is_an_error_with_its_position() {
 #[test]
 fn foreign_and_future_files_are_refused_clearly() {
     let (history, _) = H::clean().to_jsonl();
-    let future = history.replacen("\"version\":1", "\"version\":2", 1);
+    let future = history.replacen("\"version\":2", "\"version\":3", 1);
     let err = from_bytes(future.as_bytes()).unwrap_err();
     assert!(matches!(
         err,
         CheckError::UnsupportedVersion {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
             ..
         }
     ));
     assert!(
         err.to_string()
-            .contains("format version 2 is not supported"),
+            .contains("format version 3 is not supported"),
         "{err}"
     );
     // A newer header with fields we do not know still gets the version error.
-    let newer = history.replacen("\"version\":1", "\"version\":3,\"compression\":\"zstd\"", 1);
+    let newer = history.replacen("\"version\":2", "\"version\":4,\"compression\":\"zstd\"", 1);
     assert!(matches!(
         from_bytes(newer.as_bytes()),
-        Err(CheckError::UnsupportedVersion { found: 3, .. })
+        Err(CheckError::UnsupportedVersion { found: 4, .. })
     ));
     let foreign = history.replacen("faultline-history", "jepsen-history", 1);
     let err = from_bytes(foreign.as_bytes()).unwrap_err();
@@ -241,7 +241,7 @@ fn observations_files_are_checked_too() {
         Err(CheckError::RunMismatch { .. })
     ));
     // Future version.
-    let future = observations.replacen("\"version\":1", "\"version\":9", 1);
+    let future = observations.replacen("\"version\":2", "\"version\":9", 1);
     let op = write(dir.path(), "o3.jsonl", future.as_bytes());
     let err = check_files(&hp, Some(&op), &h.config).unwrap_err();
     assert!(
@@ -343,6 +343,7 @@ fn an_internal_failure_is_unknown_never_valid() {
         complete_ns: 1,
         read: None,
         served_tenant: None,
+        node_uncertain: false,
         line: 42,
     });
     let r = checks.finish();

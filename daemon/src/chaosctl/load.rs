@@ -54,6 +54,10 @@ pub(crate) struct LoadArgs {
     /// NATS connections shared by the tenants.
     #[arg(long, default_value_t = 3)]
     connections: usize,
+    /// How often each NATS connection pings its server when idle; a dead server is noticed
+    /// within three intervals.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    ping_interval: Duration,
     /// NATS servers to load instead of the lab's (nats://IP:PORT, comma-separated). Runs in
     /// the current network namespace.
     #[arg(long, value_delimiter = ',')]
@@ -162,6 +166,7 @@ pub(crate) fn run(host: &HostPaths, args: &LoadArgs) -> anyhow::Result<ExitCode>
         adapter: args.adapter,
         stream_replicas: args.replicas,
         connections: args.connections,
+        ping_interval: args.ping_interval,
         history: args.history.clone(),
         observations,
         fresh: !args.keep_data,

@@ -58,6 +58,9 @@ pub struct Op<'a> {
     pub read: Option<&'a [Item]>,
     /// The tenant the server says it served.
     pub served_tenant: Option<Sym>,
+    /// Whether `node` may not be the node that served it (the client reconnected while the
+    /// operation was under way). No verdict about sides rests on such an operation.
+    pub node_uncertain: bool,
     /// Line in the history file (1-based), 0 when unknown.
     pub line: u64,
 }
@@ -315,9 +318,29 @@ impl FaultIndex {
 pub struct SideAcks {
     /// Bit per side that acknowledged.
     pub sides: u64,
-    /// Earliest acknowledgement per side: (side, invoke, value, node, line).
-    pub first: Vec<(u8, u64, ValueId, Sym, u64)>,
+    /// Earliest acknowledgement per side.
+    pub first: Vec<SideAck>,
 }
+
+/// One acknowledgement placed on a partition side.
+#[derive(Clone, Copy, Debug)]
+pub struct SideAck {
+    /// Side index in the fault's `sides`.
+    pub side: u8,
+    /// Intended send time.
+    pub invoke_ns: u64,
+    /// Completion time.
+    pub complete_ns: u64,
+    /// The value.
+    pub value: ValueId,
+    /// The node that answered.
+    pub node: Sym,
+    /// History line.
+    pub line: u64,
+}
+
+/// One leader sample, interned: (time, observer, leader or [`NO_SYM`]).
+pub type LeaderSample = (u64, Sym, Sym);
 
 /// Read items are processed in groups of this many; the facts of the next group are loaded while
 /// this one is processed, in a tight loop, so their cache misses overlap instead of stalling the
@@ -381,6 +404,15 @@ pub struct Facts {
     pub unattributable_reads: u64,
     /// Acknowledgements inside a partition window through a node on no side of it.
     pub unplaced_partition_acks: u64,
+    /// Acknowledgements inside a partition window whose node is uncertain (the client
+    /// reconnected meanwhile, or the history is version 1 from the NATS adapter): left out of
+    /// every condition about sides.
+    pub uncertain_node_acks: u64,
+    /// The history's nodes were taken when operations were sent (format version 1, NATS
+    /// adapter), so none of them is certain. Set by the caller that read the header.
+    pub nodes_at_send: bool,
+    /// Stream symbol to its leader samples, by time.
+    pub leaders: FxHashMap<Sym, Vec<LeaderSample>>,
     /// (fault index, stream) to acknowledgements per side.
     pub partition_acks: BTreeMap<(usize, Sym), SideAcks>,
     /// Fault windows prepared for the per-operation checks, in observation order.
@@ -449,6 +481,22 @@ impl Facts {
                 }
             }
         }
+        let mut leaders: FxHashMap<Sym, Vec<LeaderSample>> = FxHashMap::default();
+        for l in &observations.leaders {
+            let stream = symbols.streams.intern(&l.stream);
+            let observer = symbols.nodes.intern(&l.observer);
+            let leader = l
+                .leader
+                .as_deref()
+                .map_or(NO_SYM, |n| symbols.nodes.intern(n));
+            leaders
+                .entry(stream)
+                .or_default()
+                .push((l.at_ns, observer, leader));
+        }
+        for samples in leaders.values_mut() {
+            samples.sort_unstable();
+        }
         let cap = config.max_evidence;
         Self {
             symbols,
@@ -471,6 +519,9 @@ impl Facts {
             cross_tenant_by_tenant: FxHashMap::default(),
             unattributable_reads: 0,
             unplaced_partition_acks: 0,
+            uncertain_node_acks: 0,
+            nodes_at_send: false,
+            leaders,
             partition_acks: BTreeMap::new(),
             faults,
             stream_peers,
@@ -657,30 +708,52 @@ impl Facts {
     }
 
     fn ack_during_faults(&mut self, op: &Op<'_>, v: ValueId) {
+        let uncertain = op.node_uncertain || self.nodes_at_send;
         let mut down: Vec<Sym> = Vec::new();
         let mut active = false;
+        let mut left_out = false;
         for (i, f) in self.faults.iter().enumerate() {
             if op.invoke_ns < f.start || op.complete_ns > f.end {
                 continue;
             }
             active = true;
-            down.extend_from_slice(&f.affected);
             if f.sides.is_empty() {
+                // Stopped, paused or killed: down whichever node answered.
+                down.extend_from_slice(&f.affected);
+                continue;
+            }
+            if uncertain {
+                // Who is cut off depends on the side of the node that answered, which is not
+                // known: this partition is left out for this operation.
+                left_out = true;
                 continue;
             }
             let Some(side) = f.side_of(op.node) else {
                 self.unplaced_partition_acks += 1;
+                down.extend_from_slice(&f.affected);
                 continue;
             };
-            // Peers on other sides are cut off from this node.
+            // From its own side, a node is cut off from the other sides, and only from them:
+            // `affected` names the minority, which is not down as seen from within it.
             down.extend(f.sides.iter().filter(|(_, s)| *s != side).map(|(n, _)| *n));
             let acks = self.partition_acks.entry((i, op.stream)).or_default();
             acks.sides |= 1 << side;
-            match acks.first.iter_mut().find(|e| e.0 == side) {
-                Some(e) if e.1 <= op.invoke_ns => {}
-                Some(e) => *e = (side, op.invoke_ns, v, op.node, op.line),
-                None => acks.first.push((side, op.invoke_ns, v, op.node, op.line)),
+            let ack = SideAck {
+                side,
+                invoke_ns: op.invoke_ns,
+                complete_ns: op.complete_ns,
+                value: v,
+                node: op.node,
+                line: op.line,
+            };
+            match acks.first.iter_mut().find(|e| e.side == side) {
+                Some(e) if e.invoke_ns <= op.invoke_ns => {}
+                Some(e) => *e = ack,
+                None => acks.first.push(ack),
             }
+        }
+        if left_out {
+            self.uncertain_node_acks += 1;
         }
         if !active {
             return;
@@ -693,19 +766,79 @@ impl Facts {
         }
         let alive = peers.iter().filter(|p| !down.contains(p)).count();
         if alive * 2 <= peers.len() {
-            let detail = format!(
-                "acknowledged while {} of {} peers were down or cut off from {}",
-                peers.len() - alive,
-                peers.len(),
-                self.symbols.node(op.node)
-            );
+            let names: Vec<&str> = peers
+                .iter()
+                .filter(|p| down.contains(p))
+                .map(|n| self.symbols.node(*n))
+                .collect();
+            let whose = if uncertain {
+                "down (stopped, paused or killed)".to_string()
+            } else {
+                format!("down or cut off from {}", self.symbols.node(op.node))
+            };
             self.ack_without_quorum.count += 1;
             if self.ack_without_quorum.wants(op.invoke_ns) {
+                let detail = format!(
+                    "acknowledged while {} of {} peers ({}) were {whose}; {}",
+                    names.len(),
+                    peers.len(),
+                    names.join(", "),
+                    self.leader_quote(op.stream, op.invoke_ns, op.complete_ns)
+                );
                 let e = self.evidence(op, Some(v), detail);
                 self.ack_without_quorum
                     .push_sample(Evidence { seq: op.seq, ..e });
             }
         }
+    }
+
+    /// What the servers themselves said about the leader of `stream` from about a second
+    /// before `from_ns` to a second after `to_ns`: each leader named, with who named it.
+    pub fn leader_quote(&self, stream: Sym, from_ns: u64, to_ns: u64) -> String {
+        const MARGIN_NS: u64 = 1_000_000_000;
+        let s = &self.symbols;
+        let (lo, hi) = (
+            from_ns.saturating_sub(MARGIN_NS),
+            to_ns.saturating_add(MARGIN_NS),
+        );
+        let samples = self.leaders.get(&stream).map_or(&[][..], Vec::as_slice);
+        let start = samples.partition_point(|x| x.0 < lo);
+        let mut said: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for &(_, observer, leader) in samples[start..].iter().take_while(|x| x.0 <= hi) {
+            let leader = if leader == NO_SYM {
+                "no leader"
+            } else {
+                s.node(leader)
+            };
+            let observers = said.entry(leader).or_default();
+            let observer = s.node(observer);
+            if !observers.contains(&observer) {
+                observers.push(observer);
+            }
+        }
+        let secs = |ns: u64| ns as f64 / 1e9;
+        if said.is_empty() {
+            return format!(
+                "no leader of {} was observed from {:.1} s to {:.1} s",
+                s.stream(stream),
+                secs(lo),
+                secs(hi)
+            );
+        }
+        let list: Vec<String> = said
+            .into_iter()
+            .map(|(leader, mut by)| {
+                by.sort_unstable();
+                format!("{leader} (said by {})", by.join(", "))
+            })
+            .collect();
+        format!(
+            "leader of {} as the servers reported it from {:.1} s to {:.1} s: {}",
+            s.stream(stream),
+            secs(lo),
+            secs(hi),
+            list.join("; ")
+        )
     }
 
     fn cross_tenant_read(&mut self, op: &Op<'_>, item: Option<Item>, other: Sym) {

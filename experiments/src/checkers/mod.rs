@@ -83,13 +83,13 @@ pub enum CheckError {
         found: String,
     },
     /// The header names a version this build does not read.
-    #[error("{}: format version {found} is not supported (this faultline reads version {supported}); use a faultline release that matches the recorder", path.display())]
+    #[error("{}: format version {found} is not supported (this faultline reads versions {} to {supported}); use a faultline release that matches the recorder", path.display(), crate::history::OLDEST_HISTORY_FORMAT_VERSION)]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
         /// The version found.
         found: u32,
-        /// The version this build reads.
+        /// The newest version this build reads.
         supported: u32,
     },
     /// A line exceeds `max_line_bytes`.
@@ -183,8 +183,11 @@ impl Checks {
                 });
             }
         }
+        let mut facts = Facts::new(&observations, &config);
+        // Format 1 took a NATS operation's node when it was sent; see history.rs.
+        facts.nodes_at_send = header.version < 2 && header.adapter == "nats";
         Ok(Self {
-            facts: Facts::new(&observations, &config),
+            facts,
             observations,
             config,
             run: RunInfo {
@@ -253,6 +256,7 @@ impl Checks {
             complete_ns: op.complete_ns,
             read: op.read.as_ref().map(|_| &scratch[..]),
             served_tenant: op.served_tenant.as_deref().map(|t| s.tenants.intern(t)),
+            node_uncertain: op.reconnected,
             line: 0,
         };
         self.push(&op);

@@ -1,6 +1,8 @@
 //! What was observed during the run besides operations: fault windows, leaders and stream info.
 
-use crate::history::{Observation, HISTORY_FORMAT_VERSION, OBSERVATIONS_FORMAT};
+use crate::history::{
+    Observation, HISTORY_FORMAT_VERSION, OBSERVATIONS_FORMAT, OLDEST_HISTORY_FORMAT_VERSION,
+};
 
 use super::model::FaultWindow;
 use super::CheckError;
@@ -85,7 +87,7 @@ impl Observations {
                         found: format,
                     });
                 }
-                if version != HISTORY_FORMAT_VERSION {
+                if !(OLDEST_HISTORY_FORMAT_VERSION..=HISTORY_FORMAT_VERSION).contains(&version) {
                     return Err(CheckError::UnsupportedVersion {
                         path: "observations".into(),
                         found: version,

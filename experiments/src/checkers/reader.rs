@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::history::{
     HistoryHeader, Observation, OpKind, Outcome, Pattern, HISTORY_FORMAT, HISTORY_FORMAT_VERSION,
-    OBSERVATIONS_FORMAT,
+    OBSERVATIONS_FORMAT, OLDEST_HISTORY_FORMAT_VERSION,
 };
 
 use super::facts::{Item, Op};
@@ -131,6 +131,12 @@ pub(crate) struct RawOp<'a> {
     process: Cow<'a, str>,
     #[serde(borrow)]
     node: Cow<'a, str>,
+    #[serde(default)]
+    reconnected: bool,
+    #[serde(borrow, default)]
+    #[allow(dead_code)]
+    // Part of the format; the checkers only need to know the node is uncertain.
+    sent_node: Option<Cow<'a, str>>,
     kind: OpKind,
     pattern: Pattern,
     #[serde(borrow, default)]
@@ -190,6 +196,7 @@ pub(crate) fn intern_op<'s>(
             .served_tenant
             .as_deref()
             .map(|t| symbols.tenants.intern(t)),
+        node_uncertain: raw.reconnected,
         line,
     }
 }
@@ -264,7 +271,7 @@ pub(crate) fn read_history_header<R: BufRead>(
         });
     }
     let version = probe.version.unwrap_or(0);
-    if version != HISTORY_FORMAT_VERSION {
+    if !(OLDEST_HISTORY_FORMAT_VERSION..=HISTORY_FORMAT_VERSION).contains(&version) {
         return Err(CheckError::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
@@ -338,7 +345,7 @@ pub(crate) fn read_observations<R: BufRead>(
         });
     }
     let version = probe.version.unwrap_or(0);
-    if version != HISTORY_FORMAT_VERSION {
+    if !(OLDEST_HISTORY_FORMAT_VERSION..=HISTORY_FORMAT_VERSION).contains(&version) {
         return Err(CheckError::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
@@ -375,6 +382,8 @@ mod tests {
             tenant: "t1".into(),
             process: "p1".into(),
             node: "n1".into(),
+            reconnected: true,
+            sent_node: Some("n0".into()),
             kind: OpKind::Read,
             pattern: Pattern::ReadBack,
             value: Some("t1/p1/3".into()),
@@ -406,12 +415,14 @@ mod tests {
         assert_eq!(o.read.unwrap().len(), 1);
         assert_eq!(s.value_name(o.read.unwrap()[0].value), "t1/p1/9");
         assert_eq!(s.tenant(o.served_tenant.unwrap()), "t2");
+        assert!(o.node_uncertain);
         assert_eq!((o.invoke_ns, o.complete_ns, o.seq), (5, 6, Some(4)));
         // Minimal line: defaults agree with Operation's.
         let min = r#"{"tenant":"t","process":"p","node":"n","kind":"write","pattern":"chat","stream":"s","invoke_ns":1,"complete_ns":2,"invoke_unix_ms":3,"complete_unix_ms":4,"outcome":"ok"}"#;
         let op: Operation = serde_json::from_str(min).unwrap();
         let raw: RawOp<'_> = serde_json::from_str(min).unwrap();
         assert_eq!(op.attempt, raw.attempt);
+        assert_eq!(op.reconnected, raw.reconnected);
         assert!(
             serde_json::from_str::<RawOp<'_>>(&min.replace("\"ok\"}", "\"ok\",\"x\":1}")).is_err()
         );

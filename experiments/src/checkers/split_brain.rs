@@ -36,6 +36,20 @@ pub fn check(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> Verdict {
         two_leaders(obs, cfg, &mut notes),
     ];
     let mut fallback = Status::Valid;
+    if facts.uncertain_node_acks > 0 {
+        if facts.nodes_at_send {
+            fallback = Status::Unknown;
+            notes.push(format!(
+                "history format 1 from the NATS adapter names the server each operation was sent through, which a reconnect can make wrong: {} acknowledgements inside partition windows were not placed on a side, so both-sides-acked and ack-without-quorum were not evaluated for partitions; record the run again with this version",
+                facts.uncertain_node_acks
+            ));
+        } else {
+            notes.push(format!(
+                "{} acknowledgements inside partition windows spanned a client reconnect, so the server that answered each is uncertain: both-sides-acked and ack-without-quorum left them out (the latter still counted peers that were stopped, paused or killed)",
+                facts.uncertain_node_acks
+            ));
+        }
+    }
     if facts.unplaced_partition_acks > 0 {
         notes.push(format!(
             "{} acknowledgements inside partition windows went through nodes on no side of the partition; they were not placed",
@@ -70,23 +84,26 @@ fn both_sides(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> Anomaly {
         buf.count += 1;
         let fault = &obs.faults[*fi];
         let mut first = acks.first.clone();
-        first.sort_by_key(|e| (e.1, e.0));
-        for (side, at, v, node, line) in first.into_iter().take(2) {
+        first.sort_by_key(|e| (e.invoke_ns, e.side));
+        for ack in first.into_iter().take(2) {
+            let v = ack.value;
             buf.push_sample(Evidence {
-                at_ns: Some(at),
+                at_ns: Some(ack.invoke_ns),
                 value: Some(syms.value_name(v)),
                 tenant: Some(syms.tenant(syms.value_tenant(v)).to_string()),
-                node: Some(syms.node(node).to_string()),
+                node: Some(syms.node(ack.node).to_string()),
                 stream: Some(syms.stream(*stream).to_string()),
-                line: (line > 0).then_some(line),
+                line: (ack.line > 0).then_some(ack.line),
                 detail: format!(
-                    "acknowledged on side {side} ({}) of partition {}",
+                    "acknowledged on side {} ({}) of partition {}; {}",
+                    ack.side,
                     fault
                         .sides
-                        .get(side as usize)
+                        .get(ack.side as usize)
                         .map(|s| s.join(","))
                         .unwrap_or_default(),
-                    fault.fault_id
+                    fault.fault_id,
+                    facts.leader_quote(*stream, ack.invoke_ns, ack.complete_ns)
                 ),
                 ..Evidence::default()
             });

@@ -238,6 +238,10 @@ pub struct WorkloadConfig {
     /// up as `info` (writes) or `fail` (reads).
     #[serde(with = "humantime_serde")]
     pub op_timeout: Duration,
+    /// How often a NATS connection pings its server when nothing else arrives. The client
+    /// reconnects at the third unanswered ping, so this sets how fast a dead server is noticed.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
     /// How long one HTTP request may take.
     #[serde(with = "humantime_serde")]
     pub http_timeout: Duration,
@@ -282,6 +286,7 @@ impl Default for WorkloadConfig {
             stream_replicas: 3,
             connections: 3,
             op_timeout: Duration::from_secs(2),
+            ping_interval: super::nats::DEFAULT_PING_INTERVAL,
             http_timeout: Duration::from_secs(3),
             http_retries: 3,
             max_in_flight: 4096,
@@ -341,6 +346,7 @@ impl WorkloadConfig {
         }
         for (what, d) in [
             ("op timeout", self.op_timeout),
+            ("ping interval", self.ping_interval),
             ("HTTP timeout", self.http_timeout),
             ("sample interval", self.sample_interval),
         ] {

@@ -101,6 +101,9 @@ pub async fn serve_on(
         name: format!("tenant-gateway {}", config.node),
         connect_timeout: Duration::from_secs(2),
         op_timeout: config.ack_timeout,
+        // A dead server is noticed within seconds, so the gateway reconnects and its health
+        // reflects it, as a production service should.
+        ping_interval: super::nats::DEFAULT_PING_INTERVAL,
         pinned_node: None,
         retry_initial: true,
     };

@@ -358,6 +358,70 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_records_the_replica_that_finally_answered() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            // n1: nothing listens. n2: answers 201 and names its replica `gw-b`.
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let dead = closed.local_addr().expect("addr");
+            drop(closed);
+            let live = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = live.local_addr().expect("addr");
+            let server = tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                while let Ok((mut s, _)) = live.accept().await {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let body = br#"{"tenant":"t1","id":"t1/c1/1","seq":7,"duplicate":false}"#;
+                    let head = format!(
+                        "HTTP/1.1 201 Created\r\nx-served-by: gw-b\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(body).await;
+                }
+            });
+            let endpoints = [("n1", dead), ("n2", addr)].map(|(node, addr)| HttpEndpoint {
+                node: node.into(),
+                addr,
+            });
+            let client = HttpClient::new(&endpoints, Duration::from_secs(2), 3);
+            let headers = HttpClient::write_headers("t1", "t1/c1/1", "chat");
+            let mut attempts = Vec::new();
+            for _ in 0..=client.retries {
+                let endpoint = client.pick().expect("endpoint");
+                let a = client
+                    .attempt(
+                        &endpoint,
+                        Method::POST,
+                        "/v1/tenants/t1/records",
+                        &headers,
+                        Bytes::new(),
+                    )
+                    .await;
+                let done = a.outcome == Outcome::Ok || !a.retry;
+                attempts.push((a.node, a.outcome));
+                if done {
+                    break;
+                }
+            }
+            assert_eq!(
+                attempts,
+                [
+                    ("n1".to_owned(), Outcome::Fail),
+                    ("gw-b".to_owned(), Outcome::Ok)
+                ]
+            );
+            server.abort();
+        });
+    }
+
+    #[test]
     fn backoff_doubles_up_to_a_second() {
         let b: Vec<u64> = (2..=8)
             .map(|a| HttpClient::backoff(a).as_millis() as u64)

@@ -30,7 +30,7 @@ use async_nats::{Client, ConnectOptions};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::history::Outcome;
+use crate::history::{ClientSettings, Outcome};
 
 use super::schedule::{stream_name, subject, tenant_of_subject};
 
@@ -153,6 +153,19 @@ pub struct ReadRecord {
     pub tenant: Option<String>,
 }
 
+/// How often a load client pings its server when nothing else arrives. async-nats drops the
+/// connection at the third unanswered ping, so a dead server is noticed within three intervals
+/// (6 s), where the library default (60 s) took up to three minutes: the load then follows a
+/// failover as a well-configured application would.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Unanswered pings async-nats tolerates before it reconnects (its `MAX_PENDING_PINGS`, not
+/// configurable), recorded in the history header.
+pub const MAX_PINGS_OUT: u32 = 2;
+
+/// Longest pause between two reconnect attempts.
+pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
+
 /// One NATS connection with its JetStream context.
 #[derive(Clone)]
 pub struct NatsConn {
@@ -162,14 +175,51 @@ pub struct NatsConn {
     pub js: jetstream::Context,
     node_of_host: Arc<HashMap<String, String>>,
     pinned: Option<String>,
-    /// The node last looked up, and whether a (re)connect happened since.
-    node_cache: Arc<NodeCache>,
+    /// The server of the current connection, looked up again whenever the client's connect
+    /// count has moved.
+    server_cache: Arc<std::sync::RwLock<Option<Server>>>,
 }
 
-#[derive(Default)]
-struct NodeCache {
-    stale: std::sync::atomic::AtomicBool,
-    node: std::sync::RwLock<Option<String>>,
+/// The server a connection was on at one moment: which (re)connect of the client, and its node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    /// The client's connect count at that moment (the initial connect is 1).
+    pub connects: u64,
+    /// The server's node name.
+    pub node: String,
+}
+
+/// Which server served an operation, taken when its answer arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// The server the connection was on when the answer (or error) arrived.
+    pub node: String,
+    /// Whether the client reconnected since the operation was sent.
+    pub reconnected: bool,
+    /// When `reconnected`: the server it was sent through.
+    pub sent_node: Option<String>,
+}
+
+impl Served {
+    /// The attribution of an operation sent while the connection was on `sent` and answered
+    /// while it was on `now`. Any reconnect in between makes it uncertain, even back to the
+    /// same server: the request may have gone out on the old connection and the answer come
+    /// back on the new one, through a server on another side of a partition.
+    pub fn between(sent: Server, now: Server) -> Self {
+        if sent.connects == now.connects {
+            Self {
+                node: now.node,
+                reconnected: false,
+                sent_node: None,
+            }
+        } else {
+            Self {
+                node: now.node,
+                reconnected: true,
+                sent_node: Some(sent.node),
+            }
+        }
+    }
 }
 
 /// How to connect.
@@ -183,10 +233,27 @@ pub struct ConnectSpec {
     pub connect_timeout: Duration,
     /// JetStream request and ack timeout.
     pub op_timeout: Duration,
+    /// How often to ping the server when nothing else arrives (see [`DEFAULT_PING_INTERVAL`]).
+    pub ping_interval: Duration,
     /// Use only these servers, never discovered ones, and report `pinned_node` as the node.
     pub pinned_node: Option<String>,
     /// Keep trying when no server answers at first (for long-lived services).
     pub retry_initial: bool,
+}
+
+impl ConnectSpec {
+    /// The settings that decide how failures look, for the history header.
+    pub fn client_settings(&self) -> ClientSettings {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        ClientSettings {
+            ping_interval_ms: Some(ms(self.ping_interval)),
+            max_pings_out: Some(MAX_PINGS_OUT),
+            connect_timeout_ms: ms(self.connect_timeout),
+            request_timeout_ms: ms(self.op_timeout),
+            reconnect_delay_max_ms: Some(ms(RECONNECT_DELAY_MAX)),
+            retries: None,
+        }
+    }
 }
 
 impl NatsConn {
@@ -199,9 +266,12 @@ impl NatsConn {
             .name(&spec.name)
             .connection_timeout(spec.connect_timeout)
             .request_timeout(Some(spec.op_timeout))
+            .ping_interval(spec.ping_interval)
             .retain_servers_order()
             .reconnect_delay_callback(|attempts| {
-                Duration::from_millis((attempts as u64 * 100).min(1000))
+                Duration::from_millis(
+                    (attempts as u64 * 100).min(RECONNECT_DELAY_MAX.as_millis() as u64),
+                )
             });
         if spec.pinned_node.is_some() {
             options = options.ignore_discovered_servers();
@@ -209,23 +279,6 @@ impl NatsConn {
         if spec.retry_initial {
             options = options.retry_on_initial_connect();
         }
-        // Looking the server up on every operation would clone its whole INFO; instead the
-        // node is cached and looked up again after each (re)connect.
-        let node_cache = Arc::new(NodeCache::default());
-        let cache = node_cache.clone();
-        options = options.event_callback(move |event| {
-            let cache = cache.clone();
-            async move {
-                if matches!(
-                    event,
-                    async_nats::Event::Connected | async_nats::Event::Disconnected
-                ) {
-                    cache
-                        .stale
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-        });
         let addrs: Vec<async_nats::ServerAddr> = spec
             .urls
             .iter()
@@ -242,34 +295,57 @@ impl NatsConn {
             js,
             node_of_host,
             pinned: spec.pinned_node.clone(),
-            node_cache,
+            server_cache: Arc::default(),
         })
     }
 
-    /// The node this connection goes through now (the last server it was connected to).
-    pub fn node(&self) -> String {
+    /// The server this connection is on now (the last one it connected to, if it is
+    /// reconnecting).
+    ///
+    /// async-nats counts a connect and publishes the new server's INFO before it reads anything
+    /// from the new connection, so an answer that arrived through a new server is always seen
+    /// here with that server's connect count: the count moves first, the node follows it.
+    pub fn server(&self) -> Server {
+        let stats = self.client.statistics();
+        let connects = || stats.connects.load(std::sync::atomic::Ordering::Acquire);
         if let Some(node) = &self.pinned {
-            return node.clone();
+            return Server {
+                connects: connects(),
+                node: node.clone(),
+            };
         }
-        let stale = self
-            .node_cache
-            .stale
-            .swap(false, std::sync::atomic::Ordering::Relaxed);
-        if !stale {
-            if let Some(node) = self.node_cache.node.read().expect("node cache").as_ref() {
-                return node.clone();
+        loop {
+            let before = connects();
+            if let Some(cached) = self.server_cache.read().expect("server cache").as_ref() {
+                if cached.connects == before {
+                    return cached.clone();
+                }
             }
+            // Looking the server up clones its whole INFO, so it is done once per connect.
+            let info = self.client.server_info();
+            if connects() != before {
+                // Reconnected during the lookup: the INFO may belong to either connection.
+                continue;
+            }
+            let node = if let Some(node) = self.node_of_host.get(&info.host) {
+                node.clone()
+            } else if info.server_name.is_empty() {
+                info.host
+            } else {
+                info.server_name
+            };
+            let server = Server {
+                connects: before,
+                node,
+            };
+            *self.server_cache.write().expect("server cache") = Some(server.clone());
+            return server;
         }
-        let info = self.client.server_info();
-        let node = if let Some(node) = self.node_of_host.get(&info.host) {
-            node.clone()
-        } else if info.server_name.is_empty() {
-            info.host
-        } else {
-            info.server_name
-        };
-        *self.node_cache.node.write().expect("node cache") = Some(node.clone());
-        node
+    }
+
+    /// The node this connection is on now.
+    pub fn node(&self) -> String {
+        self.server().node
     }
 
     /// Publishes one value to `subject` with `Nats-Msg-Id` = `value` and waits for the ack.
@@ -499,6 +575,45 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_reconnect_between_send_and_answer_makes_the_node_uncertain() {
+        let at = |connects, node: &str| Server {
+            connects,
+            node: node.to_owned(),
+        };
+        assert_eq!(
+            Served::between(at(1, "c1"), at(1, "c1")),
+            Served {
+                node: "c1".into(),
+                reconnected: false,
+                sent_node: None
+            }
+        );
+        assert_eq!(
+            Served::between(at(1, "c1"), at(2, "a1")),
+            Served {
+                node: "a1".into(),
+                reconnected: true,
+                sent_node: Some("c1".into())
+            }
+        );
+        // Back on the same server: the answer may still have crossed another.
+        assert!(Served::between(at(1, "c1"), at(3, "c1")).reconnected);
+        let spec = ConnectSpec {
+            urls: Vec::new(),
+            name: String::new(),
+            connect_timeout: Duration::from_secs(3),
+            op_timeout: Duration::from_secs(2),
+            ping_interval: DEFAULT_PING_INTERVAL,
+            pinned_node: None,
+            retry_initial: false,
+        };
+        let settings = spec.client_settings();
+        assert_eq!(settings.ping_interval_ms, Some(2000));
+        assert_eq!(settings.max_pings_out, Some(2));
+        assert_eq!(settings.request_timeout_ms, 2000);
     }
 
     #[test]

@@ -495,6 +495,8 @@ mod tests {
             tenant: "t001".into(),
             process: "t001/c1".into(),
             node: "a1".into(),
+            reconnected: false,
+            sent_node: None,
             kind: OpKind::Write,
             pattern: Pattern::Chat,
             value: Some(format!("t001/c1/{i}")),
@@ -519,6 +521,7 @@ mod tests {
             run_id: "r".into(),
             started_at_unix_ms: 0,
             adapter: "nats".into(),
+            client: None,
         }
     }
 

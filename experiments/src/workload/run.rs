@@ -17,14 +17,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::history::{
-    HistoryHeader, OpKind, Operation, Outcome, Pattern, ReadItem, HISTORY_FORMAT,
+    ClientSettings, HistoryHeader, OpKind, Operation, Outcome, Pattern, ReadItem, HISTORY_FORMAT,
     HISTORY_FORMAT_VERSION,
 };
 
 use super::clock::RunClock;
 use super::config::{AdapterKind, WorkloadConfig};
 use super::http::{parse_ack, parse_records, HttpClient};
-use super::nats::{provision, ConnectSpec, NatsConn, ReadRecord};
+use super::nats::{provision, ConnectSpec, NatsConn, ReadRecord, Served};
 use super::observe::{fault_loop, leader_loop, FaultWatcher, Monitor};
 use super::recorder::{ObservationSink, Recorder, RecorderThread};
 use super::rng::mix;
@@ -145,6 +145,7 @@ impl Workload {
             run_id: run_id.clone(),
             started_at_unix_ms: clock.start_unix_ms(),
             adapter: config.adapter.name().to_owned(),
+            client: Some(client_settings(&config)),
         };
         let (recorder, thread) = Recorder::open(&config.history, &config.observations, &header)?;
         let faults = target
@@ -473,6 +474,36 @@ async fn dispatch(exec: &Arc<Exec>, origin: u64, end: u64) -> Option<String> {
     None
 }
 
+/// The connection settings of load connection `k`.
+fn load_connect_spec(config: &WorkloadConfig, urls: Vec<String>, k: usize) -> ConnectSpec {
+    ConnectSpec {
+        urls,
+        name: format!("faultline-load-{k}"),
+        connect_timeout: Duration::from_secs(3),
+        op_timeout: config.op_timeout,
+        ping_interval: config.ping_interval,
+        pinned_node: None,
+        retry_initial: false,
+    }
+}
+
+/// The load's client settings, for the history header.
+fn client_settings(config: &WorkloadConfig) -> ClientSettings {
+    match config.adapter {
+        AdapterKind::Nats => load_connect_spec(config, Vec::new(), 0).client_settings(),
+        AdapterKind::Http => {
+            let timeout = u64::try_from(config.http_timeout.as_millis()).unwrap_or(u64::MAX);
+            // The HTTP client's connect and request share one timeout.
+            ClientSettings {
+                connect_timeout_ms: timeout,
+                request_timeout_ms: timeout,
+                retries: Some(config.http_retries),
+                ..ClientSettings::default()
+            }
+        }
+    }
+}
+
 async fn connect_nats(
     config: &WorkloadConfig,
     target: &Target,
@@ -486,14 +517,7 @@ async fn connect_nats(
     }
     let mut conns = Vec::with_capacity(config.connections);
     for k in 0..config.connections {
-        let spec = ConnectSpec {
-            urls: target.nats_urls_for(k),
-            name: format!("faultline-load-{k}"),
-            connect_timeout: Duration::from_secs(3),
-            op_timeout: config.op_timeout,
-            pinned_node: None,
-            retry_initial: false,
-        };
+        let spec = load_connect_spec(config, target.nats_urls_for(k), k);
         let conn = NatsConn::connect(&spec, target.node_of_host.clone())
             .await
             .map_err(|reason| WorkloadError::Unreachable {
@@ -612,6 +636,8 @@ struct Meta<'a> {
 struct Done {
     kind: OpKind,
     node: String,
+    reconnected: bool,
+    sent_node: Option<String>,
     value: Option<String>,
     attempt: u32,
     seq: Option<u64>,
@@ -639,6 +665,8 @@ impl Done {
         Self {
             kind: OpKind::Read,
             node,
+            reconnected: false,
+            sent_node: None,
             value: None,
             attempt,
             seq: None,
@@ -652,12 +680,23 @@ impl Done {
     }
 }
 
+impl Done {
+    /// Marks an operation during which the client reconnected, sent through `sent_node`.
+    fn reconnected(mut self, sent_node: Option<String>) -> Self {
+        self.reconnected = sent_node.is_some();
+        self.sent_node = sent_node;
+        self
+    }
+}
+
 impl Meta<'_> {
     fn op(&self, clock: &RunClock, d: Done) -> Operation {
         Operation {
             tenant: self.tenant.id.clone(),
             process: self.process.to_owned(),
             node: d.node,
+            reconnected: d.reconnected,
+            sent_node: d.sent_node,
             kind: d.kind,
             pattern: self.pattern,
             value: d.value,
@@ -815,17 +854,22 @@ impl Exec {
         body: Bytes,
         intended_ns: u64,
     ) -> Option<u64> {
-        let node = conn.node();
+        let sent = conn.server();
         let result = conn
             .write(&subject(&meta.tenant.id, kind), &value, body)
             .await;
         let complete_ns = self.clock.now_ns();
+        // The answer's server, taken now that it has arrived: a publish buffered across a
+        // reconnect was answered through the new server, not the one it was sent to.
+        let served = Served::between(sent, conn.server());
         if result.duplicate {
             self.recorder.duplicate_ack().await;
         }
         let done = Done {
             kind: OpKind::Write,
-            node,
+            node: served.node,
+            reconnected: served.reconnected,
+            sent_node: served.sent_node,
             value: Some(value),
             attempt: 1,
             seq: result.seq,
@@ -869,6 +913,8 @@ impl Exec {
             let done = Done {
                 kind: OpKind::Write,
                 node: a.node.clone(),
+                reconnected: false,
+                sent_node: None,
                 value: Some(value.to_owned()),
                 attempt,
                 seq,
@@ -906,7 +952,7 @@ impl Exec {
         match &self.adapter {
             Adapter::Nats { conns } => {
                 let conn = &conns[meta.tenant.index as usize % conns.len()];
-                let node = conn.node();
+                let sent = conn.server();
                 let budget = self.config.op_timeout * 2;
                 let read = conn.read(&meta.tenant.stream, from, limit, 0);
                 let result = match tokio::time::timeout(budget, read).await {
@@ -914,7 +960,10 @@ impl Exec {
                     Ok(Err(e)) => Err(e),
                     Err(_) => Err(format!("read timed out after {budget:?}")),
                 };
-                let done = Done::read(node, 1, intended_ns, self.clock.now_ns(), result);
+                let complete_ns = self.clock.now_ns();
+                let served = Served::between(sent, conn.server());
+                let done = Done::read(served.node, 1, intended_ns, complete_ns, result)
+                    .reconnected(served.sent_node);
                 self.recorder
                     .op(meta.op(&self.clock, done), meta.tenant.tier)
                     .await;
@@ -1016,6 +1065,8 @@ async fn job_worker(
             let Some(Ok(message)) = next else { break };
             got += 1;
             let received = exec.clock.now_ns();
+            // It arrived through the server the connection is on now.
+            let node = conn.node();
             let value = message
                 .headers
                 .as_ref()
@@ -1029,7 +1080,9 @@ async fn job_worker(
                 .map(|e| format!("ack not sent: {e}"));
             let done = Done {
                 kind: OpKind::Deliver,
-                node: conn.node(),
+                node,
+                reconnected: false,
+                sent_node: None,
                 value,
                 attempt: 1,
                 seq,
@@ -1190,6 +1243,7 @@ async fn read_back_nats(
         name: format!("faultline-readback-{}", server.node),
         connect_timeout: Duration::from_secs(3),
         op_timeout: exec.config.op_timeout,
+        ping_interval: exec.config.ping_interval,
         pinned_node: Some(server.node.clone()),
         retry_initial: false,
     };

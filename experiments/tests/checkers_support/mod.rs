@@ -18,6 +18,7 @@ pub fn header() -> HistoryHeader {
         run_id: "run-1".into(),
         started_at_unix_ms: 1_764_129_600_000,
         adapter: "nats".into(),
+        client: None,
     }
 }
 
@@ -42,6 +43,8 @@ pub fn op(
         tenant: tenant.into(),
         process: format!("{tenant}-p"),
         node: node.into(),
+        reconnected: false,
+        sent_node: None,
         kind,
         pattern,
         value: None,
