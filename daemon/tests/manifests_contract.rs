@@ -95,9 +95,7 @@ fn apply_order_problems(files: &[(String, Vec<Value>)]) -> Vec<String> {
             if let Some(account) = str_at(document, "spec.template.spec.serviceAccountName") {
                 let key = format!("{}/{account}", namespace.unwrap_or_default());
                 if !service_accounts.contains(&key) {
-                    problems.push(format!(
-                        "{what} is applied before its ServiceAccount {key}"
-                    ));
+                    problems.push(format!("{what} is applied before its ServiceAccount {key}"));
                 }
             }
             match kind {
@@ -188,16 +186,21 @@ fn places_naming(repository: &str, roots: &[PathBuf]) -> Vec<String> {
                 .map(|entry| entry.expect("directory entry").path())
                 .collect();
             entries.sort();
-            entries
-                .iter()
-                .for_each(|entry| visit(entry, repository, places));
+            for entry in &entries {
+                visit(entry, repository, places);
+            }
         } else if path.extension().and_then(|ext| ext.to_str()) != Some("md") {
             let Ok(text) = std::fs::read_to_string(path) else {
                 return;
             };
             for (number, line) in text.lines().enumerate() {
                 if line.contains(repository) {
-                    places.push(format!("{}:{}: {}", path.display(), number + 1, line.trim()));
+                    places.push(format!(
+                        "{}:{}: {}",
+                        path.display(),
+                        number + 1,
+                        line.trim()
+                    ));
                 }
             }
         }
@@ -291,7 +294,10 @@ fn every_version_label_is_the_workspace_version() {
     for (_, document) in all_documents() {
         version_labels(&document, &mut labels);
     }
-    assert!(!labels.is_empty(), "the DaemonSet carries app.kubernetes.io/version");
+    assert!(
+        !labels.is_empty(),
+        "the DaemonSet carries app.kubernetes.io/version"
+    );
     for label in labels {
         assert_eq!(label, WORKSPACE_VERSION, "app.kubernetes.io/version label");
     }
@@ -325,9 +331,8 @@ fn flag_value<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
 }
 
 #[test]
-fn the_daemonset_runs_the_agent_as_faultlined_agent_expects() {
+fn the_daemonset_runs_faultlined_agent_and_probes_its_health_port() {
     let daemonset = daemonset();
-    let pod = at(&daemonset, "spec.template.spec").expect("pod spec");
     let container = the_container(&daemonset);
 
     let args = strings(container.get("args"));
@@ -362,8 +367,20 @@ fn the_daemonset_runs_the_agent_as_faultlined_agent_expects() {
             Value::String(name) => *ports.get(name.as_str()).expect("probe port is declared"),
             number => number.as_i64().expect("port number"),
         };
-        assert_eq!(port, health_port, "{probe} port vs --health-addr {health_addr}");
+        assert_eq!(
+            port, health_port,
+            "{probe} port vs --health-addr {health_addr}"
+        );
     }
+}
+
+#[test]
+fn the_daemonset_gives_the_agent_its_node_privileges_and_host_paths() {
+    let daemonset = daemonset();
+    let pod = at(&daemonset, "spec.template.spec").expect("pod spec");
+    let container = the_container(&daemonset);
+    let args = strings(container.get("args"));
+    let state_dir = flag_value(&args, "--state-dir").expect("--state-dir");
 
     // The downward API gives the agent its node and its own pod.
     let env: BTreeMap<&str, &str> = container
@@ -389,7 +406,11 @@ fn the_daemonset_runs_the_agent_as_faultlined_agent_expects() {
 
     // Host namespaces and privileges.
     for field in ["hostNetwork", "hostPID"] {
-        assert_eq!(pod.get(field).and_then(Value::as_bool), Some(true), "{field}");
+        assert_eq!(
+            pod.get(field).and_then(Value::as_bool),
+            Some(true),
+            "{field}"
+        );
     }
     assert_eq!(
         at(container, "securityContext.privileged").and_then(Value::as_bool),
@@ -397,7 +418,10 @@ fn the_daemonset_runs_the_agent_as_faultlined_agent_expects() {
     );
     let capabilities = strings(at(container, "securityContext.capabilities.add"));
     for capability in ["NET_ADMIN", "SYS_ADMIN"] {
-        assert!(capabilities.contains(&capability), "{capability} in {capabilities:?}");
+        assert!(
+            capabilities.contains(&capability),
+            "{capability} in {capabilities:?}"
+        );
     }
 
     // Host paths: the ledger directory is the one --state-dir names, and /run/faultline.
@@ -429,8 +453,14 @@ fn the_daemonset_runs_the_agent_as_faultlined_agent_expects() {
         })
         .collect();
     for path in [state_dir, "/run/faultline"] {
-        let volume = mounts.get(path).unwrap_or_else(|| panic!("{path} is mounted"));
-        assert_eq!(volumes.get(volume), Some(&(path, "DirectoryOrCreate")), "{path}");
+        let volume = mounts
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} is mounted"));
+        assert_eq!(
+            volumes.get(volume),
+            Some(&(path, "DirectoryOrCreate")),
+            "{path}"
+        );
     }
 }
 
@@ -456,7 +486,12 @@ fn the_daemonset_runs_on_every_node_and_survives_pressure_and_updates() {
         str_at(pod, "priorityClassName"),
         Some("system-node-critical")
     );
-    for resource in ["requests.cpu", "requests.memory", "limits.cpu", "limits.memory"] {
+    for resource in [
+        "requests.cpu",
+        "requests.memory",
+        "limits.cpu",
+        "limits.memory",
+    ] {
         assert!(
             at(container, &format!("resources.{resource}")).is_some(),
             "resources.{resource}"
@@ -466,12 +501,19 @@ fn the_daemonset_runs_on_every_node_and_survives_pressure_and_updates() {
         str_at(&daemonset, "spec.updateStrategy.type"),
         Some("RollingUpdate")
     );
-    assert!(at(&daemonset, "spec.updateStrategy.rollingUpdate.maxUnavailable").is_some());
+    assert!(at(
+        &daemonset,
+        "spec.updateStrategy.rollingUpdate.maxUnavailable"
+    )
+    .is_some());
     let grace = pod
         .get("terminationGracePeriodSeconds")
         .and_then(Value::as_i64)
         .expect("terminationGracePeriodSeconds");
-    assert!(grace >= 30, "a final heal and its status write need time: {grace}");
+    assert!(
+        grace >= 30,
+        "a final heal and its status write need time: {grace}"
+    );
 
     // The selector picks the pod template's labels, and none of them is the version (a
     // selector is immutable; the version changes).
@@ -483,7 +525,11 @@ fn the_daemonset_runs_on_every_node_and_survives_pressure_and_updates() {
         let key = key.as_str().expect("label key");
         assert!(key.starts_with("app.kubernetes.io/"), "{key}");
         assert_ne!(key, "app.kubernetes.io/version");
-        assert_eq!(template_labels.get(key), Some(value), "template label {key}");
+        assert_eq!(
+            template_labels.get(key),
+            Some(value),
+            "template label {key}"
+        );
     }
 
     // The pod runs in a namespace whose Pod Security level admits it.
@@ -501,7 +547,11 @@ fn the_daemonset_runs_on_every_node_and_survives_pressure_and_updates() {
 /// Each rule of a Role or ClusterRole, flattened to `group resource verb`.
 fn grants(role: &Value) -> BTreeSet<String> {
     let mut grants = BTreeSet::new();
-    for rule in role.get("rules").and_then(Value::as_sequence).expect("rules") {
+    for rule in role
+        .get("rules")
+        .and_then(Value::as_sequence)
+        .expect("rules")
+    {
         for group in strings(rule.get("apiGroups")) {
             for resource in strings(rule.get("resources")) {
                 for verb in strings(rule.get("verbs")) {
@@ -557,7 +607,12 @@ fn the_agent_rbac_grants_exactly_the_documented_rules() {
     let account = str_at(&daemonset, "spec.template.spec.serviceAccountName").expect("account");
     let namespace = str_at(&daemonset, "metadata.namespace").expect("namespace");
     for (kind, name, role_kind, role_name) in [
-        ("ClusterRoleBinding", "faultline-agent", "ClusterRole", "faultline-agent"),
+        (
+            "ClusterRoleBinding",
+            "faultline-agent",
+            "ClusterRole",
+            "faultline-agent",
+        ),
         (
             "RoleBinding",
             "faultline-agent-apiserver-endpoints",
@@ -606,10 +661,10 @@ fn every_rbac_rule_says_why() {
         path.display()
     );
     // The check itself: drop one rule's comment and it is found.
-    let without_comment: String = text
+    let without_comment = text
         .lines()
         .filter(|line| !line.trim_start().starts_with("# Halts:"))
-        .map(|line| format!("{line}\n"))
-        .collect();
+        .collect::<Vec<&str>>()
+        .join("\n");
     assert_eq!(uncommented_rules(&without_comment).len(), 1);
 }

@@ -177,7 +177,10 @@ fn an_unknown_kind_fails_validation_though_kubernetes_validate_only_warns() {
     require_validator();
     let (_dir, path) = broken_copy("faultline-agent.yaml", "kind: DaemonSet", "kind: DaemonSat");
     let error = validate_file(&path).expect_err("an unknown kind must fail");
-    assert!(error.contains("Couldn't find schema for kind DaemonSat"), "{error}");
+    assert!(
+        error.contains("Couldn't find schema for kind DaemonSat"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -92,7 +92,8 @@ pub fn the_object(kind: &str, name: &str) -> serde_yaml::Value {
         .into_iter()
         .map(|(_, document)| document)
         .filter(|document| {
-            str_at(document, "kind") == Some(kind) && str_at(document, "metadata.name") == Some(name)
+            str_at(document, "kind") == Some(kind)
+                && str_at(document, "metadata.name") == Some(name)
         })
         .collect();
     assert_eq!(
