@@ -223,7 +223,9 @@ fn a_dynamically_linked_binary_does_not_run_from_an_image_alone() {
     std::fs::create_dir_all(&bin).expect("mkdir");
     // Copied by `cp`, not from this process: a writable descriptor here could leak into a child
     // that the other test forks meanwhile, and exec would then fail with ETXTBSY.
-    run(Command::new("cp").arg(host_true).arg(bin.join("faultlined")));
+    run(Command::new("cp")
+        .arg(host_true)
+        .arg(bin.join("faultlined")));
     let error = run_in_root(rootfs.path(), "/usr/local/bin/faultlined", &["--version"])
         .expect_err("a dynamically linked binary must not start without its loader");
     // chroot reports the missing loader as the program itself not being found.

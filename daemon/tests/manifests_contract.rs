@@ -575,17 +575,11 @@ fn the_agent_rbac_grants_exactly_the_documented_rules() {
         grants(&cluster_role),
         set(&[
             "core nodes get",
-            "core nodes list",
-            "core nodes watch",
-            "core pods get",
             "core pods list",
-            "core pods watch",
-            "faultline.dev faults get",
             "faultline.dev faults list",
             "faultline.dev faults watch",
             "faultline.dev faults patch",
             "faultline.dev faults/status patch",
-            "faultline.dev halts get",
             "faultline.dev halts list",
             "faultline.dev halts watch",
         ]),
@@ -595,11 +589,7 @@ fn the_agent_rbac_grants_exactly_the_documented_rules() {
     assert_eq!(str_at(&role, "metadata.namespace"), Some("default"));
     assert_eq!(
         grants(&role),
-        set(&[
-            "discovery.k8s.io endpointslices get",
-            "discovery.k8s.io endpointslices list",
-            "discovery.k8s.io endpointslices watch",
-        ])
+        set(&["discovery.k8s.io endpointslices list"])
     );
 
     // Both are bound to the account the DaemonSet runs as, and to nothing else.
