@@ -285,10 +285,10 @@ fn node_status(api: &MemoryApi, node: &str) -> serde_json::Value {
 /// Every request the agents made during a Fault's whole life on two nodes.
 async fn agent_requests() -> Vec<LoggedRequest> {
     let api = cluster();
-    let a1 = TestNode::new("n-a1");
-    let b1 = TestNode::new("n-b1");
-    let running_a1 = a1.start(&api);
-    let running_b1 = b1.start(&api);
+    let steady_node = TestNode::new("n-a1");
+    let crashing_node = TestNode::new("n-b1");
+    let steady_agent = steady_node.start(&api);
+    let crashing_agent = crashing_node.start(&api);
     let deadline = humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(60));
     // Created directly, not through the API, so the log holds only the agents' requests.
     api.put(json!({
@@ -319,7 +319,7 @@ async fn agent_requests() -> Vec<LoggedRequest> {
 
     // n-b1's agent dies holding the fault; the Fault is deleted (the API server only marks it,
     // because of the finalizer). n-a1 reverts and asks whether n-b1 is still a node.
-    running_b1.kill().await;
+    crashing_agent.kill().await;
     let mut fault = api.get(FAULTS, "faults", None, "cut-a").expect("fault");
     fault["metadata"]["deletionTimestamp"] =
         json!(humantime::format_rfc3339(SystemTime::now()).to_string());
@@ -332,7 +332,7 @@ async fn agent_requests() -> Vec<LoggedRequest> {
     .await;
 
     // n-b1's agent comes back, reverts, and the finalizer is released.
-    let running_b1 = b1.start(&api);
+    let crashing_agent = crashing_node.start(&api);
     eventually("the finalizer is released", Duration::from_secs(10), || {
         api.get(FAULTS, "faults", None, "cut-a")
             .is_none_or(|fault| {
@@ -342,8 +342,8 @@ async fn agent_requests() -> Vec<LoggedRequest> {
             })
     })
     .await;
-    running_a1.stop().await;
-    running_b1.stop().await;
+    steady_agent.stop().await;
+    crashing_agent.stop().await;
     api.requests()
 }
 
@@ -373,6 +373,7 @@ async fn the_agent_rbac_allows_every_request_the_agent_makes_and_grants_nothing_
             )
         })
         .collect();
+    eprintln!("the agents' requests, as (group, resource, verb): {used:?}");
     let mut unused = Vec::new();
     for rule in &rules {
         for group in &rule.groups {
