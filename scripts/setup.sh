@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Faultline needs on a fresh Debian machine that has Rust: nats-server, iproute2,
-# util-linux (setpriv, for the non-root test) and wrk (HTTP benchmark baseline). Idempotent.
+# util-linux (setpriv, for the non-root test), wrk (HTTP benchmark baseline) and, from PyPI,
+# kubernetes-validate (manifest schemas). Idempotent.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -20,6 +21,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# kubernetes-validate (PyPI), pinned: the test suite checks every manifest against the official
+# Kubernetes schemas with it (daemon/tests/manifests_schema.rs). 1.37.0 carries 1.25 to 1.37.
+kubernetes_validate_version=1.37.0
+if [ "$(python3 -m kubernetes_validate --version 2>/dev/null)" != "$kubernetes_validate_version" ]; then
+  echo "setup: installing kubernetes-validate $kubernetes_validate_version (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$kubernetes_validate_version" || {
+    echo "setup: pip could not install kubernetes-validate; a Python 3 with pip is needed" >&2
+    exit 1
+  }
+fi
+
 if ! command -v cargo >/dev/null; then
   for candidate in "$HOME/.cargo/bin" /root/.cargo/bin /usr/local/cargo/bin; do
     if [ -x "$candidate/cargo" ]; then
@@ -32,4 +45,4 @@ command -v cargo >/dev/null || {
   echo "setup: cargo not found; install Rust (rustup) first" >&2
   exit 1
 }
-echo "setup: $(nats-server --version), $(cargo --version)"
+echo "setup: $(nats-server --version), kubernetes-validate $kubernetes_validate_version, $(cargo --version)"

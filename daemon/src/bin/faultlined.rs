@@ -12,7 +12,7 @@ use faultline_experiments::lab::control::{HostPaths, LabContext};
 
 /// The Faultline agent.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "faultlined", version)]
 struct Cli {
     #[command(subcommand)]
     mode: Mode,
