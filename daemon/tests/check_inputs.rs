@@ -43,7 +43,7 @@ fn histories_without_operations_are_unknown_with_exit_2() {
 fn a_complete_line_of_garbage_is_an_error_with_its_position() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("garbage.jsonl");
-    std::fs::write(&path, format!("{HEADER}\nnot json at all\n")).expect("write history");
+    std::fs::write(&path, format!("{HEADER}\ngarbage\n")).expect("write history");
     let out = check(dir.path(), &path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
