@@ -94,10 +94,13 @@ fn truncated_last_line_is_skipped_with_a_note() {
         .verdicts
         .iter()
         .all(|v| v.notes.iter().any(|n| n.contains("truncated"))));
-    // The same holds when the cut line still got its newline.
+    // A cut line that still got its newline was not cut by a kill: it is an error.
     let mut cut = cut.to_vec();
     cut.push(b'\n');
-    assert!(from_bytes(&cut).unwrap().input.truncated_last_line);
+    assert!(matches!(
+        from_bytes(&cut),
+        Err(CheckError::BadLine { line: 407, .. })
+    ));
 }
 
 #[test]

@@ -4,8 +4,9 @@
 //! the observations and the configuration.
 //!
 //! Memory: one [`ValueFacts`] (64 bytes) per distinct value, one `u32` per stored and per acked
-//! sequence number, 12 bytes per load operation for latency percentiles, and a small record per
-//! read; nothing per read item beyond that.
+//! sequence number, 12 bytes per load operation for latency percentiles, 16 bytes per series and
+//! bucket that holds data (never per empty bucket: see [`super::buckets`]), and a small record
+//! per read; nothing per read item beyond that.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::history::{OpKind, Outcome, Pattern};
 
+use super::buckets::BucketCells;
 use super::config::CheckConfig;
 use super::intern::{Paged, SeqMap, Sym, Symbols, ValueId, NO_SYM};
 use super::model::Evidence;
@@ -224,7 +226,8 @@ pub struct Series {
     pub pattern: Pattern,
     /// Kind of its operations.
     pub kind: OpKind,
-    /// Per bucket, from bucket 0 (the run start).
+    /// Counts per bucket that holds data, indexed by cell ([`Facts::cells`]); only as long as
+    /// the highest cell this series touched.
     pub buckets: Vec<BucketCounts>,
 }
 
@@ -233,8 +236,8 @@ pub struct Series {
 pub struct LatencySample {
     /// Series index.
     pub series: u32,
-    /// Bucket of the intended send time.
-    pub bucket: u32,
+    /// Cell ([`Facts::cells`]) of the intended send time's bucket.
+    pub cell: u32,
     /// Completion minus intended send time, µs (saturating).
     pub latency_us: u32,
 }
@@ -386,6 +389,8 @@ pub struct Facts {
     series_index: FxHashMap<(Sym, u8, u8), u32>,
     /// Latency samples of load operations.
     pub latencies: Vec<LatencySample>,
+    /// The buckets that hold load operations, as cells.
+    pub cells: BucketCells,
     /// Bucket width, ns.
     pub bucket_ns: u64,
     /// Evidence collected while reading: sequence conflicts (consistency).
@@ -510,6 +515,7 @@ impl Facts {
             series: Vec::new(),
             series_index: FxHashMap::default(),
             latencies: Vec::new(),
+            cells: BucketCells::default(),
             bucket_ns: config.bucket_ms.saturating_mul(1_000_000).max(1),
             sequence_conflicts: EvidenceBuf::new(cap),
             duplicate_stored: EvidenceBuf::new(cap),
@@ -1085,24 +1091,27 @@ impl Facts {
             self.series_index.insert(key, s);
             s
         };
+        // In range of u32: both are below MAX_BUCKET.
+        let (cell, done_cell) = (self.cells.cell(b as u32), self.cells.cell(done as u32));
         let buckets = &mut self.series[s as usize].buckets;
-        if buckets.len() <= done as usize {
-            buckets.resize(done as usize + 1, BucketCounts::default());
+        let needed = cell.max(done_cell) as usize + 1;
+        if buckets.len() < needed {
+            buckets.resize(needed, BucketCounts::default());
         }
-        let c = &mut buckets[b as usize];
+        let c = &mut buckets[cell as usize];
         match op.outcome {
             Outcome::Ok => c.ok += 1,
             Outcome::Fail => c.fail += 1,
             Outcome::Info => c.info += 1,
         }
         if op.outcome == Outcome::Ok {
-            buckets[done as usize].done_ok += 1;
+            buckets[done_cell as usize].done_ok += 1;
         }
         let latency_us =
             (op.complete_ns.saturating_sub(op.invoke_ns) / 1_000).min(u64::from(u32::MAX)) as u32;
         self.latencies.push(LatencySample {
             series: s,
-            bucket: b as u32,
+            cell,
             latency_us,
         });
     }

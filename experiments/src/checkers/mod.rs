@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::history::{HistoryHeader, Observation, Operation, HISTORY_FORMAT_VERSION};
 
+pub mod buckets;
 pub mod config;
 pub mod consistency;
 pub mod facts;
@@ -277,9 +278,14 @@ impl Checks {
             .collect();
         self.input.first_invoke_ns = (f.first_invoke_ns != u64::MAX).then_some(f.first_invoke_ns);
         self.input.last_complete_ns = (f.operations > 0).then_some(f.last_complete_ns);
+        self.input.observations_truncated_last_line = self.observations.truncated_last_line;
         let (obs, cfg) = (&self.observations, &self.config);
 
-        let failure = self.failure.as_deref();
+        // Nothing read is nothing checked: no checker may call an empty history valid.
+        let failure = self.failure.as_deref().or((f.operations == 0).then_some(
+            "the history holds no operation: there is nothing to check (was the load running, \
+             and is this the history the run wrote?)",
+        ));
         let recovery = guarded(failure, recovery::NAME, || recovery::check(f, obs, cfg));
         let (recovery, rec_out) = match recovery {
             Ok(o) => (o.verdict.clone(), Some(o)),
@@ -297,7 +303,10 @@ impl Checks {
         let isolation =
             guarded(failure, isolation::NAME, || isolation::check(f)).unwrap_or_else(|v| v);
 
-        let verdicts = vec![consistency, split, isolation, recovery];
+        let mut verdicts = vec![consistency, split, isolation, recovery];
+        if obs.truncated_last_line {
+            observations_truncated(&mut verdicts, obs.truncated_line_may_hold_fault);
+        }
         let (summary, timeline, mut tenants) = match rec_out {
             Some(o) => (o.summary, o.timeline, o.tenants),
             None => Default::default(),
@@ -334,6 +343,23 @@ impl Checks {
             tenants,
             timeline,
             experiment: None,
+        }
+    }
+}
+
+/// Notes the observations' cut-off last line on every verdict. If it may have been a fault
+/// window, no verdict that rests on fault windows (recovery, split-brain) may stay valid: the
+/// recovery checker already says unknown, split-brain is demoted here.
+fn observations_truncated(verdicts: &mut [Verdict], may_hold_fault: bool) {
+    for v in verdicts {
+        v.notes
+            .push("the observations' last line was truncated and skipped".to_string());
+        if may_hold_fault && v.name == split_brain::NAME && v.status == Status::Valid {
+            let why = "the observations' last line was cut off and may have held a fault window: \
+                       acknowledgements inside it were not checked";
+            v.status = Status::Unknown;
+            v.summary = format!("could not decide: {why}");
+            v.notes.push(why.to_string());
         }
     }
 }
@@ -405,7 +431,7 @@ pub fn read_observations(path: &Path, config: &CheckConfig) -> Result<Observatio
         path: path.to_path_buf(),
         source,
     })?;
-    let (list, _stats) = reader::read_observations(
+    let (list, stats) = reader::read_observations(
         BufReader::with_capacity(1 << 16, file),
         path,
         config.max_line_bytes,
@@ -420,7 +446,7 @@ pub fn read_observations(path: &Path, config: &CheckConfig) -> Result<Observatio
         },
         other => other,
     })?;
-    Observations::from_observations(list).map_err(|e| match e {
+    let mut observations = Observations::from_observations(list).map_err(|e| match e {
         CheckError::UnsupportedVersion {
             found, supported, ..
         } => CheckError::UnsupportedVersion {
@@ -436,7 +462,10 @@ pub fn read_observations(path: &Path, config: &CheckConfig) -> Result<Observatio
             found,
         },
         other => other,
-    })
+    })?;
+    observations.truncated_last_line = stats.truncated_last_line;
+    observations.truncated_line_may_hold_fault = stats.truncated_may_hold_fault;
+    Ok(observations)
 }
 
 /// The entry point of `chaosctl check`: reads a history file (and optionally its observations

@@ -251,6 +251,10 @@ pub struct InputSummary {
     pub out_of_order_lines: u64,
     /// Whether the last line was cut off (a killed run) and skipped.
     pub truncated_last_line: bool,
+    /// Whether the observations file's last line was cut off and skipped. If it may have held a
+    /// fault window, the verdicts that rest on fault windows are not `valid` (see the notes).
+    #[serde(default)]
+    pub observations_truncated_last_line: bool,
     /// Inconsistent operations by kind (e.g. `write-without-value`); see docs/checkers.md.
     pub defects: BTreeMap<String, u64>,
     /// Earliest intended send time, ns since the run start.
@@ -297,9 +301,13 @@ pub struct FaultRecovery {
     pub ttr_ms: Option<u64>,
     /// Whether every series recovered within the deadline.
     pub recovered: bool,
-    /// Time during which at least one series was failing, from the fault start to the last
-    /// series' recovery (or the end of the history).
+    /// Time during which at least one series not yet recovered was failing, from the fault
+    /// start to the last series' recovery; a lower bound when `outage_until` is not `recovery`.
     pub total_outage_ms: u64,
+    /// Where the outage measurement stopped, and so whether `total_outage_ms` is a measurement
+    /// or a lower bound.
+    #[serde(default)]
+    pub outage_until: OutageUntil,
     /// The tenant with the worst TTR (ties: longest outage, then name).
     pub worst_tenant: Option<String>,
     /// That tenant's worst series, `pattern/kind`.
@@ -310,6 +318,34 @@ pub struct FaultRecovery {
     pub impacted_tenants: u64,
     /// Series that did not recover within the deadline.
     pub never_recovered_series: u64,
+    /// Series that already failed their SLO before the first fault: judged against their own
+    /// baseline instead of the SLO, and left out of the TTR, the outage and the impact.
+    #[serde(default)]
+    pub failing_before_series: u64,
+}
+
+/// Where a fault's outage measurement stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutageUntil {
+    /// Every series recovered within the deadline: the outage is measured.
+    #[default]
+    Recovery,
+    /// Some series had not recovered by the deadline: the outage lasted at least
+    /// `total_outage_ms`, counted up to the deadline.
+    Deadline,
+    /// The history ended before the deadline with some series not recovered: the outage lasted
+    /// at least `total_outage_ms`, counted up to the history's end.
+    HistoryEnd,
+    /// Not measured: the fault never healed during the run.
+    NotMeasured,
+}
+
+impl OutageUntil {
+    /// Whether the outage figure is only a lower bound.
+    pub fn is_lower_bound(self) -> bool {
+        matches!(self, Self::Deadline | Self::HistoryEnd)
+    }
 }
 
 /// How one tenant fared.
@@ -332,6 +368,10 @@ pub struct TenantSummary {
     pub worst_ttr_ms: Option<u64>,
     /// Whether some series of this tenant never recovered within the deadline.
     pub never_recovered: bool,
+    /// Whether some series of this tenant already failed its SLO before the first fault (it is
+    /// then judged against its own baseline, see docs/checkers.md).
+    #[serde(default)]
+    pub failing_before_faults: bool,
     /// Failing time ranges as `[start_bucket, bucket_count]`, in buckets since the run start.
     pub failing_runs: Vec<[u64; 2]>,
     /// Anomalies (any checker, any severity) whose evidence names this tenant.

@@ -49,6 +49,11 @@ pub struct Observations {
     pub leaders: Vec<LeaderSample>,
     /// Stream info samples, in file order.
     pub stream_infos: Vec<StreamInfoSample>,
+    /// The file's last line was cut off (a killed run) and skipped.
+    pub truncated_last_line: bool,
+    /// That cut-off line may have been a fault window (its `type` is `fault` or was cut off
+    /// too), so fault windows may be missing.
+    pub truncated_line_may_hold_fault: bool,
 }
 
 impl Observations {

@@ -3,8 +3,9 @@
 //! Lines are read one at a time into a reused buffer and parsed without copying strings, so a
 //! history of any length is read in constant memory (apart from what the checkers keep). The
 //! readers accept lines in any order, skip blank lines, tolerate a truncated last line (a run
-//! that was killed mid-write) and reject anything else that is not a known format with an error
-//! that names the file, line and column.
+//! that was killed mid-write: the file ends without a newline in the middle of a record) and
+//! reject anything else that is not a known format, a complete last line included, with an
+//! error that names the file, line and column.
 
 use std::borrow::Cow;
 use std::io::{self, BufRead};
@@ -211,12 +212,56 @@ struct Probe {
     version: Option<u32>,
 }
 
-fn bad_line(path: &Path, line: u64, e: &serde_json::Error, hint: &str) -> CheckError {
+/// serde_json's message without the position it appends (" at line 1 column 7"): that line is
+/// the parsed slice's, not the file's, and the position is reported on its own.
+fn serde_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&suffix) {
+        Some(message) => message.to_string(),
+        None => text,
+    }
+}
+
+/// A parse error of line `line`, whose text is `text`.
+fn bad_line(path: &Path, line: u64, text: &[u8], e: &serde_json::Error, hint: &str) -> CheckError {
+    // serde_json knows no position (line 0) for errors found once the whole object was read,
+    // such as a missing field inside an observation: those concern the record, so point at its
+    // first character.
+    let column = if e.line() == 0 {
+        text.iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(0) as u64
+            + 1
+    } else {
+        (e.column() as u64).max(1)
+    };
     CheckError::BadLine {
         path: path.to_path_buf(),
         line,
-        column: e.column() as u64,
-        message: format!("{e}{hint}"),
+        column,
+        message: format!("{}{hint}", serde_message(e)),
+    }
+}
+
+/// Whether a cut-off observation line may have been a fault window. The recorder writes the
+/// `type` tag first, so a line whose tag survived the cut and names another type was not one.
+fn may_hold_fault(partial: &[u8]) -> bool {
+    let tag = partial
+        .trim_ascii_start()
+        .strip_prefix(b"{")
+        .map(<[u8]>::trim_ascii_start)
+        .and_then(|r| r.strip_prefix(b"\"type\""))
+        .map(<[u8]>::trim_ascii_start)
+        .and_then(|r| r.strip_prefix(b":"))
+        .map(<[u8]>::trim_ascii_start)
+        .and_then(|r| r.strip_prefix(b"\""));
+    match tag {
+        None => true,
+        Some(rest) => match rest.iter().position(|b| *b == b'"') {
+            Some(end) => &rest[..end] == b"fault",
+            None => b"fault".starts_with(rest),
+        },
     }
 }
 
@@ -258,6 +303,7 @@ pub(crate) fn read_history_header<R: BufRead>(
         bad_line(
             path,
             line.number,
+            lines.buf(),
             &e,
             "; the first line must be the history header",
         )
@@ -279,7 +325,7 @@ pub(crate) fn read_history_header<R: BufRead>(
         });
     }
     serde_json::from_slice(lines.buf())
-        .map_err(|e| bad_line(path, line.number, &e, " (history header)"))
+        .map_err(|e| bad_line(path, line.number, lines.buf(), &e, " (history header)"))
 }
 
 /// What reading the body of a file found besides the records.
@@ -287,10 +333,13 @@ pub(crate) fn read_history_header<R: BufRead>(
 pub(crate) struct BodyStats {
     /// The last line was cut off and skipped.
     pub truncated_last_line: bool,
+    /// Observations only: the cut-off line may have been a fault window.
+    pub truncated_may_hold_fault: bool,
 }
 
 /// Reads every operation line after the header and hands each to `f`. A line that does not
-/// parse is an error, except the last line of the file, which is skipped as truncated.
+/// parse is an error, except a last line that the file ends in the middle of (no newline),
+/// which is skipped as truncated.
 pub(crate) fn read_history_body<R: BufRead>(
     lines: &mut Lines<R>,
     path: &Path,
@@ -303,9 +352,8 @@ pub(crate) fn read_history_body<R: BufRead>(
         match parsed {
             Ok(raw) => f(&raw, line.number),
             Err(e) => {
-                let err = bad_line(path, line.number, &e, "");
-                if line.terminated && next(lines, path, max)?.is_some() {
-                    return Err(err);
+                if line.terminated {
+                    return Err(bad_line(path, line.number, lines.buf(), &e, ""));
                 }
                 stats.truncated_last_line = true;
                 break;
@@ -332,6 +380,7 @@ pub(crate) fn read_observations<R: BufRead>(
         bad_line(
             path,
             line.number,
+            lines.buf(),
             &e,
             "; the first line must be the observations header",
         )
@@ -353,17 +402,22 @@ pub(crate) fn read_observations<R: BufRead>(
         });
     }
     let mut out = vec![serde_json::from_slice::<Observation>(lines.buf())
-        .map_err(|e| bad_line(path, line.number, &e, " (observations header)"))?];
+        .map_err(|e| bad_line(path, line.number, lines.buf(), &e, " (observations header)"))?];
     let mut stats = BodyStats::default();
     while let Some(line) = next(&mut lines, path, max)? {
         match serde_json::from_slice::<Observation>(lines.buf()) {
             Ok(o) => out.push(o),
-            Err(e) => {
-                let err = bad_line(path, line.number, &e, "");
-                if line.terminated && next(&mut lines, path, max)?.is_some() {
-                    return Err(err);
-                }
+            Err(e) if line.terminated => {
+                let kind = serde_json::from_slice::<Probe>(lines.buf())
+                    .ok()
+                    .and_then(|p| p.kind)
+                    .map(|k| format!(" (in a {k:?} observation)"))
+                    .unwrap_or_default();
+                return Err(bad_line(path, line.number, lines.buf(), &e, &kind));
+            }
+            Err(_) => {
                 stats.truncated_last_line = true;
+                stats.truncated_may_hold_fault = may_hold_fault(lines.buf());
                 break;
             }
         }
@@ -426,6 +480,52 @@ mod tests {
         assert!(
             serde_json::from_str::<RawOp<'_>>(&min.replace("\"ok\"}", "\"ok\",\"x\":1}")).is_err()
         );
+    }
+
+    #[test]
+    fn a_cut_observation_may_hold_a_fault_unless_its_type_says_otherwise() {
+        for (partial, fault) in [
+            (&br#"{"type":"fault","fault_id":"f"#[..], true),
+            (br#"{"type":"fa"#, true),
+            (br#"{"type":""#, true),
+            (br#"{"ty"#, true),
+            (br"{", true),
+            (b"", true),
+            (br#"{"type":"leader","at_ns":12"#, false),
+            (br#" { "type" : "stream_info", "at"#, false),
+            (br#"{"type":"lea"#, false),
+            (br#"{"at_ns":1,"type":"leader""#, true),
+        ] {
+            assert_eq!(
+                may_hold_fault(partial),
+                fault,
+                "{}",
+                String::from_utf8_lossy(partial)
+            );
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_the_file_position_once() {
+        let path = Path::new("o.jsonl");
+        // A field error inside an observation: serde_json gives no position.
+        let text = br#"  {"type":"leader","observer":"n1","stream":"s","leader":null}"#;
+        let e = serde_json::from_slice::<Observation>(text).unwrap_err();
+        assert_eq!(e.line(), 0, "serde_json changed: {e}");
+        let err = bad_line(path, 7, text, &e, "");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("o.jsonl:7:3: missing field `at_ns`"),
+            "{msg}"
+        );
+        // A syntax error: serde_json's own "line 1 column N" is not repeated.
+        let text = br#"{"tenant":"t","process":"p",,}"#;
+        let Err(e) = serde_json::from_slice::<RawOp<'_>>(text) else {
+            panic!("parsed");
+        };
+        let msg = bad_line(path, 9, text, &e, "").to_string();
+        assert!(msg.starts_with("o.jsonl:9:29: "), "{msg}");
+        assert!(!msg.contains("line 1"), "{msg}");
     }
 
     #[test]

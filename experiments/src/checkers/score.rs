@@ -90,11 +90,13 @@ mod tests {
                 ttr_ms: ttr,
                 recovered: ttr.is_some(),
                 total_outage_ms: 0,
+                outage_until: crate::checkers::model::OutageUntil::Recovery,
                 worst_tenant: None,
                 worst_series: None,
                 impacted_series: 0,
                 impacted_tenants: 0,
                 never_recovered_series: 0,
+                failing_before_series: 0,
             }],
         }
     }

@@ -9,7 +9,7 @@ use crate::checkers::{CheckReport, Severity, Status};
 
 use super::junit::xml_escape as esc;
 use super::plots::{tenant_heatmap, time_chart, Line, TenantRow};
-use super::{ms_as_s, secs, status_word, utc};
+use super::{ms_as_s, outage_text, secs, status_word, utc};
 
 /// Tenants shown in the heatmap.
 const HEATMAP_TENANTS: usize = 40;
@@ -365,7 +365,7 @@ fn faults(h: &mut String, r: &CheckReport) {
             (true, true) => String::new(),
         };
         let ttr = match (f.reference_ns, f.ttr_ms) {
-            (None, _) => "not healed".to_string(),
+            (None, _) => "not measured (never healed)".to_string(),
             (Some(_), Some(t)) => ms_as_s(t),
             (Some(_), None) => "<b>never recovered</b>".to_string(),
         };
@@ -383,7 +383,7 @@ fn faults(h: &mut String, r: &CheckReport) {
             f.time_to_impact_ms.map_or_else(|| "no impact".to_string(), ms_as_s),
             ttr,
             ms_as_s(f.deadline_ms),
-            ms_as_s(f.total_outage_ms),
+            esc(&outage_text(f)),
             f.impacted_tenants,
             esc(&match (&f.worst_tenant, &f.worst_series) {
                 (Some(t), Some(s)) => format!("{t} ({s})"),
@@ -426,14 +426,14 @@ fn tenants(h: &mut String, r: &CheckReport) -> io::Result<()> {
     let _ = writeln!(
         h,
         "<details><summary>All {} tenants</summary><table><tr><th>tenant</th><th>operations</th><th>ok</th><th>fail</th><th>info</th>\
-         <th>failing buckets</th><th>worst TTR</th><th>never recovered</th><th>anomalies</th></tr>",
+         <th>failing buckets</th><th>worst TTR</th><th>never recovered</th><th>failing before the faults</th><th>anomalies</th></tr>",
         r.tenants.len()
     );
     for t in &r.tenants {
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
             esc(&t.tenant),
             t.operations,
             t.ok,
@@ -442,6 +442,11 @@ fn tenants(h: &mut String, r: &CheckReport) -> io::Result<()> {
             t.failing_buckets,
             t.worst_ttr_ms.map(ms_as_s).unwrap_or_default(),
             if t.never_recovered { "<b>yes</b>" } else { "" },
+            if t.failing_before_faults {
+                "yes (judged against its baseline)"
+            } else {
+                ""
+            },
             t.anomalies
         );
     }
@@ -466,6 +471,15 @@ fn input(h: &mut String, r: &CheckReport) {
         (
             "truncated last line",
             if i.truncated_last_line {
+                "yes (skipped)"
+            } else {
+                "no"
+            }
+            .to_string(),
+        ),
+        (
+            "observations: truncated last line",
+            if i.observations_truncated_last_line {
                 "yes (skipped)"
             } else {
                 "no"

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::checkers::{CheckReport, Severity, Status};
 
-use super::{evidence_line, utc};
+use super::{evidence_line, fault_line, utc};
 
 /// Escapes text for XML 1.0 attributes and content, dropping characters XML cannot carry.
 pub(crate) fn xml_escape(s: &str) -> String {
@@ -100,7 +100,13 @@ pub(crate) fn render(report: &CheckReport) -> String {
             xml_escape(&suite),
             xml_escape(&v.name)
         );
-        let body = case_body(v);
+        let mut body = case_body(v);
+        if v.name == crate::checkers::recovery::NAME {
+            // The per-fault figures, so CI shows the outage as measured or as a lower bound.
+            for (i, f) in report.recovery.faults.iter().enumerate() {
+                let _ = writeln!(body, "fault {}", fault_line(f, report.faults.get(i)));
+            }
+        }
         match v.status {
             Status::Invalid => {
                 let kind = v

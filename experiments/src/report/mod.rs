@@ -10,8 +10,9 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::checkers::model::OutageUntil;
 pub use crate::checkers::{CheckError, CheckReport, REPORT_FORMAT, REPORT_SCHEMA_VERSION};
-use crate::checkers::{Evidence, Status};
+use crate::checkers::{Evidence, FaultRecovery, Status};
 
 mod html;
 mod junit;
@@ -111,6 +112,63 @@ pub(crate) fn secs(ns: u64) -> String {
 /// Milliseconds as seconds, for display.
 pub(crate) fn ms_as_s(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1e3)
+}
+
+/// A fault's total outage as every report shows it: a measurement only when every series
+/// recovered, otherwise the lower bound it is, and why it stopped there.
+pub(crate) fn outage_text(f: &FaultRecovery) -> String {
+    let t = ms_as_s(f.total_outage_ms);
+    match f.outage_until {
+        OutageUntil::Recovery => t,
+        OutageUntil::Deadline => format!("at least {t} (not recovered by the deadline)"),
+        OutageUntil::HistoryEnd => {
+            format!("at least {t} (not recovered when the history ended, before the deadline)")
+        }
+        OutageUntil::NotMeasured => "not measured (the fault never healed)".to_string(),
+    }
+}
+
+/// One line per fault for text reports: impact, TTR, deadline, outage, impacted and worst
+/// tenant, and the series judged against their own baseline.
+pub(crate) fn fault_line(
+    f: &FaultRecovery,
+    window: Option<&crate::checkers::FaultWindow>,
+) -> String {
+    let when = window.map_or_else(String::new, |w| {
+        let end = w
+            .end_ns
+            .map_or_else(|| "end of run".to_string(), |e| format!("{}s", secs(e)));
+        format!(" {}s-{end}", secs(w.start_ns))
+    });
+    let tti = f.time_to_impact_ms.map_or_else(
+        || "no impact".to_string(),
+        |t| format!("impact after {}", ms_as_s(t)),
+    );
+    let ttr = match (f.reference_ns, f.ttr_ms) {
+        (None, _) => "TTR not measured (never healed)".to_string(),
+        (Some(_), Some(t)) => format!("TTR {}", ms_as_s(t)),
+        (Some(_), None) => "NOT RECOVERED".to_string(),
+    };
+    let worst = match (&f.worst_tenant, &f.worst_series) {
+        (Some(t), Some(c)) => format!(", worst tenant {t} ({c})"),
+        _ => String::new(),
+    };
+    let before = if f.failing_before_series > 0 {
+        format!(
+            ", {} series failing before the first fault judged against their own baseline",
+            f.failing_before_series
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{} {}{when}: {tti}, {ttr} (deadline {}), outage {}, {} tenants impacted{worst}{before}",
+        f.fault_id,
+        f.kind,
+        ms_as_s(f.deadline_ms),
+        outage_text(f),
+        f.impacted_tenants
+    )
 }
 
 /// One line describing a piece of evidence.

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::checkers::{CheckReport, Severity, Status};
 
-use super::{evidence_line, ms_as_s, secs, status_word};
+use super::{evidence_line, fault_line, status_word};
 
 /// Evidence lines shown per anomaly.
 const SHOWN: usize = 3;
@@ -24,31 +24,7 @@ fn paint(s: &str, status: Status, color: bool) -> String {
 /// One line per fault: impact, TTR, outage, worst tenant.
 fn fault_lines(s: &mut String, report: &CheckReport) {
     for (f, w) in report.recovery.faults.iter().zip(&report.faults) {
-        let end = w
-            .end_ns
-            .map_or_else(|| "end of run".to_string(), |e| format!("{}s", secs(e)));
-        let tti = f.time_to_impact_ms.map_or_else(
-            || "no impact".to_string(),
-            |t| format!("impact after {}", ms_as_s(t)),
-        );
-        let ttr = f.ttr_ms.map_or_else(
-            || "NOT RECOVERED".to_string(),
-            |t| format!("TTR {}", ms_as_s(t)),
-        );
-        let worst = match (&f.worst_tenant, &f.worst_series) {
-            (Some(t), Some(c)) => format!(", worst tenant {t} ({c})"),
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            s,
-            "  {} {} {}s-{end}: {tti}, {ttr} (deadline {}), outage {}, {} tenants impacted{worst}",
-            f.fault_id,
-            f.kind,
-            secs(w.start_ns),
-            ms_as_s(f.deadline_ms),
-            ms_as_s(f.total_outage_ms),
-            f.impacted_tenants
-        );
+        let _ = writeln!(s, "  {}", fault_line(f, Some(w)));
     }
 }
 
@@ -125,6 +101,9 @@ pub fn terminal_summary(report: &CheckReport, color: bool) -> String {
     }
     if i.truncated_last_line {
         extra.push("last line truncated".to_string());
+    }
+    if i.observations_truncated_last_line {
+        extra.push("observations' last line truncated".to_string());
     }
     for (k, n) in &i.defects {
         extra.push(format!("{n} {k}"));
