@@ -96,7 +96,7 @@ fn fault(name: &str, node: &str, slot: u32) -> Value {
             "partition": {"sides": [
                 {"name": "a", "nodes": [node], "nodeAddresses": ["10.203.91.1"]},
                 {"name": "b", "nodes": ["elsewhere"], "nodeAddresses": [format!("10.203.{}.1", 100 + slot % 100)],
-                 "podCIDRs": [format!("10.204.{slot}.0/24")]},
+                 "podCIDRs": [format!("10.204.{}.0/24", slot % 250)]},
             ]},
             "deadline": deadline_in(Duration::from_secs(600)),
             "prioritySlot": slot,
