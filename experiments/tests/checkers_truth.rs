@@ -260,7 +260,7 @@ fn memory_follows_the_data_not_the_timestamps() {
             complete_ns: o.complete_ns,
             read: o.read.as_ref().map(|_| &read[..]),
             served_tenant: None,
-            node_uncertain: false,
+            node_uncertain: o.reconnected,
             line: 0,
         };
         facts.ingest(&op);

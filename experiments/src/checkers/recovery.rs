@@ -910,19 +910,22 @@ fn timeline(facts: &Facts, g: &Grid, cfg: &CheckConfig) -> Timeline {
             sum.2 += u64::from(c.info);
         }
     }
-    // Per judged span: tenants with a failing series.
-    let tenants = facts
+    // Per judged span: tenants with a failing series (each series' tenant as a dense index).
+    let mut dense: FxHashMap<Sym, usize> = FxHashMap::default();
+    let tenant_of: Vec<usize> = facts
         .series
         .iter()
-        .map(|s| s.tenant as usize + 1)
-        .max()
-        .unwrap_or(0);
-    let mut marked = vec![usize::MAX; tenants];
+        .map(|s| {
+            let next = dense.len();
+            *dense.entry(s.tenant).or_insert(next)
+        })
+        .collect();
+    let mut marked = vec![usize::MAX; dense.len()];
     let failing: Vec<u64> = (0..g.spans.len())
         .map(|i| {
             let mut n = 0;
-            for (si, s) in facts.series.iter().enumerate() {
-                let t = &mut marked[s.tenant as usize];
+            for (si, tenant) in tenant_of.iter().enumerate() {
+                let t = &mut marked[*tenant];
                 if !g.pass[si][i] && *t != i {
                     *t = i;
                     n += 1;
