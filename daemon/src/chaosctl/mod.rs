@@ -78,9 +78,10 @@ enum Command {
         /// Scenario name, e.g. az-failure.
         name: String,
     },
-    /// Check a spec file without touching anything (the pure validation only).
+    /// Check a spec file or a schedule file without touching anything (the pure validation
+    /// only; a schedule's spec files are read and checked too).
     Validate {
-        /// Spec file (YAML), or the name of a built-in scenario.
+        /// Spec file or schedule file (YAML), or the name of a built-in scenario.
         file: String,
     },
     /// Run the multi-tenant background load on its own and record its history: live progress,

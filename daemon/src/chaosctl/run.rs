@@ -88,22 +88,7 @@ pub(crate) fn run(
     max_fault_duration: Duration,
 ) -> anyhow::Result<ExitCode> {
     let (mut spec, source) = super::scenarios::load(&args.scenario)?;
-    if let Some(duration) = args.duration {
-        for fault in &mut spec.faults {
-            if !fault.duration.is_zero() {
-                fault.duration = duration;
-            }
-        }
-        spec.duration = spec
-            .duration
-            .max(spec.last_fault_end() + spec.recovery_deadline);
-    }
-    if let Some(tenants) = args.tenants {
-        spec.workload.tenants = tenants;
-    }
-    if let Some(rate) = args.rate {
-        spec.workload.rate = rate;
-    }
+    spec.apply_overrides(args.duration, args.tenants, args.rate);
     spec.validate(&source)?;
     let seed = args.seed.unwrap_or(spec.workload.seed);
     let options = RunOptions {
