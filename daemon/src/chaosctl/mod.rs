@@ -6,7 +6,9 @@ mod faults;
 mod lab;
 mod load;
 mod run;
+mod runs;
 mod scenarios;
+mod schedule;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,10 +108,18 @@ enum Command {
         #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
         lab: String,
     },
-    /// Revert every active fault in every lab now, and block new faults until `resume`.
+    /// Revert every active fault in every lab now, and block new faults until `resume`. A
+    /// running `faultlined serve` is halted first: its experiment heals and stops.
     Halt,
     /// Allow new faults again after `halt`.
     Resume,
+    /// The run index: every run, scheduled or manual, newest first (kubectl-style table).
+    Runs(runs::RunsArgs),
+    /// TTR (p50 and max) and score per scenario, week by week, as text, JSON or an HTML page.
+    Trends(runs::TrendsArgs),
+    /// The schedule of unattended suites, and the running `faultlined serve`.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Revert expired faults and orphaned rules, pauses and cordons now (every command does this
     /// first anyway); prints what it did.
     Reconcile {
@@ -237,6 +247,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Show { .. }
             | Command::Validate { .. }
             | Command::Check(_)
+            | Command::Runs(_)
+            | Command::Trends(_)
+            | Command::Schedule(_)
     );
     if touches_system {
         reconcile_all(&host, false);
@@ -250,6 +263,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run::run(&host, &args, cli.max_fault_duration)
         }
         Command::Report(args) => run::report(&host, &args),
+        Command::Runs(args) => runs::runs(&host.state_root, &args),
+        Command::Trends(args) => runs::trends(&host.state_root, &args),
+        Command::Schedule(command) => schedule::run(&host.state_root, &command),
         Command::List => scenarios::list(),
         Command::Show { name } => scenarios::show(&name),
         Command::Validate { file } => scenarios::validate(&file),
@@ -275,6 +291,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Halt => {
             require_root()?;
+            schedule::through_daemon(&host.state_root, true)?;
             let now = faultline_injectors::ledger::now_unix_ms();
             let labs = known_labs(&host.state_root);
             for name in &labs {
@@ -292,6 +309,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Resume => {
             require_root()?;
+            schedule::through_daemon(&host.state_root, false)?;
             for name in known_labs(&host.state_root) {
                 let ctx = LabContext::open(&host, &name)?;
                 faultline_injectors::lifecycle::resume(&ctx.ledger())?;

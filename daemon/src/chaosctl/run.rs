@@ -14,6 +14,7 @@ use faultline_experiments::engine::run::{run_experiment, write_reports, LiveStat
 use faultline_experiments::lab::control::HostPaths;
 use faultline_experiments::lab::DEFAULT_LAB_NAME;
 use faultline_experiments::report;
+use faultline_experiments::schedule::{Owner, RunIndex, RunResult};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -149,9 +150,19 @@ pub(crate) fn run(
             println!("{line}");
         }
     };
+    let indexed = index_manual_run(host, &options.spec.name);
     let outcome = run_experiment(&options, &mut show);
     if tty {
         println!();
+    }
+    if let Some((index, id)) = &indexed {
+        let result = match &outcome {
+            Ok(outcome) => RunResult::from_outcome(outcome),
+            Err(error) => RunResult::error(error.to_string()),
+        };
+        if let Err(error) = index.finish(*id, chrono::Utc::now(), &result) {
+            eprintln!("chaosctl: warning: cannot record the run in the index: {error}");
+        }
     }
     let outcome = outcome?;
     if outcome.record.started_lab {
@@ -172,6 +183,21 @@ pub(crate) fn run(
     println!("results: {}", outcome.dir.display());
     println!("report:  {}", outcome.html().display());
     Ok(ExitCode::from(outcome.record.exit_code))
+}
+
+/// Records a manual run in the run index; a broken index warns but never stops the run.
+fn index_manual_run(host: &HostPaths, scenario: &str) -> Option<(RunIndex, i64)> {
+    let started = RunIndex::open(&RunIndex::default_path(&host.state_root)).and_then(|index| {
+        let id = index.begin_manual(scenario, chrono::Utc::now(), Owner::this_process())?;
+        Ok((index, id))
+    });
+    match started {
+        Ok(pair) => Some(pair),
+        Err(error) => {
+            eprintln!("chaosctl: warning: this run will not be in the run index: {error}");
+            None
+        }
+    }
 }
 
 pub(crate) fn report(host: &HostPaths, args: &ReportArgs) -> anyhow::Result<ExitCode> {

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use faultline_experiments::spec::catalog::{self, CATALOG};
 use faultline_experiments::schedule;
+use faultline_experiments::spec::catalog::{self, CATALOG};
 use faultline_experiments::spec::ExperimentSpec;
 
 pub(crate) fn list() -> anyhow::Result<ExitCode> {
@@ -59,8 +59,8 @@ pub(crate) fn load(file_or_name: &str) -> anyhow::Result<(ExperimentSpec, String
 pub(crate) fn validate(file_or_name: &str) -> anyhow::Result<ExitCode> {
     let path = std::path::Path::new(file_or_name);
     if path.is_file() {
-        let yaml = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {file_or_name}"))?;
+        let yaml =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {file_or_name}"))?;
         if schedule::is_schedule_yaml(&yaml) {
             return validate_schedule(path);
         }
@@ -87,7 +87,11 @@ fn validate_schedule(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         schedule.suites.len(),
         if schedule.suites.len() == 1 { "" } else { "s" },
         schedule.blackouts.len(),
-        if schedule.blackouts.len() == 1 { "" } else { "s" },
+        if schedule.blackouts.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
     );
     for suite in &schedule.suites {
         let next = if suite.enabled {

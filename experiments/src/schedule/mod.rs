@@ -11,6 +11,7 @@ pub mod cron;
 pub mod file;
 pub mod index;
 pub mod scheduler;
+pub mod trends;
 pub mod webhook;
 
 use std::path::PathBuf;
