@@ -219,6 +219,9 @@ fn a_suite_due_every_minute_runs_is_indexed_measured_and_survives_a_crash() {
     assert!(get(&lab, "/readyz").starts_with("ready"));
 
     assert_index_api_metrics_and_page_agree(&lab);
+    // One experiment at a time: a manual run is refused while the daemon may start one.
+    let refused = lab.fails(&["run", "pod-failure"]);
+    assert!(refused.contains("one experiment at a time"), "{refused}");
 
     assert_an_invalid_reload_is_refused(&lab, &daemon, &schedule);
 

@@ -88,6 +88,7 @@ pub(crate) fn run(
     args: &RunArgs,
     max_fault_duration: Duration,
 ) -> anyhow::Result<ExitCode> {
+    one_experiment_at_a_time(host)?;
     let (mut spec, source) = super::scenarios::load(&args.scenario)?;
     spec.apply_overrides(args.duration, args.tenants, args.rate);
     spec.validate(&source)?;
@@ -183,6 +184,28 @@ pub(crate) fn run(
     println!("results: {}", outcome.dir.display());
     println!("report:  {}", outcome.html().display());
     Ok(ExitCode::from(outcome.record.exit_code))
+}
+
+/// Refuses a manual run while `faultlined serve` may start one on the same state root, unless
+/// it is halted and idle: two experiments at once would judge each other's faults.
+fn one_experiment_at_a_time(host: &HostPaths) -> anyhow::Result<()> {
+    let Some(info) = crate::serve::client::find(&host.state_root) else {
+        return Ok(());
+    };
+    let status: Option<serde_json::Value> =
+        crate::serve::client::call(&info, "GET", "/api/v1/schedules")
+            .ok()
+            .and_then(|a| serde_json::from_str(&a.body).ok());
+    let idle_and_halted = status
+        .as_ref()
+        .is_some_and(|s| !s["halted"].is_null() && s["running"].is_null());
+    anyhow::ensure!(
+        idle_and_halted,
+        "faultlined serve (pid {}) runs suites on {}; one experiment at a time: queue a suite with `chaosctl schedule trigger SUITE`, or `chaosctl halt` it first",
+        info.pid,
+        host.state_root.display()
+    );
+    Ok(())
 }
 
 /// Records a manual run in the run index; a broken index warns but never stops the run.
