@@ -86,6 +86,11 @@ struct Server {
 }
 
 fn start(open_reads: bool) -> Server {
+    start_with(open_reads, axum::Router::new())
+}
+
+/// Like [`start`], with `extra` routes next to the API (the browser test's harness page).
+fn start_with(open_reads: bool, extra: axum::Router) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let schedule = ScheduleFile::parse(SCHEDULE, "s.yaml")
         .expect("parse")
@@ -122,7 +127,8 @@ fn start(open_reads: bool) -> Server {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let address = listener.local_addr().expect("addr");
-    runtime.spawn(async move { axum::serve(listener, api::router(state)).await });
+    let router = api::router(state).merge(extra);
+    runtime.spawn(async move { axum::serve(listener, router).await });
     Server {
         address,
         scheduler,
@@ -308,4 +314,102 @@ fn the_api_the_metrics_and_the_page_agree_with_the_index() {
     assert!(page.contains("f-1 on a1"));
     assert!(page.contains("id=\"halt\""));
     assert!(page.contains("<svg class=\"trend\" data-scenario=\"az-failure\""));
+}
+
+/// Loads the page in an iframe, counts what it shows, types `token` into it and clicks Halt;
+/// the outcome the page displays is copied out for `--dump-dom`.
+const HARNESS: &str = r#"<!doctype html><html><body>
+<pre id="seen"></pre><pre id="answer"></pre>
+<iframe id="page" src="/" width="1200" height="900"></iframe>
+<script>
+var token = new URLSearchParams(location.search).get('token');
+var frame = document.getElementById('page');
+var clicked = false;
+frame.onload = function () {
+  if (clicked) { return; }
+  clicked = true;
+  var d = frame.contentDocument;
+  document.getElementById('seen').textContent =
+    'runs=' + d.querySelectorAll('tr.run').length +
+    ' failed=' + d.querySelectorAll('.badge-failed').length +
+    ' plots=' + d.querySelectorAll('svg.trend').length +
+    ' next=' + d.querySelectorAll('tr.next').length +
+    ' faults=' + d.querySelectorAll('li.fault').length;
+  d.getElementById('token').value = token;
+  d.getElementById('halt').click();
+  setTimeout(function () {
+    document.getElementById('answer').textContent = 'answer=' + d.getElementById('result').textContent;
+  }, 300);
+};
+</script></body></html>"#;
+
+/// Chromium, if installed (`apt-get install chromium`); the browser test is skipped without it.
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|name| {
+            std::process::Command::new(name)
+                .arg("--version")
+                .output()
+                .is_ok()
+        })
+}
+
+fn dump_dom(browser: &str, url: &str) -> String {
+    let output = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            url,
+        ])
+        .output()
+        .expect("run chromium");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_page_works_in_headless_chromium_and_its_halt_button_needs_the_token() {
+    let Some(browser) = chromium() else {
+        eprintln!("skipping: no chromium (apt-get install chromium)");
+        return;
+    };
+    let harness = axum::Router::new().route(
+        "/harness",
+        axum::routing::get(|| async { axum::response::Html(HARNESS) }),
+    );
+    let server = start_with(true, harness);
+    assert_eq!(
+        server
+            .call("POST", "/api/v1/suites/nightly/trigger", Some(TOKEN))
+            .0,
+        202
+    );
+    server.drain();
+
+    let wrong = dump_dom(
+        browser,
+        &format!(
+            "http://{}/harness?token=wrong-token-000000000",
+            server.address
+        ),
+    );
+    assert!(
+        wrong.contains("runs=2 failed=2 plots=2 next=1 faults=1"),
+        "the page as Chromium shows it:\n{wrong}"
+    );
+    assert!(wrong.contains("answer=401"), "{wrong}");
+    assert!(!server.halted(), "a wrong token halts nothing");
+    assert_eq!(server.target.halts.load(Ordering::SeqCst), 0);
+
+    let right = dump_dom(
+        browser,
+        &format!("http://{}/harness?token={TOKEN}", server.address),
+    );
+    assert!(right.contains("answer=200"), "{right}");
+    assert!(server.halted(), "the Halt button halted the scheduler");
+    assert_eq!(server.target.halts.load(Ordering::SeqCst), 1);
 }

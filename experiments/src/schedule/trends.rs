@@ -151,7 +151,7 @@ pub fn svg(trend: &ScenarioTrend) -> String {
     let x = |i: usize| PAD + (W - 2.0 * PAD) * i as f64 / n;
     let y_ttr = |s: f64| H - PAD - (H - 2.0 * PAD) * s / ttr_top;
     let y_score = |s: f64| H - PAD - (H - 2.0 * PAD) * s / 100.0;
-    let line = |values: Vec<(usize, f64)>, y: &dyn Fn(f64) -> f64| {
+    let line = |values: &[(usize, f64)], y: &dyn Fn(f64) -> f64| {
         values
             .iter()
             .map(|(i, v)| format!("{:.1},{:.1}", x(*i), y(*v)))
@@ -179,7 +179,7 @@ pub fn svg(trend: &ScenarioTrend) -> String {
     let mut out = format!(
         r##"<svg class="trend" data-scenario="{name}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="TTR and score of {name}">
 <line x1="{PAD}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#999"/>
-<text x="4" y="{PAD}" font-size="10">{ttr_top:.0}s</text><text x="4" y="{bottom}" font-size="10">0</text>
+<text x="4" y="{PAD}" font-size="10">{ttr_top:.1}s</text><text x="4" y="{bottom}" font-size="10">0</text>
 <text x="{right}" y="{PAD}" font-size="10">100</text>
 <polyline class="ttr-p50" fill="none" stroke="#1f77b4" stroke-width="2" points="{p50}"/>
 <polyline class="ttr-max" fill="none" stroke="#d62728" stroke-width="2" points="{max}"/>
@@ -188,10 +188,25 @@ pub fn svg(trend: &ScenarioTrend) -> String {
         name = escape(&trend.scenario),
         bottom = H - PAD,
         right = W - PAD,
-        p50 = line(p50, &y_ttr),
-        max = line(max, &y_ttr),
-        score = line(score, &y_score),
+        p50 = line(&p50, &y_ttr),
+        max = line(&max, &y_ttr),
+        score = line(&score, &y_score),
     );
+    // Markers, so a single week (one point, no line) still shows.
+    for (series, colour, values, y) in [
+        ("ttr-p50", "#1f77b4", &p50, &y_ttr as &dyn Fn(f64) -> f64),
+        ("ttr-max", "#d62728", &max, &y_ttr),
+        ("score", "#2ca02c", &score, &y_score),
+    ] {
+        for (i, v) in values {
+            let _ = write!(
+                out,
+                r#"<circle class="{series}" cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"><title>{v:.1}</title></circle>"#,
+                x(*i),
+                y(*v)
+            );
+        }
+    }
     for (i, w) in trend.weeks.iter().enumerate() {
         let _ = write!(
             out,
