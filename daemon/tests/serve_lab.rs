@@ -100,7 +100,7 @@ suites:
   - name: minutely
     cron: \"* * * * *\"
     scenarios: [{scenario: quick-kill.yaml}]
-background: {enabled: false}
+background: {enabled: true, tenants: 10, rate: 20, rotate_every: 1m, keep_for: 1h}
 ";
 
 fn rows(lab: &TestLab) -> Vec<RunRow> {
@@ -176,6 +176,47 @@ fn assert_an_invalid_reload_is_refused(lab: &TestLab, daemon: &Daemon, schedule:
     std::fs::write(schedule, SCHEDULE).expect("restore");
 }
 
+/// The background load ran between the runs: its segments are gzip-compressed histories, and
+/// /metrics counts its operations.
+fn assert_background_history_is_rotated_and_counted(lab: &TestLab) {
+    use std::io::Read as _;
+    let dir = lab.state_root().join("background");
+    let archives: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("background dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("history-") && n.ends_with(".jsonl.gz"))
+        })
+        .collect();
+    assert!(
+        !archives.is_empty(),
+        "no archived background history in {}",
+        dir.display()
+    );
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&archives[0]).expect("open"))
+        .read_to_string(&mut text)
+        .expect("gunzip");
+    let header: serde_json::Value =
+        serde_json::from_str(text.lines().next().expect("header")).expect("json");
+    assert!(
+        header["run_id"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("background-")),
+        "{header}"
+    );
+    assert!(text.lines().count() > 10, "operations were recorded");
+    let metrics = get(lab, "/metrics");
+    let ok: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("faultline_background_ops_total{outcome=\"ok\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(ok > 0, "background operations are counted:\n{metrics}");
+}
+
 #[test]
 fn a_suite_due_every_minute_runs_is_indexed_measured_and_survives_a_crash() {
     if !can_run_lab() {
@@ -219,6 +260,7 @@ fn a_suite_due_every_minute_runs_is_indexed_measured_and_survives_a_crash() {
     assert!(get(&lab, "/readyz").starts_with("ready"));
 
     assert_index_api_metrics_and_page_agree(&lab);
+    assert_background_history_is_rotated_and_counted(&lab);
     // One experiment at a time: a manual run is refused while the daemon may start one.
     let refused = lab.fails(&["run", "pod-failure"]);
     assert!(refused.contains("one experiment at a time"), "{refused}");

@@ -8,6 +8,7 @@
 //! [`LabTarget`] answers readiness, active faults, halt and resume.
 
 pub mod api;
+pub mod background;
 pub mod client;
 pub mod metrics;
 pub mod page;
@@ -28,8 +29,8 @@ use faultline_experiments::lab::topology::Topology;
 use faultline_experiments::lab::{LabError, DEFAULT_LAB_NAME, DEFAULT_STATE_ROOT};
 use faultline_experiments::schedule::webhook::{Backoff, WebhookSender};
 use faultline_experiments::schedule::{
-    load_schedule, shipped_schedule, Event, RunIndex, RunRequest, RunResult, Schedule, Scheduler,
-    StopSignal, SuiteRunner, SystemClock,
+    load_schedule, shipped_schedule, Event, RunIndex, RunRequest, RunResult, RunStatus, Schedule,
+    Scheduler, StopSignal, SuiteRunner, SystemClock,
 };
 
 use api::{AppState, ServeTarget};
@@ -132,10 +133,37 @@ pub struct LabRunner {
     lab: String,
     results_root: PathBuf,
     max_fault_duration: Duration,
+    background: Option<Arc<background::Background>>,
 }
 
 impl SuiteRunner for LabRunner {
     fn run(&self, request: &RunRequest, stop: &StopSignal) -> RunResult {
+        let Some(background) = &self.background else {
+            return self.run_engine(request, stop);
+        };
+        // The background load's last minute is the steady-state check: a loaded machine or
+        // cluster skips the run here, with the reason, before anything is touched.
+        if let Some(window) = background.recent() {
+            if let Err(reason) = window.judge(&request.entry.spec.steady_state) {
+                return RunResult {
+                    status: Some(RunStatus::Aborted),
+                    exit_code: Some(2),
+                    note: Some(reason),
+                    ..RunResult::default()
+                };
+            }
+        }
+        if !background.pause(Duration::from_secs(60)) {
+            log("background load did not pause within 60 s; running anyway");
+        }
+        let result = self.run_engine(request, stop);
+        background.resume();
+        result
+    }
+}
+
+impl LabRunner {
+    fn run_engine(&self, request: &RunRequest, stop: &StopSignal) -> RunResult {
         let spec = request.entry.spec.clone();
         let seed = spec.workload.seed;
         let options = RunOptions {
@@ -171,9 +199,14 @@ impl SuiteRunner for LabRunner {
 pub struct LabTarget {
     host: HostPaths,
     lab: String,
+    background: Option<Arc<background::Background>>,
 }
 
 impl ServeTarget for LabTarget {
+    fn background_ops(&self) -> Option<std::collections::BTreeMap<String, u64>> {
+        self.background.as_ref().map(|b| b.ops_by_outcome())
+    }
+
     fn ready(&self) -> Result<(), String> {
         let ctx = LabContext::open(&self.host, &self.lab).map_err(|e| e.to_string())?;
         if ctx.agent().is_none() {
@@ -245,8 +278,8 @@ fn log_events(events: &[Event]) {
 /// Runs `faultlined serve` until SIGTERM or SIGINT.
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let token = read_token(&args.token_file)?;
-    // Checked before anything is touched; loaded again by the scheduler.
-    load(args.schedule.as_deref()).map_err(anyhow::Error::msg)?;
+    // Checked before anything is touched.
+    let schedule = load(args.schedule.as_deref()).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(
         faultline_experiments::lab::is_root(),
         "faultlined serve runs experiments on the lab, which needs root (network namespaces, netlink, signals)"
@@ -265,7 +298,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         args.lab
     ));
     ensure_lab(&host, &args.lab)?;
-    let scheduler = start_scheduler(args, &host)?;
+    let background = start_background(args, &host, &schedule)?;
+    let scheduler = start_scheduler(args, &host, schedule, background.clone())?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let reload_requested = Arc::new(AtomicBool::new(false));
@@ -288,6 +322,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         target: Arc::new(LabTarget {
             host: host.clone(),
             lab: args.lab.clone(),
+            background: background.clone(),
         }),
         token,
         open_reads: args.open_reads,
@@ -327,6 +362,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         Ok(events) => log_events(&events),
         Err(e) => log(&format!("could not record the last run: {e}")),
     }
+    if let Some(background) = background {
+        log("stopping the background load");
+        if !background.shutdown(Duration::from_secs(60)) {
+            log("the background load did not stop within 60 s");
+        }
+    }
     http_stop.notify_one();
     let _ = runtime.block_on(server);
     let _ = std::fs::remove_file(client::info_path(&args.state_root));
@@ -336,8 +377,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// Opens the index, starts the scheduler on the lab (missed runs, orphaned runs), with webhooks
 /// and retention, and logs each suite's next run.
-fn start_scheduler(args: &ServeArgs, host: &HostPaths) -> anyhow::Result<Arc<Mutex<Scheduler>>> {
-    let schedule = load(args.schedule.as_deref()).map_err(anyhow::Error::msg)?;
+fn start_scheduler(
+    args: &ServeArgs,
+    host: &HostPaths,
+    schedule: Schedule,
+    background: Option<Arc<background::Background>>,
+) -> anyhow::Result<Arc<Mutex<Scheduler>>> {
     let results_root = args
         .output_dir
         .clone()
@@ -348,6 +393,7 @@ fn start_scheduler(args: &ServeArgs, host: &HostPaths) -> anyhow::Result<Arc<Mut
         lab: args.lab.clone(),
         results_root: results_root.clone(),
         max_fault_duration: args.max_fault_duration,
+        background,
     });
     let (scheduler, events) = Scheduler::start(schedule, index, runner, Arc::new(SystemClock))?;
     log_events(&events);
@@ -406,6 +452,36 @@ fn tick_until_stopped(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Starts the background load when the schedule asks for it.
+fn start_background(
+    args: &ServeArgs,
+    host: &HostPaths,
+    schedule: &Schedule,
+) -> anyhow::Result<Option<Arc<background::Background>>> {
+    Ok(if schedule.background.enabled {
+        let dir = args.state_root.join("background");
+        log(&format!(
+            "background load: {} tenants at {} ops/s, history in {} (rotated every {})",
+            schedule.background.tenants,
+            schedule.background.rate,
+            dir.display(),
+            humantime::format_duration(schedule.background.rotate_every)
+        ));
+        Some(Arc::new(
+            background::Background::start(
+                host.clone(),
+                args.lab.clone(),
+                schedule.background.clone(),
+                dir,
+                log,
+            )
+            .context("cannot start the background load")?,
+        ))
+    } else {
+        None
+    })
 }
 
 fn write_info(state_root: &Path, listen: SocketAddr, token_file: &Path) -> anyhow::Result<()> {
