@@ -311,6 +311,17 @@ fn a_suite_due_every_minute_runs_is_indexed_measured_and_survives_a_crash() {
         "faults is a list"
     );
 
+    // `chaosctl halt` goes through the daemon; `resume` lets it run again.
+    let halted = lab.ok(&["halt"]);
+    assert!(halted.contains("faultlined serve (pid"), "{halted}");
+    let status: serde_json::Value =
+        serde_json::from_str(&get(&lab, "/api/v1/schedules")).expect("json");
+    assert!(status["halted"].is_string(), "{status}");
+    lab.ok(&["resume"]);
+    let status: serde_json::Value =
+        serde_json::from_str(&get(&lab, "/api/v1/schedules")).expect("json");
+    assert!(status["halted"].is_null(), "{status}");
+
     // SIGTERM heals the running run, records it and exits.
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     let mut daemon = daemon;

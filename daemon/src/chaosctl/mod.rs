@@ -229,6 +229,36 @@ fn run_on_cluster(target: &cluster::Target, command: &Command) -> anyhow::Result
     }
 }
 
+/// `chaosctl halt`: the running daemon first (its experiment heals and stops), then every lab.
+fn halt_everything(host: &HostPaths) -> anyhow::Result<ExitCode> {
+    schedule::through_daemon(&host.state_root, true)?;
+    let now = faultline_injectors::ledger::now_unix_ms();
+    let labs = known_labs(&host.state_root);
+    for name in &labs {
+        let ctx = LabContext::open(host, name).with_context(|| format!("lab {name}"))?;
+        let scope = ctx.reconcile_scope();
+        let report = ctx.with_injectors(|env| {
+            faultline_injectors::lifecycle::halt(&ctx.ledger(), env, &scope, now)
+        })?;
+        println!("lab {name}: halted; {}", describe_reconcile(&report));
+    }
+    if labs.is_empty() {
+        println!("no lab is up; nothing to halt");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chaosctl resume`: the running daemon, then every lab.
+fn resume_everything(host: &HostPaths) -> anyhow::Result<ExitCode> {
+    schedule::through_daemon(&host.state_root, false)?;
+    for name in known_labs(&host.state_root) {
+        let ctx = LabContext::open(host, &name)?;
+        faultline_injectors::lifecycle::resume(&ctx.ledger())?;
+        println!("lab {name}: new faults allowed again");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs one command; the exit code follows the command's verdict.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let host = host(&cli);
@@ -291,31 +321,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Halt => {
             require_root()?;
-            schedule::through_daemon(&host.state_root, true)?;
-            let now = faultline_injectors::ledger::now_unix_ms();
-            let labs = known_labs(&host.state_root);
-            for name in &labs {
-                let ctx = LabContext::open(&host, name).with_context(|| format!("lab {name}"))?;
-                let scope = ctx.reconcile_scope();
-                let report = ctx.with_injectors(|env| {
-                    faultline_injectors::lifecycle::halt(&ctx.ledger(), env, &scope, now)
-                })?;
-                println!("lab {name}: halted; {}", describe_reconcile(&report));
-            }
-            if labs.is_empty() {
-                println!("no lab is up; nothing to halt");
-            }
-            Ok(ExitCode::SUCCESS)
+            halt_everything(&host)
         }
         Command::Resume => {
             require_root()?;
-            schedule::through_daemon(&host.state_root, false)?;
-            for name in known_labs(&host.state_root) {
-                let ctx = LabContext::open(&host, &name)?;
-                faultline_injectors::lifecycle::resume(&ctx.ledger())?;
-                println!("lab {name}: new faults allowed again");
-            }
-            Ok(ExitCode::SUCCESS)
+            resume_everything(&host)
         }
         Command::Reconcile { output } => {
             require_root()?;
