@@ -36,7 +36,11 @@ listen=$(sed -n 's/.*"listen": "\(.*\)".*/\1/p' "$root/serve.json")
 echo "minute rss_mib background_ok background_fail background_info archives"
 for m in $(seq 0 "$minutes"); do
   rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$pid/status")
-  ops=$(curl -s "http://$listen/metrics" | awk -F'[ "]' '/^faultline_background_ops_total/ {printf "%s ", $NF}')
+  metrics=$(curl -s "http://$listen/metrics")
+  ops=""
+  for outcome in ok fail info; do
+    ops+="$(echo "$metrics" | awk -v o="outcome=\"$outcome\"}" 'index($0, o) && /^faultline_background_ops_total/ {print $NF}') "
+  done
   archives=$(ls "$root/background" 2>/dev/null | grep -c 'history-.*\.gz$' || true)
   echo "$m $rss $ops$archives"
   [ "$m" -lt "$minutes" ] && sleep 60

@@ -217,6 +217,19 @@ fn assert_background_history_is_rotated_and_counted(lab: &TestLab) {
     assert!(ok > 0, "background operations are counted:\n{metrics}");
 }
 
+/// `chaosctl halt` goes through the daemon; `resume` lets it run again.
+fn assert_halt_and_resume_go_through_the_daemon(lab: &TestLab) {
+    let halted = lab.ok(&["halt"]);
+    assert!(halted.contains("faultlined serve (pid"), "{halted}");
+    let status: serde_json::Value =
+        serde_json::from_str(&get(lab, "/api/v1/schedules")).expect("json");
+    assert!(status["halted"].is_string(), "{status}");
+    lab.ok(&["resume"]);
+    let status: serde_json::Value =
+        serde_json::from_str(&get(lab, "/api/v1/schedules")).expect("json");
+    assert!(status["halted"].is_null(), "{status}");
+}
+
 #[test]
 fn a_suite_due_every_minute_runs_is_indexed_measured_and_survives_a_crash() {
     if !can_run_lab() {
@@ -311,16 +324,7 @@ fn a_suite_due_every_minute_runs_is_indexed_measured_and_survives_a_crash() {
         "faults is a list"
     );
 
-    // `chaosctl halt` goes through the daemon; `resume` lets it run again.
-    let halted = lab.ok(&["halt"]);
-    assert!(halted.contains("faultlined serve (pid"), "{halted}");
-    let status: serde_json::Value =
-        serde_json::from_str(&get(&lab, "/api/v1/schedules")).expect("json");
-    assert!(status["halted"].is_string(), "{status}");
-    lab.ok(&["resume"]);
-    let status: serde_json::Value =
-        serde_json::from_str(&get(&lab, "/api/v1/schedules")).expect("json");
-    assert!(status["halted"].is_null(), "{status}");
+    assert_halt_and_resume_go_through_the_daemon(&lab);
 
     // SIGTERM heals the running run, records it and exits.
     daemon.signal(nix::sys::signal::Signal::SIGTERM);

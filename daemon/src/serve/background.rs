@@ -23,6 +23,8 @@ use faultline_experiments::workload::{self, AdapterKind, Progress, WorkloadConfi
 
 /// Seconds of per-second samples kept for the steady-state check.
 const RECENT: usize = 60;
+/// How long a segment may go without progress before it is ended.
+const STALLED: Duration = Duration::from_secs(30);
 
 /// One second of the background load.
 #[derive(Clone, Copy, Debug, Default)]
@@ -300,6 +302,8 @@ fn supervise(
             }
         };
         let mut last = Progress::default();
+        let started = Instant::now();
+        let mut last_change = Instant::now();
         loop {
             std::thread::sleep(Duration::from_secs(1));
             let p = load.progress();
@@ -317,12 +321,25 @@ fn supervise(
                 }
                 s.current = Some(p.clone());
             }
+            if p.elapsed_s > last.elapsed_s {
+                last_change = Instant::now();
+            }
             last = p;
             if stop.load(Ordering::SeqCst) || lock().paused {
                 load.stop();
                 break;
             }
             if last.elapsed_s >= spec.rotate_every.as_secs_f64() {
+                break;
+            }
+            // A load that stopped reporting (its history cannot be written, the disk is full)
+            // or overran its segment is ended, so the next segment starts afresh.
+            if last_change.elapsed() >= STALLED || started.elapsed() >= spec.rotate_every + STALLED
+            {
+                log(&format!(
+                    "background load: segment {name} stopped reporting progress; ending it and starting a new one"
+                ));
+                load.stop();
                 break;
             }
         }
