@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Faultline needs on a fresh Debian machine that has Rust: nats-server, iproute2,
-# util-linux (setpriv, for the non-root test), wrk (HTTP benchmark baseline) and, from PyPI,
-# kubernetes-validate (manifest schemas). Idempotent.
+# util-linux (setpriv, for the non-root test), wrk (HTTP benchmark baseline), chromium (the
+# daemon's web page is tested in headless Chromium) and, from PyPI, kubernetes-validate (manifest
+# schemas). Idempotent.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -14,6 +15,7 @@ command -v nats-server >/dev/null || missing+=(nats-server)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

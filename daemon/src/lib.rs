@@ -1,7 +1,9 @@
-//! The binaries' shared code: `chaosctl` (the CLI) and `faultlined` (the agent).
+//! The binaries' shared code: `chaosctl` (the CLI) and `faultlined` (the agent, and `serve`,
+//! the unattended scheduler with its HTTP API).
 
 pub mod agent;
 pub mod chaosctl;
+pub mod serve;
 
 use std::path::PathBuf;
 

@@ -1,5 +1,6 @@
 //! The experiment layer: the lab target, the tenant workload and its history, the checkers and
-//! reports, the experiment spec and the engine that runs the phases.
+//! reports, the experiment spec and the engine that runs the phases, and the scheduler that runs
+//! suites of experiments unattended.
 
 pub mod checkers;
 pub mod engine;
@@ -7,6 +8,7 @@ pub mod history;
 pub mod kubernetes;
 pub mod lab;
 pub mod report;
+pub mod schedule;
 pub mod spec;
 pub mod workload;
 

@@ -1,5 +1,6 @@
 //! `faultlined`: the Faultline agent. In lab mode it supervises one lab's services and enforces
-//! fault deadlines; on a cluster it runs as a privileged DaemonSet on every node.
+//! fault deadlines; in serve mode it runs suites unattended on a schedule; on a cluster it runs
+//! as a privileged DaemonSet on every node.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,10 @@ enum Mode {
     /// node-local ledger first and healed at its deadline on this node's clock, with or without
     /// the API server. On SIGTERM it heals its node before exiting.
     Agent(Box<AgentArgs>),
+    /// Run the schedule's suites on the lab unattended, one experiment at a time, and serve the
+    /// HTTP API, /metrics and the web page. SIGHUP reloads the schedule; SIGTERM heals the
+    /// running experiment and stops.
+    Serve(faultline_daemon::serve::ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -81,6 +86,13 @@ struct AgentArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.mode {
+        Mode::Serve(args) => match faultline_daemon::serve::run(&args) {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("faultlined serve: error: {error:#}");
+                ExitCode::from(2)
+            }
+        },
         Mode::Lab { name, state_root } => {
             let stop = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -6,7 +6,9 @@ mod faults;
 mod lab;
 mod load;
 mod run;
+mod runs;
 mod scenarios;
+mod schedule;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,9 +80,10 @@ enum Command {
         /// Scenario name, e.g. az-failure.
         name: String,
     },
-    /// Check a spec file without touching anything (the pure validation only).
+    /// Check a spec file or a schedule file without touching anything (the pure validation
+    /// only; a schedule's spec files are read and checked too).
     Validate {
-        /// Spec file (YAML), or the name of a built-in scenario.
+        /// Spec file or schedule file (YAML), or the name of a built-in scenario.
         file: String,
     },
     /// Run the multi-tenant background load on its own and record its history: live progress,
@@ -105,10 +108,18 @@ enum Command {
         #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
         lab: String,
     },
-    /// Revert every active fault in every lab now, and block new faults until `resume`.
+    /// Revert every active fault in every lab now, and block new faults until `resume`. A
+    /// running `faultlined serve` is halted first: its experiment heals and stops.
     Halt,
     /// Allow new faults again after `halt`.
     Resume,
+    /// The run index: every run, scheduled or manual, newest first (kubectl-style table).
+    Runs(runs::RunsArgs),
+    /// TTR (p50 and max) and score per scenario, week by week, as text, JSON or an HTML page.
+    Trends(runs::TrendsArgs),
+    /// The schedule of unattended suites, and the running `faultlined serve`.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Revert expired faults and orphaned rules, pauses and cordons now (every command does this
     /// first anyway); prints what it did.
     Reconcile {
@@ -218,6 +229,36 @@ fn run_on_cluster(target: &cluster::Target, command: &Command) -> anyhow::Result
     }
 }
 
+/// `chaosctl halt`: the running daemon first (its experiment heals and stops), then every lab.
+fn halt_everything(host: &HostPaths) -> anyhow::Result<ExitCode> {
+    schedule::through_daemon(&host.state_root, true)?;
+    let now = faultline_injectors::ledger::now_unix_ms();
+    let labs = known_labs(&host.state_root);
+    for name in &labs {
+        let ctx = LabContext::open(host, name).with_context(|| format!("lab {name}"))?;
+        let scope = ctx.reconcile_scope();
+        let report = ctx.with_injectors(|env| {
+            faultline_injectors::lifecycle::halt(&ctx.ledger(), env, &scope, now)
+        })?;
+        println!("lab {name}: halted; {}", describe_reconcile(&report));
+    }
+    if labs.is_empty() {
+        println!("no lab is up; nothing to halt");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chaosctl resume`: the running daemon, then every lab.
+fn resume_everything(host: &HostPaths) -> anyhow::Result<ExitCode> {
+    schedule::through_daemon(&host.state_root, false)?;
+    for name in known_labs(&host.state_root) {
+        let ctx = LabContext::open(host, &name)?;
+        faultline_injectors::lifecycle::resume(&ctx.ledger())?;
+        println!("lab {name}: new faults allowed again");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs one command; the exit code follows the command's verdict.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let host = host(&cli);
@@ -236,6 +277,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Show { .. }
             | Command::Validate { .. }
             | Command::Check(_)
+            | Command::Runs(_)
+            | Command::Trends(_)
+            | Command::Schedule(_)
     );
     if touches_system {
         reconcile_all(&host, false);
@@ -249,6 +293,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run::run(&host, &args, cli.max_fault_duration)
         }
         Command::Report(args) => run::report(&host, &args),
+        Command::Runs(args) => runs::runs(&host.state_root, &args),
+        Command::Trends(args) => runs::trends(&host.state_root, &args),
+        Command::Schedule(command) => schedule::run(&host.state_root, &command),
         Command::List => scenarios::list(),
         Command::Show { name } => scenarios::show(&name),
         Command::Validate { file } => scenarios::validate(&file),
@@ -274,29 +321,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Halt => {
             require_root()?;
-            let now = faultline_injectors::ledger::now_unix_ms();
-            let labs = known_labs(&host.state_root);
-            for name in &labs {
-                let ctx = LabContext::open(&host, name).with_context(|| format!("lab {name}"))?;
-                let scope = ctx.reconcile_scope();
-                let report = ctx.with_injectors(|env| {
-                    faultline_injectors::lifecycle::halt(&ctx.ledger(), env, &scope, now)
-                })?;
-                println!("lab {name}: halted; {}", describe_reconcile(&report));
-            }
-            if labs.is_empty() {
-                println!("no lab is up; nothing to halt");
-            }
-            Ok(ExitCode::SUCCESS)
+            halt_everything(&host)
         }
         Command::Resume => {
             require_root()?;
-            for name in known_labs(&host.state_root) {
-                let ctx = LabContext::open(&host, &name)?;
-                faultline_injectors::lifecycle::resume(&ctx.ledger())?;
-                println!("lab {name}: new faults allowed again");
-            }
-            Ok(ExitCode::SUCCESS)
+            resume_everything(&host)
         }
         Command::Reconcile { output } => {
             require_root()?;

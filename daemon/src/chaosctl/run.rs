@@ -14,6 +14,7 @@ use faultline_experiments::engine::run::{run_experiment, write_reports, LiveStat
 use faultline_experiments::lab::control::HostPaths;
 use faultline_experiments::lab::DEFAULT_LAB_NAME;
 use faultline_experiments::report;
+use faultline_experiments::schedule::{Owner, RunIndex, RunResult};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -87,23 +88,9 @@ pub(crate) fn run(
     args: &RunArgs,
     max_fault_duration: Duration,
 ) -> anyhow::Result<ExitCode> {
+    one_experiment_at_a_time(host)?;
     let (mut spec, source) = super::scenarios::load(&args.scenario)?;
-    if let Some(duration) = args.duration {
-        for fault in &mut spec.faults {
-            if !fault.duration.is_zero() {
-                fault.duration = duration;
-            }
-        }
-        spec.duration = spec
-            .duration
-            .max(spec.last_fault_end() + spec.recovery_deadline);
-    }
-    if let Some(tenants) = args.tenants {
-        spec.workload.tenants = tenants;
-    }
-    if let Some(rate) = args.rate {
-        spec.workload.rate = rate;
-    }
+    spec.apply_overrides(args.duration, args.tenants, args.rate);
     spec.validate(&source)?;
     let seed = args.seed.unwrap_or(spec.workload.seed);
     let options = RunOptions {
@@ -164,9 +151,19 @@ pub(crate) fn run(
             println!("{line}");
         }
     };
+    let indexed = index_manual_run(host, &options.spec.name);
     let outcome = run_experiment(&options, &mut show);
     if tty {
         println!();
+    }
+    if let Some((index, id)) = &indexed {
+        let result = match &outcome {
+            Ok(outcome) => RunResult::from_outcome(outcome),
+            Err(error) => RunResult::error(error.to_string()),
+        };
+        if let Err(error) = index.finish(*id, chrono::Utc::now(), &result) {
+            eprintln!("chaosctl: warning: cannot record the run in the index: {error}");
+        }
     }
     let outcome = outcome?;
     if outcome.record.started_lab {
@@ -187,6 +184,43 @@ pub(crate) fn run(
     println!("results: {}", outcome.dir.display());
     println!("report:  {}", outcome.html().display());
     Ok(ExitCode::from(outcome.record.exit_code))
+}
+
+/// Refuses a manual run while `faultlined serve` may start one on the same state root, unless
+/// it is halted and idle: two experiments at once would judge each other's faults.
+fn one_experiment_at_a_time(host: &HostPaths) -> anyhow::Result<()> {
+    let Some(info) = crate::serve::client::find(&host.state_root) else {
+        return Ok(());
+    };
+    let status: Option<serde_json::Value> =
+        crate::serve::client::call(&info, "GET", "/api/v1/schedules")
+            .ok()
+            .and_then(|a| serde_json::from_str(&a.body).ok());
+    let idle_and_halted = status
+        .as_ref()
+        .is_some_and(|s| !s["halted"].is_null() && s["running"].is_null());
+    anyhow::ensure!(
+        idle_and_halted,
+        "faultlined serve (pid {}) runs suites on {}; one experiment at a time: queue a suite with `chaosctl schedule trigger SUITE`, or `chaosctl halt` it first",
+        info.pid,
+        host.state_root.display()
+    );
+    Ok(())
+}
+
+/// Records a manual run in the run index; a broken index warns but never stops the run.
+fn index_manual_run(host: &HostPaths, scenario: &str) -> Option<(RunIndex, i64)> {
+    let started = RunIndex::open(&RunIndex::default_path(&host.state_root)).and_then(|index| {
+        let id = index.begin_manual(scenario, chrono::Utc::now(), Owner::this_process())?;
+        Ok((index, id))
+    });
+    match started {
+        Ok(pair) => Some(pair),
+        Err(error) => {
+            eprintln!("chaosctl: warning: this run will not be in the run index: {error}");
+            None
+        }
+    }
 }
 
 pub(crate) fn report(host: &HostPaths, args: &ReportArgs) -> anyhow::Result<ExitCode> {

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use faultline_experiments::schedule;
 use faultline_experiments::spec::catalog::{self, CATALOG};
 use faultline_experiments::spec::ExperimentSpec;
 
@@ -56,6 +57,14 @@ pub(crate) fn load(file_or_name: &str) -> anyhow::Result<(ExperimentSpec, String
 }
 
 pub(crate) fn validate(file_or_name: &str) -> anyhow::Result<ExitCode> {
+    let path = std::path::Path::new(file_or_name);
+    if path.is_file() {
+        let yaml =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {file_or_name}"))?;
+        if schedule::is_schedule_yaml(&yaml) {
+            return validate_schedule(path);
+        }
+    }
     let (spec, source) = load(file_or_name)?;
     println!(
         "{source}: valid ({} fault{}, {} total, baseline {})",
@@ -64,5 +73,43 @@ pub(crate) fn validate(file_or_name: &str) -> anyhow::Result<ExitCode> {
         humantime::format_duration(spec.duration),
         humantime::format_duration(spec.baseline)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chaosctl validate SCHEDULE.yaml`: the schedule, every spec it names, and when each suite
+/// comes due next.
+fn validate_schedule(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let schedule = schedule::load_schedule(path)?;
+    let now = chrono::Utc::now();
+    println!(
+        "{}: valid schedule ({} suite{}, {} blackout window{})",
+        path.display(),
+        schedule.suites.len(),
+        if schedule.suites.len() == 1 { "" } else { "s" },
+        schedule.blackouts.len(),
+        if schedule.blackouts.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+    );
+    for suite in &schedule.suites {
+        let next = if suite.enabled {
+            suite
+                .cron
+                .next_after(now, suite.zone.0)
+                .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339())
+        } else {
+            "disabled".to_owned()
+        };
+        let scenarios: Vec<&str> = suite.entries.iter().map(|e| e.scenario.as_str()).collect();
+        println!(
+            "  {:<12} {:<14} {:<16} next {next}  {}",
+            suite.name,
+            suite.cron.as_str(),
+            suite.zone.0.name(),
+            scenarios.join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

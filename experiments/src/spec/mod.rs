@@ -340,6 +340,33 @@ impl ExperimentSpec {
         })
     }
 
+    /// Applies `chaosctl run`'s overrides (also a schedule entry's): `duration` sets how long
+    /// each fault holds (the run grows to fit the faults and the recovery deadline), `tenants`
+    /// and `rate` set the load. Validate afterwards.
+    pub fn apply_overrides(
+        &mut self,
+        duration: Option<Duration>,
+        tenants: Option<u32>,
+        rate: Option<f64>,
+    ) {
+        if let Some(duration) = duration {
+            for fault in &mut self.faults {
+                if !fault.duration.is_zero() {
+                    fault.duration = duration;
+                }
+            }
+            self.duration = self
+                .duration
+                .max(self.last_fault_end() + self.recovery_deadline);
+        }
+        if let Some(tenants) = tenants {
+            self.workload.tenants = tenants;
+        }
+        if let Some(rate) = rate {
+            self.workload.rate = rate;
+        }
+    }
+
     /// The end of the last fault window, from the start of the baseline.
     pub fn last_fault_end(&self) -> Duration {
         self.faults
