@@ -376,10 +376,6 @@ impl LiveFaults {
         }
         live
     }
-
-    fn get(&self, fault_id: &str) -> Option<Option<SystemTime>> {
-        self.deadlines.get(fault_id).copied()
-    }
 }
 
 /// Why a cordon is an orphan.
@@ -413,9 +409,9 @@ pub fn orphaned_cordons(
     cordons
         .iter()
         .filter_map(|cordon| {
-            let reason = match live.get(&cordon.fault_id) {
+            let reason = match live.deadlines.get(&cordon.fault_id) {
                 None => Some(OrphanReason::NoRecord),
-                Some(Some(deadline)) if deadline <= now => Some(OrphanReason::RecordExpired),
+                Some(Some(deadline)) if *deadline <= now => Some(OrphanReason::RecordExpired),
                 Some(_) if cordon.deadline.is_some_and(|d| d <= now) => {
                     Some(OrphanReason::AnnotationExpired)
                 }
@@ -653,7 +649,17 @@ mod tests {
         ]
     }
 
+    /// (name, nodes, node to drain, budget, the refusal expected)
+    type Case<'a> = (
+        &'a str,
+        &'a [NodeFacts],
+        &'a str,
+        &'a DrainBudget,
+        Option<&'a str>,
+    );
+
     #[test]
+    #[allow(clippy::too_many_lines)] // One row per case reads better than split tables.
     fn the_drain_guard_table() {
         let budget = DrainBudget::default();
         let zone_half = DrainBudget {
@@ -675,7 +681,7 @@ mod tests {
         for node in &mut all_but_one_cordoned[1..] {
             node.unschedulable = true;
         }
-        let cases: Vec<(&str, &[NodeFacts], &str, &DrainBudget, Option<&str>)> = vec![
+        let cases: Vec<Case> = vec![
             ("one node is fine", &plain, "b1", &budget, None),
             (
                 "a second node is refused",

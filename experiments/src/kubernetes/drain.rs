@@ -380,27 +380,38 @@ async fn evict_pod(
     }
 }
 
-/// Evicts every pod on `node` but those [`pod_disposition`] skips, through the Eviction
-/// subresource. Pods a budget refuses (429), or that an unavailable API server could not take,
-/// are retried in rounds with exponential backoff until `eviction_timeout`; one blocked pod does
-/// not hold up the others. Does not cordon (see [`drain_node`]) and does not wait for the
-/// evicted pods to finish terminating.
-///
-/// # Errors
-/// Listing fails, an eviction is refused for good ([`DrainError::Evict`]), or pods are still
-/// refused at the timeout ([`DrainError::Blocked`], naming each pod and budget).
-pub async fn evict_node(
+/// A pod still to evict.
+struct Pending {
+    pod: Pod,
+    name: PodName,
+    attempts: u32,
+    blocked_by: Option<String>,
+    /// The last refusal: the budget, if named, and the message.
+    last: Option<(Option<String>, String)>,
+}
+
+impl Pending {
+    fn blocked(self) -> BlockedPod {
+        let (budget, message) = self.last.unwrap_or_else(|| {
+            (
+                None,
+                "the eviction timeout passed before it was tried".into(),
+            )
+        });
+        BlockedPod {
+            pod: self.name,
+            budget,
+            message,
+        }
+    }
+}
+
+/// The pods on `node`, split into those skipped (in the report) and those to evict.
+async fn pods_to_evict(
     client: &kube::Client,
     node: &str,
     options: &DrainOptions,
-) -> Result<DrainReport, DrainError> {
-    struct Pending {
-        pod: Pod,
-        name: PodName,
-        attempts: u32,
-        blocked_by: Option<String>,
-        last: Option<(Option<String>, String)>,
-    }
+) -> Result<(DrainReport, Vec<Pending>), DrainError> {
     let pods: Api<Pod> = Api::all(client.clone());
     let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
     let listed = bounded(
@@ -428,6 +439,24 @@ pub async fn evict_node(
             }),
         }
     }
+    Ok((report, pending))
+}
+
+/// Evicts every pod on `node` but those [`pod_disposition`] skips, through the Eviction
+/// subresource. Pods a budget refuses (429), or that an unavailable API server could not take,
+/// are retried in rounds with exponential backoff until `eviction_timeout`; one blocked pod does
+/// not hold up the others. Does not cordon (see [`drain_node`]) and does not wait for the
+/// evicted pods to finish terminating.
+///
+/// # Errors
+/// Listing fails, an eviction is refused for good ([`DrainError::Evict`]), or pods are still
+/// refused at the timeout ([`DrainError::Blocked`], naming each pod and budget).
+pub async fn evict_node(
+    client: &kube::Client,
+    node: &str,
+    options: &DrainOptions,
+) -> Result<DrainReport, DrainError> {
+    let (mut report, mut pending) = pods_to_evict(client, node, options).await?;
     let started = tokio::time::Instant::now();
     let deadline = started + options.eviction_timeout;
     // The last round starts at the deadline at the latest; no request outlives this.
@@ -477,22 +506,7 @@ pub async fn evict_node(
             return Err(DrainError::Blocked {
                 node: node.to_owned(),
                 waited: now - started,
-                blocked: pending
-                    .into_iter()
-                    .map(|entry| {
-                        let (budget, message) = entry.last.unwrap_or_else(|| {
-                            (
-                                None,
-                                "the eviction timeout passed before it was tried".into(),
-                            )
-                        });
-                        BlockedPod {
-                            pod: entry.name,
-                            budget,
-                            message,
-                        }
-                    })
-                    .collect(),
+                blocked: pending.into_iter().map(Pending::blocked).collect(),
                 evicted: report.evicted.into_iter().map(|e| e.pod).collect(),
             });
         }

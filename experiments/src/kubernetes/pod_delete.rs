@@ -402,13 +402,23 @@ mod tests {
         }
     }
 
+    /// (name, deleted, pods, expected, want time to ready in ms, want ready count)
+    type Case<'a> = (
+        &'a str,
+        &'a [DeletedPod],
+        Vec<Pod>,
+        usize,
+        Option<u64>,
+        usize,
+    );
+
     #[test]
+    #[allow(clippy::too_many_lines)] // One row per case reads better than split tables.
     fn time_to_ready_table() {
         let one = [deleted("old-1", T0, 400)];
         let two = [deleted("old-1", T0, 400), deleted("old-2", T0 + 1, 0)];
         let survivor = pod("keep", "keep", T0 - 600, Some(T0 - 590), false);
-        // (name, deleted, pods, expected, want time to ready in ms, want ready count)
-        let cases: Vec<(&str, &[DeletedPod], Vec<Pod>, usize, Option<u64>, usize)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "no replacement yet",
                 &one,
