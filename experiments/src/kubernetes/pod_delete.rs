@@ -193,6 +193,34 @@ pub struct ReplacementPod {
     pub ready_at: Option<SystemTime>,
 }
 
+/// What time to ready is measured against: the pods deleted, and the uids of every pod of the
+/// workload that existed before the deletion (none of those is a replacement).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Baseline {
+    /// The pods the fault deleted.
+    pub deleted: Vec<DeletedPod>,
+    /// The uids of the workload's pods before the deletion, the deleted ones included.
+    pub existing: BTreeSet<String>,
+    /// How many replacements must be Ready; by default one per deleted pod.
+    pub expected: usize,
+}
+
+impl Baseline {
+    /// The baseline of a deletion of `deleted` out of `existing` (the workload's pods as listed
+    /// before the delete).
+    pub fn new(existing: &[Pod], deleted: Vec<DeletedPod>) -> Self {
+        Self {
+            existing: existing
+                .iter()
+                .filter_map(|pod| pod.metadata.uid.clone())
+                .chain(deleted.iter().map(|d| d.uid.clone()))
+                .collect(),
+            expected: deleted.len(),
+            deleted,
+        }
+    }
+}
+
 /// How far the replacements of deleted pods are.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Readiness {
@@ -236,16 +264,17 @@ fn whole_second(time: SystemTime) -> SystemTime {
 }
 
 /// Time to ready, from pod objects alone. Pure. A replacement is a pod among `pods` (the target
-/// workload's pods, as its selector finds them) that is not one of `deleted`, is not
-/// terminating, and was created at or after the first deletion. Time to ready runs from the
-/// first deletion to the moment the `expected`-th replacement's Ready condition turned true.
+/// workload's pods, as its selector finds them) that did not exist before the deletion (its uid
+/// is not in the baseline), is not terminating, and was created at or after the first deletion
+/// (to the second). Time to ready runs from the first deletion to the moment the
+/// `expected`-th replacement's Ready condition turned true.
 ///
 /// Condition times have second precision (as the API server stores them) and come from the
 /// kubelet's clock, so the figure is good to about a second; a replacement Ready within the
 /// second of the deletion reads as zero, never as negative.
-pub fn replacement_readiness(deleted: &[DeletedPod], pods: &[Pod], expected: usize) -> Readiness {
-    let gone: BTreeSet<&str> = deleted.iter().map(|d| d.uid.as_str()).collect();
-    let Some(first_deletion) = deleted.iter().map(|d| d.deleted_at).min() else {
+pub fn replacement_readiness(baseline: &Baseline, pods: &[Pod]) -> Readiness {
+    let expected = baseline.expected;
+    let Some(first_deletion) = baseline.deleted.iter().map(|d| d.deleted_at).min() else {
         return Readiness {
             expected,
             time_to_ready: (expected == 0).then_some(Duration::ZERO),
@@ -259,7 +288,7 @@ pub fn replacement_readiness(deleted: &[DeletedPod], pods: &[Pod], expected: usi
             pod.metadata
                 .uid
                 .as_deref()
-                .is_some_and(|uid| !gone.contains(uid))
+                .is_some_and(|uid| !baseline.existing.contains(uid))
                 && pod.metadata.deletion_timestamp.is_none()
                 && pod
                     .metadata
@@ -306,16 +335,15 @@ pub struct WatchedReadiness {
     pub last_error: Option<String>,
 }
 
-/// Watches the pods of `namespace` that `label_selector` selects until `expected` replacements
-/// of `deleted` are Ready, or `timeout` passes. Not recovering in time is a finding, not an
+/// Watches the pods of `namespace` that `label_selector` selects until the baseline's expected
+/// replacements are Ready, or `timeout` passes. Not recovering in time is a finding, not an
 /// error: the result then has `observed_at: None` and the readiness reached so far. Watch
 /// errors are retried with backoff and reported in `last_error`.
 pub async fn wait_for_replacements(
     client: &kube::Client,
     namespace: &str,
     label_selector: &str,
-    deleted: &[DeletedPod],
-    expected: usize,
+    baseline: &Baseline,
     timeout: Duration,
 ) -> WatchedReadiness {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
@@ -324,7 +352,7 @@ pub async fn wait_for_replacements(
     let mut pods: BTreeMap<String, Pod> = BTreeMap::new();
     let mut relisted: BTreeMap<String, Pod> = BTreeMap::new();
     let mut result = WatchedReadiness {
-        readiness: replacement_readiness(deleted, &[], expected),
+        readiness: replacement_readiness(baseline, &[]),
         ..WatchedReadiness::default()
     };
     let key = |pod: &Pod| pod.metadata.uid.clone().unwrap_or_default();
@@ -352,7 +380,7 @@ pub async fn wait_for_replacements(
             }
         }
         let current: Vec<Pod> = pods.values().cloned().collect();
-        result.readiness = replacement_readiness(deleted, &current, expected);
+        result.readiness = replacement_readiness(baseline, &current);
         if result.readiness.complete() {
             result.observed_at = Some(SystemTime::now());
             return result;
@@ -460,6 +488,22 @@ mod tests {
                 0,
             ),
             (
+                "a pod from before the deletion never counts, even from the same second",
+                &one,
+                vec![pod("keep", "keep", T0, Some(T0 + 1), false)],
+                1,
+                None,
+                0,
+            ),
+            (
+                "a pod created before the deletion never counts",
+                &one,
+                vec![pod("other", "other", T0 - 5, Some(T0 - 4), false)],
+                1,
+                None,
+                0,
+            ),
+            (
                 "a terminating pod never counts",
                 &one,
                 vec![pod("new-a", "a", T0, Some(T0 + 1), true)],
@@ -499,7 +543,9 @@ mod tests {
             ),
         ];
         for (name, deleted, pods, expected, want_ms, want_ready) in cases {
-            let readiness = replacement_readiness(deleted, &pods, expected);
+            let mut baseline = Baseline::new(&[survivor.clone()], deleted.to_vec());
+            baseline.expected = expected;
+            let readiness = replacement_readiness(&baseline, &pods);
             assert_eq!(
                 readiness.time_to_ready,
                 want_ms.map(Duration::from_millis),
