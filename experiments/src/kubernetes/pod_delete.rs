@@ -543,7 +543,7 @@ mod tests {
             ),
         ];
         for (name, deleted, pods, expected, want_ms, want_ready) in cases {
-            let mut baseline = Baseline::new(&[survivor.clone()], deleted.to_vec());
+            let mut baseline = Baseline::new(std::slice::from_ref(&survivor), deleted.to_vec());
             baseline.expected = expected;
             let readiness = replacement_readiness(&baseline, &pods);
             assert_eq!(
