@@ -9,11 +9,23 @@
 //! watch with label and field selectors, replaying events after a resource version; merge,
 //! JSON and server-side-apply patches, the last with field managers that own the fields they
 //! applied (a field a manager stops applying is removed; another manager's field conflicts
-//! unless forced); optimistic concurrency on `resourceVersion`. It can also become unreachable,
-//! which ends open watches and refuses connections, as a partition from the control plane does.
+//! unless forced); optimistic concurrency on `resourceVersion`; delete preconditions (`uid`,
+//! `resourceVersion`). It can also become unreachable, which ends open watches and refuses
+//! connections, as a partition from the control plane does.
+//!
+//! Workloads, as a cluster's controllers would run them:
+//! - the `pods/eviction` subresource (`policy/v1` Eviction): refused with 429 and a Status naming
+//!   the PodDisruptionBudget when evicting the pod would leave fewer Ready pods than the budget
+//!   allows (`minAvailable` or `maxUnavailable`, counts or percentages, over the pods its
+//!   selector matches), otherwise the pod is deleted;
+//! - opt-in workload controllers ([`MemoryApi::enable_workload_controllers`]): a deleted pod of a
+//!   ReplicaSet or Deployment gets a Pending replacement at once; [`MemoryApi::tick`] (or the
+//!   task from [`MemoryApi::spawn_controllers`]) schedules Pending pods onto schedulable nodes
+//!   (never one with `spec.unschedulable`) and flips their Ready condition after a delay.
 //!
 //! What it leaves out: admission, validation against schemas, pagination (lists are complete),
-//! protobuf, and strategic merge patch beyond the JSON merge rules.
+//! protobuf, graceful termination (a pod without finalizers goes at once), and strategic merge
+//! patch beyond the JSON merge rules.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -83,6 +95,10 @@ impl ResourceType {
 
     fn key(&self) -> String {
         format!("{}/{}", self.group, self.plural)
+    }
+
+    fn is_pods(&self) -> bool {
+        self.group.is_empty() && self.plural == "pods"
     }
 }
 
@@ -172,6 +188,27 @@ struct State {
     events: Vec<WatchEvent>,
     reachable: bool,
     log: Vec<LoggedRequest>,
+    /// The workload controllers, when enabled.
+    workloads: Option<WorkloadControllers>,
+    /// Scheduled pods whose Ready condition flips at the given instant.
+    ready_due: BTreeMap<ObjectKey, tokio::time::Instant>,
+}
+
+/// How the in-memory workload controllers behave (see [`MemoryApi::enable_workload_controllers`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadControllers {
+    /// How long after being scheduled a pod's Ready condition turns true (zero: at the same
+    /// tick).
+    pub ready_delay: Duration,
+}
+
+/// What one [`MemoryApi::tick`] of the workload controllers did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControllerTick {
+    /// Pods bound to a node, as `namespace/name -> node`.
+    pub scheduled: Vec<(String, String)>,
+    /// Pods whose Ready condition turned true, as `namespace/name`.
+    pub became_ready: Vec<String>,
 }
 
 struct Shared {
@@ -205,6 +242,8 @@ impl MemoryApi {
                     events: Vec::new(),
                     reachable: true,
                     log: Vec::new(),
+                    workloads: None,
+                    ready_due: BTreeMap::new(),
                 }),
                 changes,
             }),
@@ -233,6 +272,42 @@ impl MemoryApi {
     pub fn set_reachable(&self, reachable: bool) {
         self.state().reachable = reachable;
         self.shared.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Turns the workload controllers on: from now on a deleted (or evicted) pod controlled by a
+    /// ReplicaSet or Deployment gets a Pending replacement at once, and [`MemoryApi::tick`]
+    /// schedules and readies pods. Off by default, so tests that do not ask for them see pods
+    /// only as they put them.
+    pub fn enable_workload_controllers(&self, config: WorkloadControllers) {
+        self.state().workloads = Some(config);
+    }
+
+    /// One round of the workload controllers, as a cluster's scheduler and kubelets would do it:
+    /// binds every Pending pod without a node to a schedulable node (not `spec.unschedulable`;
+    /// the one with the fewest pods of the same owner, then the fewest pods, then by name), and
+    /// turns the Ready condition true on scheduled pods whose delay has passed. A pod stays
+    /// Pending while no node is schedulable. Does nothing unless the controllers are enabled.
+    pub fn tick(&self) -> ControllerTick {
+        let mut state = self.state();
+        let result = state.tick(tokio::time::Instant::now());
+        drop(state);
+        if result != ControllerTick::default() {
+            self.notify();
+        }
+        result
+    }
+
+    /// Runs [`MemoryApi::tick`] every `period` on the current Tokio runtime until the returned
+    /// task is aborted.
+    pub fn spawn_controllers(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            loop {
+                interval.tick().await;
+                api.tick();
+            }
+        })
     }
 
     /// Every request received so far.
@@ -430,9 +505,10 @@ impl MemoryApi {
                 (Method::GET, false) => Ok(state.list(&route, &query)),
                 (Method::GET, true) => state.read(&route),
                 (Method::POST, false) => state.create(&route, body),
+                (Method::POST, true) if route.is_pod_eviction() => state.evict(&route, body),
                 (Method::PUT, true) => state.replace(&route, body),
                 (Method::PATCH, true) => state.patch(&route, body, content_type.as_deref(), &query),
-                (Method::DELETE, true) => state.delete(&route),
+                (Method::DELETE, true) => state.delete(&route, body),
                 _ => Err(status_error(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "MethodNotAllowed",
@@ -599,6 +675,10 @@ impl Route {
 
     fn is_status(&self) -> bool {
         self.subresource.as_deref() == Some("status")
+    }
+
+    fn is_pod_eviction(&self) -> bool {
+        self.resource.is_pods() && self.subresource.as_deref() == Some("eviction")
     }
 }
 
@@ -990,29 +1070,438 @@ impl State {
         )
     }
 
-    fn delete(&mut self, route: &Route) -> Result<(StatusCode, Value), ApiError> {
+    fn delete(&mut self, route: &Route, body: &[u8]) -> Result<(StatusCode, Value), ApiError> {
         let stored = self.existing(route)?;
+        let options = if body.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            parse_body(body)?
+        };
+        check_preconditions(route, &stored.object, &options["preconditions"])?;
+        Ok(self.delete_stored(route, stored))
+    }
+
+    /// Deletes a stored object, or only marks it while finalizers remain. A pod that goes away
+    /// (or starts terminating) is replaced by its controller, when the controllers run.
+    fn delete_stored(&mut self, route: &Route, stored: Stored) -> (StatusCode, Value) {
         let has_finalizers = stored.object["metadata"]["finalizers"]
             .as_array()
             .is_some_and(|f| !f.is_empty());
+        let key = route.key();
         if has_finalizers {
             if stored.object["metadata"]["deletionTimestamp"].is_null() {
                 let mut object = stored.object.clone();
                 object["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
                 object["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-                let key = route.key();
                 let stored_object =
                     self.store(&route.resource, &key, object, "MODIFIED", stored.managers);
-                return Ok((StatusCode::OK, stored_object));
+                if route.resource.is_pods() {
+                    self.replace_pod(&stored.object);
+                }
+                return (StatusCode::OK, stored_object);
             }
-            return Ok((StatusCode::OK, stored.object));
+            return (StatusCode::OK, stored.object);
         }
-        let key = route.key();
         self.delete_now(&route.resource, &key);
+        self.ready_due.remove(&key);
+        if route.resource.is_pods() {
+            self.replace_pod(&stored.object);
+        }
         let mut object = stored.object;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        Ok((StatusCode::OK, object))
+        (StatusCode::OK, object)
     }
+
+    /// `POST .../pods/NAME/eviction`: checks the Eviction body against the path, the delete
+    /// preconditions, then the pod's PodDisruptionBudget, and deletes the pod if it may go.
+    fn evict(&mut self, route: &Route, body: &[u8]) -> Result<(StatusCode, Value), ApiError> {
+        let eviction = parse_body(body)?;
+        let bad_request =
+            |message: String| status_error(StatusCode::BAD_REQUEST, "BadRequest", &message);
+        if let Some(api_version) = eviction["apiVersion"].as_str() {
+            if !matches!(api_version, "policy/v1" | "policy/v1beta1") {
+                return Err(bad_request(format!(
+                    "an Eviction must be policy/v1, not {api_version:?}"
+                )));
+            }
+        }
+        if let Some(kind) = eviction["kind"].as_str() {
+            if kind != "Eviction" {
+                return Err(bad_request(format!(
+                    "the body of an eviction must be of kind Eviction, not {kind:?}"
+                )));
+            }
+        }
+        if eviction["metadata"]["name"].as_str() != route.name.as_deref() {
+            return Err(bad_request(
+                "name in URL does not match name in Eviction object".to_owned(),
+            ));
+        }
+        if let Some(namespace) = eviction["metadata"]["namespace"].as_str() {
+            if Some(namespace) != route.namespace.as_deref() {
+                return Err(bad_request(
+                    "namespace in URL does not match namespace in Eviction object".to_owned(),
+                ));
+            }
+        }
+        let stored = self.existing(route)?;
+        check_preconditions(
+            route,
+            &stored.object,
+            &eviction["deleteOptions"]["preconditions"],
+        )?;
+        let pod = &stored.object;
+        // As the API server does: a terminating pod, or one that is not running, may always go.
+        let terminating = !pod["metadata"]["deletionTimestamp"].is_null();
+        let running = !matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Pending" | "Succeeded" | "Failed")
+        );
+        if !terminating && running {
+            self.check_disruption_budget(pod, route.namespace.as_deref())?;
+        }
+        self.delete_stored(route, stored);
+        Ok((
+            StatusCode::CREATED,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ))
+    }
+
+    /// Refuses the eviction of `pod` with 429 when its budget would be violated: with `healthy`
+    /// Ready pods among those the budget selects and `desired` required, a Ready pod may go while
+    /// `healthy > desired`; a pod that is not Ready while `healthy >= desired` (the default
+    /// `IfHealthyBudget` policy) or always (`AlwaysAllow`).
+    fn check_disruption_budget(
+        &self,
+        pod: &Value,
+        namespace: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let labels = &pod["metadata"]["labels"];
+        let budgets: Vec<&Value> = self
+            .objects
+            .iter()
+            .filter(|((key, ns, _), stored)| {
+                key == PDB_KEY
+                    && ns.as_deref() == namespace
+                    && label_selector_matches(&stored.object["spec"]["selector"], labels)
+            })
+            .map(|(_, stored)| &stored.object)
+            .collect();
+        let budget = match budgets.as_slice() {
+            [] => return Ok(()),
+            [budget] => *budget,
+            _ => {
+                return Err(status_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                ))
+            }
+        };
+        let selector = &budget["spec"]["selector"];
+        let covered: Vec<&Value> = self
+            .objects
+            .iter()
+            .filter(|((key, ns, _), stored)| {
+                key == POD_KEY
+                    && ns.as_deref() == namespace
+                    && stored.object["metadata"]["deletionTimestamp"].is_null()
+                    && label_selector_matches(selector, &stored.object["metadata"]["labels"])
+            })
+            .map(|(_, stored)| &stored.object)
+            .collect();
+        let healthy = covered.iter().filter(|p| pod_is_ready(p)).count();
+        let desired = desired_healthy(&budget["spec"], covered.len());
+        let allowed = if pod_is_ready(pod) {
+            healthy > desired
+        } else {
+            budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow" || healthy >= desired
+        };
+        if allowed {
+            return Ok(());
+        }
+        let name = budget["metadata"]["name"].as_str().unwrap_or_default();
+        Err(ApiError {
+            code: StatusCode::TOO_MANY_REQUESTS,
+            reason: "TooManyRequests",
+            message: "Cannot evict pod as it would violate the pod's disruption budget.".into(),
+            details: json!({"causes": [{
+                "reason": "DisruptionBudget",
+                "message": format!(
+                    "The disruption budget {name} needs {desired} healthy pods and has {healthy} currently"
+                ),
+            }]}),
+        })
+    }
+
+    /// The ReplicaSet controller's answer to a pod going away: a Pending replacement from the
+    /// same template (the pod's labels, annotations, owners and spec, without its node).
+    fn replace_pod(&mut self, pod: &Value) {
+        if self.workloads.is_none() {
+            return;
+        }
+        let Some(owner) = controller_of(pod)
+            .filter(|owner| matches!(owner["kind"].as_str(), Some("ReplicaSet" | "Deployment")))
+        else {
+            return;
+        };
+        let Some(pods) = self.types.iter().find(|t| t.is_pods()).cloned() else {
+            return;
+        };
+        let namespace = pod["metadata"]["namespace"].as_str().map(str::to_owned);
+        let prefix = pod["metadata"]["generateName"].as_str().map_or_else(
+            || format!("{}-", owner["name"].as_str().unwrap_or("pod")),
+            str::to_owned,
+        );
+        let name = format!("{prefix}{:05x}", self.next_uid);
+        let mut metadata = json!({
+            "name": name,
+            "generateName": prefix,
+            "ownerReferences": pod["metadata"]["ownerReferences"].clone(),
+        });
+        for field in ["labels", "annotations"] {
+            if !pod["metadata"][field].is_null() {
+                metadata[field] = pod["metadata"][field].clone();
+            }
+        }
+        let mut spec = pod["spec"].clone();
+        if let Some(map) = spec.as_object_mut() {
+            map.remove("nodeName");
+        }
+        let mut object =
+            json!({"metadata": metadata, "spec": spec, "status": {"phase": "Pending"}});
+        self.fill_new_metadata(&mut object, namespace.as_deref());
+        let key = (pods.key(), namespace, name);
+        self.store(&pods, &key, object, "ADDED", BTreeMap::new());
+    }
+
+    fn tick(&mut self, now: tokio::time::Instant) -> ControllerTick {
+        let mut result = ControllerTick::default();
+        let Some(config) = self.workloads else {
+            return result;
+        };
+        let Some(pods) = self.types.iter().find(|t| t.is_pods()).cloned() else {
+            return result;
+        };
+        let pending: Vec<ObjectKey> = self
+            .objects
+            .iter()
+            .filter(|((key, _, _), stored)| {
+                key == POD_KEY
+                    && stored.object["spec"]["nodeName"]
+                        .as_str()
+                        .is_none_or(str::is_empty)
+                    && stored.object["metadata"]["deletionTimestamp"].is_null()
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in pending {
+            let Some(stored) = self.objects.get(&key).cloned() else {
+                continue;
+            };
+            let Some(node) = self.pick_node(&stored.object) else {
+                continue;
+            };
+            let mut object = stored.object;
+            let at = now_rfc3339();
+            object["spec"]["nodeName"] = json!(node);
+            object["status"]["phase"] = json!("Running");
+            set_condition(&mut object, "PodScheduled", "True", &at);
+            set_condition(&mut object, "ContainersReady", "False", &at);
+            set_condition(&mut object, "Ready", "False", &at);
+            self.store(&pods, &key, object, "MODIFIED", stored.managers);
+            self.ready_due.insert(key.clone(), now + config.ready_delay);
+            result.scheduled.push((qualified_name(&key), node));
+        }
+        let due: Vec<ObjectKey> = self
+            .ready_due
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            self.ready_due.remove(&key);
+            let Some(stored) = self.objects.get(&key).cloned() else {
+                continue;
+            };
+            if !stored.object["metadata"]["deletionTimestamp"].is_null() {
+                continue;
+            }
+            let mut object = stored.object;
+            let at = now_rfc3339();
+            set_condition(&mut object, "ContainersReady", "True", &at);
+            set_condition(&mut object, "Ready", "True", &at);
+            self.store(&pods, &key, object, "MODIFIED", stored.managers);
+            result.became_ready.push(qualified_name(&key));
+        }
+        result
+    }
+
+    /// The scheduler's choice for `pod`: a node without `spec.unschedulable`, spreading the
+    /// pod's owner first, then all pods, then by name.
+    fn pick_node(&self, pod: &Value) -> Option<String> {
+        let owner_uid = controller_of(pod).and_then(|owner| owner["uid"].as_str());
+        let running: Vec<&Value> = self
+            .objects
+            .iter()
+            .filter(|((key, _, _), stored)| {
+                key == POD_KEY && stored.object["metadata"]["deletionTimestamp"].is_null()
+            })
+            .map(|(_, stored)| &stored.object)
+            .collect();
+        self.objects
+            .iter()
+            .filter(|((key, _, _), stored)| {
+                key == NODE_KEY && stored.object["spec"]["unschedulable"].as_bool() != Some(true)
+            })
+            .map(|((_, _, name), _)| {
+                let on_node: Vec<&&Value> = running
+                    .iter()
+                    .filter(|p| p["spec"]["nodeName"].as_str() == Some(name.as_str()))
+                    .collect();
+                let same_owner = on_node
+                    .iter()
+                    .filter(|p| {
+                        owner_uid.is_some()
+                            && controller_of(p).and_then(|o| o["uid"].as_str()) == owner_uid
+                    })
+                    .count();
+                (same_owner, on_node.len(), name.clone())
+            })
+            .min()
+            .map(|(_, _, name)| name)
+    }
+}
+
+/// Storage keys of the types the workload controllers read.
+const POD_KEY: &str = "/pods";
+const NODE_KEY: &str = "/nodes";
+const PDB_KEY: &str = "policy/poddisruptionbudgets";
+
+fn qualified_name(key: &ObjectKey) -> String {
+    format!("{}/{}", key.1.as_deref().unwrap_or_default(), key.2)
+}
+
+/// The owner reference with `controller: true`, as `metav1.GetControllerOf`.
+fn controller_of(object: &Value) -> Option<&Value> {
+    object["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|owner| owner["controller"].as_bool() == Some(true))
+}
+
+fn pod_is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+/// Sets a pod condition, moving `lastTransitionTime` only when the status changes.
+fn set_condition(pod: &mut Value, kind: &str, status: &str, at: &str) {
+    if !pod["status"]["conditions"].is_array() {
+        pod["status"]["conditions"] = json!([]);
+    }
+    let Some(conditions) = pod["status"]["conditions"].as_array_mut() else {
+        return;
+    };
+    match conditions.iter_mut().find(|c| c["type"] == kind) {
+        Some(condition) if condition["status"] == status => {}
+        Some(condition) => {
+            condition["status"] = json!(status);
+            condition["lastTransitionTime"] = json!(at);
+        }
+        None => conditions.push(json!({"type": kind, "status": status, "lastTransitionTime": at})),
+    }
+}
+
+/// How many Ready pods a budget's spec requires out of `expected`: `expected - maxUnavailable`,
+/// or `minAvailable`; percentages are of `expected`, rounded up, as the disruption controller
+/// does.
+fn desired_healthy(spec: &Value, expected: usize) -> usize {
+    let scaled = |value: &Value| -> usize {
+        match value {
+            Value::Number(n) => n.as_u64().unwrap_or(0) as usize,
+            Value::String(text) => match text.strip_suffix('%') {
+                Some(percent) => {
+                    let percent: usize = percent.trim().parse().unwrap_or(0);
+                    (expected * percent).div_ceil(100)
+                }
+                None => text.trim().parse().unwrap_or(0),
+            },
+            _ => 0,
+        }
+    };
+    if !spec["maxUnavailable"].is_null() {
+        expected.saturating_sub(scaled(&spec["maxUnavailable"]))
+    } else if !spec["minAvailable"].is_null() {
+        scaled(&spec["minAvailable"])
+    } else {
+        0
+    }
+}
+
+/// Whether a `metav1.LabelSelector` selects `labels`. A missing selector selects nothing and an
+/// empty one everything, as for a policy/v1 PodDisruptionBudget.
+fn label_selector_matches(selector: &Value, labels: &Value) -> bool {
+    if !selector.is_object() {
+        return false;
+    }
+    let label = |key: &str| labels.get(key).and_then(Value::as_str);
+    let labels_match = selector["matchLabels"].as_object().is_none_or(|wanted| {
+        wanted
+            .iter()
+            .all(|(key, value)| label(key) == value.as_str())
+    });
+    let expressions_match = selector["matchExpressions"]
+        .as_array()
+        .is_none_or(|expressions| {
+            expressions.iter().all(|expression| {
+                let key = expression["key"].as_str().unwrap_or_default();
+                let values: Vec<&str> = expression["values"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                match expression["operator"].as_str() {
+                    Some("In") => label(key).is_some_and(|l| values.contains(&l)),
+                    Some("NotIn") => label(key).is_none_or(|l| !values.contains(&l)),
+                    Some("Exists") => label(key).is_some(),
+                    Some("DoesNotExist") => label(key).is_none(),
+                    _ => false,
+                }
+            })
+        });
+    labels_match && expressions_match
+}
+
+/// Checks delete preconditions (`uid`, `resourceVersion`) against the stored object: 409 when
+/// they differ, as the API server answers.
+fn check_preconditions(
+    route: &Route,
+    object: &Value,
+    preconditions: &Value,
+) -> Result<(), ApiError> {
+    for (field, label) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+        let Some(wanted) = preconditions[field].as_str() else {
+            continue;
+        };
+        let actual = object["metadata"][field].as_str().unwrap_or_default();
+        if wanted != actual {
+            return Err(status_error(
+                StatusCode::CONFLICT,
+                "Conflict",
+                &format!(
+                    "Operation cannot be fulfilled on {} {:?}: Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {actual}",
+                    route.resource.plural,
+                    route.name.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Server-side apply of `applied` by `manager` onto `stored`: returns the new object and the new
@@ -1360,22 +1849,25 @@ struct ApiError {
     code: StatusCode,
     reason: &'static str,
     message: String,
+    /// `details` of the Status (e.g. the causes of a refused eviction); null for none.
+    details: Value,
 }
 
 impl ApiError {
     fn into_response(self) -> Response<ApiBody> {
-        json_response(
-            self.code,
-            &json!({
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Failure",
-                "message": self.message,
-                "reason": self.reason,
-                "code": self.code.as_u16(),
-            }),
-        )
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code.as_u16(),
+        });
+        if !self.details.is_null() {
+            status["details"] = self.details;
+        }
+        json_response(self.code, &status)
     }
 }
 
@@ -1384,6 +1876,7 @@ fn status_error(code: StatusCode, reason: &'static str, message: &str) -> ApiErr
         code,
         reason,
         message: message.to_owned(),
+        details: Value::Null,
     }
 }
 
@@ -1434,6 +1927,259 @@ mod tests {
         let query = parse_query("labelSelector=app%3Dnats%2Ctier+in+%28a%29&watch=true");
         assert_eq!(query["labelSelector"], "app=nats,tier in (a)");
         assert!(flag(&query, "watch"));
+    }
+
+    /// Sends one request straight to the server's handler and decodes the answer.
+    fn call(api: &MemoryApi, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let uri: http::Uri = path.parse().expect("uri");
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let response = api.handle(&method, &uri, &http::HeaderMap::new(), &body);
+        let code = response.status().as_u16();
+        let bytes = futures::executor::block_on(response.into_body().collect())
+            .expect("body")
+            .to_bytes();
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn node(api: &MemoryApi, name: &str, unschedulable: bool) {
+        api.put(json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name}, "spec": {"unschedulable": unschedulable}}));
+    }
+
+    /// A pod of ReplicaSet `web-rs` (or of `owner_kind`), Ready or not, on `node`.
+    fn pod(api: &MemoryApi, name: &str, node: &str, ready: bool, owner_kind: &str) -> Value {
+        api.put(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "shop", "generateName": "web-",
+                "labels": {"app": "web"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind,
+                    "name": "web-rs", "uid": "rs-uid", "controller": true}]},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "web"}]},
+            "status": {"phase": "Running", "conditions": [
+                {"type": "Ready", "status": if ready { "True" } else { "False" }}]}}))
+    }
+
+    fn budget(api: &MemoryApi, name: &str, spec: Value) {
+        let mut spec = spec;
+        spec["selector"] = json!({"matchLabels": {"app": "web"}});
+        api.put(
+            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "namespace": "shop"}, "spec": spec}),
+        );
+    }
+
+    fn eviction(name: &str) -> Value {
+        json!({"apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": name, "namespace": "shop"}})
+    }
+
+    const EVICT_W1: &str = "/api/v1/namespaces/shop/pods/w1/eviction";
+
+    #[test]
+    fn an_eviction_is_refused_with_429_while_the_budget_would_be_violated() {
+        // (budget spec or null, readiness of w1 w2 w3, expected code). w1 is the one evicted.
+        let cases = [
+            (Value::Null, [true, true, true], 201),
+            (json!({"minAvailable": 2}), [true, true, true], 201),
+            (json!({"minAvailable": 2}), [true, true, false], 429),
+            (json!({"minAvailable": 2}), [false, true, true], 201),
+            (json!({"minAvailable": 3}), [false, true, true], 429),
+            (json!({"minAvailable": "50%"}), [true, true, false], 429),
+            (json!({"minAvailable": "50%"}), [true, true, true], 201),
+            (json!({"maxUnavailable": 1}), [true, true, true], 201),
+            (json!({"maxUnavailable": 0}), [true, true, true], 429),
+            (json!({"maxUnavailable": "34%"}), [true, true, true], 201),
+            (json!({"maxUnavailable": "33%"}), [true, true, false], 429),
+            (
+                json!({"minAvailable": 3, "unhealthyPodEvictionPolicy": "AlwaysAllow"}),
+                [false, true, true],
+                201,
+            ),
+        ];
+        for (spec, ready, want) in cases {
+            let api = MemoryApi::new();
+            for (i, ready) in ready.iter().enumerate() {
+                pod(&api, &format!("w{}", i + 1), "n1", *ready, "ReplicaSet");
+            }
+            if !spec.is_null() {
+                budget(&api, "web-pdb", spec.clone());
+            }
+            let (code, status) = call(&api, "POST", EVICT_W1, &eviction("w1"));
+            assert_eq!(code, want, "{spec} {ready:?}: {status}");
+            let gone = api.get("v1", "pods", Some("shop"), "w1").is_none();
+            assert_eq!(gone, want == 201, "{spec} {ready:?}");
+            if want == 429 {
+                assert_eq!(status["reason"], "TooManyRequests");
+                assert_eq!(status["details"]["causes"][0]["reason"], "DisruptionBudget");
+                let message = status["details"]["causes"][0]["message"]
+                    .as_str()
+                    .expect("cause message");
+                assert!(
+                    message.starts_with("The disruption budget web-pdb needs"),
+                    "{message}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn finished_and_terminating_pods_bypass_the_budget_and_two_budgets_are_an_error() {
+        let api = MemoryApi::new();
+        pod(&api, "w1", "n1", false, "ReplicaSet");
+        let mut done = api.get("v1", "pods", Some("shop"), "w1").expect("w1");
+        done["status"]["phase"] = json!("Succeeded");
+        api.put(done);
+        budget(&api, "web-pdb", json!({"maxUnavailable": 0}));
+        assert_eq!(call(&api, "POST", EVICT_W1, &eviction("w1")).0, 201);
+
+        pod(&api, "w1", "n1", true, "ReplicaSet");
+        budget(&api, "web-pdb-2", json!({"maxUnavailable": 0}));
+        let (code, status) = call(&api, "POST", EVICT_W1, &eviction("w1"));
+        assert_eq!(code, 500, "{status}");
+        assert!(status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("more than one PodDisruptionBudget")));
+    }
+
+    #[test]
+    fn the_eviction_body_must_name_the_pod_and_its_delete_preconditions_are_honoured() {
+        let api = MemoryApi::new();
+        let w1 = pod(&api, "w1", "n1", true, "ReplicaSet");
+        let (code, status) = call(&api, "POST", EVICT_W1, &eviction("w2"));
+        assert_eq!(code, 400, "{status}");
+        let (code, _) = call(
+            &api,
+            "POST",
+            "/api/v1/namespaces/shop/pods/nope/eviction",
+            &eviction("nope"),
+        );
+        assert_eq!(code, 404);
+
+        let mut stale = eviction("w1");
+        stale["deleteOptions"] = json!({"preconditions": {"uid": "not-w1"}});
+        let (code, status) = call(&api, "POST", EVICT_W1, &stale);
+        assert_eq!(code, 409, "{status}");
+        assert!(api.get("v1", "pods", Some("shop"), "w1").is_some());
+
+        // kube 5's `Api::evict` spells the key `delete_options`: the server does not know the
+        // field, so the precondition is silently dropped and the pod goes anyway.
+        let snake = json!({"metadata": {"name": "w1"},
+            "delete_options": {"preconditions": {"uid": "not-w1"}}});
+        let (code, status) = call(&api, "POST", EVICT_W1, &snake);
+        assert_eq!(code, 201, "{status}");
+        assert!(api.get("v1", "pods", Some("shop"), "w1").is_none());
+
+        let w1_uid = w1["metadata"]["uid"].as_str().expect("uid");
+        pod(&api, "w1", "n1", true, "ReplicaSet");
+        let (code, _) = call(
+            &api,
+            "DELETE",
+            "/api/v1/namespaces/shop/pods/w1",
+            &json!({"gracePeriodSeconds": 0, "preconditions": {"uid": w1_uid}}),
+        );
+        assert_eq!(
+            code, 409,
+            "a recreated pod of the same name has another uid"
+        );
+    }
+
+    #[test]
+    fn a_deleted_replica_is_replaced_and_scheduled_on_a_schedulable_node() {
+        let api = MemoryApi::new();
+        node(&api, "n1", true);
+        node(&api, "n2", false);
+        node(&api, "n3", false);
+        pod(&api, "w1", "n1", true, "ReplicaSet");
+        pod(&api, "w2", "n2", true, "ReplicaSet");
+        pod(&api, "d1", "n1", true, "DaemonSet");
+
+        // Off by default: a deletion is only a deletion.
+        assert_eq!(
+            call(
+                &api,
+                "DELETE",
+                "/api/v1/namespaces/shop/pods/d1",
+                &Value::Null
+            )
+            .0,
+            200
+        );
+        assert_eq!(api.list("v1", "pods").len(), 2);
+        assert_eq!(api.tick(), ControllerTick::default());
+
+        api.enable_workload_controllers(WorkloadControllers {
+            ready_delay: Duration::ZERO,
+        });
+        assert_eq!(call(&api, "POST", EVICT_W1, &eviction("w1")).0, 201);
+        let replacement = api
+            .list("v1", "pods")
+            .into_iter()
+            .find(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("web-"))
+            })
+            .expect("a replacement");
+        let name = replacement["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_owned();
+        assert_eq!(replacement["status"]["phase"], "Pending");
+        assert!(replacement["spec"]["nodeName"].is_null());
+        assert!(!pod_is_ready(&replacement));
+        assert_eq!(replacement["metadata"]["labels"]["app"], "web");
+
+        let tick = api.tick();
+        // n1 is cordoned and n2 already runs a replica of web-rs.
+        assert_eq!(
+            tick.scheduled,
+            vec![(format!("shop/{name}"), "n3".to_owned())]
+        );
+        assert_eq!(tick.became_ready, vec![format!("shop/{name}")]);
+        let scheduled = api
+            .get("v1", "pods", Some("shop"), &name)
+            .expect("replacement");
+        assert!(pod_is_ready(&scheduled));
+
+        // Nowhere to go: the replacement waits, Pending, until a node is schedulable again.
+        node(&api, "n2", true);
+        node(&api, "n3", true);
+        call(
+            &api,
+            "DELETE",
+            "/api/v1/namespaces/shop/pods/w2",
+            &Value::Null,
+        );
+        assert!(api.tick().scheduled.is_empty());
+        node(&api, "n1", false);
+        let tick = api.tick();
+        assert_eq!(tick.scheduled.len(), 1);
+        assert_eq!(tick.scheduled[0].1, "n1");
+    }
+
+    #[test]
+    fn ready_flips_only_after_the_delay() {
+        let api = MemoryApi::new();
+        api.enable_workload_controllers(WorkloadControllers {
+            ready_delay: Duration::from_secs(3600),
+        });
+        node(&api, "n1", false);
+        pod(&api, "w1", "n1", true, "Deployment");
+        call(
+            &api,
+            "DELETE",
+            "/api/v1/namespaces/shop/pods/w1",
+            &Value::Null,
+        );
+        let tick = api.tick();
+        assert_eq!(tick.scheduled.len(), 1);
+        assert!(tick.became_ready.is_empty());
+        let later = tokio::time::Instant::now() + Duration::from_secs(3600);
+        assert_eq!(api.state().tick(later).became_ready.len(), 1);
     }
 
     #[test]
