@@ -316,7 +316,7 @@ async fn real_agent_installs_rules_survives_sigkill_and_heals_a_fault_deleted_wh
         node.rules(),
         vec!["10.203.92.1/32 24011", "10.203.192.0/24 24011"]
     );
-    eventually("appliedAt reported", Duration::from_secs(5), || {
+    eventually("appliedAt reported", Duration::from_secs(20), || {
         cluster.node_status("cut")["appliedAt"].is_string()
     })
     .await;
@@ -389,7 +389,7 @@ async fn real_agent_pauses_a_pod_process_found_through_its_cgroup_and_resumes_it
         || pod.state() == 'T',
     )
     .await;
-    eventually("processes reported", Duration::from_secs(5), || {
+    eventually("processes reported", Duration::from_secs(20), || {
         cluster.node_status("pause-cart")["processes"] == 1
     })
     .await;
