@@ -362,9 +362,15 @@ impl Core {
                 sides,
                 rules,
                 skipped_pods,
-            } => self
-                .apply_partition(&uid, &name, slot, sides, rules, remaining, now_ms)
-                .map(|count| (Some(count), None, skipped_pods)),
+            } => {
+                // Two active Faults on one slot is a planning error upstream: refuse, do not wait.
+                if let Some(reason) = self.slot_taken_by_another(&uid, slot) {
+                    self.refuse(&uid, &name, deadline_ms, now_ms, reason);
+                    return;
+                }
+                self.apply_partition(&uid, &name, slot, sides, rules, remaining, now_ms)
+                    .map(|count| (Some(count), None, skipped_pods))
+            }
             NodePlan::Pod { kind, pod } => self
                 .apply_pod(
                     &uid,
@@ -394,6 +400,22 @@ impl Core {
             }
             Err(error) => e.last_error = Some(error),
         });
+    }
+
+    /// Why `slot` cannot be used by the Fault `uid`: another Fault's record holds it here.
+    fn slot_taken_by_another(&self, uid: &str, slot: u32) -> Option<String> {
+        self.records()
+            .iter()
+            .find(|r| {
+                fault_uid_of(r) != Some(uid)
+                    && matches!(&r.action, FaultAction::Partition { slot: s, .. } if *s == slot)
+            })
+            .map(|holder| {
+                format!(
+                    "rule-priority slot {slot} is already used by {} on this node; give each active Fault its own slot",
+                    holder.target
+                )
+            })
     }
 
     fn refuse(&self, uid: &str, name: &str, deadline_ms: u64, now_ms: u64, reason: String) {
@@ -432,16 +454,6 @@ impl Core {
                     .map_err(|e| e.to_string())?;
             }
             return Ok(count);
-        }
-        if let Some(holder) = self
-            .records()
-            .iter()
-            .find(|r| matches!(&r.action, FaultAction::Partition { slot: s, .. } if *s == slot))
-        {
-            return Err(format!(
-                "rule-priority slot {slot} is already used by {} on this node; give each active Fault its own slot",
-                holder.target
-            ));
         }
         lifecycle::start_fault(
             &self.ledger,
