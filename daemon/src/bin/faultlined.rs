@@ -158,9 +158,13 @@ fn run_node_agent(args: AgentArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread is plenty for two watches and a health endpoint, and every extra thread costs
+    // a stack and a malloc arena of the agent's idle memory (goal: 15 MB). Ledger and netlink work
+    // runs on the blocking pool, whose threads exit when idle; deadlines are the safety loop's.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(4)
+        .thread_keep_alive(std::time::Duration::from_secs(2))
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
