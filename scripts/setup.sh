@@ -35,6 +35,19 @@ if [ "$(python3 -m kubernetes_validate --version 2>/dev/null)" != "$kubernetes_v
   }
 fi
 
+# helm-python-sdk (PyPI), pinned: Helm v4's engine as a library, with no helm binary. The test
+# suite renders charts/faultline with it and compares the result with manifests/
+# (daemon/tests/chart_render.rs).
+helm_python_sdk_version=0.2.2
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '$helm_python_sdk_version')" 2>/dev/null; then
+  echo "setup: installing helm-python-sdk $helm_python_sdk_version (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check \
+    "helm-python-sdk==$helm_python_sdk_version" || {
+    echo "setup: pip could not install helm-python-sdk; a Python 3 (3.10 or later) with pip is needed" >&2
+    exit 1
+  }
+fi
+
 if ! command -v cargo >/dev/null; then
   for candidate in "$HOME/.cargo/bin" /root/.cargo/bin /usr/local/cargo/bin; do
     if [ -x "$candidate/cargo" ]; then
@@ -47,4 +60,4 @@ command -v cargo >/dev/null || {
   echo "setup: cargo not found; install Rust (rustup) first" >&2
   exit 1
 }
-echo "setup: $(nats-server --version), kubernetes-validate $kubernetes_validate_version, $(cargo --version)"
+echo "setup: $(nats-server --version), kubernetes-validate $kubernetes_validate_version, helm-python-sdk $helm_python_sdk_version, $(cargo --version)"

@@ -247,14 +247,25 @@ fn the_image_is_named_in_one_place_with_the_workspace_version_as_its_tag() {
         tag, WORKSPACE_VERSION,
         "the image tag must be the workspace version (Cargo.toml [workspace.package] version)"
     );
+    // The manifests' one `image:` line, and the chart's default in values.yaml; that the
+    // chart renders the same image is daemon/tests/chart_render.rs's check.
     let places = places_naming(&repository, &image_roots());
     assert_eq!(
         places.len(),
-        1,
-        "{repository} must be named in exactly one place, found:\n{}",
+        2,
+        "{repository} must be named in exactly two places (the manifests' image line and the \
+         chart's values.yaml), found:\n{}",
         places.join("\n")
     );
-    assert!(places[0].contains("faultline-agent.yaml"), "{places:?}");
+    for expected in [
+        "manifests/faultline-agent.yaml",
+        "charts/faultline/values.yaml",
+    ] {
+        assert!(
+            places.iter().any(|place| place.contains(expected)),
+            "{expected} must name {repository}: {places:?}"
+        );
+    }
 }
 
 #[test]
@@ -269,7 +280,7 @@ fn a_second_place_naming_the_image_is_caught() {
     let mut roots = image_roots();
     roots.push(elsewhere.path().to_path_buf());
     let places = places_naming(&repository, &roots);
-    assert_eq!(places.len(), 2, "{places:?}");
+    assert_eq!(places.len(), 3, "{places:?}");
 }
 
 /// Every `app.kubernetes.io/version` label anywhere in `value`.

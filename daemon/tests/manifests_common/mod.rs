@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::missing_panics_doc)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
@@ -103,4 +104,92 @@ pub fn the_object(kind: &str, name: &str) -> serde_yaml::Value {
         matches.len()
     );
     matches.into_iter().next().expect("one match")
+}
+
+/// The Kubernetes releases the manifests must be valid for.
+pub const KUBERNETES_VERSIONS: [&str; 5] = ["1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0"];
+
+/// Makes sure `kubernetes-validate` can run, and says how to get it when it cannot.
+pub fn require_validator() {
+    let output = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--version"])
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => panic!(
+            "kubernetes-validate is not installed (python3 -m kubernetes_validate: {}): run scripts/setup.sh",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(error) => panic!("python3 cannot be started ({error}): run scripts/setup.sh"),
+    }
+}
+
+/// Checks one file: its YAML parses without duplicate keys, each document names its apiVersion,
+/// kind and name, and `kubernetes-validate --strict` passes each document against each version
+/// in [`KUBERNETES_VERSIONS`]. kubernetes-validate only warns (exit code 0) on a kind it has no
+/// schema for, and would fall back to an older schema for a version it lacks, so its report is
+/// read line by line: every document must be reported as passed against every version.
+pub fn validate_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let documents = parse_documents(path, &text)?;
+    if documents.is_empty() {
+        return Err(format!("{}: no YAML document", path.display()));
+    }
+    let mut expected_passes = Vec::new();
+    for (index, document) in documents.iter().enumerate() {
+        let (Some(_), Some(kind), Some(name)) = (
+            str_at(document, "apiVersion"),
+            str_at(document, "kind"),
+            str_at(document, "metadata.name"),
+        ) else {
+            return Err(format!(
+                "{}: document {} lacks apiVersion, kind or metadata.name",
+                path.display(),
+                index + 1
+            ));
+        };
+        for version in KUBERNETES_VERSIONS {
+            let major_minor = version.rsplit_once('.').map_or(version, |(head, _)| head);
+            expected_passes.push(format!(
+                "passed for resource {}/{name} against version {major_minor}",
+                kind.to_lowercase()
+            ));
+        }
+    }
+
+    let mut command = Command::new("python3");
+    command.args(["-m", "kubernetes_validate", "--strict"]);
+    for version in KUBERNETES_VERSIONS {
+        command.args(["--kubernetes-version", version]);
+    }
+    let output = command
+        .arg(path)
+        .output()
+        .map_err(|error| format!("python3 cannot be started ({error}): run scripts/setup.sh"))?;
+    let report = String::from_utf8_lossy(&output.stdout);
+    let problems: Vec<&str> = report
+        .lines()
+        .filter(|line| !line.starts_with("INFO "))
+        .collect();
+    if !output.status.success() || !problems.is_empty() {
+        return Err(format!(
+            "{}: kubernetes-validate --strict ({}):\n{}\n{}",
+            path.display(),
+            output.status,
+            problems.join("\n"),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let missing: Vec<&String> = expected_passes
+        .iter()
+        .filter(|pass| !report.lines().any(|line| line.ends_with(pass.as_str())))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{}: kubernetes-validate did not report these as passed (does the installed release know these Kubernetes versions? run scripts/setup.sh): {missing:?}\n{report}",
+            path.display()
+        ));
+    }
+    Ok(())
 }

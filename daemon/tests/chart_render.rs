@@ -1,0 +1,289 @@
+//! The Helm chart (`charts/faultline/`) and `manifests/` must not drift. The chart is rendered
+//! offline by Helm v4's own engine (PyPI's helm-python-sdk, through `scripts/render-chart.py`;
+//! no helm binary is needed) and, with its default values, must give exactly the objects of
+//! `manifests/`, field for field, apart from the two labels only Helm sets. Non-default values
+//! are rendered too, checked for their effect and against the official schemas.
+
+mod manifests_common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use manifests_common::{
+    all_documents, at, parse_documents, repo_root, require_validator, str_at, validate_file,
+};
+use serde_yaml::Value;
+
+/// Labels that only a Helm release carries; they are left out of the comparison.
+const HELM_ONLY_LABELS: [&str; 2] = ["app.kubernetes.io/managed-by", "helm.sh/chart"];
+
+/// Renders the chart with `values` (JSON) as release `faultline` in `namespace`: the YAML text,
+/// or the renderer's error (lint problems included).
+fn render_text(values: &str, namespace: &str) -> Result<String, String> {
+    let output = Command::new("python3")
+        .arg(repo_root().join("scripts/render-chart.py"))
+        .arg(repo_root().join("charts/faultline"))
+        .args(["--values-json", values, "--namespace", namespace])
+        .output()
+        .map_err(|error| format!("python3 cannot be started ({error}): run scripts/setup.sh"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "scripts/render-chart.py failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    String::from_utf8(output.stdout).map_err(|error| format!("render output: {error}"))
+}
+
+fn render(values: &str, namespace: &str) -> Vec<Value> {
+    let text = render_text(values, namespace).unwrap_or_else(|error| panic!("{error}"));
+    parse_documents(std::path::Path::new("rendered chart"), &text)
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// `Kind namespace/name`, the identity of an object in a cluster.
+fn identity(document: &Value) -> String {
+    format!(
+        "{} {}/{}",
+        str_at(document, "kind").unwrap_or("?"),
+        str_at(document, "metadata.namespace").unwrap_or(""),
+        str_at(document, "metadata.name").unwrap_or("?")
+    )
+}
+
+/// Removes the labels only Helm sets, wherever labels appear.
+fn without_helm_labels(mut document: Value) -> Value {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Mapping(mapping) => {
+                for (key, child) in mapping.iter_mut() {
+                    if key.as_str() == Some("labels") {
+                        if let Value::Mapping(labels) = child {
+                            for label in HELM_ONLY_LABELS {
+                                labels.remove(label);
+                            }
+                        }
+                    }
+                    strip(child);
+                }
+            }
+            Value::Sequence(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut document);
+    document
+}
+
+/// The first path at which `a` and `b` differ, e.g. `spec.template.spec.hostPID`.
+fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Mapping(x), Value::Mapping(y)) => {
+            let keys: std::collections::BTreeSet<String> = x
+                .keys()
+                .chain(y.keys())
+                .map(|key| {
+                    key.as_str()
+                        .map_or_else(|| format!("{key:?}"), str::to_owned)
+                })
+                .collect();
+            keys.into_iter().find_map(|key| {
+                let here = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match (x.get(key.as_str()), y.get(key.as_str())) {
+                    (Some(p), Some(q)) => first_difference(p, q, &here),
+                    (p, q) => Some(format!("{here}: {p:?} vs {q:?}")),
+                }
+            })
+        }
+        (Value::Sequence(x), Value::Sequence(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(index, (p, q))| first_difference(p, q, &format!("{path}[{index}]"))),
+        _ if a == b => None,
+        _ => Some(format!("{path}: {a:?} vs {b:?}")),
+    }
+}
+
+/// Every way `chart` and `manifests` differ: objects only in one, and the first differing
+/// field of each object in both.
+fn drift(chart: &[Value], manifests: &[Value]) -> Vec<String> {
+    let index = |documents: &[Value]| -> BTreeMap<String, Value> {
+        documents
+            .iter()
+            .map(|document| (identity(document), without_helm_labels(document.clone())))
+            .collect()
+    };
+    let (chart, manifests) = (index(chart), index(manifests));
+    let mut problems = Vec::new();
+    for (id, object) in &manifests {
+        match chart.get(id) {
+            None => problems.push(format!("{id} is in manifests/ but the chart lacks it")),
+            Some(rendered) => {
+                if let Some(difference) = first_difference(rendered, object, "") {
+                    problems.push(format!("{id}: chart vs manifests differ at {difference}"));
+                }
+            }
+        }
+    }
+    for id in chart.keys().filter(|id| !manifests.contains_key(*id)) {
+        problems.push(format!("{id} is in the chart but not in manifests/"));
+    }
+    problems
+}
+
+fn manifests() -> Vec<Value> {
+    all_documents()
+        .into_iter()
+        .map(|(_, document)| document)
+        .collect()
+}
+
+fn the<'a>(documents: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    documents
+        .iter()
+        .find(|d| str_at(d, "kind") == Some(kind) && str_at(d, "metadata.name") == Some(name))
+        .unwrap_or_else(|| panic!("no {kind} {name} in the render"))
+}
+
+#[test]
+fn the_chart_renders_exactly_the_manifests_and_by_default_leaves_the_namespace_out() {
+    let with_namespace = render(r#"{"namespace": {"create": true}}"#, "faultline-system");
+    let problems = drift(&with_namespace, &manifests());
+    assert!(
+        problems.is_empty(),
+        "charts/faultline and manifests/ have drifted; change both (the CRDs: copy \
+         manifests/01-crd-*.yaml to charts/faultline/crds/):\n{}",
+        problems.join("\n")
+    );
+    // By default Helm installs into a namespace that exists already (manifests/00-namespace.yaml).
+    let rendered = render("{}", "faultline-system");
+    let mut without_namespace = manifests();
+    without_namespace.retain(|d| str_at(d, "kind") != Some("Namespace"));
+    let problems = drift(&rendered, &without_namespace);
+    assert!(
+        problems.is_empty(),
+        "charts/faultline and manifests/ have drifted; change both (the CRDs: copy \
+         manifests/01-crd-*.yaml to charts/faultline/crds/):\n{}",
+        problems.join("\n")
+    );
+    // Helm's own labels are there, so a release is recognisable as one.
+    let daemonset = the(&rendered, "DaemonSet", "faultline-agent");
+    let labels = at(daemonset, "metadata.labels").expect("labels");
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .and_then(Value::as_str),
+        Some("Helm")
+    );
+    eprintln!(
+        "the chart renders the {} objects of manifests/",
+        with_namespace.len()
+    );
+}
+
+#[test]
+fn the_drift_check_catches_a_changed_field_and_a_missing_object() {
+    let rendered = render("{}", "faultline-system");
+    let mut changed = manifests();
+    let daemonset = changed
+        .iter_mut()
+        .find(|d| str_at(d, "kind") == Some("DaemonSet"))
+        .expect("the DaemonSet");
+    daemonset["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] = Value::from(2);
+    changed.retain(|d| str_at(d, "kind") != Some("ResourceQuota"));
+    let problems = drift(&rendered, &changed);
+    assert!(
+        problems.iter().any(|p| p.contains(
+            "DaemonSet faultline-system/faultline-agent: chart vs manifests differ at \
+             spec.updateStrategy.rollingUpdate.maxUnavailable"
+        )),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains(
+            "ResourceQuota faultline-system/faultline-critical-pods is in the chart but not in manifests/"
+        )),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn values_change_the_image_namespace_scheduling_and_arguments() {
+    let values = r#"{
+        "image": {"repository": "registry.example/faultline/faultlined", "tag": "9.9.9"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "agent": {
+            "nodeSelector": {"pool": "chaos"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "chaos", "effect": "NoSchedule"}],
+            "extraArgs": ["--max-fault-duration", "1h"],
+            "healthPort": 9898
+        }
+    }"#;
+    let rendered = render(values, "chaos");
+    assert!(
+        rendered
+            .iter()
+            .all(|d| str_at(d, "kind") != Some("Namespace")),
+        "by default the chart must not render the Namespace"
+    );
+    let daemonset = the(&rendered, "DaemonSet", "faultline-agent");
+    assert_eq!(str_at(daemonset, "metadata.namespace"), Some("chaos"));
+    let pod = at(daemonset, "spec.template.spec").expect("pod spec");
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"].as_str(),
+        Some("registry.example/faultline/faultlined:9.9.9")
+    );
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "agent",
+            "--state-dir",
+            "/var/lib/faultline",
+            "--health-addr",
+            "0.0.0.0:9898",
+            "--max-fault-duration",
+            "1h"
+        ]
+    );
+    assert_eq!(container["ports"][0]["containerPort"].as_u64(), Some(9898));
+    assert_eq!(pod["nodeSelector"]["pool"].as_str(), Some("chaos"));
+    assert_eq!(pod["tolerations"][0]["key"].as_str(), Some("dedicated"));
+    assert_eq!(pod["imagePullSecrets"][0]["name"].as_str(), Some("regcred"));
+    // The bindings follow the release namespace, or the agent would have no permissions.
+    let binding = the(&rendered, "ClusterRoleBinding", "faultline-agent");
+    assert_eq!(binding["subjects"][0]["namespace"].as_str(), Some("chaos"));
+}
+
+#[test]
+fn the_chart_rendered_with_other_values_passes_strict_schema_validation() {
+    require_validator();
+    let values = r#"{"image": {"tag": "1.2.3"}, "agent": {"extraArgs": ["--tick", "2s"]}}"#;
+    let text = render_text(values, "chaos").unwrap_or_else(|error| panic!("{error}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rendered.yaml");
+    std::fs::write(&path, text).expect("write the render");
+    validate_file(&path).unwrap_or_else(|error| panic!("{error}"));
+}
+
+#[test]
+fn values_of_the_wrong_shape_are_refused_by_the_values_schema_naming_the_key() {
+    let error = render_text(r#"{"agent": {"resources": "lots"}}"#, "faultline-system")
+        .expect_err("resources must be an object");
+    assert!(error.contains("resources"), "{error}");
+    let error = render_text(r#"{"agent": {"partitonMode": "pods"}}"#, "faultline-system")
+        .expect_err("an unknown key must be refused");
+    assert!(error.contains("partitonMode"), "{error}");
+}
