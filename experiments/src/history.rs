@@ -225,10 +225,20 @@ pub enum Observation {
         fault_id: String,
         /// Fault kind, e.g. `partition`, `kill`, `pause`, `drain`, `quorum-loss`.
         kind: String,
-        /// Injection time, ns since the run start.
+        /// When the fault was fully in effect (the injection completed in every namespace and
+        /// process), ns since the run start.
         start_ns: u64,
-        /// Heal time, ns since the run start; `None` if the run ended first.
+        /// When the heal completed, ns since the run start; `None` if the run ended first.
         end_ns: Option<u64>,
+        /// When the injection began, ns since the run start. From here to `start_ns` the fault
+        /// is partly in effect: no verdict rests on an operation overlapping that interval.
+        /// Absent in observations that predate it (then `start_ns` is when it began).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        injecting_ns: Option<u64>,
+        /// When the heal began, ns since the run start; the fault is certainly in effect until
+        /// then, and partly in effect until `end_ns`. Absent when unknown (then `end_ns`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reverting_ns: Option<u64>,
         /// For partitions: the sides, as lists of node names. Empty for other kinds.
         #[serde(default)]
         sides: Vec<Vec<String>>,

@@ -399,3 +399,67 @@ fn an_outage_that_outlasts_the_deadline_is_a_lower_bound_in_every_report() {
     assert!(text.contains("outage 4.0 s,"), "{text}");
     assert!(!text.contains("at least"), "{text}");
 }
+
+/// Issue 11, part 2: a fault's window is judged only where the fault was fully in effect.
+/// The clean history's kill of n2 becomes a kill of n2 and n3 (no quorum), injected from 5 s
+/// to 6 s and healed from 6.5 s to 7 s: only acknowledgements wholly inside 6 s..6.5 s are
+/// `ack-without-quorum`; those overlapping the injection or the heal are left out and noted.
+#[test]
+fn ack_without_quorum_rests_only_on_acks_inside_the_effective_window() {
+    use faultline_experiments::history::{Observation, Outcome};
+    let mut h = H::clean();
+    for o in &mut h.obs {
+        if let Observation::Fault {
+            start_ns,
+            end_ns,
+            injecting_ns,
+            reverting_ns,
+            affected,
+            ..
+        } = o
+        {
+            affected.push("n3".into());
+            *injecting_ns = Some(5_000 * MS);
+            *start_ns = 6_000 * MS;
+            *reverting_ns = Some(6_500 * MS);
+            *end_ns = Some(7_000 * MS);
+        }
+    }
+    let acked = |from: u64, to: u64| {
+        h.ops
+            .iter()
+            .filter(|o| o.kind == OpKind::Write && o.outcome == Outcome::Ok)
+            .filter(|o| o.invoke_ns >= from && o.complete_ns <= to)
+            .count() as u64
+    };
+    let inside = acked(6_000 * MS, 6_500 * MS);
+    let whole = acked(5_000 * MS, 7_000 * MS);
+    assert!(inside > 0 && inside < whole, "{inside} of {whole}");
+    let r = h.check();
+    let v = r.verdict("split-brain").expect("split-brain");
+    let a = v.anomaly("ack-without-quorum").expect("flagged");
+    assert_eq!(a.count, inside, "{v:#?}");
+    assert!(a
+        .evidence
+        .iter()
+        .all(|e| e.at_ns.is_some_and(|at| at >= 6_000 * MS)));
+    assert!(
+        v.notes.iter().any(|n| n.contains("partly in effect")),
+        "{:?}",
+        v.notes
+    );
+    // The same fault recorded as before (window from the injection's begin to the heal's end)
+    // blames every acknowledgement from 5 s to 7 s.
+    let mut old = H::clean();
+    for o in &mut old.obs {
+        if let Observation::Fault { affected, .. } = o {
+            affected.push("n3".into());
+        }
+    }
+    let r = old.check();
+    let a = r
+        .verdict("split-brain")
+        .and_then(|v| v.anomaly("ack-without-quorum"))
+        .expect("flagged");
+    assert_eq!(a.count, whole);
+}

@@ -117,6 +117,8 @@ impl Observations {
                 kind,
                 start_ns,
                 end_ns,
+                injecting_ns,
+                reverting_ns,
                 sides,
                 affected,
                 survivable,
@@ -125,6 +127,8 @@ impl Observations {
                 kind,
                 start_ns,
                 end_ns,
+                injecting_ns,
+                reverting_ns,
                 sides,
                 affected,
                 survivable,
@@ -155,9 +159,12 @@ impl Observations {
         });
     }
 
-    /// The first fault's start, if any.
+    /// When the first fault began to be injected, if any: the baseline ends there.
     pub fn first_fault_ns(&self) -> Option<u64> {
-        self.faults.iter().map(|f| f.start_ns).min()
+        self.faults
+            .iter()
+            .map(|f| f.injecting_ns.unwrap_or(f.start_ns).min(f.start_ns))
+            .min()
     }
 
     /// When replicas must have converged: the last heal plus `deadline_ms`. `None` when some

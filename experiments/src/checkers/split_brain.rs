@@ -50,6 +50,12 @@ pub fn check(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> Verdict {
             ));
         }
     }
+    if facts.partly_in_effect_acks > 0 {
+        notes.push(format!(
+            "{} acknowledgements overlapped a fault's injection or heal, while it was only partly in effect: both-sides-acked and ack-without-quorum left them out for that fault",
+            facts.partly_in_effect_acks
+        ));
+    }
     if facts.unplaced_partition_acks > 0 {
         notes.push(format!(
             "{} acknowledgements inside partition windows went through nodes on no side of the partition; they were not placed",

@@ -215,7 +215,8 @@ pub fn run_experiment(
     };
     let mut load = workload::spawn_in_lab(&ctx, config)?;
     let clock = load.clock();
-    let mut injected = Injected::new(&ctx, options.max_fault_duration);
+    let now_ns = || clock.now_ns();
+    let mut injected = Injected::new(&ctx, options.max_fault_duration, &now_ns);
     let watch = Watch::run(
         options,
         spec,
@@ -229,7 +230,7 @@ pub fn run_experiment(
     );
 
     // The final heal runs whatever happened above.
-    record.heal_failures = injected.heal_all(clock.now_ns());
+    record.heal_failures = injected.heal_all();
     record.injected = injected.faults().to_vec();
     record_fault_windows(injected.faults(), &load.observations());
     drop(injected);
@@ -288,6 +289,8 @@ fn record_fault_windows(faults: &[InjectedFault], sink: &workload::ObservationSi
             kind: fault.kind.clone(),
             start_ns: fault.start_ns,
             end_ns: fault.end_ns,
+            injecting_ns: Some(fault.injecting_ns),
+            reverting_ns: fault.reverting_ns,
             sides: fault.sides.clone(),
             affected: fault.affected.clone(),
             survivable: fault.survivable,
@@ -503,12 +506,14 @@ impl Watch {
             }
             if baseline_checked {
                 while next < planned.len() && planned[next].at <= elapsed {
-                    injected.inject(next, &planned[next], now_ns)?;
+                    injected.inject(next, &planned[next])?;
                     next += 1;
                 }
-                let heal_failures = injected.heal_due(now_ns, |fault| {
+                // Held for its duration from when its injection began, as the ledger's deadline
+                // counts it, so the engine's heal comes before the agent's.
+                let heal_failures = injected.heal_due(|fault| {
                     let duration = planned[fault.plan_index].duration;
-                    now_ns >= fault.start_ns + duration.as_nanos() as u64
+                    now_ns >= fault.injecting_ns + duration.as_nanos() as u64
                 });
                 record.heal_failures.extend(heal_failures);
                 if !injected.any_active() && next == planned.len() && last_heal.is_none() {

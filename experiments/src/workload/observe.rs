@@ -361,7 +361,13 @@ pub async fn fault_loop(
 #[derive(Clone, Debug)]
 struct Seen {
     record: FaultRecord,
+    /// When its injection began (the record's creation).
+    injecting_ns: u64,
+    /// When it was fully in effect: the record's completion time, or, for records without one,
+    /// the first poll that saw it under the ledger lock.
     start_ns: u64,
+    /// The last poll that saw it under the ledger lock: its heal had not begun then.
+    last_seen_ns: u64,
 }
 
 /// Watches the lab's fault ledger and records a `Fault` observation for each fault when it
@@ -442,6 +448,8 @@ impl FaultWatcher {
                     kind: kind.to_owned(),
                     start_ns: at_ns,
                     end_ns: Some(at_ns),
+                    injecting_ns: None,
+                    reverting_ns: None,
                     sides: Vec::new(),
                     affected: vec![event.node.clone()],
                     survivable: self.nats_nodes.len() >= 3,
@@ -451,7 +459,7 @@ impl FaultWatcher {
         }
     }
 
-    fn observation(&self, seen: &Seen, end_ns: Option<u64>) -> Observation {
+    fn observation(&self, seen: &Seen, healed: Option<(u64, u64)>) -> Observation {
         let action = &seen.record.action;
         let kind = action.kind_name().to_owned();
         let fields: ActionFields = serde_json::to_value(action)
@@ -479,7 +487,9 @@ impl FaultWatcher {
             fault_id: seen.record.id.clone(),
             kind,
             start_ns: seen.start_ns,
-            end_ns,
+            end_ns: healed.map(|(_, end)| end),
+            injecting_ns: Some(seen.injecting_ns.min(seen.start_ns)),
+            reverting_ns: healed.map(|(reverting, _)| reverting),
             sides: fields.sides,
             affected,
             survivable,
@@ -490,10 +500,16 @@ impl FaultWatcher {
     /// as `kind target` for the progress line.
     pub fn poll(&mut self, clock: &RunClock, sink: &ObservationSink) -> Vec<String> {
         self.poll_restarts(clock, sink);
+        // Under the ledger's lock no injection or heal is half-way: a record seen is fully in
+        // effect, and one gone has been healed. Without the lock (no permission to take it)
+        // the record's own times are all there is.
+        let lock = self.ledger.lock().ok();
         let Ok((records, _)) = self.ledger.list() else {
             return self.active();
         };
         let now_ns = clock.now_ns();
+        let locked = lock.is_some();
+        drop(lock);
         let live: BTreeMap<String, FaultRecord> =
             records.into_iter().map(|r| (r.id.clone(), r)).collect();
         let gone: Vec<String> = self
@@ -505,25 +521,42 @@ impl FaultWatcher {
         for id in gone {
             if let Some(seen) = self.active.remove(&id) {
                 if !seen.record.action.is_instant() {
-                    // The record leaves the ledger after the revert; a fault reverted at its
-                    // deadline was certainly in place until then, so the end is the earlier
-                    // of the two (never later than the actual heal).
-                    let deadline_ns = clock.ns_from_unix_ms(seen.record.deadline_unix_ms);
-                    let end_ns = now_ns.min(deadline_ns).max(seen.start_ns);
-                    sink.record(self.observation(&seen, Some(end_ns)));
+                    // The record leaves the ledger once the revert completed, so the heal was
+                    // complete by now. Under the lock, it began after the last poll that saw
+                    // the record; without it, only a heal at the deadline is certain.
+                    let reverting_ns = if locked {
+                        seen.last_seen_ns
+                    } else {
+                        let deadline_ns = clock.ns_from_unix_ms(seen.record.deadline_unix_ms);
+                        now_ns.min(deadline_ns)
+                    }
+                    .max(seen.start_ns);
+                    let end_ns = now_ns.max(reverting_ns);
+                    sink.record(self.observation(&seen, Some((reverting_ns, end_ns))));
                 }
             }
         }
         for (id, record) in live {
-            if self.active.contains_key(&id) {
+            if let Some(seen) = self.active.get_mut(&id) {
+                seen.last_seen_ns = now_ns;
                 continue;
             }
+            let injecting_ns = clock.ns_from_unix_ms(record.created_unix_ms);
+            let start_ns = match record.applied_unix_ms {
+                Some(applied) => clock.ns_from_unix_ms(applied),
+                // A record from before completion times were written, or seen without the
+                // lock: in effect no later than now only if the lock was held.
+                None if locked => now_ns,
+                None => injecting_ns,
+            };
             let seen = Seen {
-                start_ns: clock.ns_from_unix_ms(record.created_unix_ms),
+                injecting_ns,
+                start_ns: start_ns.max(injecting_ns),
+                last_seen_ns: now_ns,
                 record,
             };
             if seen.record.action.is_instant() {
-                sink.record(self.observation(&seen, Some(seen.start_ns)));
+                sink.record(self.observation(&seen, Some((seen.start_ns, seen.start_ns))));
             }
             self.active.insert(id, seen);
         }

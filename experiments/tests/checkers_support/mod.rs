@@ -126,6 +126,8 @@ impl H {
                 kind: "kill".into(),
                 start_ns: 5_000 * MS,
                 end_ns: Some(7_000 * MS),
+                injecting_ns: None,
+                reverting_ns: None,
                 sides: vec![],
                 affected: vec!["n2".into()],
                 survivable: false,
@@ -223,6 +225,8 @@ impl H {
             kind: kind.into(),
             start_ns: start_ms * MS,
             end_ns: Some(end_ms * MS),
+            injecting_ns: None,
+            reverting_ns: None,
             sides: sides
                 .iter()
                 .map(|s| s.iter().map(ToString::to_string).collect())
