@@ -94,6 +94,9 @@ fn observations(end_ns: u64) -> Vec<Observation> {
             leader: Some("n1".into()),
             replicas: NODES.iter().map(ToString::to_string).collect(),
             last_seq: 0,
+            first_seq: None,
+            messages: None,
+            bytes: None,
         });
     }
     obs

@@ -264,5 +264,30 @@ pub enum Observation {
         replicas: Vec<String>,
         /// Last sequence.
         last_seq: u64,
+        /// First sequence still stored; absent in older observations.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_seq: Option<u64>,
+        /// Messages stored; absent in older observations.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        messages: Option<u64>,
+        /// Bytes stored: replicas with equal counts and different contents differ here.
+        /// Absent in older observations.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bytes: Option<u64>,
+    },
+    /// The end of the settle before the final read-back: the read-back waited until every
+    /// server reported the same state for every stream, or until the convergence deadline.
+    /// Every server's stream state at this moment is recorded as `stream_info` with the same
+    /// `at_ns`.
+    Settled {
+        /// When the wait ended, ns since the run start.
+        at_ns: u64,
+        /// The convergence deadline it waited for at most, ns since the run start.
+        deadline_ns: u64,
+        /// Whether every stream's per-server states agreed.
+        converged: bool,
+        /// Servers whose monitoring endpoint did not answer at the end.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unanswered: Vec<String>,
     },
 }

@@ -178,6 +178,9 @@ fn simulate_with_quorum(
                 leader: Some("n1".into()),
                 replicas: NODES.iter().map(ToString::to_string).collect(),
                 last_seq: log.len() as u64,
+                first_seq: None,
+                messages: None,
+                bytes: None,
             });
         }
     }

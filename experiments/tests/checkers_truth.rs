@@ -463,3 +463,90 @@ fn ack_without_quorum_rests_only_on_acks_inside_the_effective_window() {
         .expect("flagged");
     assert_eq!(a.count, whole);
 }
+
+/// Issue 11, part 3: the per-server states recorded when the settle ended. `full` gives every
+/// server 200 messages up to seq 200 of 20 000 bytes, except that `odd` reports `bytes_on_odd`.
+fn settled(h: &mut support::H, converged: bool, odd: &str, bytes_on_odd: u64) {
+    use faultline_experiments::history::Observation;
+    let at_ns = 27_000 * MS;
+    for o in &mut h.obs {
+        if let Observation::StreamInfo { at_ns: at, .. } = o {
+            *at = at_ns;
+        }
+    }
+    for o in &mut h.obs {
+        if let Observation::StreamInfo {
+            observer,
+            stream,
+            first_seq,
+            messages,
+            bytes,
+            ..
+        } = o
+        {
+            *first_seq = Some(1);
+            *messages = Some(200);
+            *bytes = Some(if observer == odd && stream == "s-t1" {
+                bytes_on_odd
+            } else {
+                20_000
+            });
+        }
+    }
+    h.obs.push(Observation::Settled {
+        at_ns,
+        deadline_ns: 27_000 * MS,
+        converged,
+        unanswered: vec![],
+    });
+}
+
+#[test]
+fn replicas_with_equal_counts_and_different_bytes_at_the_settle_deadline_are_divergence_persisted()
+{
+    let mut h = H::clean();
+    settled(&mut h, false, "n3", 19_990);
+    let r = h.check();
+    let v = r.verdict("split-brain").expect("split-brain");
+    assert_eq!(v.status, Status::Invalid, "{v:#?}");
+    let persisted = v.anomaly("divergence-persisted").expect("flagged");
+    assert_eq!(persisted.count, 1);
+    let e = &persisted.evidence[0];
+    assert_eq!(e.stream.as_deref(), Some("s-t1"));
+    assert_eq!(e.other_node.as_deref(), Some("n3"));
+    // Per-replica evidence: every server's state.
+    for part in [
+        "n1: 200 messages, 20000 bytes, seq 1..200",
+        "n2: 200 messages, 20000 bytes, seq 1..200",
+        "n3: 200 messages, 19990 bytes, seq 1..200",
+        "when the settle before the read-back ended",
+    ] {
+        assert!(e.detail.contains(part), "{part} not in {}", e.detail);
+    }
+    // The same states, all equal: nothing persisted.
+    let mut h = H::clean();
+    settled(&mut h, true, "n3", 20_000);
+    let r = h.check();
+    let v = r.verdict("split-brain").expect("split-brain");
+    assert_eq!(v.anomaly("divergence-persisted").map_or(0, |a| a.count), 0);
+    assert_eq!(v.status, Status::Valid, "{v:#?}");
+}
+
+/// A value missing from every replica after the settle is `lost`, and only `lost`; one missing
+/// from one replica is `lost-on-node` on that node.
+#[test]
+fn after_the_settle_a_value_missing_everywhere_is_lost_not_lost_on_node() {
+    let mut h = H::clean();
+    settled(&mut h, true, "n3", 20_000);
+    h.drop_from_readbacks("s-t1", None, "t1/p/100");
+    h.drop_from_readbacks("s-t1", Some("n3"), "t1/p/101");
+    let r = h.check();
+    let v = r.verdict("consistency").expect("consistency");
+    let lost = v.anomaly("lost").expect("lost");
+    assert_eq!(lost.count, 1);
+    assert_eq!(lost.evidence[0].value.as_deref(), Some("t1/p/100"));
+    let on_node = v.anomaly("lost-on-node").expect("lost-on-node");
+    assert_eq!(on_node.count, 1, "{on_node:#?}");
+    assert_eq!(on_node.evidence[0].value.as_deref(), Some("t1/p/101"));
+    assert_eq!(on_node.evidence[0].node.as_deref(), Some("n3"));
+}

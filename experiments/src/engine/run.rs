@@ -167,6 +167,8 @@ fn check_config(spec: &ExperimentSpec) -> CheckConfig {
     config.slo.min_success_rate = spec.slo.min_success_rate;
     config.slo.max_p99_ms = spec.slo.max_p99.as_millis() as u64;
     config.slo.min_throughput_ratio = spec.slo.min_throughput_ratio;
+    // One convergence deadline for the read-back's settle and the judge.
+    config.convergence_deadline_ms = spec.settle.as_millis() as u64;
     config
 }
 
@@ -238,7 +240,7 @@ pub fn run_experiment(
     let second_interrupt = options.interrupts.load(Ordering::SeqCst) >= 2;
     let read_back = watch.is_ok() && record.steady_state.is_none() && !second_interrupt;
     on_status(&status(Phase::ReadBack, &clock, spec, &load, vec![]));
-    let finished = load.finish(read_back);
+    let finished = load.finish_with(read_back, Some(settle_until_ns(&record, &clock, spec)));
     let interrupts = options.interrupts.load(Ordering::SeqCst);
     if interrupts > 0 {
         record.aborted = Some(format!(
@@ -279,6 +281,18 @@ pub fn run_experiment(
         dir,
         report: Some(report),
     })
+}
+
+/// The convergence deadline of the final read-back: the last heal plus the spec's `settle`,
+/// as the checkers count it.
+fn settle_until_ns(record: &RunRecord, clock: &workload::RunClock, spec: &ExperimentSpec) -> u64 {
+    let last_heal_ns = record
+        .injected
+        .iter()
+        .filter_map(|f| f.end_ns)
+        .max()
+        .unwrap_or_else(|| clock.now_ns());
+    last_heal_ns + spec.settle.as_nanos() as u64
 }
 
 /// Records each injected fault's window as an observation, for the checkers.

@@ -69,6 +69,12 @@ struct PeerInfo {
 #[derive(Debug, Default, Deserialize)]
 struct StreamState {
     #[serde(default)]
+    messages: u64,
+    #[serde(default)]
+    bytes: u64,
+    #[serde(default)]
+    first_seq: u64,
+    #[serde(default)]
     last_seq: u64,
 }
 
@@ -84,6 +90,25 @@ pub struct StreamView {
     pub peers: Vec<String>,
     /// The server's last sequence.
     pub last_seq: u64,
+    /// The server's first sequence.
+    pub first_seq: u64,
+    /// Messages the server stores.
+    pub messages: u64,
+    /// Bytes the server stores.
+    pub bytes: u64,
+}
+
+impl StreamView {
+    /// What must agree between replicas once they have converged.
+    fn state(&self) -> (u64, u64, u64, u64, Option<&str>) {
+        (
+            self.messages,
+            self.bytes,
+            self.first_seq,
+            self.last_seq,
+            self.leader.as_deref(),
+        )
+    }
 }
 
 /// What one server's `/jsz` said.
@@ -113,11 +138,15 @@ pub fn parse_jsz(body: &[u8]) -> Result<ServerView, String> {
                     peers.push(p.name);
                 }
             }
+            let state = s.state.unwrap_or_default();
             streams.push(StreamView {
                 stream: s.name,
                 leader,
                 peers,
-                last_seq: s.state.map_or(0, |st| st.last_seq),
+                last_seq: state.last_seq,
+                first_seq: state.first_seq,
+                messages: state.messages,
+                bytes: state.bytes,
             });
         }
     }
@@ -264,6 +293,19 @@ impl Monitor {
     ) -> Result<BTreeMap<String, u64>, String> {
         let view = self.jsz(server).await?;
         let at_ns = clock.now_ns();
+        Ok(self
+            .record_stream_infos(servers, server, view, at_ns, sink)
+            .await)
+    }
+
+    async fn record_stream_infos(
+        &self,
+        servers: &[NatsServer],
+        server: &NatsServer,
+        view: ServerView,
+        at_ns: u64,
+        sink: &ObservationSink,
+    ) -> BTreeMap<String, u64> {
         let mut last = BTreeMap::new();
         for s in view.streams {
             let leader = match &s.leader {
@@ -287,11 +329,80 @@ impl Monitor {
                 leader,
                 replicas,
                 last_seq: s.last_seq,
+                first_seq: Some(s.first_seq),
+                messages: Some(s.messages),
+                bytes: Some(s.bytes),
             });
             last.insert(s.stream, s.last_seq);
         }
-        Ok(last)
+        last
     }
+
+    /// Waits until every server reports the same state (messages, bytes, first and last
+    /// sequence, leader) for every one of our streams, or until `deadline_ns` on `clock`,
+    /// polling every 500 ms; then records every server's stream state and a `Settled`
+    /// observation, all at one time. Returns whether the states agreed. A server that does
+    /// not answer counts as disagreeing.
+    pub async fn settle(
+        &self,
+        servers: &[NatsServer],
+        clock: &RunClock,
+        sink: &ObservationSink,
+        deadline_ns: u64,
+    ) -> bool {
+        loop {
+            let views: Vec<(&NatsServer, Result<ServerView, String>)> = futures::future::join_all(
+                servers
+                    .iter()
+                    .map(|s| async move { (s, self.jsz(s).await) }),
+            )
+            .await;
+            let at_ns = clock.now_ns();
+            let converged = states_agree(&views);
+            if converged || at_ns >= deadline_ns {
+                let mut unanswered = Vec::new();
+                for (server, view) in views {
+                    match view {
+                        Ok(view) => {
+                            self.record_stream_infos(servers, server, view, at_ns, sink)
+                                .await;
+                        }
+                        Err(_) => unanswered.push(server.node.clone()),
+                    }
+                }
+                sink.record(Observation::Settled {
+                    at_ns,
+                    deadline_ns,
+                    converged,
+                    unanswered,
+                });
+                return converged;
+            }
+            let left = Duration::from_nanos(deadline_ns - at_ns);
+            tokio::time::sleep(left.min(Duration::from_millis(500))).await;
+        }
+    }
+}
+
+/// Whether every server answered and, for every stream, all the servers that hold it report
+/// the same state, and as many hold it as its leader lists (a replica that lost the stream
+/// entirely is a disagreement too).
+fn states_agree(views: &[(&NatsServer, Result<ServerView, String>)]) -> bool {
+    type State<'a> = (u64, u64, u64, u64, Option<&'a str>);
+    let mut by_stream: BTreeMap<&str, (usize, Vec<State<'_>>)> = BTreeMap::new();
+    for (_, view) in views {
+        let Ok(view) = view else {
+            return false;
+        };
+        for s in &view.streams {
+            let entry = by_stream.entry(s.stream.as_str()).or_default();
+            entry.0 = entry.0.max(s.peers.len());
+            entry.1.push(s.state());
+        }
+    }
+    by_stream.values().all(|(replicas, states)| {
+        states.len() >= *replicas && states.windows(2).all(|w| w[0] == w[1])
+    })
 }
 
 /// Samples leaders every `interval` until `stop`.

@@ -157,6 +157,9 @@ impl H {
                     leader: Some("n1".into()),
                     replicas: NODES.iter().map(ToString::to_string).collect(),
                     last_seq: 200,
+                    first_seq: None,
+                    messages: None,
+                    bytes: None,
                 });
             }
         }
