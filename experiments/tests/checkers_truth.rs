@@ -550,3 +550,69 @@ fn after_the_settle_a_value_missing_everywhere_is_lost_not_lost_on_node() {
     assert_eq!(on_node.evidence[0].value.as_deref(), Some("t1/p/101"));
     assert_eq!(on_node.evidence[0].node.as_deref(), Some("n3"));
 }
+
+/// Issue 11, part 3: one definition of "recovered". The engine's recovery watch asks the
+/// recovery checker itself, on the history so far: not yet recovered a second after the heal
+/// (fewer than `sustain_buckets` passing buckets), recovered once the history holds them, and
+/// then the full check agrees.
+#[test]
+fn the_recovery_watch_uses_the_checkers_rule_on_the_history_so_far() {
+    use faultline_experiments::checkers::{recovered_so_far, FaultWindow};
+    use faultline_experiments::history::Observation;
+    let mut h = H::clean();
+    // The engine records its windows only after the watch: the file holds none yet.
+    let mut window = None;
+    h.obs.retain(|o| match o {
+        Observation::Fault {
+            fault_id,
+            kind,
+            start_ns,
+            end_ns,
+            sides,
+            affected,
+            survivable,
+            ..
+        } => {
+            window = Some(FaultWindow {
+                fault_id: fault_id.clone(),
+                kind: kind.clone(),
+                start_ns: *start_ns,
+                end_ns: *end_ns,
+                injecting_ns: Some(*start_ns),
+                reverting_ns: *end_ns,
+                sides: sides.clone(),
+                affected: affected.clone(),
+                survivable: *survivable,
+            });
+            false
+        }
+        _ => true,
+    });
+    let window = window.expect("the clean history has a fault");
+    let heal_ns = window.end_ns.expect("healed");
+    let dir = tempfile::tempdir().unwrap();
+    let config = CheckConfig::for_scenario("pod-failure");
+    let judge = |until_ns: u64| {
+        let mut prefix = H::clean();
+        prefix.obs.clone_from(&h.obs);
+        prefix.ops.retain(|o| o.complete_ns <= until_ns);
+        let (history, observations) = prefix.to_jsonl();
+        let history = write(dir.path(), "history.jsonl", &history);
+        let observations = write(dir.path(), "observations.jsonl", &observations);
+        recovered_so_far(
+            &history,
+            &observations,
+            std::slice::from_ref(&window),
+            &config,
+        )
+        .expect("checks")
+    };
+    assert!(!judge(heal_ns + 1_000 * MS), "one second after the heal");
+    assert!(
+        judge(heal_ns + 8_000 * MS),
+        "eight passing seconds after the heal"
+    );
+    // And the full check, with the window recorded, agrees.
+    let r = H::clean().check();
+    assert!(r.recovery.faults.iter().all(|f| f.recovered), "{r:#?}");
+}
