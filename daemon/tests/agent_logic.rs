@@ -433,6 +433,7 @@ async fn a_crash_mid_inject_is_finished_at_restart_without_applying_twice() {
                 target: format!("fault/cut-a/{uid} partition of 3 rules"),
                 created_unix_ms: now,
                 deadline_unix_ms: now + 60_000,
+                applied_unix_ms: None,
             },
         )
         .expect("write");

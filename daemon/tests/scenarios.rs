@@ -111,6 +111,21 @@ fn assert_judged_and_clean(lab: &TestLab, run: &Run) {
     let report = run.json("report.json");
     let faults = report["faults"].as_array().expect("faults");
     assert!(!faults.is_empty(), "no fault window\n{}", run.log());
+    // Every window says when its injection began and its heal began (issue 11, part 2).
+    for f in faults {
+        let at = |key: &str| f[key].as_u64().unwrap_or_else(|| panic!("{key} in {f}"));
+        assert!(at("injecting_ns") <= at("start_ns"), "{f}");
+        assert!(at("start_ns") <= at("reverting_ns"), "{f}");
+        assert!(at("reverting_ns") <= at("end_ns"), "{f}");
+    }
+    // The read-back settled first and recorded it (issue 11, part 3).
+    let observations =
+        std::fs::read_to_string(run.dir.join("observations.jsonl")).expect("observations");
+    assert!(
+        observations.contains("\"type\":\"settled\""),
+        "no settled observation\n{}",
+        run.log()
+    );
     let start_s = faults[0]["start_ns"].as_f64().expect("start") / 1e9;
     let end_s = faults[0]["end_ns"].as_f64().unwrap_or(start_s * 1e9) / 1e9;
     let impact: f64 = report["timeline"]["points"]

@@ -123,9 +123,36 @@ fn a_30s_moderate_run_records_every_operation_and_reads_every_ack_back_everywher
         "{} samples from a1",
         meta_samples.len()
     );
-    let infos = obs
+    check_settle(&obs);
+}
+
+/// The settle before the read-back: every server agreed on a healthy lab, and its stream
+/// states were recorded at that moment; then each server's again as it was read.
+fn check_settle(obs: &[Observation]) {
+    let settled: Vec<(u64, bool)> = obs
         .iter()
-        .filter(|o| matches!(o, Observation::StreamInfo { .. }))
-        .count();
-    assert_eq!(infos, 300, "stream info of 100 streams from 3 nodes");
+        .filter_map(|o| match o {
+            Observation::Settled {
+                at_ns, converged, ..
+            } => Some((*at_ns, *converged)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    let (settled_at, converged) = settled[0];
+    assert!(converged, "the servers of a healthy lab agree");
+    let infos: Vec<(u64, Option<u64>)> = obs
+        .iter()
+        .filter_map(|o| match o {
+            Observation::StreamInfo { at_ns, bytes, .. } => Some((*at_ns, *bytes)),
+            _ => None,
+        })
+        .collect();
+    let at_settle = infos.iter().filter(|(at, _)| *at == settled_at).count();
+    assert_eq!(
+        at_settle, 300,
+        "stream info of 100 streams from 3 nodes at the settle"
+    );
+    assert_eq!(infos.len(), 600, "and again at each server's read-back");
+    assert!(infos.iter().all(|(_, bytes)| bytes.is_some()));
 }

@@ -79,6 +79,8 @@ fn observations(end_ns: u64) -> Vec<Observation> {
             kind: "kill".into(),
             start_ns: end_ns / 3,
             end_ns: Some(end_ns / 3 + end_ns / 20),
+            injecting_ns: None,
+            reverting_ns: None,
             sides: vec![],
             affected: vec!["n2".into()],
             survivable: false,
@@ -92,6 +94,9 @@ fn observations(end_ns: u64) -> Vec<Observation> {
             leader: Some("n1".into()),
             replicas: NODES.iter().map(ToString::to_string).collect(),
             last_seq: 0,
+            first_seq: None,
+            messages: None,
+            bytes: None,
         });
     }
     obs

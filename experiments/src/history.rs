@@ -225,10 +225,20 @@ pub enum Observation {
         fault_id: String,
         /// Fault kind, e.g. `partition`, `kill`, `pause`, `drain`, `quorum-loss`.
         kind: String,
-        /// Injection time, ns since the run start.
+        /// When the fault was fully in effect (the injection completed in every namespace and
+        /// process), ns since the run start.
         start_ns: u64,
-        /// Heal time, ns since the run start; `None` if the run ended first.
+        /// When the heal completed, ns since the run start; `None` if the run ended first.
         end_ns: Option<u64>,
+        /// When the injection began, ns since the run start. From here to `start_ns` the fault
+        /// is partly in effect: no verdict rests on an operation overlapping that interval.
+        /// Absent in observations that predate it (then `start_ns` is when it began).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        injecting_ns: Option<u64>,
+        /// When the heal began, ns since the run start; the fault is certainly in effect until
+        /// then, and partly in effect until `end_ns`. Absent when unknown (then `end_ns`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reverting_ns: Option<u64>,
         /// For partitions: the sides, as lists of node names. Empty for other kinds.
         #[serde(default)]
         sides: Vec<Vec<String>>,
@@ -254,5 +264,30 @@ pub enum Observation {
         replicas: Vec<String>,
         /// Last sequence.
         last_seq: u64,
+        /// First sequence still stored; absent in older observations.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_seq: Option<u64>,
+        /// Messages stored; absent in older observations.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        messages: Option<u64>,
+        /// Bytes stored: replicas with equal counts and different contents differ here.
+        /// Absent in older observations.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bytes: Option<u64>,
+    },
+    /// The end of the settle before the final read-back: the read-back waited until every
+    /// server reported the same state for every stream, or until the convergence deadline.
+    /// Every server's stream state at this moment is recorded as `stream_info` with the same
+    /// `at_ns`.
+    Settled {
+        /// When the wait ended, ns since the run start.
+        at_ns: u64,
+        /// The convergence deadline it waited for at most, ns since the run start.
+        deadline_ns: u64,
+        /// Whether every stream's per-server states agreed.
+        converged: bool,
+        /// Servers whose monitoring endpoint did not answer at the end.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unanswered: Vec<String>,
     },
 }

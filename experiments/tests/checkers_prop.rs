@@ -159,6 +159,8 @@ fn simulate_with_quorum(
             kind: "kill".into(),
             start_ns: f.start_tick * TICK * MS,
             end_ns: Some((f.start_tick + f.ticks) * TICK * MS),
+            injecting_ns: None,
+            reverting_ns: None,
             sides: vec![],
             affected: (0..3)
                 .filter(|n| f.mask & (1 << n) != 0)
@@ -176,6 +178,9 @@ fn simulate_with_quorum(
                 leader: Some("n1".into()),
                 replicas: NODES.iter().map(ToString::to_string).collect(),
                 last_seq: log.len() as u64,
+                first_seq: None,
+                messages: None,
+                bytes: None,
             });
         }
     }

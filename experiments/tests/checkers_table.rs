@@ -229,7 +229,7 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
-            anomaly: "divergence",
+            anomaly: "divergence-persisted",
             checker: "split-brain",
             severity: Severity::Invalid,
             inject: |h| {

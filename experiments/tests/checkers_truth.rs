@@ -399,3 +399,220 @@ fn an_outage_that_outlasts_the_deadline_is_a_lower_bound_in_every_report() {
     assert!(text.contains("outage 4.0 s,"), "{text}");
     assert!(!text.contains("at least"), "{text}");
 }
+
+/// Issue 11, part 2: a fault's window is judged only where the fault was fully in effect.
+/// The clean history's kill of n2 becomes a kill of n2 and n3 (no quorum), injected from 5 s
+/// to 6 s and healed from 6.5 s to 7 s: only acknowledgements wholly inside 6 s..6.5 s are
+/// `ack-without-quorum`; those overlapping the injection or the heal are left out and noted.
+#[test]
+fn ack_without_quorum_rests_only_on_acks_inside_the_effective_window() {
+    use faultline_experiments::history::{Observation, Outcome};
+    let mut h = H::clean();
+    for o in &mut h.obs {
+        if let Observation::Fault {
+            start_ns,
+            end_ns,
+            injecting_ns,
+            reverting_ns,
+            affected,
+            ..
+        } = o
+        {
+            affected.push("n3".into());
+            *injecting_ns = Some(5_000 * MS);
+            *start_ns = 6_000 * MS;
+            *reverting_ns = Some(6_500 * MS);
+            *end_ns = Some(7_000 * MS);
+        }
+    }
+    let acked = |from: u64, to: u64| {
+        h.ops
+            .iter()
+            .filter(|o| o.kind == OpKind::Write && o.outcome == Outcome::Ok)
+            .filter(|o| o.invoke_ns >= from && o.complete_ns <= to)
+            .count() as u64
+    };
+    let inside = acked(6_000 * MS, 6_500 * MS);
+    let whole = acked(5_000 * MS, 7_000 * MS);
+    assert!(inside > 0 && inside < whole, "{inside} of {whole}");
+    let r = h.check();
+    let v = r.verdict("split-brain").expect("split-brain");
+    let a = v.anomaly("ack-without-quorum").expect("flagged");
+    assert_eq!(a.count, inside, "{v:#?}");
+    assert!(a
+        .evidence
+        .iter()
+        .all(|e| e.at_ns.is_some_and(|at| at >= 6_000 * MS)));
+    assert!(
+        v.notes.iter().any(|n| n.contains("partly in effect")),
+        "{:?}",
+        v.notes
+    );
+    // The same fault recorded as before (window from the injection's begin to the heal's end)
+    // blames every acknowledgement from 5 s to 7 s.
+    let mut old = H::clean();
+    for o in &mut old.obs {
+        if let Observation::Fault { affected, .. } = o {
+            affected.push("n3".into());
+        }
+    }
+    let r = old.check();
+    let a = r
+        .verdict("split-brain")
+        .and_then(|v| v.anomaly("ack-without-quorum"))
+        .expect("flagged");
+    assert_eq!(a.count, whole);
+}
+
+/// Issue 11, part 3: the per-server states recorded when the settle ended. `full` gives every
+/// server 200 messages up to seq 200 of 20 000 bytes, except that `odd` reports `bytes_on_odd`.
+fn settled(h: &mut support::H, converged: bool, odd: &str, bytes_on_odd: u64) {
+    use faultline_experiments::history::Observation;
+    let at_ns = 27_000 * MS;
+    for o in &mut h.obs {
+        if let Observation::StreamInfo { at_ns: at, .. } = o {
+            *at = at_ns;
+        }
+    }
+    for o in &mut h.obs {
+        if let Observation::StreamInfo {
+            observer,
+            stream,
+            first_seq,
+            messages,
+            bytes,
+            ..
+        } = o
+        {
+            *first_seq = Some(1);
+            *messages = Some(200);
+            *bytes = Some(if observer == odd && stream == "s-t1" {
+                bytes_on_odd
+            } else {
+                20_000
+            });
+        }
+    }
+    h.obs.push(Observation::Settled {
+        at_ns,
+        deadline_ns: 27_000 * MS,
+        converged,
+        unanswered: vec![],
+    });
+}
+
+#[test]
+fn replicas_with_equal_counts_and_different_bytes_at_the_settle_deadline_are_divergence_persisted()
+{
+    let mut h = H::clean();
+    settled(&mut h, false, "n3", 19_990);
+    let r = h.check();
+    let v = r.verdict("split-brain").expect("split-brain");
+    assert_eq!(v.status, Status::Invalid, "{v:#?}");
+    let persisted = v.anomaly("divergence-persisted").expect("flagged");
+    assert_eq!(persisted.count, 1);
+    let e = &persisted.evidence[0];
+    assert_eq!(e.stream.as_deref(), Some("s-t1"));
+    assert_eq!(e.other_node.as_deref(), Some("n3"));
+    // Per-replica evidence: every server's state.
+    for part in [
+        "n1: 200 messages, 20000 bytes, seq 1..200",
+        "n2: 200 messages, 20000 bytes, seq 1..200",
+        "n3: 200 messages, 19990 bytes, seq 1..200",
+        "when the settle before the read-back ended",
+    ] {
+        assert!(e.detail.contains(part), "{part} not in {}", e.detail);
+    }
+    // The same states, all equal: nothing persisted.
+    let mut h = H::clean();
+    settled(&mut h, true, "n3", 20_000);
+    let r = h.check();
+    let v = r.verdict("split-brain").expect("split-brain");
+    assert_eq!(v.anomaly("divergence-persisted").map_or(0, |a| a.count), 0);
+    assert_eq!(v.status, Status::Valid, "{v:#?}");
+}
+
+/// A value missing from every replica after the settle is `lost`, and only `lost`; one missing
+/// from one replica is `lost-on-node` on that node.
+#[test]
+fn after_the_settle_a_value_missing_everywhere_is_lost_not_lost_on_node() {
+    let mut h = H::clean();
+    settled(&mut h, true, "n3", 20_000);
+    h.drop_from_readbacks("s-t1", None, "t1/p/100");
+    h.drop_from_readbacks("s-t1", Some("n3"), "t1/p/101");
+    let r = h.check();
+    let v = r.verdict("consistency").expect("consistency");
+    let lost = v.anomaly("lost").expect("lost");
+    assert_eq!(lost.count, 1);
+    assert_eq!(lost.evidence[0].value.as_deref(), Some("t1/p/100"));
+    let on_node = v.anomaly("lost-on-node").expect("lost-on-node");
+    assert_eq!(on_node.count, 1, "{on_node:#?}");
+    assert_eq!(on_node.evidence[0].value.as_deref(), Some("t1/p/101"));
+    assert_eq!(on_node.evidence[0].node.as_deref(), Some("n3"));
+}
+
+/// Issue 11, part 3: one definition of "recovered". The engine's recovery watch asks the
+/// recovery checker itself, on the history so far: not yet recovered a second after the heal
+/// (fewer than `sustain_buckets` passing buckets), recovered once the history holds them, and
+/// then the full check agrees.
+#[test]
+fn the_recovery_watch_uses_the_checkers_rule_on_the_history_so_far() {
+    use faultline_experiments::checkers::{recovered_so_far, FaultWindow};
+    use faultline_experiments::history::Observation;
+    let mut h = H::clean();
+    // The engine records its windows only after the watch: the file holds none yet.
+    let mut window = None;
+    h.obs.retain(|o| match o {
+        Observation::Fault {
+            fault_id,
+            kind,
+            start_ns,
+            end_ns,
+            sides,
+            affected,
+            survivable,
+            ..
+        } => {
+            window = Some(FaultWindow {
+                fault_id: fault_id.clone(),
+                kind: kind.clone(),
+                start_ns: *start_ns,
+                end_ns: *end_ns,
+                injecting_ns: Some(*start_ns),
+                reverting_ns: *end_ns,
+                sides: sides.clone(),
+                affected: affected.clone(),
+                survivable: *survivable,
+            });
+            false
+        }
+        _ => true,
+    });
+    let window = window.expect("the clean history has a fault");
+    let heal_ns = window.end_ns.expect("healed");
+    let dir = tempfile::tempdir().unwrap();
+    let config = CheckConfig::for_scenario("pod-failure");
+    let judge = |until_ns: u64| {
+        let mut prefix = H::clean();
+        prefix.obs.clone_from(&h.obs);
+        prefix.ops.retain(|o| o.complete_ns <= until_ns);
+        let (history, observations) = prefix.to_jsonl();
+        let history = write(dir.path(), "history.jsonl", &history);
+        let observations = write(dir.path(), "observations.jsonl", &observations);
+        recovered_so_far(
+            &history,
+            &observations,
+            std::slice::from_ref(&window),
+            &config,
+        )
+        .expect("checks")
+    };
+    assert!(!judge(heal_ns + 1_000 * MS), "one second after the heal");
+    assert!(
+        judge(heal_ns + 8_000 * MS),
+        "eight passing seconds after the heal"
+    );
+    // And the full check, with the window recorded, agrees.
+    let r = H::clean().check();
+    assert!(r.recovery.faults.iter().all(|f| f.recovered), "{r:#?}");
+}

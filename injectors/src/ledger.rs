@@ -35,6 +35,12 @@ pub struct FaultRecord {
     pub created_unix_ms: u64,
     /// Hard deadline, Unix milliseconds. Reconcile reverts the fault once it has passed.
     pub deadline_unix_ms: u64,
+    /// When the injection completed (every rule installed, every process stopped), Unix
+    /// milliseconds. Absent while the injection is under way, and in records written before
+    /// this field existed: between `created_unix_ms` and this time the fault is only partly
+    /// in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_unix_ms: Option<u64>,
 }
 
 impl FaultRecord {

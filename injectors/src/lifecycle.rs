@@ -84,6 +84,7 @@ pub fn start_fault(
         });
     }
     let lock = ledger.lock()?;
+    let began = std::time::Instant::now();
     if let Some(marker) = ledger.halted()? {
         return Err(Error::Halted {
             since: format!("unix ms {}", marker.since_unix_ms),
@@ -102,6 +103,7 @@ pub fn start_fault(
             now_unix_ms + request.duration.as_millis() as u64
         },
         action,
+        applied_unix_ms: None,
     };
     ledger.write(&lock, &record)?;
     if let Err(inject_error) = record.action.inject(env) {
@@ -113,6 +115,21 @@ pub fn start_fault(
     }
     if record.action.is_instant() {
         ledger.remove(&lock, &record.id)?;
+        return Ok(record);
+    }
+    // The time the fault is fully in effect, which is what a judge of the run needs; the
+    // creation time is earlier by the netlink installs (100 ms and more on a loaded host).
+    let record = FaultRecord {
+        // On the caller's clock: its `now` plus what the installs took.
+        applied_unix_ms: Some(now_unix_ms + began.elapsed().as_millis() as u64),
+        ..record
+    };
+    if let Err(write_error) = ledger.write(&lock, &record) {
+        // The first record is still durable, so a failed revert here is left to reconcile.
+        if record.action.revert(env).is_ok() {
+            ledger.remove(&lock, &record.id)?;
+        }
+        return Err(write_error);
     }
     Ok(record)
 }
@@ -500,5 +517,77 @@ mod tests {
         assert!(matches!(error, Error::Netlink { .. }));
         assert!(failing.0.installed().is_empty());
         assert!(f.ledger.list().expect("list").0.is_empty());
+    }
+
+    #[test]
+    fn the_record_says_when_the_injection_completed_after_every_rule_went_in() {
+        // Rules that take 30 ms to install and look at the ledger while they go in.
+        struct SlowRules {
+            inner: RecordingRuleTable,
+            ledger: Ledger,
+            seen_during_install: std::sync::Mutex<Vec<Option<u64>>>,
+        }
+        impl RuleTable for SlowRules {
+            fn add(&self, rules: &[PartitionRule]) -> Result<()> {
+                let (records, _) = self.ledger.list()?;
+                self.seen_during_install
+                    .lock()
+                    .expect("not poisoned")
+                    .extend(records.iter().map(|r| r.applied_unix_ms));
+                std::thread::sleep(Duration::from_millis(30));
+                self.inner.add(rules)
+            }
+            fn delete(&self, rules: &[PartitionRule]) -> Result<()> {
+                self.inner.delete(rules)
+            }
+            fn list_ours(&self, netns: &str) -> Result<Vec<PartitionRule>> {
+                self.inner.list_ours(netns)
+            }
+        }
+        let f = Fixture::new();
+        let slow = SlowRules {
+            inner: RecordingRuleTable::default(),
+            ledger: f.ledger.clone(),
+            seen_during_install: std::sync::Mutex::default(),
+        };
+        let env = Injectors {
+            rules: &slow,
+            ..f.env()
+        };
+        let record = start_fault(
+            &f.ledger,
+            &env,
+            FaultRequest {
+                target: "a vs rest".into(),
+                duration: Duration::from_secs(5),
+                max_duration: DEFAULT_MAX_FAULT_DURATION,
+                build: Box::new(|slot| FaultAction::Partition {
+                    slot,
+                    sides: vec![vec!["a1".into()], vec!["b1".into()]],
+                    rules: vec![
+                        rule("ns-a1", [10, 0, 0, 2], slot),
+                        rule("ns-b1", [10, 0, 0, 1], slot),
+                    ],
+                }),
+            },
+            1_000,
+        )
+        .expect("inject");
+        // While the rules went in, the durable record had no completion time.
+        let seen = slow
+            .seen_during_install
+            .lock()
+            .expect("not poisoned")
+            .clone();
+        assert!(
+            !seen.is_empty() && seen.iter().all(Option::is_none),
+            "{seen:?}"
+        );
+        // After: on the caller's clock, no earlier than the installs took.
+        let applied = record.applied_unix_ms.expect("applied");
+        assert!(applied >= 1_030, "{applied}");
+        assert_eq!(record.created_unix_ms, 1_000);
+        assert_eq!(f.ledger.list().expect("list").0, vec![record]);
+        assert_eq!(slow.inner.installed().len(), 2);
     }
 }

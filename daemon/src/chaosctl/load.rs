@@ -69,6 +69,10 @@ pub(crate) struct LoadArgs {
     /// Skip the final read-back through every node.
     #[arg(long)]
     no_read_back: bool,
+    /// Before the final read-back, wait up to this long for every NATS server to report the
+    /// same state for every stream (messages, bytes, first and last sequence, leader).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    settle: Duration,
     /// Keep the tenants' existing streams instead of recreating them.
     #[arg(long)]
     keep_data: bool,
@@ -167,6 +171,7 @@ pub(crate) fn run(host: &HostPaths, args: &LoadArgs) -> anyhow::Result<ExitCode>
         stream_replicas: args.replicas,
         connections: args.connections,
         ping_interval: args.ping_interval,
+        settle: args.settle,
         history: args.history.clone(),
         observations,
         fresh: !args.keep_data,

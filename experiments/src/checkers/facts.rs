@@ -300,10 +300,14 @@ impl EvidenceBuf {
 /// A fault window prepared for the per-operation checks.
 #[derive(Clone, Debug)]
 pub struct FaultIndex {
-    /// Start, ns.
+    /// Start of the effective window (injection completed), ns.
     pub start: u64,
-    /// End, ns (`u64::MAX` when never healed).
+    /// End of the effective window (heal began), ns (`u64::MAX` when never healed).
     pub end: u64,
+    /// The whole window including the injection and the heal, when they took time: an
+    /// operation that overlaps it but does not lie inside `start..=end` rests on a fault that
+    /// was only partly in effect.
+    pub outer: (u64, u64),
     /// Node to partition side.
     pub sides: Vec<(Sym, u8)>,
     /// Nodes stopped, paused or cut off.
@@ -413,6 +417,9 @@ pub struct Facts {
     /// reconnected meanwhile, or the history is version 1 from the NATS adapter): left out of
     /// every condition about sides.
     pub uncertain_node_acks: u64,
+    /// Acknowledgements that overlap a fault's injection or heal, when it was only partly in
+    /// effect: no condition about that fault rests on them.
+    pub partly_in_effect_acks: u64,
     /// The history's nodes were taken when operations were sent (format version 1, NATS
     /// adapter), so none of them is certain. Set by the caller that read the header.
     pub nodes_at_send: bool,
@@ -467,9 +474,14 @@ impl Facts {
                         sides.push((symbols.nodes.intern(n), i.min(63) as u8));
                     }
                 }
+                let (start, end) = f.effective();
                 FaultIndex {
-                    start: f.start_ns,
-                    end: f.end_ns.unwrap_or(u64::MAX),
+                    start,
+                    end,
+                    outer: (
+                        f.injecting_ns.unwrap_or(start).min(start),
+                        f.end_ns.unwrap_or(u64::MAX).max(end),
+                    ),
                     sides,
                     affected: f.affected.iter().map(|n| symbols.nodes.intern(n)).collect(),
                 }
@@ -526,6 +538,7 @@ impl Facts {
             unattributable_reads: 0,
             unplaced_partition_acks: 0,
             uncertain_node_acks: 0,
+            partly_in_effect_acks: 0,
             nodes_at_send: false,
             leaders,
             partition_acks: BTreeMap::new(),
@@ -718,8 +731,15 @@ impl Facts {
         let mut down: Vec<Sym> = Vec::new();
         let mut active = false;
         let mut left_out = false;
+        let mut partly = false;
         for (i, f) in self.faults.iter().enumerate() {
             if op.invoke_ns < f.start || op.complete_ns > f.end {
+                // Inside the injection or the heal: the fault was partly in effect, so no
+                // verdict may rest on this operation.
+                partly |= (f.outer.0 < f.start
+                    && op.invoke_ns < f.start
+                    && op.complete_ns >= f.outer.0)
+                    || (f.end < f.outer.1 && op.complete_ns > f.end && op.invoke_ns <= f.outer.1);
                 continue;
             }
             active = true;
@@ -760,6 +780,9 @@ impl Facts {
         }
         if left_out {
             self.uncertain_node_acks += 1;
+        }
+        if partly {
+            self.partly_in_effect_acks += 1;
         }
         if !active {
             return;

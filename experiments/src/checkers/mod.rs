@@ -495,5 +495,39 @@ pub fn check_files(
     Ok(report)
 }
 
+/// Whether every fault has recovered by the recovery checker's own rule, judged on the history
+/// so far: the fault windows in the observations file (when it can be read) plus `faults`
+/// (those an engine has not recorded yet). False while no fault is known. The engine's
+/// recovery watch ends on this, so that it never stops watching a run the checker would then
+/// judge "never recovered" (one definition of recovered).
+///
+/// # Errors
+/// The history cannot be read or checked.
+pub fn recovered_so_far(
+    history: &Path,
+    observations: &Path,
+    faults: &[FaultWindow],
+    config: &CheckConfig,
+) -> Result<bool> {
+    let mut obs = read_observations(observations, config).unwrap_or_else(|_| Observations {
+        present: true,
+        ..Observations::none()
+    });
+    obs.faults.extend_from_slice(faults);
+    obs.finish();
+    let file = File::open(history).map_err(|source| CheckError::Io {
+        path: history.to_path_buf(),
+        source,
+    })?;
+    let report = check_reader(
+        BufReader::with_capacity(1 << 20, file),
+        history,
+        obs,
+        config,
+    )?;
+    let faults = &report.recovery.faults;
+    Ok(!faults.is_empty() && faults.iter().all(|f| f.recovered))
+}
+
 /// The history format version these checkers read.
 pub const SUPPORTED_HISTORY_VERSION: u32 = HISTORY_FORMAT_VERSION;

@@ -271,16 +271,31 @@ pub struct FaultWindow {
     pub fault_id: String,
     /// Fault kind.
     pub kind: String,
-    /// Injection time, ns since the run start.
+    /// When the fault was fully in effect, ns since the run start.
     pub start_ns: u64,
-    /// Heal time, ns since the run start; `None` if the run ended first.
+    /// When its heal completed, ns since the run start; `None` if the run ended first.
     pub end_ns: Option<u64>,
+    /// When the injection began (partly in effect until `start_ns`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injecting_ns: Option<u64>,
+    /// When the heal began (certainly in effect until then), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverting_ns: Option<u64>,
     /// Partition sides (node names).
     pub sides: Vec<Vec<String>>,
     /// Nodes or peers stopped, paused or cut off.
     pub affected: Vec<String>,
     /// Whether the system should keep serving during the fault.
     pub survivable: bool,
+}
+
+impl FaultWindow {
+    /// The interval in which the fault was certainly and fully in effect: from the completed
+    /// injection to the start of the heal (`u64::MAX` when never healed).
+    pub fn effective(&self) -> (u64, u64) {
+        let end = self.reverting_ns.or(self.end_ns).unwrap_or(u64::MAX);
+        (self.start_ns, end.max(self.start_ns))
+    }
 }
 
 /// Recovery figures for one fault.

@@ -33,6 +33,23 @@ pub struct StreamInfoSample {
     pub replicas: Vec<String>,
     /// Last sequence.
     pub last_seq: u64,
+    /// First sequence, messages and bytes stored, when recorded.
+    pub state: Option<(u64, u64, u64)>,
+    /// The leader it reported.
+    pub leader: Option<String>,
+}
+
+/// The end of the settle before the final read-back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettleSample {
+    /// When the wait ended, ns since the run start.
+    pub at_ns: u64,
+    /// The convergence deadline, ns since the run start.
+    pub deadline_ns: u64,
+    /// Whether every stream's per-server states agreed.
+    pub converged: bool,
+    /// Servers that did not answer at the end.
+    pub unanswered: Vec<String>,
 }
 
 /// Everything observed during a run, ready for the checkers.
@@ -49,6 +66,8 @@ pub struct Observations {
     pub leaders: Vec<LeaderSample>,
     /// Stream info samples, in file order.
     pub stream_infos: Vec<StreamInfoSample>,
+    /// The settle before the final read-back, when one was recorded (the last one).
+    pub settled: Option<SettleSample>,
     /// The file's last line was cut off (a killed run) and skipped.
     pub truncated_last_line: bool,
     /// That cut-off line may have been a fault window (its `type` is `fault` or was cut off
@@ -117,6 +136,8 @@ impl Observations {
                 kind,
                 start_ns,
                 end_ns,
+                injecting_ns,
+                reverting_ns,
                 sides,
                 affected,
                 survivable,
@@ -125,6 +146,8 @@ impl Observations {
                 kind,
                 start_ns,
                 end_ns,
+                injecting_ns,
+                reverting_ns,
                 sides,
                 affected,
                 survivable,
@@ -133,16 +156,37 @@ impl Observations {
                 at_ns,
                 observer,
                 stream,
-                leader: _,
+                leader,
                 replicas,
                 last_seq,
+                first_seq,
+                messages,
+                bytes,
             } => self.stream_infos.push(StreamInfoSample {
                 at_ns,
                 observer,
                 stream,
                 replicas,
                 last_seq,
+                state: match (first_seq, messages, bytes) {
+                    (Some(f), Some(m), Some(b)) => Some((f, m, b)),
+                    _ => None,
+                },
+                leader,
             }),
+            Observation::Settled {
+                at_ns,
+                deadline_ns,
+                converged,
+                unanswered,
+            } => {
+                self.settled = Some(SettleSample {
+                    at_ns,
+                    deadline_ns,
+                    converged,
+                    unanswered,
+                });
+            }
         }
         Ok(())
     }
@@ -155,9 +199,12 @@ impl Observations {
         });
     }
 
-    /// The first fault's start, if any.
+    /// When the first fault began to be injected, if any: the baseline ends there.
     pub fn first_fault_ns(&self) -> Option<u64> {
-        self.faults.iter().map(|f| f.start_ns).min()
+        self.faults
+            .iter()
+            .map(|f| f.injecting_ns.unwrap_or(f.start_ns).min(f.start_ns))
+            .min()
     }
 
     /// When replicas must have converged: the last heal plus `deadline_ms`. `None` when some

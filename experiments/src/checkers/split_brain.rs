@@ -32,6 +32,7 @@ pub fn check(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> Verdict {
         anomaly("duplicate-ack-seq", facts.duplicate_ack_seq.clone()),
         non_prefix_reads(facts, cfg),
         divergence(facts, obs, cfg, &mut notes),
+        divergence_persisted(obs, cfg, &mut notes),
         anomaly("ack-without-quorum", facts.ack_without_quorum.clone()),
         two_leaders(obs, cfg, &mut notes),
     ];
@@ -49,6 +50,12 @@ pub fn check(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> Verdict {
                 facts.uncertain_node_acks
             ));
         }
+    }
+    if facts.partly_in_effect_acks > 0 {
+        notes.push(format!(
+            "{} acknowledgements overlapped a fault's injection or heal, while it was only partly in effect: both-sides-acked and ack-without-quorum left them out for that fault",
+            facts.partly_in_effect_acks
+        ));
     }
     if facts.unplaced_partition_acks > 0 {
         notes.push(format!(
@@ -231,7 +238,9 @@ fn divergence(
 ) -> Anomaly {
     let syms = &facts.symbols;
     let mut buf = EvidenceBuf::new(cfg.max_evidence);
-    let Some(deadline) = obs.converge_at_ns(cfg.convergence_deadline_ms) else {
+    // After a recorded settle, the read-back follows it: its reads are the settled state.
+    let settled = obs.settled.as_ref().map(|s| s.at_ns);
+    let Some(deadline) = settled.or_else(|| obs.converge_at_ns(cfg.convergence_deadline_ms)) else {
         notes.push(
             "a fault never healed during the run: divergence after convergence was not evaluated"
                 .to_string(),
@@ -284,47 +293,108 @@ fn divergence(
             "{early} streams' read-backs differed between nodes but were taken before the convergence deadline"
         ));
     }
-    // Stream info: last sequence per observer, latest sample after the deadline.
-    let mut latest: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    anomaly("divergence", buf)
+}
+
+/// One replica's stream state as its server reported it: (last seq, (first seq, messages,
+/// bytes) when recorded).
+type ReplicaState = (u64, Option<(u64, u64, u64)>);
+
+/// One server's row for a stream: (server, sample time, state, leader it reported).
+type Row<'a> = (&'a str, u64, ReplicaState, Option<&'a str>);
+
+/// Per-server stream states that still disagree once the system was given its time to settle:
+/// the states recorded when the settle before the read-back ended (when it was recorded), else
+/// each server's latest state after the convergence deadline.
+fn divergence_persisted(obs: &Observations, cfg: &CheckConfig, notes: &mut Vec<String>) -> Anomaly {
+    let mut buf = EvidenceBuf::new(cfg.max_evidence);
+    let from = match &obs.settled {
+        Some(settled) => {
+            if !settled.unanswered.is_empty() {
+                notes.push(format!(
+                    "{} did not report their stream state when the settle ended: their replicas were not compared",
+                    settled.unanswered.join(", ")
+                ));
+            }
+            Some(settled.at_ns)
+        }
+        None => obs.converge_at_ns(cfg.convergence_deadline_ms),
+    };
+    let Some(from) = from else {
+        return anomaly("divergence-persisted", buf);
+    };
+    let mut latest: BTreeMap<(&str, &str), (u64, ReplicaState, Option<&str>)> = BTreeMap::new();
     for s in &obs.stream_infos {
-        if s.at_ns < deadline {
+        if s.at_ns < from {
             continue;
         }
+        let sample = (s.at_ns, (s.last_seq, s.state), s.leader.as_deref());
         let e = latest
             .entry((s.stream.as_str(), s.observer.as_str()))
-            .or_insert((s.at_ns, s.last_seq));
-        if s.at_ns >= e.0 {
-            *e = (s.at_ns, s.last_seq);
+            .or_insert(sample);
+        // With a settle recorded, its own samples are the evidence; later ones (taken during
+        // the read-back) do not replace them.
+        if obs.settled.is_none() && s.at_ns >= e.0 {
+            *e = sample;
         }
     }
-    let mut by_stream: BTreeMap<&str, Vec<(&str, u64, u64)>> = BTreeMap::new();
-    for ((stream, observer), (at, last)) in latest {
+    let mut by_stream: BTreeMap<&str, Vec<Row<'_>>> = BTreeMap::new();
+    for ((stream, observer), (at, state, leader)) in latest {
         by_stream
             .entry(stream)
             .or_default()
-            .push((observer, at, last));
+            .push((observer, at, state, leader));
     }
+    let describe = |(last, state): ReplicaState| match state {
+        Some((first, messages, bytes)) => {
+            format!("{messages} messages, {bytes} bytes, seq {first}..{last}")
+        }
+        None => format!("last seq {last}"),
+    };
     for (stream, list) in by_stream {
-        let Some(a) = list.iter().max_by_key(|x| (x.2, std::cmp::Reverse(x.0))) else {
+        // Compare what both samples recorded: a sample without the full state (older
+        // observations) compares on its last sequence only.
+        let differ = |a: &ReplicaState, b: &ReplicaState| match (a.1, b.1) {
+            (Some(x), Some(y)) => a.0 != b.0 || x != y,
+            _ => a.0 != b.0,
+        };
+        let Some(a) = list.iter().max_by_key(|x| (x.2 .0, std::cmp::Reverse(x.0))) else {
             continue;
         };
-        let Some(b) = list.iter().find(|x| x.2 != a.2) else {
+        let Some(b) = list.iter().find(|x| differ(&x.2, &a.2)) else {
             continue;
+        };
+        let replicas: Vec<String> = list
+            .iter()
+            .map(|(node, _, state, leader)| {
+                format!(
+                    "{node}: {}{}",
+                    describe(*state),
+                    leader.map_or(String::new(), |l| format!(", leader {l}"))
+                )
+            })
+            .collect();
+        let when = if obs.settled.is_some() {
+            "when the settle before the read-back ended"
+        } else {
+            "after the convergence deadline"
         };
         buf.push(Evidence {
             at_ns: Some(a.1.max(b.1)),
             node: Some(a.0.to_string()),
             other_node: Some(b.0.to_string()),
             stream: Some(stream.to_string()),
-            seq: Some(a.2),
-            detail: format!(
-                "stream info after the convergence deadline: last seq {} on {}, {} on {}",
-                a.2, a.0, b.2, b.0
-            ),
+            seq: Some(a.2 .0),
+            detail: format!("replicas still differ {when}: {}", replicas.join("; ")),
             ..Evidence::default()
         });
     }
-    anomaly("divergence", buf)
+    if buf.count == 0 && obs.settled.as_ref().is_some_and(|s| !s.converged) {
+        notes.push(
+            "the servers' stream states did not all agree when the settle ended (a leader, or a server that held no replica or did not answer), though the stored data compared equal".to_string(),
+        );
+    }
+    anomaly("divergence-persisted", buf)
 }
 
 /// Two nodes claiming leadership of one stream at overlapping times.

@@ -22,9 +22,14 @@ pub struct InjectedFault {
     pub kind: String,
     /// Ledger ids of every action it took.
     pub fault_ids: Vec<String>,
-    /// When it started, ns since the run start.
+    /// When its injection began, ns since the run start.
+    pub injecting_ns: u64,
+    /// When it was fully in effect (every rule installed, every process stopped), ns since
+    /// the run start.
     pub start_ns: u64,
-    /// When it was healed, ns since the run start.
+    /// When its heal began, ns since the run start.
+    pub reverting_ns: Option<u64>,
+    /// When its heal completed, ns since the run start.
     pub end_ns: Option<u64>,
     /// For partitions: the sides.
     pub sides: Vec<Vec<String>>,
@@ -40,15 +45,19 @@ pub struct InjectedFault {
 pub struct Injected<'a> {
     ctx: &'a LabContext,
     max_duration: Duration,
+    /// The run's clock, ns since the run start: read when each injection and heal begins and
+    /// when it completes, so that windows are what the faults really were.
+    now_ns: &'a dyn Fn() -> u64,
     faults: Vec<InjectedFault>,
 }
 
 impl<'a> Injected<'a> {
-    /// Nothing injected yet.
-    pub fn new(ctx: &'a LabContext, max_duration: Duration) -> Self {
+    /// Nothing injected yet; `now_ns` is the run's clock.
+    pub fn new(ctx: &'a LabContext, max_duration: Duration, now_ns: &'a dyn Fn() -> u64) -> Self {
         Self {
             ctx,
             max_duration,
+            now_ns,
             faults: Vec::new(),
         }
     }
@@ -63,14 +72,14 @@ impl<'a> Injected<'a> {
         self.faults.iter().any(|f| f.end_ns.is_none())
     }
 
-    /// Injects one planned fault at `now_ns`.
+    /// Injects one planned fault now.
     pub fn inject(
         &mut self,
         plan_index: usize,
         planned: &PlannedFault,
-        now_ns: u64,
     ) -> Result<&InjectedFault, EngineError> {
         let ctx = self.ctx;
+        let injecting_ns = (self.now_ns)();
         let max = self.max_duration;
         let mut ids = Vec::new();
         let mut sides = Vec::new();
@@ -127,14 +136,18 @@ impl<'a> Injected<'a> {
             }
             Ok(())
         })();
+        // Every rule is installed and every process stopped once the calls above returned.
+        let applied_ns = (self.now_ns)();
         let description = describe(&planned.action, planned.duration);
         let instant = matches!(planned.action, Action::Kill { .. });
         self.faults.push(InjectedFault {
             plan_index,
             kind: planned.kind.clone(),
             fault_ids: ids,
-            start_ns: now_ns,
-            end_ns: instant.then_some(now_ns),
+            injecting_ns,
+            start_ns: applied_ns,
+            reverting_ns: instant.then_some(applied_ns),
+            end_ns: instant.then_some(applied_ns),
             sides,
             affected,
             survivable: planned.survivable,
@@ -143,15 +156,16 @@ impl<'a> Injected<'a> {
         match result {
             Ok(()) => Ok(self.faults.last().expect("just pushed")),
             Err(error) => {
-                self.heal_one(self.faults.len() - 1, now_ns);
+                self.heal_one(self.faults.len() - 1);
                 Err(error)
             }
         }
     }
 
-    /// Heals one fault; errors are reported on stderr and left to the ledger's deadline.
-    fn heal_one(&mut self, index: usize, now_ns: u64) -> Vec<String> {
+    /// Heals one fault; errors are returned and left to the ledger's deadline.
+    fn heal_one(&mut self, index: usize) -> Vec<String> {
         let ctx = self.ctx;
+        let reverting_ns = (self.now_ns)();
         let fault = &mut self.faults[index];
         let mut failures = Vec::new();
         for id in &fault.fault_ids {
@@ -160,21 +174,18 @@ impl<'a> Injected<'a> {
             }
         }
         if fault.end_ns.is_none() {
-            fault.end_ns = Some(now_ns);
+            fault.reverting_ns = Some(reverting_ns);
+            fault.end_ns = Some((self.now_ns)());
         }
         failures
     }
 
-    /// Heals every fault whose planned end has come (`due(plan_index)` says so).
-    pub fn heal_due(
-        &mut self,
-        now_ns: u64,
-        mut due: impl FnMut(&InjectedFault) -> bool,
-    ) -> Vec<String> {
+    /// Heals every fault whose planned end has come (`due` says so).
+    pub fn heal_due(&mut self, mut due: impl FnMut(&InjectedFault) -> bool) -> Vec<String> {
         let mut failures = Vec::new();
         for index in 0..self.faults.len() {
             if self.faults[index].end_ns.is_none() && due(&self.faults[index]) {
-                failures.extend(self.heal_one(index, now_ns));
+                failures.extend(self.heal_one(index));
             }
         }
         failures
@@ -182,21 +193,15 @@ impl<'a> Injected<'a> {
 
     /// Heals everything still active. Returns the reverts that failed (their ledger deadlines
     /// still apply).
-    pub fn heal_all(&mut self, now_ns: u64) -> Vec<String> {
-        self.heal_due(now_ns, |_| true)
+    pub fn heal_all(&mut self) -> Vec<String> {
+        self.heal_due(|_| true)
     }
 }
 
 impl Drop for Injected<'_> {
     fn drop(&mut self) {
         if self.any_active() {
-            let end = self
-                .faults
-                .iter()
-                .filter_map(|f| f.end_ns)
-                .max()
-                .unwrap_or(0);
-            for failure in self.heal_all(end) {
+            for failure in self.heal_all() {
                 eprintln!("faultline: heal on drop failed: {failure}");
             }
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::checkers::{self, CheckConfig, CheckReport, ExperimentInfo};
+use crate::checkers::{self, CheckConfig, CheckReport, ExperimentInfo, FaultWindow};
 use crate::history::Observation;
 use crate::lab::control::{self, HostPaths, LabContext};
 use crate::lab::topology::Topology;
@@ -21,8 +21,6 @@ use super::plan::{plan, PlannedFault};
 use super::EngineError;
 
 const TICK: Duration = Duration::from_millis(100);
-/// Consecutive passing seconds that end the recovery watch early.
-const RECOVERED_AFTER: u32 = 5;
 
 /// What `chaosctl run` asks for.
 pub struct RunOptions {
@@ -167,6 +165,8 @@ fn check_config(spec: &ExperimentSpec) -> CheckConfig {
     config.slo.min_success_rate = spec.slo.min_success_rate;
     config.slo.max_p99_ms = spec.slo.max_p99.as_millis() as u64;
     config.slo.min_throughput_ratio = spec.slo.min_throughput_ratio;
+    // One convergence deadline for the read-back's settle and the judge.
+    config.convergence_deadline_ms = spec.settle.as_millis() as u64;
     config
 }
 
@@ -215,7 +215,8 @@ pub fn run_experiment(
     };
     let mut load = workload::spawn_in_lab(&ctx, config)?;
     let clock = load.clock();
-    let mut injected = Injected::new(&ctx, options.max_fault_duration);
+    let now_ns = || clock.now_ns();
+    let mut injected = Injected::new(&ctx, options.max_fault_duration, &now_ns);
     let watch = Watch::run(
         options,
         spec,
@@ -225,19 +226,16 @@ pub fn run_experiment(
         &mut injected,
         &clock,
         on_status,
+        &recovery_rule(&dir, spec),
         &mut record,
     );
-
     // The final heal runs whatever happened above.
-    record.heal_failures = injected.heal_all(clock.now_ns());
-    record.injected = injected.faults().to_vec();
-    record_fault_windows(injected.faults(), &load.observations());
-    drop(injected);
+    final_heal(injected, &mut record, &load.observations());
     load.stop();
     let second_interrupt = options.interrupts.load(Ordering::SeqCst) >= 2;
     let read_back = watch.is_ok() && record.steady_state.is_none() && !second_interrupt;
     on_status(&status(Phase::ReadBack, &clock, spec, &load, vec![]));
-    let finished = load.finish(read_back);
+    let finished = load.finish_with(read_back, Some(settle_until_ns(&record, &clock, spec)));
     let interrupts = options.interrupts.load(Ordering::SeqCst);
     if interrupts > 0 {
         record.aborted = Some(format!(
@@ -280,17 +278,70 @@ pub fn run_experiment(
     })
 }
 
+/// The convergence deadline of the final read-back: the last heal plus the spec's `settle`,
+/// as the checkers count it.
+fn settle_until_ns(record: &RunRecord, clock: &workload::RunClock, spec: &ExperimentSpec) -> u64 {
+    let last_heal_ns = record
+        .injected
+        .iter()
+        .filter_map(|f| f.end_ns)
+        .max()
+        .unwrap_or_else(|| clock.now_ns());
+    last_heal_ns + spec.settle.as_nanos() as u64
+}
+
+/// The recovery checker's own rule, on the run's history so far: the recovery watch ends when
+/// it holds for every fault.
+fn recovery_rule(dir: &Path, spec: &ExperimentSpec) -> impl Fn(&[InjectedFault]) -> bool {
+    let (history, observations) = (dir.join("history.jsonl"), dir.join("observations.jsonl"));
+    let judge = check_config(spec);
+    move |faults: &[InjectedFault]| {
+        let windows: Vec<FaultWindow> = faults.iter().map(fault_window).collect();
+        checkers::recovered_so_far(&history, &observations, &windows, &judge).unwrap_or(false)
+    }
+}
+
+/// One injected fault's window, as the checkers read it.
+fn fault_window(fault: &InjectedFault) -> FaultWindow {
+    FaultWindow {
+        fault_id: fault.fault_ids.first().cloned().unwrap_or_default(),
+        kind: fault.kind.clone(),
+        start_ns: fault.start_ns,
+        end_ns: fault.end_ns,
+        injecting_ns: Some(fault.injecting_ns),
+        reverting_ns: fault.reverting_ns,
+        sides: fault.sides.clone(),
+        affected: fault.affected.clone(),
+        survivable: fault.survivable,
+    }
+}
+
+/// Heals every fault still active and records what was injected, in the run's record and as
+/// fault windows for the checkers.
+fn final_heal(
+    mut injected: Injected<'_>,
+    record: &mut RunRecord,
+    sink: &workload::ObservationSink,
+) {
+    record.heal_failures = injected.heal_all();
+    record.injected = injected.faults().to_vec();
+    record_fault_windows(injected.faults(), sink);
+}
+
 /// Records each injected fault's window as an observation, for the checkers.
 fn record_fault_windows(faults: &[InjectedFault], sink: &workload::ObservationSink) {
     for fault in faults {
+        let w = fault_window(fault);
         sink.record(Observation::Fault {
-            fault_id: fault.fault_ids.first().cloned().unwrap_or_default(),
-            kind: fault.kind.clone(),
-            start_ns: fault.start_ns,
-            end_ns: fault.end_ns,
-            sides: fault.sides.clone(),
-            affected: fault.affected.clone(),
-            survivable: fault.survivable,
+            fault_id: w.fault_id,
+            kind: w.kind,
+            start_ns: w.start_ns,
+            end_ns: w.end_ns,
+            injecting_ns: w.injecting_ns,
+            reverting_ns: w.reverting_ns,
+            sides: w.sides,
+            affected: w.affected,
+            survivable: w.survivable,
         });
     }
 }
@@ -463,13 +514,13 @@ impl Watch {
         injected: &mut Injected<'_>,
         clock: &workload::RunClock,
         on_status: &mut dyn FnMut(&LiveStatus),
+        recovered: &dyn Fn(&[InjectedFault]) -> bool,
         record: &mut RunRecord,
     ) -> Result<(), EngineError> {
         let start = Instant::now();
         let baseline_end = spec.baseline;
         let mut next = 0;
         let mut abort_since: Vec<Option<Instant>> = vec![None; spec.abort.len()];
-        let mut passing_seconds = 0_u32;
         let mut last_second = 0_u64;
         let mut last_heal: Option<Duration> = None;
         let mut baseline_checked = false;
@@ -503,12 +554,14 @@ impl Watch {
             }
             if baseline_checked {
                 while next < planned.len() && planned[next].at <= elapsed {
-                    injected.inject(next, &planned[next], now_ns)?;
+                    injected.inject(next, &planned[next])?;
                     next += 1;
                 }
-                let heal_failures = injected.heal_due(now_ns, |fault| {
+                // Held for its duration from when its injection began, as the ledger's deadline
+                // counts it, so the engine's heal comes before the agent's.
+                let heal_failures = injected.heal_due(|fault| {
                     let duration = planned[fault.plan_index].duration;
-                    now_ns >= fault.start_ns + duration.as_nanos() as u64
+                    now_ns >= fault.injecting_ns + duration.as_nanos() as u64
                 });
                 record.heal_failures.extend(heal_failures);
                 if !injected.any_active() && next == planned.len() && last_heal.is_none() {
@@ -540,11 +593,8 @@ impl Watch {
                     }
                 }
                 if let Some(healed_at) = last_heal {
-                    let passing = error_rate <= 1.0 - spec.slo.min_success_rate
-                        && progress.p99_ms <= spec.slo.max_p99.as_millis() as f64;
-                    passing_seconds = if passing { passing_seconds + 1 } else { 0 };
                     let watched = elapsed.saturating_sub(healed_at);
-                    if passing_seconds > RECOVERED_AFTER || watched >= spec.recovery_deadline {
+                    if watched >= spec.recovery_deadline || recovered(injected.faults()) {
                         return Ok(());
                     }
                 }

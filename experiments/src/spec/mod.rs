@@ -70,6 +70,11 @@ pub struct ExperimentSpec {
     /// may take before it counts as "never recovered".
     #[serde(with = "duration_text")]
     pub recovery_deadline: Duration,
+    /// The convergence deadline, counted from the last heal: the final read-back waits until
+    /// every server reports the same state for every stream, or until this deadline passes;
+    /// replicas that still differ then are `divergence-persisted`. Default 10s.
+    #[serde(default = "default_settle", with = "duration_text")]
+    pub settle: Duration,
     /// Service-level objectives the verdict checks.
     pub slo: SloSpec,
     /// Conditions that end the run early and heal at once.
@@ -309,6 +314,13 @@ impl Default for BlastRadius {
     }
 }
 
+fn default_settle() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The longest convergence deadline a spec may set.
+const MAX_SETTLE: Duration = Duration::from_secs(10 * 60);
+
 /// Durations as text (`30s`, `10m`, `1h 30m`) in YAML.
 pub mod duration_text {
     use std::time::Duration;
@@ -416,6 +428,16 @@ impl ExperimentSpec {
                 format!(
                     "`{}` is not an adapter; use nats or http",
                     self.workload.adapter
+                ),
+            ));
+        }
+        if self.settle > MAX_SETTLE {
+            return Err(invalid(
+                "settle".into(),
+                format!(
+                    "{} is above the limit of {}: the final read-back would wait that long; lower it",
+                    humantime::format_duration(self.settle),
+                    humantime::format_duration(MAX_SETTLE)
                 ),
             ));
         }

@@ -23,7 +23,7 @@ pub struct BackgroundWorkload {
     observations: ObservationSink,
     cancel: CancellationToken,
     progress: std::sync::Arc<std::sync::Mutex<Progress>>,
-    proceed: Option<oneshot::Sender<bool>>,
+    proceed: Option<oneshot::Sender<(bool, Option<u64>)>>,
     loaded: Option<mpsc::Receiver<Result<Summary, String>>>,
     thread: Option<JoinHandle<Result<WorkloadReport, WorkloadError>>>,
 }
@@ -42,7 +42,9 @@ pub fn spawn_in_lab(
     let (started_tx, started_rx) =
         mpsc::channel::<Result<(RunClock, ObservationSink), WorkloadError>>();
     let (loaded_tx, loaded_rx) = mpsc::channel::<Result<Summary, String>>();
-    let (proceed_tx, proceed_rx) = oneshot::channel::<bool>();
+    // Whether to read back, and the convergence deadline to settle until (ns on the run's
+    // clock) when the caller sets one.
+    let (proceed_tx, proceed_rx) = oneshot::channel::<(bool, Option<u64>)>();
     let cancel = CancellationToken::new();
     let progress = std::sync::Arc::new(std::sync::Mutex::new(Progress::default()));
     let thread_cancel = cancel.clone();
@@ -81,7 +83,11 @@ pub fn spawn_in_lab(
                         .map_err(ToString::to_string),
                 );
                 summary?;
-                if proceed_rx.await.unwrap_or(false) {
+                let (read_back, settle_until) = proceed_rx.await.unwrap_or((false, None));
+                if read_back {
+                    if let Some(deadline_ns) = settle_until {
+                        workload.settle_until(deadline_ns);
+                    }
                     workload.read_back().await?;
                 }
                 workload.finish().await
@@ -148,9 +154,19 @@ impl BackgroundWorkload {
 
     /// Ends the workload: waits for the load, runs the final read-back when `read_back` (call
     /// it after healing), closes the files and returns the report.
-    pub fn finish(mut self, read_back: bool) -> Result<WorkloadReport, WorkloadError> {
+    pub fn finish(self, read_back: bool) -> Result<WorkloadReport, WorkloadError> {
+        self.finish_with(read_back, None)
+    }
+
+    /// As [`Self::finish`], the read-back waiting for the servers to agree until
+    /// `settle_until_ns` on the run's clock (`None`: the config's `settle` from its start).
+    pub fn finish_with(
+        mut self,
+        read_back: bool,
+        settle_until_ns: Option<u64>,
+    ) -> Result<WorkloadReport, WorkloadError> {
         if let Some(proceed) = self.proceed.take() {
-            let _ = proceed.send(read_back);
+            let _ = proceed.send((read_back, settle_until_ns));
         }
         let thread = self.thread.take().expect("finished once");
         thread
@@ -163,7 +179,7 @@ impl Drop for BackgroundWorkload {
     fn drop(&mut self) {
         self.cancel.cancel();
         if let Some(proceed) = self.proceed.take() {
-            let _ = proceed.send(false);
+            let _ = proceed.send((false, None));
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

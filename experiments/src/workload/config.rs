@@ -268,6 +268,12 @@ pub struct WorkloadConfig {
     /// show active faults in the progress. Turn it off when the caller records its own fault
     /// windows (an engine), so each fault is recorded once.
     pub record_faults: bool,
+    /// The convergence deadline, from the start of the final read-back: before reading, wait
+    /// until every NATS server reports the same state for every stream (messages, bytes, first
+    /// and last sequence, leader), or until this much time has passed. Zero reads at once, and
+    /// still records every server's state as a `settled` observation.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
     /// Small, medium and large tiers.
     pub tiers: [TierConfig; 3],
     /// Pattern shapes.
@@ -296,6 +302,7 @@ impl Default for WorkloadConfig {
             drain_timeout: Duration::from_secs(10),
             fresh: true,
             record_faults: true,
+            settle: Duration::ZERO,
             tiers: Tier::ALL.map(TierConfig::default_for),
             patterns: PatternParams::default(),
         }

@@ -69,6 +69,12 @@ struct PeerInfo {
 #[derive(Debug, Default, Deserialize)]
 struct StreamState {
     #[serde(default)]
+    messages: u64,
+    #[serde(default)]
+    bytes: u64,
+    #[serde(default)]
+    first_seq: u64,
+    #[serde(default)]
     last_seq: u64,
 }
 
@@ -84,6 +90,25 @@ pub struct StreamView {
     pub peers: Vec<String>,
     /// The server's last sequence.
     pub last_seq: u64,
+    /// The server's first sequence.
+    pub first_seq: u64,
+    /// Messages the server stores.
+    pub messages: u64,
+    /// Bytes the server stores.
+    pub bytes: u64,
+}
+
+impl StreamView {
+    /// What must agree between replicas once they have converged.
+    fn state(&self) -> (u64, u64, u64, u64, Option<&str>) {
+        (
+            self.messages,
+            self.bytes,
+            self.first_seq,
+            self.last_seq,
+            self.leader.as_deref(),
+        )
+    }
 }
 
 /// What one server's `/jsz` said.
@@ -113,11 +138,15 @@ pub fn parse_jsz(body: &[u8]) -> Result<ServerView, String> {
                     peers.push(p.name);
                 }
             }
+            let state = s.state.unwrap_or_default();
             streams.push(StreamView {
                 stream: s.name,
                 leader,
                 peers,
-                last_seq: s.state.map_or(0, |st| st.last_seq),
+                last_seq: state.last_seq,
+                first_seq: state.first_seq,
+                messages: state.messages,
+                bytes: state.bytes,
             });
         }
     }
@@ -264,6 +293,19 @@ impl Monitor {
     ) -> Result<BTreeMap<String, u64>, String> {
         let view = self.jsz(server).await?;
         let at_ns = clock.now_ns();
+        Ok(self
+            .record_stream_infos(servers, server, view, at_ns, sink)
+            .await)
+    }
+
+    async fn record_stream_infos(
+        &self,
+        servers: &[NatsServer],
+        server: &NatsServer,
+        view: ServerView,
+        at_ns: u64,
+        sink: &ObservationSink,
+    ) -> BTreeMap<String, u64> {
         let mut last = BTreeMap::new();
         for s in view.streams {
             let leader = match &s.leader {
@@ -287,11 +329,80 @@ impl Monitor {
                 leader,
                 replicas,
                 last_seq: s.last_seq,
+                first_seq: Some(s.first_seq),
+                messages: Some(s.messages),
+                bytes: Some(s.bytes),
             });
             last.insert(s.stream, s.last_seq);
         }
-        Ok(last)
+        last
     }
+
+    /// Waits until every server reports the same state (messages, bytes, first and last
+    /// sequence, leader) for every one of our streams, or until `deadline_ns` on `clock`,
+    /// polling every 500 ms; then records every server's stream state and a `Settled`
+    /// observation, all at one time. Returns whether the states agreed. A server that does
+    /// not answer counts as disagreeing.
+    pub async fn settle(
+        &self,
+        servers: &[NatsServer],
+        clock: &RunClock,
+        sink: &ObservationSink,
+        deadline_ns: u64,
+    ) -> bool {
+        loop {
+            let views: Vec<(&NatsServer, Result<ServerView, String>)> = futures::future::join_all(
+                servers
+                    .iter()
+                    .map(|s| async move { (s, self.jsz(s).await) }),
+            )
+            .await;
+            let at_ns = clock.now_ns();
+            let converged = states_agree(&views);
+            if converged || at_ns >= deadline_ns {
+                let mut unanswered = Vec::new();
+                for (server, view) in views {
+                    match view {
+                        Ok(view) => {
+                            self.record_stream_infos(servers, server, view, at_ns, sink)
+                                .await;
+                        }
+                        Err(_) => unanswered.push(server.node.clone()),
+                    }
+                }
+                sink.record(Observation::Settled {
+                    at_ns,
+                    deadline_ns,
+                    converged,
+                    unanswered,
+                });
+                return converged;
+            }
+            let left = Duration::from_nanos(deadline_ns - at_ns);
+            tokio::time::sleep(left.min(Duration::from_millis(500))).await;
+        }
+    }
+}
+
+/// Whether every server answered and, for every stream, all the servers that hold it report
+/// the same state, and as many hold it as its leader lists (a replica that lost the stream
+/// entirely is a disagreement too).
+fn states_agree(views: &[(&NatsServer, Result<ServerView, String>)]) -> bool {
+    type State<'a> = (u64, u64, u64, u64, Option<&'a str>);
+    let mut by_stream: BTreeMap<&str, (usize, Vec<State<'_>>)> = BTreeMap::new();
+    for (_, view) in views {
+        let Ok(view) = view else {
+            return false;
+        };
+        for s in &view.streams {
+            let entry = by_stream.entry(s.stream.as_str()).or_default();
+            entry.0 = entry.0.max(s.peers.len());
+            entry.1.push(s.state());
+        }
+    }
+    by_stream.values().all(|(replicas, states)| {
+        states.len() >= *replicas && states.windows(2).all(|w| w[0] == w[1])
+    })
 }
 
 /// Samples leaders every `interval` until `stop`.
@@ -361,7 +472,13 @@ pub async fn fault_loop(
 #[derive(Clone, Debug)]
 struct Seen {
     record: FaultRecord,
+    /// When its injection began (the record's creation).
+    injecting_ns: u64,
+    /// When it was fully in effect: the record's completion time, or, for records without one,
+    /// the first poll that saw it under the ledger lock.
     start_ns: u64,
+    /// The last poll that saw it under the ledger lock: its heal had not begun then.
+    last_seen_ns: u64,
 }
 
 /// Watches the lab's fault ledger and records a `Fault` observation for each fault when it
@@ -442,6 +559,8 @@ impl FaultWatcher {
                     kind: kind.to_owned(),
                     start_ns: at_ns,
                     end_ns: Some(at_ns),
+                    injecting_ns: None,
+                    reverting_ns: None,
                     sides: Vec::new(),
                     affected: vec![event.node.clone()],
                     survivable: self.nats_nodes.len() >= 3,
@@ -451,7 +570,7 @@ impl FaultWatcher {
         }
     }
 
-    fn observation(&self, seen: &Seen, end_ns: Option<u64>) -> Observation {
+    fn observation(&self, seen: &Seen, healed: Option<(u64, u64)>) -> Observation {
         let action = &seen.record.action;
         let kind = action.kind_name().to_owned();
         let fields: ActionFields = serde_json::to_value(action)
@@ -479,7 +598,9 @@ impl FaultWatcher {
             fault_id: seen.record.id.clone(),
             kind,
             start_ns: seen.start_ns,
-            end_ns,
+            end_ns: healed.map(|(_, end)| end),
+            injecting_ns: Some(seen.injecting_ns.min(seen.start_ns)),
+            reverting_ns: healed.map(|(reverting, _)| reverting),
             sides: fields.sides,
             affected,
             survivable,
@@ -490,10 +611,16 @@ impl FaultWatcher {
     /// as `kind target` for the progress line.
     pub fn poll(&mut self, clock: &RunClock, sink: &ObservationSink) -> Vec<String> {
         self.poll_restarts(clock, sink);
+        // Under the ledger's lock no injection or heal is half-way: a record seen is fully in
+        // effect, and one gone has been healed. Without the lock (no permission to take it)
+        // the record's own times are all there is.
+        let lock = self.ledger.lock().ok();
         let Ok((records, _)) = self.ledger.list() else {
             return self.active();
         };
         let now_ns = clock.now_ns();
+        let locked = lock.is_some();
+        drop(lock);
         let live: BTreeMap<String, FaultRecord> =
             records.into_iter().map(|r| (r.id.clone(), r)).collect();
         let gone: Vec<String> = self
@@ -505,25 +632,42 @@ impl FaultWatcher {
         for id in gone {
             if let Some(seen) = self.active.remove(&id) {
                 if !seen.record.action.is_instant() {
-                    // The record leaves the ledger after the revert; a fault reverted at its
-                    // deadline was certainly in place until then, so the end is the earlier
-                    // of the two (never later than the actual heal).
-                    let deadline_ns = clock.ns_from_unix_ms(seen.record.deadline_unix_ms);
-                    let end_ns = now_ns.min(deadline_ns).max(seen.start_ns);
-                    sink.record(self.observation(&seen, Some(end_ns)));
+                    // The record leaves the ledger once the revert completed, so the heal was
+                    // complete by now. Under the lock, it began after the last poll that saw
+                    // the record; without it, only a heal at the deadline is certain.
+                    let reverting_ns = if locked {
+                        seen.last_seen_ns
+                    } else {
+                        let deadline_ns = clock.ns_from_unix_ms(seen.record.deadline_unix_ms);
+                        now_ns.min(deadline_ns)
+                    }
+                    .max(seen.start_ns);
+                    let end_ns = now_ns.max(reverting_ns);
+                    sink.record(self.observation(&seen, Some((reverting_ns, end_ns))));
                 }
             }
         }
         for (id, record) in live {
-            if self.active.contains_key(&id) {
+            if let Some(seen) = self.active.get_mut(&id) {
+                seen.last_seen_ns = now_ns;
                 continue;
             }
+            let injecting_ns = clock.ns_from_unix_ms(record.created_unix_ms);
+            let start_ns = match record.applied_unix_ms {
+                Some(applied) => clock.ns_from_unix_ms(applied),
+                // A record from before completion times were written, or seen without the
+                // lock: in effect no later than now only if the lock was held.
+                None if locked => now_ns,
+                None => injecting_ns,
+            };
             let seen = Seen {
-                start_ns: clock.ns_from_unix_ms(record.created_unix_ms),
+                injecting_ns,
+                start_ns: start_ns.max(injecting_ns),
+                last_seen_ns: now_ns,
                 record,
             };
             if seen.record.action.is_instant() {
-                sink.record(self.observation(&seen, Some(seen.start_ns)));
+                sink.record(self.observation(&seen, Some((seen.start_ns, seen.start_ns))));
             }
             self.active.insert(id, seen);
         }

@@ -112,6 +112,8 @@ pub struct Workload {
     thread: Option<RecorderThread>,
     elapsed: Duration,
     read_back: Option<ReadBackSummary>,
+    /// The convergence deadline on the run's clock, when the caller set one.
+    settle_until_ns: Option<u64>,
 }
 
 fn run_id_now() -> String {
@@ -184,6 +186,7 @@ impl Workload {
             thread: Some(thread),
             elapsed: Duration::ZERO,
             read_back: None,
+            settle_until_ns: None,
         })
     }
 
@@ -352,12 +355,32 @@ impl Workload {
         workers
     }
 
+    /// Sets the convergence deadline of the final read-back on the run's clock (an engine
+    /// counts it from the last heal), instead of `settle` from the read-back's start.
+    pub fn settle_until(&mut self, deadline_ns: u64) {
+        self.settle_until_ns = Some(deadline_ns);
+    }
+
     /// The final read-back: every tenant's data through every node (NATS servers, or gateway
     /// endpoints for the HTTP adapter) separately, each a `read_back` operation in the
     /// history; for NATS also each server's stream state as `stream_info` observations.
     pub async fn read_back(&mut self) -> Result<ReadBackSummary, WorkloadError> {
         let _ = self.target.refresh();
         let exec = self.exec.clone();
+        // Settle first: a replica that is still catching up is read as it will stay.
+        if !self.target.nats.is_empty() {
+            let deadline_ns = self
+                .settle_until_ns
+                .unwrap_or_else(|| exec.clock.now_ns() + exec.config.settle.as_nanos() as u64);
+            self.monitor
+                .settle(
+                    &self.target.nats,
+                    &exec.clock,
+                    &exec.recorder.observations(),
+                    deadline_ns,
+                )
+                .await;
+        }
         let mut fingerprints: BTreeMap<usize, Vec<Option<u64>>> = BTreeMap::new();
         let mut nodes = Vec::new();
         match &exec.adapter {

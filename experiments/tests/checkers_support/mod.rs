@@ -126,6 +126,8 @@ impl H {
                 kind: "kill".into(),
                 start_ns: 5_000 * MS,
                 end_ns: Some(7_000 * MS),
+                injecting_ns: None,
+                reverting_ns: None,
                 sides: vec![],
                 affected: vec!["n2".into()],
                 survivable: false,
@@ -155,6 +157,9 @@ impl H {
                     leader: Some("n1".into()),
                     replicas: NODES.iter().map(ToString::to_string).collect(),
                     last_seq: 200,
+                    first_seq: None,
+                    messages: None,
+                    bytes: None,
                 });
             }
         }
@@ -223,6 +228,8 @@ impl H {
             kind: kind.into(),
             start_ns: start_ms * MS,
             end_ns: Some(end_ms * MS),
+            injecting_ns: None,
+            reverting_ns: None,
             sides: sides
                 .iter()
                 .map(|s| s.iter().map(ToString::to_string).collect())
