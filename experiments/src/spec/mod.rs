@@ -699,6 +699,11 @@ impl ExperimentSpec {
                 ));
             }
         }
+        self.validate_cluster_faults(kube)
+    }
+
+    /// Each fault's selectors against the cluster section.
+    fn validate_cluster_faults(&self, kube: &KubernetesSpec) -> Result<(), (String, String)> {
         let services: Vec<&str> = kube
             .workloads
             .iter()
