@@ -959,3 +959,36 @@ fn selectors_that_match_nothing_are_refused() {
         Err(EngineError::Selector { .. })
     ));
 }
+
+#[test]
+fn blast_radius_a_quorum_loss_that_would_isolate_every_zone_is_refused_at_injection() {
+    let h = Harness::new();
+    // Every NATS pod in zone a, the only zone in scope: isolating the leader and a peer (a1,
+    // a2) leaves no zone whole. The plan cannot know the peers; the injection refuses.
+    for (name, node) in [("nats-1", "a1"), ("nats-2", "a1")] {
+        let mut pod = h.api.get("v1", "pods", Some("nats"), name).expect("pod");
+        pod["spec"]["nodeName"] = json!(node);
+        h.api.put(pod);
+    }
+    let mut spec = cluster_spec("nats-failure", h.nats.port);
+    spec.kubernetes.as_mut().expect("s").nodes.zones = vec!["a".into()];
+    spec.validate("one-zone").expect("valid");
+    let target = h.target(&spec, "qzone");
+    let planned = plan(&target, &spec, 7).expect("the plan cannot see the peers yet");
+    let mut injected = Injected::new(&target, Duration::from_secs(600));
+    let error = injected
+        .inject(0, &planned[0], 1)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.contains("isolating the NATS peers' nodes (a1, a2) would partition every zone"),
+        "{error}"
+    );
+    assert!(h.faults().is_empty(), "nothing created");
+    drop(injected);
+    spec.blast_radius.allow_all_zones = true;
+    let target = h.target(&spec, "qzone-ok");
+    let (_, mut injected) = plan_and_inject(&target, &spec);
+    assert_eq!(h.faults().len(), 1, "overridden");
+    h.assert_healed(&mut injected);
+}

@@ -158,9 +158,8 @@ fn pick(
             index,
             field,
             format!(
-                "`{wanted}` matches nothing in {} `{}`; known: {}",
-                facts.kind_name(),
-                facts.name,
+                "`{wanted}` matches nothing in {}; known: {}",
+                facts.place(),
                 known.join(", ")
             ),
         ))
@@ -236,9 +235,8 @@ fn resolve(
                     index,
                     "stream",
                     format!(
-                        "no JetStream service in {} `{}`; a quorum loss needs one",
-                        facts.kind_name(),
-                        facts.name
+                        "no JetStream service in {}; a quorum loss needs one",
+                        facts.place()
                     ),
                 ));
             }

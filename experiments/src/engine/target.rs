@@ -68,12 +68,12 @@ pub struct ReplicaFacts {
 }
 
 impl Facts {
-    /// `lab` or `cluster`, for messages.
-    pub fn kind_name(&self) -> &'static str {
+    /// Where, for messages: "lab `NAME`" or "the cluster".
+    pub fn place(&self) -> String {
         if self.name == CLUSTER_NAME {
-            "the"
+            "the cluster".to_owned()
         } else {
-            "lab"
+            format!("lab `{}`", self.name)
         }
     }
 

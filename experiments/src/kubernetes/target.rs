@@ -138,6 +138,8 @@ pub struct ClusterTarget {
     client: kube::Client,
     runtime: tokio::runtime::Handle,
     kube: KubernetesSpec,
+    /// The spec's `blast_radius.allow_all_zones`.
+    allow_all_zones: bool,
     options: ClusterOptions,
     state: Mutex<State>,
 }
@@ -162,6 +164,7 @@ impl ClusterTarget {
             client,
             runtime,
             kube,
+            allow_all_zones: spec.blast_radius.allow_all_zones,
             options,
             state: Mutex::new(State::default()),
         })
@@ -764,6 +767,23 @@ impl ClusterTarget {
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .collect();
+                // The peers are known only now: the every-zone refusal of `check_plan`, again.
+                let all = snapshot.facts.nodes();
+                let grudge = faultline_injectors::net_partition::singletons(&nodes, &all)
+                    .map_err(|e| cluster_error(&e.to_string()))?;
+                let largest = largest_connected_group(&all, &grudge);
+                if !self.allow_all_zones
+                    && !snapshot
+                        .facts
+                        .zones
+                        .iter()
+                        .any(|z| z.nodes.iter().all(|n| largest.contains(n)))
+                {
+                    return Err(cluster_error(&format!(
+                        "isolating the NATS peers' nodes ({}) would partition every zone; set blast_radius.allow_all_zones: true if that is intended",
+                        nodes.join(", ")
+                    )));
+                }
                 self.inject_partition(snapshot, &PartitionTarget::Singletons(nodes), lasting, into)
             }
             QuorumLossMode::Pause | QuorumLossMode::Stop => {
