@@ -17,6 +17,18 @@
 //!   port) who holds the stream and who leads, then isolates, pauses or stops a majority, the
 //!   leader first.
 //!
+//! A runner uses it as the lab's engine uses a `LabContext`, from a plain thread:
+//!
+//! ```text
+//! let target = ClusterTarget::new(client, runtime.handle().clone(), &spec, options)?;
+//! let planned = engine::plan::plan(&target, &spec, seed)?;      // refusals happen here
+//! let mut injected = engine::execute::Injected::new(&target, max_fault_duration);
+//! injected.inject(i, &planned[i], now_ns)?;                     // at each fault's offset
+//! injected.heal_due(now_ns, |fault| /* its end has come */);
+//! injected.heal_all(now_ns);                                     // always; also on drop
+//! target.time_to_ready(&injected.faults()[i].fault_ids[0])?;    // pod deletes
+//! ```
+//!
 //! Every Fault carries an absolute deadline, a priority slot no other Fault holds, the finalizer
 //! the agents clear, and the label [`EXPERIMENT_LABEL`]. Revert deletes the Fault (the agents
 //! heal) or uncordons the drained node; [`ClusterTarget::heal_all`] (also on drop) deletes every
