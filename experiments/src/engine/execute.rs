@@ -1,16 +1,15 @@
-//! Running the planned faults against the lab, and healing them: every injected fault is
+//! Running the planned faults against a [`Target`] (the lab or a cluster), and healing them: every injected fault is
 //! tracked until reverted, and [`Injected::heal_all`] (also run on drop) reverts whatever is
 //! still active, so the final heal happens on success, error, abort and interrupt alike.
 
 use std::time::Duration;
 
-use faultline_injectors::lifecycle::revert_fault;
 use serde::Serialize;
 
-use crate::lab::control::LabContext;
 use crate::lab::faults::PartitionTarget;
 
 use super::plan::{Action, PlannedFault};
+use super::target::{Injection, Target};
 use super::EngineError;
 
 /// One injected fault, as the report and the observations need it.
@@ -20,7 +19,8 @@ pub struct InjectedFault {
     pub plan_index: usize,
     /// The spec's fault kind.
     pub kind: String,
-    /// Ledger ids of every action it took.
+    /// Ids of every action it took (ledger ids on the lab, Fault names or drain ids on a
+    /// cluster).
     pub fault_ids: Vec<String>,
     /// When its injection began, ns since the run start.
     pub injecting_ns: u64,
@@ -43,7 +43,7 @@ pub struct InjectedFault {
 
 /// Every fault injected so far in a run.
 pub struct Injected<'a> {
-    ctx: &'a LabContext,
+    target: &'a dyn Target,
     max_duration: Duration,
     /// The run's clock, ns since the run start: read when each injection and heal begins and
     /// when it completes, so that windows are what the faults really were.
@@ -53,9 +53,13 @@ pub struct Injected<'a> {
 
 impl<'a> Injected<'a> {
     /// Nothing injected yet; `now_ns` is the run's clock.
-    pub fn new(ctx: &'a LabContext, max_duration: Duration, now_ns: &'a dyn Fn() -> u64) -> Self {
+    pub fn new(
+        target: &'a dyn Target,
+        max_duration: Duration,
+        now_ns: &'a dyn Fn() -> u64,
+    ) -> Self {
         Self {
-            ctx,
+            target,
             max_duration,
             now_ns,
             faults: Vec::new(),
@@ -78,64 +82,16 @@ impl<'a> Injected<'a> {
         plan_index: usize,
         planned: &PlannedFault,
     ) -> Result<&InjectedFault, EngineError> {
-        let ctx = self.ctx;
         let injecting_ns = (self.now_ns)();
-        let max = self.max_duration;
-        let mut ids = Vec::new();
-        let mut sides = Vec::new();
-        let mut affected = planned.affected_nodes.clone();
-        // Track every id as soon as it exists, so a failure halfway still heals what was made.
-        let result = (|| -> Result<(), EngineError> {
-            match &planned.action {
-                Action::Partition { target, stop } => {
-                    let record = ctx.inject_partition(target, planned.duration, max)?;
-                    if let faultline_injectors::fault::FaultAction::Partition { sides: s, .. } =
-                        &record.action
-                    {
-                        sides.clone_from(s);
-                    }
-                    ids.push(record.id);
-                    for (service, replica) in stop {
-                        ids.push(
-                            ctx.inject_stop(service, *replica, planned.duration, max)?
-                                .id,
-                        );
-                    }
-                }
-                Action::Kill { service, replicas } => {
-                    for replica in replicas {
-                        ids.push(ctx.inject_kill(service, *replica)?.id);
-                    }
-                }
-                Action::Pause { service, replica } => {
-                    ids.push(
-                        ctx.inject_pause(service, *replica, planned.duration, max)?
-                            .id,
-                    );
-                }
-                Action::Drain { node } => {
-                    ids.push(ctx.inject_drain(node, planned.duration, max)?.id);
-                }
-                Action::QuorumLoss { stream, mode } => {
-                    let loss = ctx.inject_quorum_loss(stream, *mode, planned.duration, max)?;
-                    ids.extend(loss.faults.iter().map(|f| f.id.clone()));
-                    affected = loss
-                        .chosen
-                        .iter()
-                        .map(|s| format!("{} ({} on {})", s.name, s.replica, s.node))
-                        .collect();
-                    if let Some(record) = loss.faults.first() {
-                        if let faultline_injectors::fault::FaultAction::Partition {
-                            sides: s, ..
-                        } = &record.action
-                        {
-                            sides.clone_from(s);
-                        }
-                    }
-                }
-            }
-            Ok(())
-        })();
+        let mut injection = Injection::default();
+        // The target records every id as soon as it exists, so a failure halfway still heals
+        // what was made.
+        let result = self.target.inject(
+            &planned.action,
+            planned.duration,
+            self.max_duration,
+            &mut injection,
+        );
         // Every rule is installed and every process stopped once the calls above returned.
         let applied_ns = (self.now_ns)();
         let description = describe(&planned.action, planned.duration);
@@ -143,13 +99,15 @@ impl<'a> Injected<'a> {
         self.faults.push(InjectedFault {
             plan_index,
             kind: planned.kind.clone(),
-            fault_ids: ids,
+            fault_ids: injection.ids,
             injecting_ns,
             start_ns: applied_ns,
             reverting_ns: instant.then_some(applied_ns),
             end_ns: instant.then_some(applied_ns),
-            sides,
-            affected,
+            sides: injection.sides,
+            affected: injection
+                .affected
+                .unwrap_or_else(|| planned.affected_nodes.clone()),
             survivable: planned.survivable,
             description,
         });
@@ -164,13 +122,13 @@ impl<'a> Injected<'a> {
 
     /// Heals one fault; errors are returned and left to the ledger's deadline.
     fn heal_one(&mut self, index: usize) -> Vec<String> {
-        let ctx = self.ctx;
+        let target = self.target;
         let reverting_ns = (self.now_ns)();
         let fault = &mut self.faults[index];
         let mut failures = Vec::new();
         for id in &fault.fault_ids {
-            if let Err(error) = ctx.with_injectors(|env| revert_fault(&ctx.ledger(), env, id)) {
-                failures.push(format!("{id}: {error}"));
+            if let Err(error) = target.revert(id) {
+                failures.push(error);
             }
         }
         if fault.end_ns.is_none() {
@@ -194,7 +152,9 @@ impl<'a> Injected<'a> {
     /// Heals everything still active. Returns the reverts that failed (their ledger deadlines
     /// still apply).
     pub fn heal_all(&mut self) -> Vec<String> {
-        self.heal_due(|_| true)
+        let mut failures = self.heal_due(|_| true);
+        failures.extend(self.target.heal_rest());
+        failures
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod execute;
 pub mod plan;
 pub mod run;
+pub mod target;
 
 use std::path::PathBuf;
 
@@ -24,6 +25,9 @@ pub enum EngineError {
     /// The checkers or reports failed.
     #[error(transparent)]
     Check(#[from] crate::checkers::CheckError),
+    /// The cluster target failed or refused: what, and what to do.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// A selector matches nothing.
     #[error("{field}: {message}")]
     Selector {

@@ -1,4 +1,4 @@
-//! From a spec's faults to a concrete plan on one lab: random selectors drawn from the run's
+//! From a spec's faults to a concrete plan on one target (a lab or a cluster): random selectors drawn from the run's
 //! seed, replicas and nodes named, start times fixed, and the blast radius checked before
 //! anything is touched.
 
@@ -10,14 +10,14 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use crate::lab::control::LabContext;
 use crate::lab::faults::{largest_connected_group, PartitionTarget, QuorumLossMode, Shape};
 use crate::lab::jetstream::ALL_STREAMS;
 use crate::spec::{ExperimentSpec, FaultKind, FaultSpec};
 
+use super::target::{Facts, Target};
 use super::EngineError;
 
-/// One fault, resolved to names on the lab.
+/// One fault, resolved to names on the target.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Action {
@@ -87,18 +87,20 @@ pub struct PlannedFault {
     pub survivable: bool,
 }
 
-/// Resolves every fault of `spec` on the lab, in start order, and checks the blast radius.
-pub fn plan(
-    ctx: &LabContext,
+/// Resolves every fault of `spec` on a target, in start order, and checks the blast radius:
+/// the engine's limits first, then the target's own.
+pub fn plan<T: Target + ?Sized>(
+    target: &T,
     spec: &ExperimentSpec,
     seed: u64,
 ) -> Result<Vec<PlannedFault>, EngineError> {
+    let facts = target.facts()?;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut planned = Vec::new();
     for (index, fault) in spec.faults.iter().enumerate() {
-        let action = resolve(ctx, index, fault, &mut rng)?;
-        let affected_nodes = affected_nodes(ctx, &action)?;
-        check_blast_radius(ctx, spec, index, &affected_nodes)?;
+        let action = resolve(&facts, index, fault, &mut rng)?;
+        let affected_nodes = affected_nodes(target, &facts, &action)?;
+        check_blast_radius(&facts, spec, index, &affected_nodes)?;
         let times = fault.repeat.as_ref().map_or(1, |r| r.times);
         for repetition in 0..times {
             let every = fault.repeat.as_ref().map_or(Duration::ZERO, |r| r.every);
@@ -118,19 +120,20 @@ pub fn plan(
         }
     }
     planned.sort_by_key(|p| p.at);
+    target.check_plan(spec, &facts, &planned)?;
     Ok(planned)
 }
 
-fn selector_error(ctx: &LabContext, index: usize, field: &str, message: String) -> EngineError {
+fn selector_error(facts: &Facts, index: usize, field: &str, message: String) -> EngineError {
     EngineError::Selector {
-        lab: ctx.paths.name.clone(),
+        lab: facts.name.clone(),
         field: format!("faults[{index}].selector.{field}"),
         message,
     }
 }
 
 fn pick(
-    ctx: &LabContext,
+    facts: &Facts,
     index: usize,
     field: &str,
     wanted: &str,
@@ -139,19 +142,24 @@ fn pick(
 ) -> Result<String, EngineError> {
     if wanted == "random" {
         return known.choose(rng).cloned().ok_or_else(|| {
-            selector_error(ctx, index, field, "there is nothing to choose from".into())
+            selector_error(
+                facts,
+                index,
+                field,
+                "there is nothing to choose from".into(),
+            )
         });
     }
     if known.iter().any(|k| k == wanted) {
         Ok(wanted.to_owned())
     } else {
         Err(selector_error(
-            ctx,
+            facts,
             index,
             field,
             format!(
-                "`{wanted}` matches nothing in lab `{}`; known: {}",
-                ctx.paths.name,
+                "`{wanted}` matches nothing in {}; known: {}",
+                facts.place(),
                 known.join(", ")
             ),
         ))
@@ -159,30 +167,25 @@ fn pick(
 }
 
 fn resolve(
-    ctx: &LabContext,
+    facts: &Facts,
     index: usize,
     fault: &FaultSpec,
     rng: &mut StdRng,
 ) -> Result<Action, EngineError> {
     let s = &fault.selector;
-    let zones: Vec<String> = ctx.topology.zones.iter().map(|z| z.name.clone()).collect();
-    let nodes: Vec<String> = ctx.topology.nodes().into_iter().map(|n| n.name).collect();
-    let services: Vec<String> = ctx
-        .topology
-        .services
-        .iter()
-        .map(|s| s.name.clone())
-        .collect();
+    let zones = facts.zone_names();
+    let nodes = facts.nodes();
+    let services: Vec<String> = facts.services.iter().map(|s| s.name.clone()).collect();
     let replicas_of = |service: &str| -> Vec<String> {
-        ctx.topology.service(service).map_or_else(Vec::new, |svc| {
+        facts.service(service).map_or_else(Vec::new, |svc| {
             (1..=svc.replicas).map(|r| r.to_string()).collect()
         })
     };
     Ok(match fault.kind {
-        FaultKind::Partition => resolve_partition(ctx, index, fault, &zones, &nodes, rng)?,
+        FaultKind::Partition => resolve_partition(facts, index, fault, &zones, &nodes, rng)?,
         FaultKind::Kill | FaultKind::Pause => {
             let service = pick(
-                ctx,
+                facts,
                 index,
                 "service",
                 s.service.as_deref().unwrap_or_default(),
@@ -192,7 +195,7 @@ fn resolve(
             let known = replicas_of(&service);
             let replicas: Vec<u32> = match s.replica.as_deref().unwrap_or("random") {
                 "all" => known.iter().filter_map(|r| r.parse().ok()).collect(),
-                wanted => vec![pick(ctx, index, "replica", wanted, &known, rng)?
+                wanted => vec![pick(facts, index, "replica", wanted, &known, rng)?
                     .parse()
                     .expect("replica numbers")],
             };
@@ -208,13 +211,11 @@ fn resolve(
         FaultKind::Drain => {
             // `random` drains a node that runs something: draining an empty node tests nothing.
             let wanted = s.node.as_deref().unwrap_or_default();
-            let busy: Vec<String> = ctx
-                .services()
-                .map_err(EngineError::Lab)?
+            let busy: Vec<String> = facts
                 .replicas
-                .into_iter()
-                .filter(|r| r.pid.is_some())
-                .map(|r| r.node)
+                .iter()
+                .filter(|r| r.listed && r.running)
+                .map(|r| r.node.clone())
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
@@ -224,11 +225,21 @@ fn resolve(
                 &nodes
             };
             Action::Drain {
-                node: pick(ctx, index, "node", wanted, candidates, rng)?,
+                node: pick(facts, index, "node", wanted, candidates, rng)?,
             }
         }
         FaultKind::QuorumLoss => {
-            ctx.jetstream_service().map_err(EngineError::Lab)?;
+            if facts.jetstream.is_none() {
+                return Err(selector_error(
+                    facts,
+                    index,
+                    "stream",
+                    format!(
+                        "no JetStream service in {}; a quorum loss needs one",
+                        facts.place()
+                    ),
+                ));
+            }
             Action::QuorumLoss {
                 stream: s.stream.clone().unwrap_or_else(|| ALL_STREAMS.to_owned()),
                 mode: fault.mode.unwrap_or(QuorumLossMode::Isolate),
@@ -238,7 +249,7 @@ fn resolve(
 }
 
 fn resolve_partition(
-    ctx: &LabContext,
+    facts: &Facts,
     index: usize,
     fault: &FaultSpec,
     zones: &[String],
@@ -247,20 +258,20 @@ fn resolve_partition(
 ) -> Result<Action, EngineError> {
     let s = &fault.selector;
     let target = match (&s.zone, &s.node, s.shape.as_deref()) {
-        (Some(zone), _, _) => PartitionTarget::Zone(pick(ctx, index, "zone", zone, zones, rng)?),
-        (_, Some(node), _) => PartitionTarget::Node(pick(ctx, index, "node", node, nodes, rng)?),
+        (Some(zone), _, _) => PartitionTarget::Zone(pick(facts, index, "zone", zone, zones, rng)?),
+        (_, Some(node), _) => PartitionTarget::Node(pick(facts, index, "node", node, nodes, rng)?),
         (_, _, Some("one-vs-rest")) => {
-            PartitionTarget::Zone(pick(ctx, index, "zone", "random", zones, rng)?)
+            PartitionTarget::Zone(pick(facts, index, "zone", "random", zones, rng)?)
         }
         (_, _, Some(shape)) => PartitionTarget::Shape {
             shape: shape
                 .parse::<Shape>()
-                .map_err(|e| selector_error(ctx, index, "shape", e))?,
+                .map_err(|e| selector_error(facts, index, "shape", e))?,
             by_zone: true,
         },
         _ => {
             return Err(selector_error(
-                ctx,
+                facts,
                 index,
                 "zone",
                 "a partition needs a zone, node or shape".into(),
@@ -271,17 +282,15 @@ fn resolve_partition(
         let PartitionTarget::Zone(zone) = &target else {
             unreachable!("validated: stop_services needs a zone")
         };
-        let zone_nodes = ctx
-            .topology
+        let zone_nodes = facts
             .zone(zone)
             .map(|z| z.nodes.clone())
             .unwrap_or_default();
-        ctx.services()
-            .map_err(EngineError::Lab)?
+        facts
             .replicas
-            .into_iter()
-            .filter(|r| zone_nodes.contains(&r.node))
-            .map(|r| (r.service, r.replica))
+            .iter()
+            .filter(|r| r.listed && zone_nodes.contains(&r.node))
+            .map(|r| (r.service.clone(), r.replica))
             .collect()
     } else {
         vec![]
@@ -291,28 +300,26 @@ fn resolve_partition(
 
 /// The nodes an action cuts off, stops or drains. For a partition: every node outside the
 /// largest group of nodes that still all reach each other.
-pub fn affected_nodes(ctx: &LabContext, action: &Action) -> Result<Vec<String>, EngineError> {
+pub fn affected_nodes<T: Target + ?Sized>(
+    target: &T,
+    facts: &Facts,
+    action: &Action,
+) -> Result<Vec<String>, EngineError> {
     let node_of = |service: &str, replica: u32| -> Result<String, EngineError> {
-        let state = ctx.services().map_err(EngineError::Lab)?;
-        Ok(state
-            .replicas
-            .into_iter()
-            .find(|r| r.service == service && r.replica == replica)
-            .map_or_else(
-                || {
-                    ctx.topology
-                        .eligible_nodes(ctx.topology.service(service).expect("resolved"), replica)
-                        [0]
-                    .clone()
-                },
-                |r| r.node,
-            ))
+        facts
+            .node_of(service, replica)
+            .map(str::to_owned)
+            .ok_or_else(|| EngineError::Selector {
+                lab: facts.name.clone(),
+                field: "selector.replica".into(),
+                message: format!("{service}/{replica} runs nowhere"),
+            })
     };
     let mut affected: BTreeSet<String> = BTreeSet::new();
     match action {
-        Action::Partition { target, stop } => {
-            let (_, grudge) = ctx.partition_grudge(target).map_err(EngineError::Lab)?;
-            let nodes: Vec<String> = ctx.topology.nodes().into_iter().map(|n| n.name).collect();
+        Action::Partition { target: what, stop } => {
+            let grudge = target.partition_grudge(what)?;
+            let nodes = facts.nodes();
             let largest = largest_connected_group(&nodes, &grudge);
             affected.extend(nodes.into_iter().filter(|n| !largest.contains(n)));
             for (service, replica) in stop {
@@ -332,8 +339,8 @@ pub fn affected_nodes(ctx: &LabContext, action: &Action) -> Result<Vec<String>, 
         }
         Action::QuorumLoss { .. } => {
             // The peers are chosen at injection; a majority of the JetStream servers' nodes.
-            let (service, _) = ctx.jetstream_service().map_err(EngineError::Lab)?;
-            let count = ctx.topology.service(&service).map_or(0, |s| s.replicas);
+            let service = facts.jetstream.clone().unwrap_or_default();
+            let count = facts.service(&service).map_or(0, |s| s.replicas);
             for replica in 1..=count / 2 + 1 {
                 affected.insert(node_of(&service, replica)?);
             }
@@ -343,7 +350,7 @@ pub fn affected_nodes(ctx: &LabContext, action: &Action) -> Result<Vec<String>, 
 }
 
 fn check_blast_radius(
-    ctx: &LabContext,
+    facts: &Facts,
     spec: &ExperimentSpec,
     index: usize,
     affected: &[String],
@@ -360,17 +367,12 @@ fn check_blast_radius(
             ),
         });
     }
-    let zones: BTreeSet<String> = ctx
-        .topology
-        .nodes()
-        .into_iter()
-        .filter(|n| affected.contains(&n.name))
-        .map(|n| n.zone)
+    let zones: BTreeSet<String> = affected
+        .iter()
+        .filter_map(|node| facts.zone_of(node))
+        .map(str::to_owned)
         .collect();
-    if !limit.allow_all_zones
-        && ctx.topology.zones.len() > 1
-        && zones.len() == ctx.topology.zones.len()
-    {
+    if !limit.allow_all_zones && facts.zones.len() > 1 && zones.len() == facts.zones.len() {
         return Err(EngineError::BlastRadius {
             fault: index,
             message: format!(
@@ -385,7 +387,7 @@ fn check_blast_radius(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::control::HostPaths;
+    use crate::lab::control::{HostPaths, LabContext};
     use crate::lab::state::LabPaths;
     use crate::lab::topology::Topology;
 

@@ -137,6 +137,14 @@ fn make_run_id(spec: &ExperimentSpec) -> String {
 
 /// Opens the lab, bringing it up with the default topology if it is not; says whether it did.
 fn ensure_lab(options: &RunOptions) -> Result<(LabContext, bool), EngineError> {
+    if options.spec.target != crate::spec::Target::Lab {
+        return Err(crate::spec::SpecError::Invalid {
+            source_name: options.source.clone(),
+            field: "target".into(),
+            message: "this spec targets a cluster; run it with --context (or --kubeconfig), not on the lab".into(),
+        }
+        .into());
+    }
     match LabContext::open(&options.host, &options.lab) {
         Ok(ctx) => {
             if ctx.agent().is_none() {

@@ -9,3 +9,4 @@ pub mod drain;
 pub mod memory_api;
 pub mod node_plan;
 pub mod pod_delete;
+pub mod target;

@@ -115,13 +115,7 @@ impl LabContext {
         if stream == META {
             let leader = servers.iter().find_map(|s| {
                 self.monitor_json(&s.node, port, "/jsz")
-                    .and_then(|v| {
-                        v.get("meta_cluster")?
-                            .get("leader")?
-                            .as_str()
-                            .map(str::to_owned)
-                    })
-                    .filter(|l| !l.is_empty())
+                    .and_then(|v| meta_leader(&v))
             });
             let mut peers: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
             peers.sort();
@@ -136,51 +130,7 @@ impl LabContext {
             let Some(jsz) = self.monitor_json(&server.node, port, "/jsz?streams=true") else {
                 continue;
             };
-            let details = jsz
-                .get("account_details")
-                .and_then(|a| a.as_array())
-                .into_iter()
-                .flatten()
-                .flat_map(|account| {
-                    account
-                        .get("stream_detail")
-                        .and_then(|s| s.as_array())
-                        .into_iter()
-                        .flatten()
-                });
-            for detail in details {
-                let Some(name) = detail.get("name").and_then(|n| n.as_str()) else {
-                    continue;
-                };
-                if stream != ALL_STREAMS && name != stream {
-                    continue;
-                }
-                let cluster = detail.get("cluster");
-                let leader = cluster
-                    .and_then(|c| c.get("leader")?.as_str())
-                    .filter(|l| !l.is_empty());
-                let mut peers: Vec<String> = cluster
-                    .and_then(|c| c.get("replicas")?.as_array().cloned())
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|r| r.get("name")?.as_str().map(str::to_owned))
-                    .chain(leader.map(str::to_owned))
-                    .chain(std::iter::once(server.name.clone()))
-                    .collect();
-                peers.sort();
-                peers.dedup();
-                let entry = merged.entry(name.to_owned()).or_insert_with(|| Placement {
-                    stream: name.to_owned(),
-                    leader: None,
-                    peers: vec![],
-                });
-                if entry.leader.is_none() {
-                    entry.leader = leader.map(str::to_owned);
-                }
-                entry.peers.extend(peers);
-                entry.peers.sort();
-                entry.peers.dedup();
-            }
+            merge_jsz(&mut merged, &server.name, &jsz, stream);
         }
         if merged.is_empty() {
             return Err(LabError::Unknown {
@@ -191,6 +141,71 @@ impl LabContext {
             });
         }
         Ok(merged.into_values().collect())
+    }
+}
+
+/// The meta group's leader in a server's `/jsz` answer.
+pub fn meta_leader(jsz: &serde_json::Value) -> Option<String> {
+    jsz.get("meta_cluster")?
+        .get("leader")?
+        .as_str()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+}
+
+/// Folds what server `server_name` says in its `/jsz?streams=true` answer into `merged`: for
+/// each stream (every stream for [`ALL_STREAMS`], else only `stream`), its peers (the server
+/// itself, its replicas and the leader) and the first leader reported. Pure.
+pub fn merge_jsz(
+    merged: &mut BTreeMap<String, Placement>,
+    server_name: &str,
+    jsz: &serde_json::Value,
+    stream: &str,
+) {
+    let details = jsz
+        .get("account_details")
+        .and_then(|a| a.as_array())
+        .into_iter()
+        .flatten()
+        .flat_map(|account| {
+            account
+                .get("stream_detail")
+                .and_then(|s| s.as_array())
+                .into_iter()
+                .flatten()
+        });
+    for detail in details {
+        let Some(name) = detail.get("name").and_then(|n| n.as_str()) else {
+            continue;
+        };
+        if stream != ALL_STREAMS && name != stream {
+            continue;
+        }
+        let cluster = detail.get("cluster");
+        let leader = cluster
+            .and_then(|c| c.get("leader")?.as_str())
+            .filter(|l| !l.is_empty());
+        let mut peers: Vec<String> = cluster
+            .and_then(|c| c.get("replicas")?.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r.get("name")?.as_str().map(str::to_owned))
+            .chain(leader.map(str::to_owned))
+            .chain(std::iter::once(server_name.to_owned()))
+            .collect();
+        peers.sort();
+        peers.dedup();
+        let entry = merged.entry(name.to_owned()).or_insert_with(|| Placement {
+            stream: name.to_owned(),
+            leader: None,
+            peers: vec![],
+        });
+        if entry.leader.is_none() {
+            entry.leader = leader.map(str::to_owned);
+        }
+        entry.peers.extend(peers);
+        entry.peers.sort();
+        entry.peers.dedup();
     }
 }
 

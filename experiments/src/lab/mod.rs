@@ -20,6 +20,7 @@ pub mod net;
 pub mod probe;
 pub mod scheduler;
 pub mod state;
+pub mod target;
 pub mod topology;
 
 use std::path::PathBuf;

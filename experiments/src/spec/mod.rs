@@ -83,6 +83,9 @@ pub struct ExperimentSpec {
     /// Limits on how much the faults may touch.
     #[serde(default)]
     pub blast_radius: BlastRadius,
+    /// With `target: kubernetes`: what the faults select on the cluster. Only there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesSpec>,
 }
 
 /// Where an experiment runs.
@@ -92,8 +95,118 @@ pub enum Target {
     /// The embedded lab.
     #[default]
     Lab,
-    /// A Kubernetes cluster (not implemented yet).
+    /// A Kubernetes cluster: faults become Fault objects for the node agents, drains and pod
+    /// deletes go through the API server (needs a `kubernetes:` section).
     Kubernetes,
+}
+
+/// What an experiment selects on a cluster. A fault's `service` names one of `workloads` (or
+/// `nats`), its `zone` a value of `topology.kubernetes.io/zone`, its `node` a node name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSpec {
+    /// The workloads faults may hit, each a set of pods by namespace and label selector.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadSelector>,
+    /// Which nodes the experiment may touch; empty: every node with a zone label.
+    #[serde(default)]
+    pub nodes: NodeScope,
+    /// The NATS cluster, for `quorum-loss` (and `service: nats`).
+    #[serde(default)]
+    pub nats: Option<NatsSelector>,
+    /// Where partition rules go on each node: `nodes`, `pods` or `both`.
+    #[serde(default)]
+    pub partition_mode: crate::kubernetes::crd::PartitionMode,
+    /// How `kill` takes a pod down: `delete` (API, grace period 0) or `crash` (SIGKILL by the
+    /// node agent).
+    #[serde(default)]
+    pub kill_mode: PodKillMode,
+    /// At most this share (0-1] of a zone's nodes drained at once; absent: no share limit (the
+    /// one-node limit still holds).
+    #[serde(default)]
+    pub max_drain_zone_fraction: Option<f64>,
+    /// Explicit overrides of the cluster's blast-radius refusals.
+    #[serde(default)]
+    pub overrides: ClusterOverrides,
+}
+
+/// A workload: pods by namespace and label selector.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSelector {
+    /// The name faults use in `selector.service`, e.g. `gateway`.
+    pub name: String,
+    /// The pods' namespace.
+    pub namespace: String,
+    /// Labels every selected pod carries (all must match), e.g. `{app: gateway}`.
+    pub selector: std::collections::BTreeMap<String, String>,
+}
+
+impl WorkloadSelector {
+    /// The selector as the API's `labelSelector` query text (`a=b,c=d`).
+    pub fn label_selector(&self) -> String {
+        label_selector(&self.selector)
+    }
+}
+
+/// `a=b,c=d` from a label map.
+pub fn label_selector(labels: &std::collections::BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The nodes an experiment may touch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeScope {
+    /// Only nodes whose `topology.kubernetes.io/zone` is one of these; empty: every zone.
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// Only these nodes; empty: every node of the zones above.
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+/// The NATS cluster on a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSelector {
+    /// The pods' namespace.
+    pub namespace: String,
+    /// Labels every NATS server pod carries.
+    pub selector: std::collections::BTreeMap<String, String>,
+    /// The monitoring port (`/varz`, `/jsz`) on each pod's IP.
+    #[serde(default = "default_monitor_port")]
+    pub monitor_port: u16,
+}
+
+fn default_monitor_port() -> u16 {
+    8222
+}
+
+/// How a cluster `kill` takes pods down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PodKillMode {
+    /// Delete the pod through the API with grace period 0; its controller replaces it.
+    #[default]
+    Delete,
+    /// SIGKILL the pod's processes through the node agent; the kubelet restarts the containers.
+    Crash,
+}
+
+/// Explicit overrides of the cluster target's blast-radius refusals. All default to `false`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(clippy::struct_excessive_bools)] // Independent opt-ins, each its own field.
+pub struct ClusterOverrides {
+    /// Allow targets in `kube-system` or Faultline's own namespace.
+    pub allow_protected_namespaces: bool,
+    /// Allow draining more than one node, or more than `max_drain_zone_fraction` of a zone.
+    pub allow_multi_node_drain: bool,
 }
 
 /// The tenant load.
@@ -321,6 +434,47 @@ fn default_settle() -> Duration {
 /// The longest convergence deadline a spec may set.
 const MAX_SETTLE: Duration = Duration::from_secs(10 * 60);
 
+/// The service name a cluster spec's faults use for the `kubernetes.nats` pods.
+pub const NATS_SERVICE: &str = "nats";
+
+/// A namespace name: a DNS label.
+fn check_namespace(namespace: &str) -> Result<(), String> {
+    let label = !namespace.is_empty()
+        && namespace.len() <= 63
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !namespace.starts_with('-')
+        && !namespace.ends_with('-');
+    if label {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{namespace}` is not a namespace name (lower-case letters, digits and `-`, at most 63)"
+        ))
+    }
+}
+
+/// A label selector: at least one label, no characters that would change the query's meaning.
+fn check_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    if labels.is_empty() {
+        return Err(
+            "name at least one label (an empty selector would match every pod of the namespace)"
+                .into(),
+        );
+    }
+    let bad = |text: &str| text.contains([',', '=', '!', ' ', '(', ')']);
+    if let Some((key, value)) = labels
+        .iter()
+        .find(|(k, v)| k.is_empty() || bad(k) || bad(v))
+    {
+        return Err(format!(
+            "`{key}: {value}` is not a plain label; keys and values may not contain , = ! spaces or parentheses"
+        ));
+    }
+    Ok(())
+}
+
 /// Durations as text (`30s`, `10m`, `1h 30m`) in YAML.
 pub mod duration_text {
     use std::time::Duration;
@@ -401,12 +555,8 @@ impl ExperimentSpec {
             field,
             message,
         };
-        if self.target == Target::Kubernetes {
-            return Err(invalid(
-                "target".into(),
-                "the kubernetes target is not available yet; use `target: lab`".into(),
-            ));
-        }
+        self.validate_target()
+            .map_err(|(field, message)| invalid(field, message))?;
         if self.faults.is_empty() {
             return Err(invalid("faults".into(), "list at least one fault".into()));
         }
@@ -472,6 +622,151 @@ impl ExperimentSpec {
                 return Err(invalid(
                     name.into(),
                     format!("{value} is not a share between 0 and 1"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Coherence of the target with the rest: a `kubernetes:` section only on a cluster, lab-only
+    /// fields only on the lab, and every cluster selector well formed.
+    fn validate_target(&self) -> Result<(), (String, String)> {
+        let Some(kube) = &self.kubernetes else {
+            if self.target == Target::Kubernetes {
+                return Err((
+                    "kubernetes".into(),
+                    "target: kubernetes needs a `kubernetes:` section naming the workloads (namespace and selector), the nodes and, for quorum loss, the NATS cluster".into(),
+                ));
+            }
+            return Ok(());
+        };
+        if self.target != Target::Kubernetes {
+            return Err((
+                "kubernetes".into(),
+                "only applies with `target: kubernetes`; remove the section or set the target"
+                    .into(),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, workload) in kube.workloads.iter().enumerate() {
+            let field = |name: &str| format!("kubernetes.workloads[{i}].{name}");
+            if workload.name.is_empty() {
+                return Err((field("name"), "must not be empty".into()));
+            }
+            if !names.insert(workload.name.as_str()) {
+                return Err((
+                    field("name"),
+                    format!(
+                        "`{}` is listed twice; name each workload once",
+                        workload.name
+                    ),
+                ));
+            }
+            if kube.nats.is_some() && workload.name == NATS_SERVICE {
+                return Err((
+                    field("name"),
+                    "`nats` stands for the `kubernetes.nats` pods; give this workload another name"
+                        .into(),
+                ));
+            }
+            check_namespace(&workload.namespace).map_err(|m| (field("namespace"), m))?;
+            check_labels(&workload.selector).map_err(|m| (field("selector"), m))?;
+        }
+        if let Some(nats) = &kube.nats {
+            check_namespace(&nats.namespace)
+                .map_err(|m| ("kubernetes.nats.namespace".into(), m))?;
+            check_labels(&nats.selector).map_err(|m| ("kubernetes.nats.selector".into(), m))?;
+            if nats.monitor_port == 0 {
+                return Err((
+                    "kubernetes.nats.monitor_port".into(),
+                    "must be a port from 1 to 65535 (NATS's default is 8222)".into(),
+                ));
+            }
+        }
+        if let Some(fraction) = kube.max_drain_zone_fraction {
+            if !(fraction > 0.0 && fraction <= 1.0) {
+                return Err((
+                    "kubernetes.max_drain_zone_fraction".into(),
+                    format!("{fraction} is not a share above 0 and at most 1"),
+                ));
+            }
+        }
+        for (i, probe) in self.steady_state.probes.iter().enumerate() {
+            if let Probe::Http { .. } = probe {
+                return Err((
+                    format!("steady_state.probes[{i}]"),
+                    "http probes address lab services; on a cluster use nats_stream_health or the load's own success rate".into(),
+                ));
+            }
+        }
+        self.validate_cluster_faults(kube)
+    }
+
+    /// Each fault's selectors against the cluster section.
+    fn validate_cluster_faults(&self, kube: &KubernetesSpec) -> Result<(), (String, String)> {
+        let services: Vec<&str> = kube
+            .workloads
+            .iter()
+            .map(|w| w.name.as_str())
+            .chain(kube.nats.as_ref().map(|_| NATS_SERVICE))
+            .collect();
+        for (i, fault) in self.faults.iter().enumerate() {
+            let field = |name: &str| format!("faults[{i}].{name}");
+            let s = &fault.selector;
+            if let Some(service) = &s.service {
+                if !services.contains(&service.as_str()) {
+                    return Err((
+                        field("selector.service"),
+                        format!(
+                            "`{service}` is not a workload in kubernetes.workloads{}; known: {}",
+                            if kube.nats.is_some() {
+                                " (or nats)"
+                            } else {
+                                ""
+                            },
+                            if services.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                services.join(", ")
+                            }
+                        ),
+                    ));
+                }
+            }
+            if let Some(replica) = &s.replica {
+                if replica != "random" && replica != "all" {
+                    return Err((
+                        field("selector.replica"),
+                        format!("`{replica}`: replica numbers are the lab's; on a cluster the workload's selector chooses the pods, so use random or all"),
+                    ));
+                }
+            }
+            if let Some(zone) = &s.zone {
+                if zone != "random"
+                    && !kube.nodes.zones.is_empty()
+                    && !kube.nodes.zones.contains(zone)
+                {
+                    return Err((
+                        field("selector.zone"),
+                        format!("`{zone}` is outside kubernetes.nodes.zones ({}); add it there or pick one of those", kube.nodes.zones.join(", ")),
+                    ));
+                }
+            }
+            if let Some(node) = &s.node {
+                if node != "random"
+                    && !kube.nodes.names.is_empty()
+                    && !kube.nodes.names.contains(node)
+                {
+                    return Err((
+                        field("selector.node"),
+                        format!("`{node}` is outside kubernetes.nodes.names ({}); add it there or pick one of those", kube.nodes.names.join(", ")),
+                    ));
+                }
+            }
+            if fault.kind == FaultKind::QuorumLoss && kube.nats.is_none() {
+                return Err((
+                    "kubernetes.nats".into(),
+                    format!("faults[{i}] is a quorum loss: name the NATS cluster (namespace, selector, monitor_port)"),
                 ));
             }
         }
@@ -624,7 +919,12 @@ slo: {max_ttr: 10s}
             (
                 "name: x",
                 "name: x\ntarget: kubernetes",
-                "not available yet",
+                "kubernetes: target: kubernetes needs a `kubernetes:` section",
+            ),
+            (
+                "name: x",
+                "name: x\nkubernetes: {}",
+                "kubernetes: only applies with `target: kubernetes`",
             ),
             ("name: x", "name: x\nworkload: {rate: 0}", "workload.rate"),
             (
@@ -637,6 +937,92 @@ slo: {max_ttr: 10s}
             let yaml = MINIMAL.replacen(from, to, 1);
             let spec = ExperimentSpec::parse(&yaml, "x.yaml").expect(&yaml);
             let error = spec.validate("x.yaml").expect_err(&yaml).to_string();
+            assert!(error.contains(expected), "{to}: {error}");
+        }
+    }
+
+    const CLUSTER: &str = "\
+name: x
+description: y
+target: kubernetes
+kubernetes:
+  workloads:
+    - {name: gateway, namespace: shop, selector: {app: gateway}}
+  nodes: {zones: [a, b, c]}
+  nats: {namespace: nats, selector: {app: nats}}
+faults:
+  - kind: kill
+    selector: {service: gateway, replica: random}
+    start: 5s
+baseline: 10s
+duration: 40s
+recovery_deadline: 30s
+slo: {max_ttr: 10s}
+";
+
+    #[test]
+    fn cluster_spec_parses_and_validates() {
+        let spec = ExperimentSpec::parse(CLUSTER, "c.yaml").expect("parse");
+        spec.validate("c.yaml").expect("valid");
+        let kube = spec.kubernetes.as_ref().expect("section");
+        assert_eq!(kube.workloads[0].label_selector(), "app=gateway");
+        assert_eq!(kube.nats.as_ref().expect("nats").monitor_port, 8222);
+        assert_eq!(kube.kill_mode, PodKillMode::Delete);
+        let text = serde_yaml::to_string(&spec).expect("yaml");
+        assert_eq!(
+            ExperimentSpec::parse(&text, "again").expect("round trip"),
+            spec
+        );
+    }
+
+    #[test]
+    fn cluster_unknown_field_reports_line_and_column() {
+        let yaml = CLUSTER.replace("  nodes: {zones", "  nodez: 1\n  nodes: {zones");
+        let error = ExperimentSpec::parse(&yaml, "c.yaml")
+            .expect_err("unknown field")
+            .to_string();
+        assert!(
+            error.contains("c.yaml: line 7 column 3: kubernetes: unknown field `nodez`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn cluster_validation_table() {
+        let cases = [
+            ("name: gateway", "name: ''", "kubernetes.workloads[0].name: must not be empty"),
+            ("namespace: shop", "namespace: Shop_1", "kubernetes.workloads[0].namespace: `Shop_1` is not a namespace name"),
+            ("selector: {app: gateway}", "selector: {}", "kubernetes.workloads[0].selector: name at least one label"),
+            ("selector: {app: gateway}", "selector: {app: 'a,b'}", "not a plain label"),
+            ("name: gateway", "name: nats", "`nats` stands for the `kubernetes.nats` pods"),
+            ("service: gateway", "service: web", "faults[0].selector.service: `web` is not a workload in kubernetes.workloads (or nats); known: gateway, nats"),
+            ("replica: random", "replica: '2'", "faults[0].selector.replica: `2`: replica numbers are the lab's"),
+            ("selector: {app: nats}}", "selector: {app: nats}, monitor_port: 0}", "kubernetes.nats.monitor_port"),
+            ("nodes: {zones: [a, b, c]}", "nodes: {zones: [a]}\n  max_drain_zone_fraction: 1.5", "kubernetes.max_drain_zone_fraction: 1.5"),
+            ("kind: kill\n    selector: {service: gateway, replica: random}", "kind: partition\n    selector: {zone: d}\n    duration: 5s", "faults[0].selector.zone: `d` is outside kubernetes.nodes.zones (a, b, c)"),
+            ("  nats: {namespace: nats, selector: {app: nats}}\n", "", "`web`"),
+            ("baseline: 10s", "baseline: 10s\nsteady_state: {probes: [!http {service: gateway, port: 80, path: /}]}", "steady_state.probes[0]: http probes address lab services"),
+        ];
+        for (from, to, expected) in cases {
+            let mut yaml = CLUSTER.replacen(from, to, 1);
+            if expected == "`web`" {
+                // Without kubernetes.nats, a quorum loss cannot be placed.
+                yaml = yaml.replacen(
+                    "kind: kill\n    selector: {service: gateway, replica: random}",
+                    "kind: quorum-loss\n    mode: pause\n    selector: {stream: tenants}\n    duration: 5s",
+                    1,
+                );
+                let spec = ExperimentSpec::parse(&yaml, "c.yaml").expect(&yaml);
+                let error = spec.validate("c.yaml").expect_err(&yaml).to_string();
+                assert!(
+                    error.contains("kubernetes.nats: faults[0] is a quorum loss"),
+                    "{error}"
+                );
+                continue;
+            }
+            assert_ne!(yaml, CLUSTER, "{from:?} must be in the base spec");
+            let spec = ExperimentSpec::parse(&yaml, "c.yaml").expect(&yaml);
+            let error = spec.validate("c.yaml").expect_err(&yaml).to_string();
             assert!(error.contains(expected), "{to}: {error}");
         }
     }
