@@ -42,7 +42,9 @@ fn main() {
 
     let table = NetlinkRuleTable::new(DEFAULT_NETNS_DIR);
     let netlink = measure(iterations, || {
-        table.add(&rules).expect("netlink add");
+        table
+            .add(&rules, faultline_injectors::ledger::now_unix_ms() + 60_000)
+            .expect("netlink add");
         let installed = Instant::now();
         table.delete(&rules).expect("netlink delete");
         installed

@@ -106,7 +106,7 @@ pub fn start_fault(
         applied_unix_ms: None,
     };
     ledger.write(&lock, &record)?;
-    if let Err(inject_error) = record.action.inject(env) {
+    if let Err(inject_error) = record.action.inject(env, record.deadline_unix_ms) {
         // Leave nothing half-made; if even the revert fails, the record stays for reconcile.
         if record.action.revert(env).is_ok() {
             ledger.remove(&lock, &record.id)?;
@@ -357,6 +357,10 @@ mod tests {
         let record = f.partition(5, 1_000).expect("inject");
         assert_eq!(record.deadline_unix_ms, 6_000);
         assert_eq!(f.rules.installed().len(), 2);
+        // The kernel is handed the record's own deadline, so it can end the fault without us.
+        for rule in f.rules.installed() {
+            assert_eq!(f.rules.deadline_of(&rule), Some(6_000));
+        }
         assert_eq!(f.ledger.list().expect("list").0, vec![record.clone()]);
 
         let early = reconcile(&f.ledger, &f.env(), &scope(), 5_999).expect("reconcile");
@@ -475,8 +479,8 @@ mod tests {
     fn a_failed_inject_leaves_neither_rules_nor_record() {
         struct FailingRules(RecordingRuleTable);
         impl RuleTable for FailingRules {
-            fn add(&self, rules: &[PartitionRule]) -> Result<()> {
-                self.0.add(&rules[..1])?;
+            fn add(&self, rules: &[PartitionRule], deadline_unix_ms: u64) -> Result<()> {
+                self.0.add(&rules[..1], deadline_unix_ms)?;
                 Err(Error::Netlink {
                     netns: rules[1].netns.clone(),
                     reason: "refused".into(),
