@@ -223,6 +223,12 @@ pub fn reconcile(
             env.rules.delete(&orphans)?;
             report.orphan_rules.extend(orphans);
         }
+        let live_slots: BTreeSet<u32> = live_rules
+            .iter()
+            .filter(|rule| &rule.netns == netns)
+            .map(|rule| rule.priority)
+            .collect();
+        env.rules.tidy(netns, &live_slots)?;
     }
     for process in &scope.processes {
         if !live_pauses.contains(&process.pid)

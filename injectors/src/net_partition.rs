@@ -74,6 +74,16 @@ pub trait RuleTable: Send + Sync {
     /// # Errors
     /// The namespace exists but cannot be entered or read.
     fn list_ours(&self, netns: &str) -> Result<Vec<PartitionRule>>;
+    /// Removes what partitions that expired or were reverted left behind in `netns` (objects
+    /// that block nothing any more), except for the slots whose priority is in `live`, and
+    /// returns the priorities of the slots it removed. A namespace that is gone has none.
+    ///
+    /// # Errors
+    /// The namespace exists but cannot be entered, or the kernel refuses a deletion.
+    fn tidy(&self, netns: &str, live: &BTreeSet<u32>) -> Result<Vec<u32>> {
+        let _ = (netns, live);
+        Ok(Vec::new())
+    }
 }
 
 /// A [`RuleTable`] that only remembers, for logic tests.
@@ -523,12 +533,27 @@ impl RuleTable for NetlinkRuleTable {
         )
     }
 
-    /// Removes `rules`: their set elements and, when nothing else of that partition is left in
-    /// the namespace, its chains and set; also any `prohibit` policy rule with the same
+    /// Removes `rules`: their set elements, and any `prohibit` policy rule with the same
     /// destination and priority. Whatever is gone (expired, never installed, namespace
-    /// removed) counts as removed.
+    /// removed) counts as removed. The slot's empty set and chains stay for reuse until
+    /// [`RuleTable::tidy`].
     fn delete(&self, rules: &[PartitionRule]) -> Result<()> {
         self.apply(RuleOp::Delete, rules)
+    }
+
+    /// Deletes the chains and set of every slot in `netns` that holds no unexpired element and
+    /// whose priority is not in `live`.
+    fn tidy(&self, netns: &str, live: &BTreeSet<u32>) -> Result<Vec<u32>> {
+        let live = live.clone();
+        match netns::run_in_netns(&self.netns_dir, netns, move || nftables::tidy(&live)) {
+            Ok(Ok(removed)) => Ok(removed),
+            Ok(Err(reason)) => Err(Error::Netlink {
+                netns: netns.to_owned(),
+                reason,
+            }),
+            Err(e) if netns::is_netns_gone(&e) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The unexpired elements of our sets in `netns`, plus any `prohibit` policy rule in our

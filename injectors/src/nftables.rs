@@ -33,18 +33,42 @@ use crate::net_partition::{is_ours, PartitionRule};
 /// Faultline's nf_tables table in every namespace it partitions (family `ip`).
 pub const TABLE: &str = "faultline";
 
-/// The name of the set (and prefix of the chains) of the partition at `priority`.
-pub fn set_name(priority: u32) -> String {
-    format!("p{priority}")
+/// One partition slot's set in one namespace: its priority, and whether it holds prefixes
+/// wider than one address. Single addresses go in a hash set (`p<priority>`); wider prefixes
+/// need an interval set (`p<priority>n`), whose changes the kernel commits far more slowly
+/// (some 15 ms against 0.3 ms here), so it is used only when needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Slot {
+    priority: u32,
+    wide: bool,
 }
 
-/// The priority encoded in one of our set names, if it is one and in our range.
-pub fn priority_of_set(name: &str) -> Option<u32> {
+impl Slot {
+    fn set(self) -> String {
+        if self.wide {
+            format!("p{}n", self.priority)
+        } else {
+            format!("p{}", self.priority)
+        }
+    }
+
+    fn chain(self, suffix: &str) -> String {
+        format!("p{}-{suffix}", self.priority)
+    }
+}
+
+/// The slot one of our set names stands for, if it is one and its priority is in our range.
+pub(crate) fn slot_of_set(name: &str) -> Option<Slot> {
     let digits = name.strip_prefix('p')?;
+    let (digits, wide) = match digits.strip_suffix('n') {
+        Some(rest) => (rest, true),
+        None => (digits, false),
+    };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok().filter(|p| is_ours(*p))
+    let priority = digits.parse().ok().filter(|p| is_ours(*p))?;
+    Some(Slot { priority, wide })
 }
 
 /// A half-open range of IPv4 addresses `[start, end)`; `end` is `2^32` for a range that runs to
@@ -108,86 +132,133 @@ fn outermost(intervals: impl IntoIterator<Item = Interval>) -> Vec<Interval> {
 /// gets its elements (again).
 pub(crate) fn install(rules: &[PartitionRule], timeout_ms: u64) -> Result<(), String> {
     let socket = open()?;
+    // Look before creating: a batch that fails after registering a hook costs the kernel an
+    // RCU grace period to undo.
+    let existing = dump_slots(&socket)?;
     for (priority, intervals) in by_slot(rules) {
         let intervals = outermost(intervals);
-        let mut batch = Batch::new();
-        batch.new_table();
-        let set_seq = batch.new_set(priority);
-        for (suffix, hook) in CHAINS {
-            batch.new_chain(priority, suffix, hook);
-            batch.new_rule(priority, suffix);
-        }
-        batch.new_elements(priority, &intervals, timeout_ms);
-        let failures = batch.send(&socket)?;
-        if failures.is_empty() {
+        let wide = intervals.iter().any(|i| i.end - u64::from(i.start) > 1);
+        if let Some(slot) = existing.iter().find(|s| s.priority == priority) {
+            if wide && !slot.wide {
+                return Err(format!(
+                    "set {} holds single addresses only and cannot take prefixes; revert the partition at priority {priority} first",
+                    slot.set()
+                ));
+            }
+            let mut elements = Batch::new();
+            elements.new_elements(*slot, &intervals, timeout_ms);
+            let failures = elements.send(&socket)?;
+            if !failures.is_empty() {
+                return Err(describe_failures(&elements, &failures));
+            }
             continue;
         }
-        let exists = failures
-            .iter()
-            .any(|f| f.seq == set_seq && f.errno == libc::EEXIST);
-        if !exists {
-            return Err(describe_failures(&batch, &failures));
+        let slot = Slot { priority, wide };
+        let mut batch = Batch::new();
+        batch.new_table();
+        batch.new_set(slot);
+        for (suffix, hook) in CHAINS {
+            batch.new_chain(slot, suffix, hook);
+            batch.new_rule(slot, suffix);
         }
-        // The slot is already set up here (a repeated inject): add the elements only.
-        let mut elements = Batch::new();
-        elements.new_elements(priority, &intervals, timeout_ms);
-        let failures = elements.send(&socket)?;
+        batch.new_elements(slot, &intervals, timeout_ms);
+        let failures = batch.send(&socket)?;
         if !failures.is_empty() {
-            return Err(describe_failures(&elements, &failures));
+            return Err(describe_failures(&batch, &failures));
         }
     }
     Ok(())
 }
 
 /// Removes, in the current thread's namespace, the elements of `rules` (all of one
-/// namespace). A slot none of whose remaining elements is spared goes whole (chains, rules,
-/// set), so a revert leaves nothing behind. Whatever is gone already counts as removed.
+/// namespace). Whatever is gone already (expired, never installed) counts as removed.
+///
+/// The slot's set and chains stay, empty, and the next partition in that slot reuses them:
+/// deleting a base chain makes the kernel wait for an RCU grace period (10–20 ms here), which
+/// would make a revert far slower than an install. An empty set matches nothing; reconcile
+/// removes such leftovers with [`tidy`].
 pub(crate) fn remove(rules: &[PartitionRule]) -> Result<(), String> {
     let socket = open()?;
+    remove_with(&socket, rules)
+}
+
+fn remove_with(socket: &Socket, rules: &[PartitionRule]) -> Result<(), String> {
+    let existing = dump_slots(socket)?;
     for (priority, intervals) in by_slot(rules) {
+        let Some(slot) = existing.iter().find(|s| s.priority == priority).copied() else {
+            continue;
+        };
         let requested: BTreeSet<Interval> = intervals.into_iter().collect();
-        // An element can expire (or a concurrent revert remove it) between the dump and the
-        // delete, which fails the whole batch with ENOENT: look again, a few times.
-        let mut last = String::new();
-        let mut done = false;
-        for _ in 0..3 {
-            let Some(present) = dump_elements(&socket, priority)? else {
-                done = true;
-                break;
-            };
-            let mut batch = Batch::new();
-            if present.iter().all(|i| requested.contains(i)) {
-                for (suffix, _) in CHAINS {
-                    batch.delete_chain(priority, suffix);
-                }
-                batch.delete_set(priority);
-            } else {
-                let doomed: Vec<Interval> = present
-                    .iter()
-                    .copied()
-                    .filter(|i| requested.contains(i))
-                    .collect();
-                if doomed.is_empty() {
-                    done = true;
-                    break;
-                }
-                batch.delete_elements(priority, &doomed);
-            }
-            let failures = batch.send(&socket)?;
-            if failures.is_empty() {
-                done = true;
-                break;
-            }
-            last = describe_failures(&batch, &failures);
-            if !failures.iter().all(|f| f.errno == libc::ENOENT) {
-                return Err(last);
-            }
+        // Usually every element is there: delete them at once. Listing a set's elements first
+        // costs more than the delete itself, so that is kept for when one is missing.
+        let mut batch = Batch::new();
+        batch.delete_elements(slot, &requested.iter().copied().collect::<Vec<_>>());
+        let failures = batch.send(socket)?;
+        if failures.is_empty() {
+            continue;
         }
-        if !done {
-            return Err(last);
+        if !failures.iter().all(|f| f.errno == libc::ENOENT) {
+            return Err(describe_failures(&batch, &failures));
+        }
+        // Some element expired or was never installed, which fails the whole batch: delete
+        // those that are present. One can expire between the dump and the delete: a few tries.
+        let mut last = None;
+        for _ in 0..3 {
+            let present = dump_elements(socket, slot)?.unwrap_or_default();
+            let doomed: Vec<Interval> = present
+                .into_iter()
+                .filter(|i| requested.contains(i))
+                .collect();
+            if doomed.is_empty() {
+                last = None;
+                break;
+            }
+            let mut batch = Batch::new();
+            batch.delete_elements(slot, &doomed);
+            let failures = batch.send(socket)?;
+            if failures.is_empty() {
+                last = None;
+                break;
+            }
+            let message = describe_failures(&batch, &failures);
+            if !failures.iter().all(|f| f.errno == libc::ENOENT) {
+                return Err(message);
+            }
+            last = Some(message);
+        }
+        if let Some(message) = last {
+            return Err(message);
         }
     }
     Ok(())
+}
+
+/// Deletes, in the current thread's namespace, the chains and set of every slot of ours that
+/// holds no unexpired element and whose priority is not in `keep`: what expired or reverted
+/// partitions left. Slow (an RCU grace period per batch), so reconcile calls it, not revert.
+pub(crate) fn tidy(keep: &BTreeSet<u32>) -> Result<Vec<u32>, String> {
+    let socket = open()?;
+    let mut removed = Vec::new();
+    for slot in dump_slots(&socket)? {
+        if keep.contains(&slot.priority) {
+            continue;
+        }
+        if !dump_elements(&socket, slot)?.unwrap_or_default().is_empty() {
+            continue;
+        }
+        let mut batch = Batch::new();
+        for (suffix, _) in CHAINS {
+            batch.delete_chain(slot, suffix);
+        }
+        batch.delete_set(slot);
+        let failures = batch.send(&socket)?;
+        // ENOENT: somebody else tidied it first.
+        if !failures.iter().all(|f| f.errno == libc::ENOENT) {
+            return Err(describe_failures(&batch, &failures));
+        }
+        removed.push(slot.priority);
+    }
+    Ok(removed)
 }
 
 /// Lists, in the current thread's namespace, the unexpired elements of our sets as rules of
@@ -195,14 +266,14 @@ pub(crate) fn remove(rules: &[PartitionRule]) -> Result<(), String> {
 pub(crate) fn list(netns: &str) -> Result<Vec<PartitionRule>, String> {
     let socket = open()?;
     let mut rules = Vec::new();
-    for priority in dump_slots(&socket)? {
-        for interval in dump_elements(&socket, priority)?.unwrap_or_default() {
+    for slot in dump_slots(&socket)? {
+        for interval in dump_elements(&socket, slot)?.unwrap_or_default() {
             let (destination, prefix_len) = interval.as_prefix();
             rules.push(PartitionRule {
                 netns: netns.to_owned(),
                 destination,
                 prefix_len,
-                priority,
+                priority: slot.priority,
             });
         }
     }
@@ -214,14 +285,20 @@ pub(crate) fn list(netns: &str) -> Result<Vec<PartitionRule>, String> {
 pub type Expiring = (Ipv4Addr, u8, u64);
 
 /// Every element of our set at `priority` with the time it has left, in milliseconds: for
-/// tests and diagnostics. `None` when the set does not exist.
+/// tests and diagnostics. `None` when the slot has no set here.
 pub(crate) fn expirations(priority: u32) -> Result<Option<Vec<Expiring>>, String> {
     let socket = open()?;
-    let Some(elements) = dump_raw_elements(&socket, priority)? else {
+    let Some(slot) = dump_slots(&socket)?
+        .into_iter()
+        .find(|s| s.priority == priority)
+    else {
+        return Ok(None);
+    };
+    let Some(elements) = dump_raw_elements(&socket, slot)? else {
         return Ok(None);
     };
     Ok(Some(
-        pair_intervals(&elements)
+        pair_intervals(slot, &elements)
             .into_iter()
             .map(|(interval, left)| {
                 let (address, len) = interval.as_prefix();
@@ -245,17 +322,46 @@ fn by_slot(rules: &[PartitionRule]) -> std::collections::BTreeMap<u32, Vec<Inter
     slots
 }
 
-fn open() -> Result<Socket, String> {
+/// An nfnetlink socket that is closed on another thread.
+///
+/// Closing an nfnetlink socket waits for the kernel to finish releasing whatever any earlier
+/// transaction in the namespace deleted (an RCU grace period, some 10 ms). Every change is
+/// complete once its batch is answered, so the close need not hold up the caller.
+struct NftSocket(Option<Socket>);
+
+impl std::ops::Deref for NftSocket {
+    type Target = Socket;
+
+    fn deref(&self) -> &Socket {
+        self.0.as_ref().expect("the socket lives until drop")
+    }
+}
+
+impl Drop for NftSocket {
+    fn drop(&mut self) {
+        if let Some(socket) = self.0.take() {
+            let closer = std::thread::Builder::new()
+                .name("nft close".into())
+                .spawn(move || drop(socket));
+            // Without a thread, close it here: slower, never wrong.
+            if let Err(error) = closer {
+                drop(error);
+            }
+        }
+    }
+}
+
+fn open() -> Result<NftSocket, String> {
     let mut socket = Socket::new(NETLINK_NETFILTER)
         .map_err(|e| format!("cannot open an nfnetlink socket: {e}"))?;
     socket
         .bind_auto()
         .map_err(|e| format!("cannot bind an nfnetlink socket: {e}"))?;
-    Ok(socket)
+    Ok(NftSocket(Some(socket)))
 }
 
-/// The priorities of our sets in our table; none when the table does not exist.
-fn dump_slots(socket: &Socket) -> Result<Vec<u32>, String> {
+/// Our slots' sets in our table; none when the table does not exist.
+fn dump_slots(socket: &Socket) -> Result<Vec<Slot>, String> {
     let mut request = Message::new(NFT_MSG_GETSET, NLM_F_REQUEST | NLM_F_DUMP, 1, NFPROTO_IPV4);
     request.attr_str(NFTA_SET_TABLE, TABLE);
     let Some(answers) = dump(socket, &request.finish(), "listing our sets")? else {
@@ -265,8 +371,8 @@ fn dump_slots(socket: &Socket) -> Result<Vec<u32>, String> {
     for payload in answers {
         for (kind, value) in attributes(&payload) {
             if kind == NFTA_SET_NAME {
-                if let Some(priority) = as_str(value).and_then(priority_of_set) {
-                    slots.push(priority);
+                if let Some(slot) = as_str(value).and_then(slot_of_set) {
+                    slots.push(slot);
                 }
             }
         }
@@ -279,7 +385,7 @@ fn dump_slots(socket: &Socket) -> Result<Vec<u32>, String> {
 /// One element as dumped: key, whether it ends an interval, milliseconds left.
 type RawElement = (u32, bool, u64);
 
-fn dump_raw_elements(socket: &Socket, priority: u32) -> Result<Option<Vec<RawElement>>, String> {
+fn dump_raw_elements(socket: &Socket, slot: Slot) -> Result<Option<Vec<RawElement>>, String> {
     let mut request = Message::new(
         NFT_MSG_GETSETELEM,
         NLM_F_REQUEST | NLM_F_DUMP,
@@ -287,7 +393,7 @@ fn dump_raw_elements(socket: &Socket, priority: u32) -> Result<Option<Vec<RawEle
         NFPROTO_IPV4,
     );
     request.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-    request.attr_str(NFTA_SET_ELEM_LIST_SET, &set_name(priority));
+    request.attr_str(NFTA_SET_ELEM_LIST_SET, &slot.set());
     let Some(answers) = dump(socket, &request.finish(), "listing a set's elements")? else {
         return Ok(None);
     };
@@ -325,15 +431,20 @@ fn dump_raw_elements(socket: &Socket, priority: u32) -> Result<Option<Vec<RawEle
     Ok(Some(elements))
 }
 
-/// The intervals of our set at `priority`; `None` when the set (or our table) does not exist.
-fn dump_elements(socket: &Socket, priority: u32) -> Result<Option<Vec<Interval>>, String> {
-    Ok(dump_raw_elements(socket, priority)?
-        .map(|raw| pair_intervals(&raw).into_iter().map(|(i, _)| i).collect()))
+/// The intervals of our set for `slot`; `None` when the set (or our table) does not exist.
+fn dump_elements(socket: &Socket, slot: Slot) -> Result<Option<Vec<Interval>>, String> {
+    Ok(dump_raw_elements(socket, slot)?.map(|raw| {
+        pair_intervals(slot, &raw)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect()
+    }))
 }
 
-/// Pairs interval starts with their ends: the kernel keeps them as separate elements, and an
+/// The intervals of a set's elements, with the time each has left. A hash set's elements are
+/// single addresses. An interval set keeps starts and ends as separate elements, and an
 /// interval's end is the lowest end above its start (our intervals never overlap).
-fn pair_intervals(elements: &[RawElement]) -> Vec<(Interval, u64)> {
+fn pair_intervals(slot: Slot, elements: &[RawElement]) -> Vec<(Interval, u64)> {
     let ends: BTreeSet<u64> = elements
         .iter()
         .filter(|(_, end, _)| *end)
@@ -344,7 +455,11 @@ fn pair_intervals(elements: &[RawElement]) -> Vec<(Interval, u64)> {
         .filter(|(_, end, _)| !*end)
         .map(|(key, _, left)| {
             let start = u64::from(*key);
-            let end = ends.range(start + 1..).next().copied().unwrap_or(1 << 32);
+            let end = if slot.wide {
+                ends.range(start + 1..).next().copied().unwrap_or(1 << 32)
+            } else {
+                start + 1
+            };
             (Interval { start: *key, end }, *left)
         })
         .collect();
@@ -568,10 +683,9 @@ impl Batch {
         )
     }
 
-    fn push(&mut self, seq: u32, message: Message, what: String) -> u32 {
+    fn push(&mut self, seq: u32, message: Message, what: String) {
         self.buf.extend_from_slice(&message.finish());
         self.steps.push((seq, what));
-        seq
     }
 
     fn new_table(&mut self) {
@@ -580,20 +694,25 @@ impl Batch {
         self.push(seq, m, format!("creating table ip {TABLE}"));
     }
 
-    fn new_set(&mut self, priority: u32) -> u32 {
+    fn new_set(&mut self, slot: Slot) {
         let (seq, mut m) = self.message(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL);
+        let flags = if slot.wide {
+            NFT_SET_INTERVAL | NFT_SET_TIMEOUT
+        } else {
+            NFT_SET_TIMEOUT
+        };
         m.attr_str(NFTA_SET_TABLE, TABLE);
-        m.attr_str(NFTA_SET_NAME, &set_name(priority));
-        m.attr_u32(NFTA_SET_FLAGS, NFT_SET_INTERVAL | NFT_SET_TIMEOUT);
+        m.attr_str(NFTA_SET_NAME, &slot.set());
+        m.attr_u32(NFTA_SET_FLAGS, flags);
         m.attr_u32(NFTA_SET_KEY_TYPE, NFT_DATATYPE_IPADDR);
         m.attr_u32(NFTA_SET_KEY_LEN, 4);
         m.attr_u32(NFTA_SET_ID, SET_ID);
-        self.push(seq, m, format!("creating set {}", set_name(priority)))
+        self.push(seq, m, format!("creating set {}", slot.set()));
     }
 
-    fn new_chain(&mut self, priority: u32, suffix: &str, hook: u32) {
+    fn new_chain(&mut self, slot: Slot, suffix: &str, hook: u32) {
         let (seq, mut m) = self.message(NFT_MSG_NEWCHAIN, NLM_F_CREATE);
-        let name = format!("{}-{suffix}", set_name(priority));
+        let name = slot.chain(suffix);
         m.attr_str(NFTA_CHAIN_TABLE, TABLE);
         m.attr_str(NFTA_CHAIN_NAME, &name);
         m.nest(NFTA_CHAIN_HOOK);
@@ -605,10 +724,10 @@ impl Batch {
         self.push(seq, m, format!("creating chain {name}"));
     }
 
-    /// `ip daddr @p<priority> reject with icmp admin-prohibited`.
-    fn new_rule(&mut self, priority: u32, suffix: &str) {
+    /// `ip daddr @<set> reject with icmp admin-prohibited`.
+    fn new_rule(&mut self, slot: Slot, suffix: &str) {
         let (seq, mut m) = self.message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
-        let chain = format!("{}-{suffix}", set_name(priority));
+        let chain = slot.chain(suffix);
         m.attr_str(NFTA_RULE_TABLE, TABLE);
         m.attr_str(NFTA_RULE_CHAIN, &chain);
         m.nest(NFTA_RULE_EXPRESSIONS);
@@ -624,7 +743,7 @@ impl Batch {
         m.nest(NFTA_LIST_ELEM);
         m.attr_str(NFTA_EXPR_NAME, "lookup");
         m.nest(NFTA_EXPR_DATA);
-        m.attr_str(NFTA_LOOKUP_SET, &set_name(priority));
+        m.attr_str(NFTA_LOOKUP_SET, &slot.set());
         m.attr_u32(NFTA_LOOKUP_SREG, NFT_REG_1);
         m.attr_u32(NFTA_LOOKUP_SET_ID, SET_ID);
         m.end_nest();
@@ -640,48 +759,48 @@ impl Batch {
         self.push(seq, m, format!("adding the reject rule to chain {chain}"));
     }
 
-    fn new_elements(&mut self, priority: u32, intervals: &[Interval], timeout_ms: u64) {
+    fn new_elements(&mut self, slot: Slot, intervals: &[Interval], timeout_ms: u64) {
         let (seq, mut m) = self.message(NFT_MSG_NEWSETELEM, NLM_F_CREATE);
-        write_elements(&mut m, priority, intervals, Some(timeout_ms));
+        write_elements(&mut m, slot, intervals, Some(timeout_ms));
         self.push(
             seq,
             m,
             format!(
                 "adding {} elements to set {} with a timeout of {timeout_ms} ms",
                 intervals.len(),
-                set_name(priority)
+                slot.set()
             ),
         );
     }
 
-    fn delete_elements(&mut self, priority: u32, intervals: &[Interval]) {
+    fn delete_elements(&mut self, slot: Slot, intervals: &[Interval]) {
         let (seq, mut m) = self.message(NFT_MSG_DELSETELEM, 0);
-        write_elements(&mut m, priority, intervals, None);
+        write_elements(&mut m, slot, intervals, None);
         self.push(
             seq,
             m,
             format!(
                 "deleting {} elements of set {}",
                 intervals.len(),
-                set_name(priority)
+                slot.set()
             ),
         );
     }
 
     /// Deletes a chain with its rules (no `NLM_F_NONREC`, so the kernel removes the rules).
-    fn delete_chain(&mut self, priority: u32, suffix: &str) {
+    fn delete_chain(&mut self, slot: Slot, suffix: &str) {
         let (seq, mut m) = self.message(NFT_MSG_DELCHAIN, 0);
-        let name = format!("{}-{suffix}", set_name(priority));
+        let name = slot.chain(suffix);
         m.attr_str(NFTA_CHAIN_TABLE, TABLE);
         m.attr_str(NFTA_CHAIN_NAME, &name);
         self.push(seq, m, format!("deleting chain {name}"));
     }
 
-    fn delete_set(&mut self, priority: u32) {
+    fn delete_set(&mut self, slot: Slot) {
         let (seq, mut m) = self.message(NFT_MSG_DELSET, 0);
         m.attr_str(NFTA_SET_TABLE, TABLE);
-        m.attr_str(NFTA_SET_NAME, &set_name(priority));
-        self.push(seq, m, format!("deleting set {}", set_name(priority)));
+        m.attr_str(NFTA_SET_NAME, &slot.set());
+        self.push(seq, m, format!("deleting set {}", slot.set()));
     }
 
     /// Sends the batch and returns the messages the kernel refused (none: it was applied).
@@ -732,9 +851,9 @@ impl Batch {
     }
 }
 
-fn write_elements(m: &mut Message, priority: u32, intervals: &[Interval], timeout_ms: Option<u64>) {
+fn write_elements(m: &mut Message, slot: Slot, intervals: &[Interval], timeout_ms: Option<u64>) {
     m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-    m.attr_str(NFTA_SET_ELEM_LIST_SET, &set_name(priority));
+    m.attr_str(NFTA_SET_ELEM_LIST_SET, &slot.set());
     m.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
     for interval in intervals {
         m.nest(NFTA_LIST_ELEM);
@@ -745,8 +864,10 @@ fn write_elements(m: &mut Message, priority: u32, intervals: &[Interval], timeou
             m.attr_u64(NFTA_SET_ELEM_TIMEOUT, timeout.max(1));
         }
         m.end_nest();
-        // A range that runs to the top of the address space has no end element.
-        if let Ok(end) = u32::try_from(interval.end) {
+        // In an interval set, a range ends with an end element, unless it runs to the top of
+        // the address space.
+        let end = u32::try_from(interval.end).ok().filter(|_| slot.wide);
+        if let Some(end) = end {
             m.nest(NFTA_LIST_ELEM);
             m.nest(NFTA_SET_ELEM_KEY);
             m.attr(NFTA_DATA_VALUE, &end.to_be_bytes());
@@ -912,7 +1033,13 @@ mod tests {
             (0x0acb_0201, false, 800),
             (0xffff_ffff, false, 700),
         ];
-        let pairs = pair_intervals(&elements);
+        let pairs = pair_intervals(
+            Slot {
+                priority: 24_000,
+                wide: true,
+            },
+            &elements,
+        );
         let shown: Vec<(Ipv4Addr, u8, u64)> = pairs
             .iter()
             .map(|(i, left)| {
@@ -931,23 +1058,78 @@ mod tests {
     }
 
     #[test]
-    fn only_our_set_names_carry_a_priority() {
-        assert_eq!(priority_of_set("p24007"), Some(24_007));
-        assert_eq!(set_name(24_007), "p24007");
-        for other in ["p", "p24007-out", "p100", "q24007", "p+24007", "p 24007"] {
-            assert_eq!(priority_of_set(other), None, "{other:?}");
+    fn only_our_set_names_carry_a_slot() {
+        let narrow = Slot {
+            priority: 24_007,
+            wide: false,
+        };
+        let wide = Slot {
+            priority: 24_007,
+            wide: true,
+        };
+        assert_eq!(
+            (narrow.set(), wide.set()),
+            ("p24007".into(), "p24007n".into())
+        );
+        assert_eq!(slot_of_set("p24007"), Some(narrow));
+        assert_eq!(slot_of_set("p24007n"), Some(wide));
+        assert_eq!(narrow.chain("out"), wide.chain("out"));
+        for other in [
+            "p",
+            "pn",
+            "p24007-out",
+            "p100",
+            "q24007",
+            "p+24007",
+            "p 24007",
+        ] {
+            assert_eq!(slot_of_set(other), None, "{other:?}");
         }
     }
 
     #[test]
+    fn single_addresses_in_a_hash_set_have_no_end_elements() {
+        let mut m = Message::new(NFT_MSG_NEWSETELEM, 0, 1, NFPROTO_IPV4);
+        let one = Interval::of_prefix([10, 203, 2, 1].into(), 32);
+        let narrow = Slot {
+            priority: 24_001,
+            wide: false,
+        };
+        write_elements(&mut m, narrow, &[one], Some(5));
+        let narrow_len = m.finish().len();
+        let mut m = Message::new(NFT_MSG_NEWSETELEM, 0, 1, NFPROTO_IPV4);
+        write_elements(
+            &mut m,
+            Slot {
+                wide: true,
+                ..narrow
+            },
+            &[one],
+            Some(5),
+        );
+        assert!(
+            m.finish().len() > narrow_len,
+            "the interval set gets an end element"
+        );
+        assert_eq!(
+            pair_intervals(narrow, &[(0x0acb_0201, false, 5)]),
+            vec![(one, 5)]
+        );
+    }
+
+    #[test]
     fn messages_are_well_formed_netlink() {
+        let slot = Slot {
+            priority: 24_003,
+            wide: false,
+        };
         let mut batch = Batch::new();
         batch.new_table();
-        let set_seq = batch.new_set(24_003);
-        batch.new_chain(24_003, "out", NF_INET_LOCAL_OUT);
-        batch.new_rule(24_003, "out");
+        batch.new_set(slot);
+        batch.new_chain(slot, "out", NF_INET_LOCAL_OUT);
+        batch.new_rule(slot, "out");
         batch.new_elements(
-            24_003,
+            slot,
             &[Interval::of_prefix([10, 203, 2, 1].into(), 32)],
             1_500,
         );
@@ -965,7 +1147,7 @@ mod tests {
                 nft(NFT_MSG_NEWSETELEM),
             ]
         );
-        assert_eq!(parsed[2].1, set_seq);
+        assert_eq!(parsed[2].1, 2, "sequence numbers count the messages");
         // The element carries its timeout, big-endian, inside the nested element list.
         let elements = parsed[5].2;
         let list = attributes(&elements[4..])

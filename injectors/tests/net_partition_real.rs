@@ -320,7 +320,8 @@ fn partitions_are_kernel_set_elements_that_expire_at_the_deadline() {
         "no policy rule any more"
     );
 
-    // Deleting one slot leaves the other alone, and removes that slot's set.
+    // Deleting one slot leaves the other alone; its set stays, empty, until a tidy, which
+    // spares the slots it is told are live.
     table
         .delete(std::slice::from_ref(&other_slot))
         .expect("delete one slot");
@@ -330,8 +331,20 @@ fn partitions_are_kernel_set_elements_that_expire_at_the_deadline() {
     );
     assert_eq!(
         table.expirations(&a1.netns, other_slot.priority).unwrap(),
+        Some(vec![])
+    );
+    let live: BTreeSet<u32> = [other_slot.priority].into();
+    assert!(table.tidy(&a1.netns, &live).unwrap().is_empty());
+    assert_eq!(
+        table.tidy(&a1.netns, &BTreeSet::new()).unwrap(),
+        vec![other_slot.priority],
+        "the empty slot goes; slot 3 still blocks, so it stays"
+    );
+    assert_eq!(
+        table.expirations(&a1.netns, other_slot.priority).unwrap(),
         None
     );
+    assert!(table.expirations(&a1.netns, priority).unwrap().is_some());
 
     table.delete(&rules).expect("delete");
     table
@@ -344,7 +357,10 @@ fn partitions_are_kernel_set_elements_that_expire_at_the_deadline() {
             "in {}",
             node.netns
         );
-        assert_eq!(table.expirations(&node.netns, priority).unwrap(), None);
+        assert_eq!(
+            table.expirations(&node.netns, priority).unwrap(),
+            Some(vec![])
+        );
     }
     assert_eq!(
         shown_rules(&a1.netns, 100).len(),
@@ -542,6 +558,7 @@ impl Drop for Reaped {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // One story: install, kill the installer, see the kernel end it.
 fn a_partition_ends_at_its_deadline_with_its_installer_killed() {
     if !root_or_skip("a_partition_ends_at_its_deadline_with_its_installer_killed") {
         return;
@@ -642,8 +659,15 @@ fn a_partition_ends_at_its_deadline_with_its_installer_killed() {
             node.netns
         );
     }
-    // Tidy: the expired slot's empty chains and set go with a delete.
-    table.delete(&rules).expect("remove the empty slot objects");
+    // A reconcile's tidy removes the expired slot's empty chains and set.
+    for node in lab.nodes() {
+        assert_eq!(
+            table.tidy(&node.netns, &BTreeSet::new()).unwrap(),
+            vec![priority_for_slot(11)],
+            "in {}",
+            node.netns
+        );
+    }
     assert_eq!(
         table.expirations(&a1.netns, priority_for_slot(11)).unwrap(),
         None
