@@ -266,8 +266,8 @@ async fn bench() {
         })
         .collect();
     table
-            .add(&rules, faultline_injectors::ledger::now_unix_ms() + 60_000)
-            .expect("add");
+        .add(&rules, faultline_injectors::ledger::now_unix_ms() + 60_000)
+        .expect("add");
     let start = Instant::now();
     table.delete(&rules).expect("delete");
     let direct_delete = start.elapsed();

@@ -157,7 +157,11 @@ fn agent_rules() -> Vec<Rule> {
 struct Shared<T>(Arc<T>);
 
 impl RuleTable for Shared<RecordingRuleTable> {
-    fn add(&self, rules: &[PartitionRule], deadline_unix_ms: u64) -> faultline_injectors::Result<()> {
+    fn add(
+        &self,
+        rules: &[PartitionRule],
+        deadline_unix_ms: u64,
+    ) -> faultline_injectors::Result<()> {
         self.0.add(rules, deadline_unix_ms)
     }
     fn delete(&self, rules: &[PartitionRule]) -> faultline_injectors::Result<()> {
