@@ -220,7 +220,9 @@ async fn bench() {
             })
             .collect();
         let start = Instant::now();
-        table.add(&rules).expect("add");
+        table
+            .add(&rules, faultline_injectors::ledger::now_unix_ms() + 60_000)
+            .expect("add");
         direct.push(start.elapsed());
         table.delete(&rules).expect("delete");
     }
@@ -263,7 +265,9 @@ async fn bench() {
             })
         })
         .collect();
-    table.add(&rules).expect("add");
+    table
+        .add(&rules, faultline_injectors::ledger::now_unix_ms() + 60_000)
+        .expect("add");
     let start = Instant::now();
     table.delete(&rules).expect("delete");
     let direct_delete = start.elapsed();

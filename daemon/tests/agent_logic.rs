@@ -22,8 +22,12 @@ const FAULTS: &str = "faultline.dev/v1alpha1";
 struct Shared<T>(Arc<T>);
 
 impl RuleTable for Shared<RecordingRuleTable> {
-    fn add(&self, rules: &[PartitionRule]) -> faultline_injectors::Result<()> {
-        self.0.add(rules)
+    fn add(
+        &self,
+        rules: &[PartitionRule],
+        deadline_unix_ms: u64,
+    ) -> faultline_injectors::Result<()> {
+        self.0.add(rules, deadline_unix_ms)
     }
     fn delete(&self, rules: &[PartitionRule]) -> faultline_injectors::Result<()> {
         self.0.delete(rules)
@@ -438,7 +442,7 @@ async fn a_crash_mid_inject_is_finished_at_restart_without_applying_twice() {
         )
         .expect("write");
     drop(lock);
-    a1.rules.add(&full[..1]).expect("one rule");
+    a1.rules.add(&full[..1], now + 60_000).expect("one rule");
     {
         let mut journal = faultline_daemon::agent::journal::Journal::open(
             a1.state.path().join("agent-journal.json"),

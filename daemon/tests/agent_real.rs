@@ -1,5 +1,5 @@
 //! The real `faultlined agent` process against the in-memory API server served over loopback
-//! HTTP, acting on real kernel objects: prohibit rules through rtnetlink in a real network
+//! HTTP, acting on real kernel objects: partition rules (nf_tables over netlink) in a real network
 //! namespace standing in for the node's own, and SIGSTOP/SIGCONT of a real process placed in a
 //! kubelet-shaped cgroup. The agent is killed with SIGKILL mid-fault and restarted.
 //!

@@ -17,6 +17,11 @@ fn sigkill(pid: i32) {
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("SIGKILL");
 }
 
+/// Whether `pid` has exited (gone or a zombie nobody reaped yet).
+fn has_exited(pid: i32) -> bool {
+    faultline_experiments::lab::agent::is_zombie(Path::new("/proc"), pid)
+}
+
 fn fault_ids(lab: &TestLab) -> Vec<String> {
     let json: serde_json::Value =
         serde_json::from_str(&lab.ok(&["faults", "--output", "json"])).expect("json");
@@ -121,7 +126,7 @@ fn zone_partition_cuts_the_zone_off_both_ways_and_keeps_each_side_whole() {
     assert!(lab
         .our_rules()
         .iter()
-        .all(|r| r.contains("prohibit") && !r.contains("lookup")));
+        .all(|r| r.contains("/32 priority 24")));
     checks(true);
     lab.ok(&["revert", &injected_id(&out)]);
     assert!(lab.our_rules().is_empty());
@@ -140,14 +145,33 @@ fn deadlines_survive_sigkill_of_every_faultline_process() {
     let long_rules = 12;
     assert_eq!(lab.our_rules().len(), short_rules + long_rules);
 
+    let _b1 = listen_in(&lab.netns("b1"), "10.203.2.11:7001");
+    let _c2 = listen_in(&lab.netns("c2"), "10.203.3.12:7002");
+    assert!(
+        !tcp_reachable(&lab.netns("a1"), "10.203.2.11:7001"),
+        "zone b is cut off"
+    );
+
     // No chaosctl runs now; kill the agent too.
     let agent = lab.agent_pid().expect("agent pid");
     sigkill(agent);
+    wait_until(Duration::from_secs(5), "the agent to die", || {
+        has_exited(agent)
+    });
     std::thread::sleep(Duration::from_secs(6));
-    // Nobody was left to revert: the expired partition is still in the kernel.
-    assert_eq!(lab.our_rules().len(), short_rules + long_rules);
+    // Nobody was left to revert, yet the kernel dropped the expired partition at its deadline,
+    // and only that one.
+    assert_eq!(lab.our_rules().len(), long_rules, "{:#?}", lab.our_rules());
+    assert!(
+        tcp_reachable(&lab.netns("a1"), "10.203.2.11:7001"),
+        "zone b is back with no Faultline process alive"
+    );
+    assert!(
+        !tcp_reachable(&lab.netns("a1"), "10.203.3.12:7002"),
+        "c2 is still cut off until its own deadline"
+    );
 
-    // The next chaosctl command, whatever it is, reverts the expired one and only that one.
+    // The next chaosctl command, whatever it is, forgets the expired record.
     assert_eq!(fault_ids(&lab), vec![long.clone()]);
     assert_eq!(lab.our_rules().len(), long_rules, "{:#?}", lab.our_rules());
     assert!(!fault_ids(&lab).contains(&short));
@@ -538,4 +562,195 @@ fn halt_reverts_everything_and_blocks_until_resume() {
     );
     lab.ok(&["resume"]);
     lab.ok(&["inject", "partition", "--zone", "a", "--for", "10s"]);
+}
+
+/// Fields of `/proc/PID/stat` after the command name: state, and the session id.
+fn state_and_session(pid: i32) -> Option<(char, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    Some((
+        fields.first()?.chars().next()?,
+        fields.get(3)?.parse().ok()?,
+    ))
+}
+
+fn replica_status(lab: &TestLab, replica: &str) -> serde_json::Value {
+    lab.status()["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["replica"] == replica)
+        .unwrap_or_else(|| panic!("{replica} is in the status"))
+        .clone()
+}
+
+fn pid_of(lab: &TestLab, replica: &str) -> i32 {
+    replica_status(lab, replica)["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{replica} runs")) as i32
+}
+
+/// The deadline of fault `id`, from `chaosctl faults`.
+fn deadline_of(lab: &TestLab, id: &str) -> u64 {
+    let json: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["faults", "--output", "json"])).expect("json");
+    json.as_array()
+        .expect("array")
+        .iter()
+        .find(|f| f["id"] == id)
+        .and_then(|f| f["deadline_unix_ms"].as_u64())
+        .unwrap_or_else(|| panic!("fault {id} is active"))
+}
+
+/// Kills `child` (by its PID) when dropped, so a failing test leaves no `chaosctl` behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_pause_outlives_a_killed_agent_until_its_deadline_then_the_restarted_agent_resumes_it() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let victim = pid_of(&lab, "nats/3");
+    let agent = lab.agent_pid().expect("agent pid");
+    // Each service is alone in its own session, out of reach of the agent's death.
+    let (_, victim_session) = state_and_session(victim).expect("victim runs");
+    let (_, agent_session) = state_and_session(agent).expect("agent runs");
+    assert_eq!(victim_session, victim, "the replica leads its own session");
+    assert_ne!(victim_session, agent_session);
+
+    let id = injected_id(&lab.ok(&[
+        "inject",
+        "pause",
+        "--service",
+        "nats",
+        "--replica",
+        "3",
+        "--for",
+        "10s",
+    ]));
+    let deadline = deadline_of(&lab, &id);
+    assert_eq!(state_and_session(victim).map(|s| s.0), Some('T'));
+
+    sigkill(agent);
+    wait_until(Duration::from_secs(5), "the agent to die", || {
+        has_exited(agent)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // With the agent dead, the kernel would have sent an orphaned, stopped process group SIGHUP
+    // and SIGCONT: the replica must still be the same process, still stopped.
+    assert_eq!(
+        state_and_session(victim).map(|s| s.0),
+        Some('T'),
+        "the pause must hold after the agent's death"
+    );
+    let status = lab.status();
+    assert_eq!(status["agent_pid"], serde_json::Value::Null);
+    assert_eq!(status["agent_dead"], i64::from(agent), "{status:#}");
+    let text = lab.ok(&["lab", "status"]);
+    assert!(text.contains("agent dead"), "{text}");
+
+    // `lab up` starts a new agent and waits until every replica is really ready, which nats/3
+    // is only once its pause ends: at the deadline, not before.
+    let mut up = Reaped(
+        common::chaosctl_command(lab.state_root(), &lab.name)
+            .args(["lab", "up", "--timeout", "60s"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start lab up"),
+    );
+    while faultline_injectors::ledger::now_unix_ms() + 700 < deadline {
+        assert_eq!(
+            state_and_session(victim).map(|s| s.0),
+            Some('T'),
+            "the restarted agent must keep the pause until its deadline"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = up.0.wait().expect("lab up ends");
+    assert!(status.success(), "lab up: {status}");
+    assert!(
+        faultline_injectors::ledger::now_unix_ms() >= deadline,
+        "lab up returned before the paused replica could be ready"
+    );
+    let (state, _) = state_and_session(victim).expect("the same replica process still runs");
+    assert_ne!(state, 'T', "resumed at the deadline");
+    assert_eq!(pid_of(&lab, "nats/3"), victim, "resumed, not restarted");
+    assert!(!fault_ids(&lab).contains(&id));
+    assert_eq!(replica_status(&lab, "nats/3")["health"], "ready");
+}
+
+#[test]
+fn status_does_not_trust_a_dead_agent_and_lab_up_waits_for_real_readiness() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let agent = lab.agent_pid().expect("agent pid");
+    let victim = pid_of(&lab, "gateway/2");
+    sigkill(agent);
+    wait_until(Duration::from_secs(5), "the agent to die", || {
+        has_exited(agent)
+    });
+    sigkill(victim);
+    wait_until(Duration::from_secs(5), "the replica to die", || {
+        has_exited(victim)
+    });
+
+    let status = lab.status();
+    assert_eq!(status["agent_pid"], serde_json::Value::Null);
+    assert_eq!(status["agent_dead"], i64::from(agent));
+    let gateway = replica_status(&lab, "gateway/2");
+    assert_eq!(gateway["health"], "dead", "{gateway:#}");
+    assert_eq!(
+        gateway["pid"],
+        serde_json::Value::Null,
+        "a dead PID is not shown"
+    );
+    let text = lab.ok(&["lab", "status"]);
+    assert!(text.contains("agent dead"), "{text}");
+    assert!(
+        text.contains(&format!("DEAD (pid {agent} is gone)")),
+        "{text}"
+    );
+
+    let out = lab.ok(&["lab", "up"]);
+    assert!(out.contains("agent started"), "{out}");
+    let status = lab.status();
+    assert_eq!(status["agent_dead"], serde_json::Value::Null);
+    for service in status["services"].as_array().expect("services") {
+        assert_eq!(service["health"], "ready", "after lab up: {service:#}");
+        let pid = service["pid"].as_i64().expect("pid") as i32;
+        assert!(
+            !has_exited(pid),
+            "{} has a live process",
+            service["replica"]
+        );
+    }
+    assert_ne!(pid_of(&lab, "gateway/2"), victim, "restarted");
+
+    // A hold shows as held, and stops showing so as soon as it is released.
+    let id = injected_id(&lab.ok(&[
+        "inject",
+        "stop",
+        "--service",
+        "gateway",
+        "--replica",
+        "1",
+        "--for",
+        "60s",
+    ]));
+    wait_until(Duration::from_secs(10), "gateway/1 to show held", || {
+        replica_status(&lab, "gateway/1")["health"] == "held"
+    });
+    lab.ok(&["revert", &id]);
+    let health = replica_status(&lab, "gateway/1")["health"].clone();
+    assert_ne!(health, "held", "released holds are not shown as held");
 }

@@ -157,8 +157,12 @@ fn agent_rules() -> Vec<Rule> {
 struct Shared<T>(Arc<T>);
 
 impl RuleTable for Shared<RecordingRuleTable> {
-    fn add(&self, rules: &[PartitionRule]) -> faultline_injectors::Result<()> {
-        self.0.add(rules)
+    fn add(
+        &self,
+        rules: &[PartitionRule],
+        deadline_unix_ms: u64,
+    ) -> faultline_injectors::Result<()> {
+        self.0.add(rules, deadline_unix_ms)
     }
     fn delete(&self, rules: &[PartitionRule]) -> faultline_injectors::Result<()> {
         self.0.delete(rules)

@@ -1,6 +1,10 @@
 //! The experiment layer: the lab target, the tenant workload and its history, the checkers and
 //! reports, the experiment spec and the engine that runs the phases, and the scheduler that runs
 //! suites of experiments unattended.
+//!
+//! `unsafe` is denied except in one place: the lab agent starts each service in a session of
+//! its own with `setsid(2)` between fork and exec (`lab/agent.rs`), which `std` offers only
+//! through the unsafe `pre_exec`.
 
 pub mod checkers;
 pub mod engine;

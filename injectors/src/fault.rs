@@ -67,13 +67,14 @@ impl FaultAction {
         matches!(self, FaultAction::Kill { .. })
     }
 
-    /// Injects the fault. Idempotent.
+    /// Injects the fault until `deadline_unix_ms`. Idempotent. Partitions hand the deadline
+    /// to the kernel, which ends them then even with no Faultline process alive.
     ///
     /// # Errors
     /// The privileged call failed; the caller reverts and removes the record.
-    pub fn inject(&self, env: &Injectors<'_>) -> Result<()> {
+    pub fn inject(&self, env: &Injectors<'_>, deadline_unix_ms: u64) -> Result<()> {
         match self {
-            FaultAction::Partition { rules, .. } => env.rules.add(rules),
+            FaultAction::Partition { rules, .. } => env.rules.add(rules, deadline_unix_ms),
             FaultAction::Kill { process } => env.signals.signal(process, Signal::SIGKILL).map(drop),
             FaultAction::Pause { process } => {
                 env.signals.signal(process, Signal::SIGSTOP).map(drop)

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod net_partition;
 pub mod netns;
+pub mod nftables;
 pub mod node_drain;
 pub mod pod_discovery;
 pub mod process;

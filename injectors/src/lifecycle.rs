@@ -106,7 +106,7 @@ pub fn start_fault(
         applied_unix_ms: None,
     };
     ledger.write(&lock, &record)?;
-    if let Err(inject_error) = record.action.inject(env) {
+    if let Err(inject_error) = record.action.inject(env, record.deadline_unix_ms) {
         // Leave nothing half-made; if even the revert fails, the record stays for reconcile.
         if record.action.revert(env).is_ok() {
             ledger.remove(&lock, &record.id)?;
@@ -223,6 +223,12 @@ pub fn reconcile(
             env.rules.delete(&orphans)?;
             report.orphan_rules.extend(orphans);
         }
+        let live_slots: BTreeSet<u32> = live_rules
+            .iter()
+            .filter(|rule| &rule.netns == netns)
+            .map(|rule| rule.priority)
+            .collect();
+        env.rules.tidy(netns, &live_slots)?;
     }
     for process in &scope.processes {
         if !live_pauses.contains(&process.pid)
@@ -357,6 +363,10 @@ mod tests {
         let record = f.partition(5, 1_000).expect("inject");
         assert_eq!(record.deadline_unix_ms, 6_000);
         assert_eq!(f.rules.installed().len(), 2);
+        // The kernel is handed the record's own deadline, so it can end the fault without us.
+        for rule in f.rules.installed() {
+            assert_eq!(f.rules.deadline_of(&rule), Some(6_000));
+        }
         assert_eq!(f.ledger.list().expect("list").0, vec![record.clone()]);
 
         let early = reconcile(&f.ledger, &f.env(), &scope(), 5_999).expect("reconcile");
@@ -475,8 +485,8 @@ mod tests {
     fn a_failed_inject_leaves_neither_rules_nor_record() {
         struct FailingRules(RecordingRuleTable);
         impl RuleTable for FailingRules {
-            fn add(&self, rules: &[PartitionRule]) -> Result<()> {
-                self.0.add(&rules[..1])?;
+            fn add(&self, rules: &[PartitionRule], deadline_unix_ms: u64) -> Result<()> {
+                self.0.add(&rules[..1], deadline_unix_ms)?;
                 Err(Error::Netlink {
                     netns: rules[1].netns.clone(),
                     reason: "refused".into(),
@@ -528,14 +538,14 @@ mod tests {
             seen_during_install: std::sync::Mutex<Vec<Option<u64>>>,
         }
         impl RuleTable for SlowRules {
-            fn add(&self, rules: &[PartitionRule]) -> Result<()> {
+            fn add(&self, rules: &[PartitionRule], deadline_unix_ms: u64) -> Result<()> {
                 let (records, _) = self.ledger.list()?;
                 self.seen_during_install
                     .lock()
                     .expect("not poisoned")
                     .extend(records.iter().map(|r| r.applied_unix_ms));
                 std::thread::sleep(Duration::from_millis(30));
-                self.inner.add(rules)
+                self.inner.add(rules, deadline_unix_ms)
             }
             fn delete(&self, rules: &[PartitionRule]) -> Result<()> {
                 self.inner.delete(rules)
@@ -589,5 +599,80 @@ mod tests {
         assert_eq!(record.created_unix_ms, 1_000);
         assert_eq!(f.ledger.list().expect("list").0, vec![record]);
         assert_eq!(slow.inner.installed().len(), 2);
+    }
+
+    #[test]
+    fn reconcile_tidies_each_namespace_sparing_live_slots_only() {
+        /// Records what `tidy` was asked to spare, per namespace.
+        #[derive(Default)]
+        struct TidyRecorder {
+            rules: RecordingRuleTable,
+            spared: std::sync::Mutex<Vec<(String, BTreeSet<u32>)>>,
+        }
+        impl RuleTable for TidyRecorder {
+            fn add(&self, rules: &[PartitionRule], deadline_unix_ms: u64) -> Result<()> {
+                self.rules.add(rules, deadline_unix_ms)
+            }
+            fn delete(&self, rules: &[PartitionRule]) -> Result<()> {
+                self.rules.delete(rules)
+            }
+            fn list_ours(&self, netns: &str) -> Result<Vec<PartitionRule>> {
+                self.rules.list_ours(netns)
+            }
+            fn tidy(&self, netns: &str, live: &BTreeSet<u32>) -> Result<Vec<u32>> {
+                self.spared
+                    .lock()
+                    .expect("poisoned")
+                    .push((netns.to_owned(), live.clone()));
+                Ok(Vec::new())
+            }
+        }
+        let f = Fixture::new();
+        let recorder = TidyRecorder::default();
+        let env = Injectors {
+            rules: &recorder,
+            ..f.env()
+        };
+        let request = |slot_rules: fn(u32) -> Vec<PartitionRule>| FaultRequest {
+            target: "a vs b".into(),
+            duration: Duration::from_secs(60),
+            max_duration: DEFAULT_MAX_FAULT_DURATION,
+            build: Box::new(move |slot| FaultAction::Partition {
+                slot,
+                sides: vec![],
+                rules: slot_rules(slot),
+            }),
+        };
+        let live = start_fault(
+            &f.ledger,
+            &env,
+            request(|slot| vec![rule("ns-a1", [10, 0, 0, 2], slot)]),
+            1_000,
+        )
+        .expect("live partition");
+        let FaultAction::Partition { slot, .. } = live.action else {
+            unreachable!("a partition was injected")
+        };
+        reconcile(&f.ledger, &env, &scope(), 2_000).expect("reconcile");
+        let spared = recorder.spared.lock().expect("poisoned").clone();
+        assert_eq!(
+            spared,
+            vec![
+                (
+                    "ns-a1".to_owned(),
+                    BTreeSet::from([priority_for_slot(slot)])
+                ),
+                ("ns-b1".to_owned(), BTreeSet::new()),
+            ]
+        );
+        // Once it expired, nothing is spared any more.
+        recorder.spared.lock().expect("poisoned").clear();
+        reconcile(&f.ledger, &env, &scope(), 61_000).expect("reconcile");
+        assert!(recorder
+            .spared
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .all(|(_, live)| live.is_empty()));
     }
 }

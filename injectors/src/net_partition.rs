@@ -1,10 +1,13 @@
-//! Network partitions made of policy-routing rules (action `prohibit`), installed with
-//! rtnetlink inside the node namespaces, in both directions.
+//! Network partitions: traffic from each node's namespace to the nodes it must not reach is
+//! rejected, in both directions, until the fault's deadline, which the kernel enforces itself.
 //!
-//! Our rules are recognisable by their priority: every rule in
+//! A [`PartitionRule`] is one blocked destination prefix in one namespace, tagged with the
+//! partition's slot priority: every priority in
 //! [`RULE_PRIORITY_BASE`]`..`[`RULE_PRIORITY_BASE`]` + `[`RULE_PRIORITY_SLOTS`] is ours, and each
 //! active partition owns one slot, so reconcile can tell orphans from live faults even when the
-//! ledger is gone.
+//! ledger is gone. [`NetlinkRuleTable`] makes them nf_tables set elements with a timeout (see
+//! [`crate::nftables`]); earlier versions made them `prohibit` policy rules of that priority,
+//! which it still finds and removes.
 //!
 //! The module has three layers:
 //! - **Shapes** ([`isolate`], [`halves`], [`majorities_ring`], [`bridge`], [`singletons`]):
@@ -20,7 +23,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{netns, Error, Result};
+use crate::{netns, nftables, Error, Result};
 
 /// First rule priority of Faultline's range. Below the `main` table (32766), above `local` (0).
 pub const RULE_PRIORITY_BASE: u32 = 24_000;
@@ -37,7 +40,8 @@ pub fn is_ours(priority: u32) -> bool {
     (RULE_PRIORITY_BASE..RULE_PRIORITY_BASE + RULE_PRIORITY_SLOTS).contains(&priority)
 }
 
-/// One policy rule: inside `netns`, traffic to `destination/prefix_len` is prohibited.
+/// One blocked prefix: inside `netns`, traffic to `destination/prefix_len` is rejected, by the
+/// partition whose slot has priority `priority`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PartitionRule {
     /// Network namespace name (a file under the netns directory, usually `/run/netns`).
@@ -50,13 +54,15 @@ pub struct PartitionRule {
     pub priority: u32,
 }
 
-/// The privileged seam for policy rules.
+/// The privileged seam for partition rules.
 pub trait RuleTable: Send + Sync {
-    /// Installs `rules`. A rule that is already present counts as installed.
+    /// Installs `rules` until `deadline_unix_ms`: the real table has the kernel drop them at
+    /// that time whatever happens to our processes. A rule that is already present counts as
+    /// installed.
     ///
     /// # Errors
     /// A namespace cannot be entered or the kernel refuses a rule.
-    fn add(&self, rules: &[PartitionRule]) -> Result<()>;
+    fn add(&self, rules: &[PartitionRule], deadline_unix_ms: u64) -> Result<()>;
     /// Removes `rules`. A rule or namespace that is gone counts as removed.
     ///
     /// # Errors
@@ -68,12 +74,23 @@ pub trait RuleTable: Send + Sync {
     /// # Errors
     /// The namespace exists but cannot be entered or read.
     fn list_ours(&self, netns: &str) -> Result<Vec<PartitionRule>>;
+    /// Removes what partitions that expired or were reverted left behind in `netns` (objects
+    /// that block nothing any more), except for the slots whose priority is in `live`, and
+    /// returns the priorities of the slots it removed. A namespace that is gone has none.
+    ///
+    /// # Errors
+    /// The namespace exists but cannot be entered, or the kernel refuses a deletion.
+    fn tidy(&self, netns: &str, live: &BTreeSet<u32>) -> Result<Vec<u32>> {
+        let _ = (netns, live);
+        Ok(Vec::new())
+    }
 }
 
 /// A [`RuleTable`] that only remembers, for logic tests.
 #[derive(Debug, Default)]
 pub struct RecordingRuleTable {
-    installed: Mutex<BTreeSet<PartitionRule>>,
+    /// Each installed rule with the deadline it was installed until.
+    installed: Mutex<BTreeMap<PartitionRule, u64>>,
 }
 
 impl RecordingRuleTable {
@@ -82,18 +99,23 @@ impl RecordingRuleTable {
         self.installed
             .lock()
             .expect("poisoned")
-            .iter()
+            .keys()
             .cloned()
             .collect()
+    }
+
+    /// The deadline `rule` was last installed until, if it is installed.
+    pub fn deadline_of(&self, rule: &PartitionRule) -> Option<u64> {
+        self.installed.lock().expect("poisoned").get(rule).copied()
     }
 }
 
 impl RuleTable for RecordingRuleTable {
-    fn add(&self, rules: &[PartitionRule]) -> Result<()> {
-        self.installed
-            .lock()
-            .expect("poisoned")
-            .extend(rules.iter().cloned());
+    fn add(&self, rules: &[PartitionRule], deadline_unix_ms: u64) -> Result<()> {
+        let mut installed = self.installed.lock().expect("poisoned");
+        for rule in rules {
+            installed.insert(rule.clone(), deadline_unix_ms);
+        }
         Ok(())
     }
 
@@ -110,7 +132,7 @@ impl RuleTable for RecordingRuleTable {
             .installed
             .lock()
             .expect("poisoned")
-            .iter()
+            .keys()
             .filter(|rule| rule.netns == netns && is_ours(rule.priority))
             .cloned()
             .collect())
@@ -399,20 +421,25 @@ pub fn rules_for(grudge: &Grudge<Endpoint>, priority: u32) -> Vec<PartitionRule>
 }
 
 // ---------------------------------------------------------------------------------------------
-// The real rule table: rtnetlink inside each node's namespace.
+// The real rule table: nf_tables over nfnetlink inside each node's namespace.
 // ---------------------------------------------------------------------------------------------
 
-/// The [`RuleTable`] that installs real policy rules with rtnetlink.
+/// The [`RuleTable`] that installs partitions the kernel ends on its own.
 ///
 /// Each call groups its rules by namespace and works on all of them in parallel: one fresh
 /// thread per namespace enters it ([`crate::netns`]), opens a netlink socket there and sends
-/// every request for that namespace at once, before collecting the answers. Nothing here
-/// execs `ip` or `iptables`.
+/// that namespace's share as one atomic nf_tables batch ([`crate::nftables`]). Nothing here
+/// execs `nft`, `ip` or `iptables`.
 ///
-/// A rule is IPv4, action `prohibit`, destination prefix, priority, and table id 0: with any
-/// other table the kernel would show (and treat) it as `lookup main prohibit`. Senders to a
-/// prohibited destination get `EACCES` at once, and forwarded packets an ICMP "administratively
-/// prohibited".
+/// **The guarantee.** Every blocked prefix is an element of our set with a timeout equal to the
+/// time left until the fault's deadline, so the kernel stops rejecting at the deadline even if
+/// no Faultline process is alive then. Policy rules (`prohibit`) were the previous mechanism;
+/// they cannot expire, so they are no longer installed, but [`RuleTable::list_ours`] and
+/// [`RuleTable::delete`] still find and remove any left in our priority range.
+///
+/// Senders to a blocked destination get an ICMP "administratively prohibited" from their own
+/// kernel, so a TCP connect fails at once with `EHOSTUNREACH` (a `prohibit` rule gave `EACCES`);
+/// forwarded packets get the same ICMP back.
 #[derive(Clone, Debug)]
 pub struct NetlinkRuleTable {
     netns_dir: PathBuf,
@@ -427,6 +454,30 @@ impl NetlinkRuleTable {
         }
     }
 
+    /// What the kernel holds for the partition at `priority` in `netns`: each blocked prefix
+    /// with the milliseconds it has left before the kernel drops it. `None` when that partition
+    /// has no set there (never installed, reverted, or the namespace is gone).
+    ///
+    /// # Errors
+    /// The namespace exists but cannot be entered or read.
+    pub fn expirations(
+        &self,
+        netns: &str,
+        priority: u32,
+    ) -> Result<Option<Vec<nftables::Expiring>>> {
+        match netns::run_in_netns(&self.netns_dir, netns, move || {
+            nftables::expirations(priority)
+        }) {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(reason)) => Err(Error::Netlink {
+                netns: netns.to_owned(),
+                reason,
+            }),
+            Err(e) if netns::is_netns_gone(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Runs `op` on each namespace's share of `rules`, all namespaces in parallel (one
     /// short-lived thread each), and returns the first failure once every namespace has
     /// finished.
@@ -438,8 +489,13 @@ impl NetlinkRuleTable {
         let mut first_error = None;
         let mut running = Vec::with_capacity(by_netns.len());
         for (netns, rules) in by_netns {
-            match netns::spawn_in_netns(&self.netns_dir, netns, move || netlink::apply(op, &rules))
-            {
+            let work = move || match op {
+                RuleOp::Add { timeout_ms } => nftables::install(&rules, timeout_ms),
+                RuleOp::Delete => {
+                    nftables::remove(&rules).and_then(|()| legacy::delete_present(&rules))
+                }
+            };
+            match netns::spawn_in_netns(&self.netns_dir, netns, work) {
                 Ok(thread) => running.push((netns, thread)),
                 Err(e) if op == RuleOp::Delete && netns::is_netns_gone(&e) => {}
                 Err(e) => {
@@ -463,26 +519,57 @@ impl NetlinkRuleTable {
 }
 
 impl RuleTable for NetlinkRuleTable {
-    /// Installs `rules`; a rule that is already there (`EEXIST`) counts as installed. On error
-    /// the other namespaces' rules may be in place: revert with [`RuleTable::delete`].
-    fn add(&self, rules: &[PartitionRule]) -> Result<()> {
-        self.apply(RuleOp::Add, rules)
+    /// Installs `rules` with a kernel timeout of the time left until `deadline_unix_ms` (at
+    /// least 1 ms); a rule that is already there counts as installed. On error the other
+    /// namespaces' rules may be in place (each namespace's share is all or nothing): revert
+    /// with [`RuleTable::delete`], or let them expire.
+    fn add(&self, rules: &[PartitionRule], deadline_unix_ms: u64) -> Result<()> {
+        let timeout_ms = deadline_unix_ms.saturating_sub(crate::ledger::now_unix_ms());
+        self.apply(
+            RuleOp::Add {
+                timeout_ms: timeout_ms.max(1),
+            },
+            rules,
+        )
     }
 
-    /// Removes `rules`, matching on destination prefix and priority whatever the action and
-    /// table (the priority range is ours). A rule that is gone (`ENOENT`, `ESRCH`) or a
-    /// namespace that is gone counts as removed.
+    /// Removes `rules`: their set elements, and any `prohibit` policy rule with the same
+    /// destination and priority. Whatever is gone (expired, never installed, namespace
+    /// removed) counts as removed. The slot's empty set and chains stay for reuse until
+    /// [`RuleTable::tidy`].
     fn delete(&self, rules: &[PartitionRule]) -> Result<()> {
         self.apply(RuleOp::Delete, rules)
     }
 
-    /// Dumps the IPv4 rules of `netns` and returns, sorted, those whose priority is ours. A rule
-    /// in our range without a destination (we never make one) is returned as `0.0.0.0/0`;
-    /// like `ip rule del`, deleting that removes one rule of its priority whatever its
-    /// destination.
+    /// Deletes the chains and set of every slot in `netns` that holds no unexpired element and
+    /// whose priority is not in `live`.
+    fn tidy(&self, netns: &str, live: &BTreeSet<u32>) -> Result<Vec<u32>> {
+        let live = live.clone();
+        match netns::run_in_netns(&self.netns_dir, netns, move || nftables::tidy(&live)) {
+            Ok(Ok(removed)) => Ok(removed),
+            Ok(Err(reason)) => Err(Error::Netlink {
+                netns: netns.to_owned(),
+                reason,
+            }),
+            Err(e) if netns::is_netns_gone(&e) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The unexpired elements of our sets in `netns`, plus any `prohibit` policy rule in our
+    /// priority range, sorted. A policy rule in our range without a destination (we never made
+    /// one) is returned as `0.0.0.0/0`; like `ip rule del`, deleting that removes one rule of
+    /// its priority whatever its destination.
     fn list_ours(&self, netns: &str) -> Result<Vec<PartitionRule>> {
         let name = netns.to_owned();
-        match netns::run_in_netns(&self.netns_dir, netns, move || netlink::list_ours(&name)) {
+        let listed = netns::run_in_netns(&self.netns_dir, netns, move || {
+            let mut rules = nftables::list(&name)?;
+            rules.extend(legacy::list_ours(&name)?);
+            rules.sort();
+            rules.dedup();
+            Ok::<_, String>(rules)
+        });
+        match listed {
             Ok(Ok(rules)) => Ok(rules),
             Ok(Err(reason)) => Err(Error::Netlink {
                 netns: netns.to_owned(),
@@ -494,16 +581,18 @@ impl RuleTable for NetlinkRuleTable {
     }
 }
 
-/// What [`NetlinkRuleTable::apply`] does with each rule.
+/// What [`NetlinkRuleTable::apply`] does with each namespace's rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RuleOp {
-    Add,
+    Add { timeout_ms: u64 },
     Delete,
 }
 
-/// The netlink conversations, run on a thread that is already inside the target namespace.
-/// Errors are plain strings here; the caller wraps them with the namespace name.
-mod netlink {
+/// `prohibit` policy rules in our priority range, as earlier versions installed them: listed
+/// and removed so that an upgrade leaves none behind, never added. Runs on a thread that is
+/// already inside the target namespace; errors are plain strings that the caller wraps with
+/// the namespace name.
+mod legacy {
     use std::net::IpAddr;
 
     use futures::future::join_all;
@@ -512,7 +601,7 @@ mod netlink {
     use rtnetlink::packet_route::AddressFamily;
     use rtnetlink::{Handle, IpVersion};
 
-    use super::{is_ours, PartitionRule, RuleOp};
+    use super::{is_ours, PartitionRule};
 
     /// Runs `work` with a netlink connection opened on this thread (so in its namespace), on
     /// a single-threaded runtime that lives only as long as the call.
@@ -534,17 +623,20 @@ mod netlink {
         })
     }
 
-    /// Adds or deletes `rules`, all requests in flight at once. Collects every failure that is
-    /// not "already so" into one message.
-    pub(super) fn apply(op: RuleOp, rules: &[PartitionRule]) -> Result<(), String> {
+    /// Deletes those of `rules` that exist as policy rules: one dump, then only the deletes
+    /// that are needed (usually none).
+    pub(super) fn delete_present(rules: &[PartitionRule]) -> Result<(), String> {
+        let Some(netns) = rules.first().map(|r| r.netns.clone()) else {
+            return Ok(());
+        };
         with_connection(|handle| async move {
-            let requests = rules.iter().map(|rule| {
+            let present = dump_ours(&handle, &netns).await?;
+            let doomed: Vec<&PartitionRule> =
+                rules.iter().filter(|rule| present.contains(rule)).collect();
+            let requests = doomed.iter().map(|rule| {
                 let handle = handle.clone();
                 async move {
-                    let outcome = match op {
-                        RuleOp::Add => add(&handle, rule).await,
-                        RuleOp::Delete => handle.rule().del(message_for(rule)).execute().await,
-                    };
+                    let outcome = handle.rule().del(message_for(rule)).execute().await;
                     (rule, outcome)
                 }
             });
@@ -553,18 +645,14 @@ mod netlink {
                 .into_iter()
                 .filter_map(|(rule, outcome)| {
                     let error = outcome.err()?;
-                    let harmless: &[i32] = match op {
-                        RuleOp::Add => &[libc::EEXIST],
-                        RuleOp::Delete => &[libc::ENOENT, libc::ESRCH],
-                    };
-                    if errno(&error).is_some_and(|code| harmless.contains(&code)) {
+                    if errno(&error).is_some_and(|code| [libc::ENOENT, libc::ESRCH].contains(&code))
+                    {
                         return None;
                     }
-                    let verb = match op {
-                        RuleOp::Add => "adding",
-                        RuleOp::Delete => "deleting",
-                    };
-                    Some(format!("{verb} rule `{}`: {error}", describe(rule)))
+                    Some(format!(
+                        "deleting policy rule `{}`: {error}",
+                        describe(rule)
+                    ))
                 })
                 .collect();
             if failures.is_empty() {
@@ -577,34 +665,24 @@ mod netlink {
 
     /// Dumps the IPv4 rules and keeps ours, as rules of namespace `netns`.
     pub(super) fn list_ours(netns: &str) -> Result<Vec<PartitionRule>, String> {
-        with_connection(|handle| async move {
-            let mut dump = handle.rule().get(IpVersion::V4).execute();
-            let mut ours = Vec::new();
-            while let Some(message) = dump
-                .try_next()
-                .await
-                .map_err(|e| format!("dumping IPv4 rules: {e}"))?
-            {
-                if let Some(rule) = as_ours(netns, &message) {
-                    ours.push(rule);
-                }
-            }
-            ours.sort();
-            Ok(ours)
-        })
+        let netns = netns.to_owned();
+        with_connection(|handle| async move { dump_ours(&handle, &netns).await })
     }
 
-    async fn add(handle: &Handle, rule: &PartitionRule) -> Result<(), rtnetlink::Error> {
-        handle
-            .rule()
-            .add()
-            .v4()
-            .destination_prefix(rule.destination, rule.prefix_len)
-            .action(RuleAction::Prohibit)
-            .priority(rule.priority)
-            .table_id(0)
-            .execute()
+    async fn dump_ours(handle: &Handle, netns: &str) -> Result<Vec<PartitionRule>, String> {
+        let mut dump = handle.rule().get(IpVersion::V4).execute();
+        let mut ours = Vec::new();
+        while let Some(message) = dump
+            .try_next()
             .await
+            .map_err(|e| format!("dumping IPv4 policy rules: {e}"))?
+        {
+            if let Some(rule) = as_ours(netns, &message) {
+                ours.push(rule);
+            }
+        }
+        ours.sort();
+        Ok(ours)
     }
 
     /// The message that deletes `rule`: family, destination and priority, with action and
@@ -1184,11 +1262,14 @@ mod tests {
             )])
             .unwrap();
         let err = table
-            .add(&[rule(
-                "no-such-namespace",
-                [10, 203, 1, 1],
-                RULE_PRIORITY_BASE,
-            )])
+            .add(
+                &[rule(
+                    "no-such-namespace",
+                    [10, 203, 1, 1],
+                    RULE_PRIORITY_BASE,
+                )],
+                u64::MAX,
+            )
             .unwrap_err();
         assert!(netns::is_netns_gone(&err), "{err}");
     }

@@ -248,9 +248,15 @@ fn shown_rules(netns: &str, priority: u32) -> Vec<String> {
         .collect()
 }
 
+/// A deadline `ms` from now, on the wall clock the table measures against.
+fn in_ms(ms: u64) -> u64 {
+    faultline_injectors::ledger::now_unix_ms() + ms
+}
+
 #[test]
-fn netlink_rules_are_real_prohibit_rules_and_idempotent() {
-    if !root_or_skip("netlink_rules_are_real_prohibit_rules_and_idempotent") {
+#[allow(clippy::too_many_lines)] // One lab, one story from install to expiry; split, it repeats the lab.
+fn partitions_are_kernel_set_elements_that_expire_at_the_deadline() {
+    if !root_or_skip("partitions_are_kernel_set_elements_that_expire_at_the_deadline") {
         return;
     }
     let mut lab = Lab::new(2, 1);
@@ -267,7 +273,7 @@ fn netlink_rules_are_real_prohibit_rules_and_idempotent() {
         priority: priority_for_slot(4),
     };
     rules.push(other_slot.clone());
-    // Somebody else's rule, outside our range: never listed, never touched.
+    // Somebody else's policy rule, outside our range: never listed, never touched.
     ip(&[
         "-n",
         &a1.netns,
@@ -280,35 +286,42 @@ fn netlink_rules_are_real_prohibit_rules_and_idempotent() {
         "100",
     ]);
 
-    table.add(&rules).expect("add");
+    table.add(&rules, in_ms(60_000)).expect("add");
     table
-        .add(&rules)
+        .add(&rules, in_ms(60_000))
         .expect("adding the same rules again is fine");
     for node in [&a1, &b1] {
         let listed = table.list_ours(&node.netns).expect("list");
         assert_eq!(listed, rules_in(&rules, &node.netns), "in {}", node.netns);
         assert!(listed.iter().all(|r| is_ours(r.priority)));
     }
-    let shown = shown_rules(&a1.netns, priority);
-    assert_eq!(shown.len(), 1, "exactly one rule after two adds: {shown:?}");
+    // The kernel holds each prefix with the time left to the deadline, and no policy rule.
+    let held = table
+        .expirations(&a1.netns, priority)
+        .unwrap()
+        .expect("slot 3 has a set in a1");
+    assert_eq!(held.len(), 1, "one element after two adds: {held:?}");
+    let (address, len, left_ms) = held[0];
+    assert_eq!((address, len), (b1.address, 32));
     assert!(
-        shown[0].contains(&format!("to {}", b1.address)),
-        "{shown:?}"
+        (50_000..=60_000).contains(&left_ms),
+        "the element expires with the fault, {left_ms} ms from now"
     );
-    assert!(shown[0].contains("prohibit"), "{shown:?}");
+    let wide = table
+        .expirations(&a1.netns, other_slot.priority)
+        .unwrap()
+        .expect("slot 4 has a set in a1");
+    assert_eq!(
+        wide.iter().map(|(a, l, _)| (*a, *l)).collect::<Vec<_>>(),
+        vec![(Ipv4Addr::new(10, 203, 7, 0), 24)]
+    );
     assert!(
-        !shown[0].contains("lookup"),
-        "must be table 0, not `lookup main`: {shown:?}"
+        shown_rules(&a1.netns, priority).is_empty(),
+        "no policy rule any more"
     );
-    let shown_other = shown_rules(&a1.netns, other_slot.priority);
-    assert_eq!(shown_other.len(), 1, "{shown_other:?}");
-    assert!(
-        shown_other[0].contains("to 10.203.7.0/24 prohibit"),
-        "{shown_other:?}"
-    );
-    assert!(!shown_other[0].contains("lookup"), "{shown_other:?}");
 
-    // Deleting one slot leaves the other alone.
+    // Deleting one slot leaves the other alone; its set stays, empty, until a tidy, which
+    // spares the slots it is told are live.
     table
         .delete(std::slice::from_ref(&other_slot))
         .expect("delete one slot");
@@ -316,6 +329,22 @@ fn netlink_rules_are_real_prohibit_rules_and_idempotent() {
         table.list_ours(&a1.netns).unwrap(),
         rules_in(&rules[..rules.len() - 1], &a1.netns)
     );
+    assert_eq!(
+        table.expirations(&a1.netns, other_slot.priority).unwrap(),
+        Some(vec![])
+    );
+    let live: BTreeSet<u32> = [other_slot.priority].into();
+    assert!(table.tidy(&a1.netns, &live).unwrap().is_empty());
+    assert_eq!(
+        table.tidy(&a1.netns, &BTreeSet::new()).unwrap(),
+        vec![other_slot.priority],
+        "the empty slot goes; slot 3 still blocks, so it stays"
+    );
+    assert_eq!(
+        table.expirations(&a1.netns, other_slot.priority).unwrap(),
+        None
+    );
+    assert!(table.expirations(&a1.netns, priority).unwrap().is_some());
 
     table.delete(&rules).expect("delete");
     table
@@ -328,6 +357,10 @@ fn netlink_rules_are_real_prohibit_rules_and_idempotent() {
             "in {}",
             node.netns
         );
+        assert_eq!(
+            table.expirations(&node.netns, priority).unwrap(),
+            Some(vec![])
+        );
     }
     assert_eq!(
         shown_rules(&a1.netns, 100).len(),
@@ -335,8 +368,49 @@ fn netlink_rules_are_real_prohibit_rules_and_idempotent() {
         "the foreign rule must stay"
     );
 
+    // A policy rule in our range, as an earlier version installed it: listed and removed.
+    ip(&[
+        "-n",
+        &a1.netns,
+        "rule",
+        "add",
+        "to",
+        &b1.address.to_string(),
+        "prohibit",
+        "priority",
+        &priority.to_string(),
+    ]);
+    let legacy = vec![PartitionRule {
+        netns: a1.netns.clone(),
+        destination: b1.address,
+        prefix_len: 32,
+        priority,
+    }];
+    assert_eq!(table.list_ours(&a1.netns).unwrap(), legacy);
+    table.delete(&legacy).expect("delete the old-style rule");
+    assert!(shown_rules(&a1.netns, priority).is_empty());
+    assert_eq!(table.list_ours(&a1.netns).unwrap(), vec![]);
+
+    // A short deadline: the kernel drops the elements on its own.
+    table.add(&rules, in_ms(300)).expect("add until soon");
+    assert_eq!(
+        table.list_ours(&b1.netns).unwrap(),
+        rules_in(&rules, &b1.netns)
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        table.list_ours(&b1.netns).unwrap(),
+        vec![],
+        "expired elements are not listed"
+    );
+    // Reinstalling into the slot's existing (empty) set works, and so does the revert.
+    table.add(&rules, in_ms(60_000)).expect("add again");
+    assert_eq!(
+        table.list_ours(&b1.netns).unwrap(),
+        rules_in(&rules, &b1.netns)
+    );
+
     // A namespace that has gone away: nothing to list, nothing to delete, but no adding.
-    table.add(&rules).expect("add again");
     lab.remove_netns(&b1.netns);
     assert_eq!(table.list_ours(&b1.netns).unwrap(), vec![]);
     table
@@ -348,7 +422,7 @@ fn netlink_rules_are_real_prohibit_rules_and_idempotent() {
         "a1's rules went"
     );
     let err = table
-        .add(&rules)
+        .add(&rules, in_ms(60_000))
         .expect_err("adding into a removed namespace fails");
     assert!(netns::is_netns_gone(&err), "{err}");
     assert!(err.to_string().contains(&b1.netns), "{err}");
@@ -392,7 +466,9 @@ fn tcp_is_cut_across_the_partition_and_heals() {
     let zone_a: Vec<Endpoint> = lab.zones[0].iter().map(Node::endpoint).collect();
     let rules = rules_for(&isolate(&zone_a, &endpoints).unwrap(), priority_for_slot(0));
     assert_eq!(rules.len(), 8);
-    table.add(&rules).expect("install the partition");
+    table
+        .add(&rules, in_ms(60_000))
+        .expect("install the partition");
 
     let started = Instant::now();
     for (from, to) in [(a1, b1), (b1, a1), (a2, b2), (b2, a2), (a1, b2), (b2, a1)] {
@@ -400,11 +476,11 @@ fn tcp_is_cut_across_the_partition_and_heals() {
             "{} must not reach {} during the partition",
             from.netns, to.netns
         ));
-        // `prohibit` answers the sender at once with EACCES; a timeout would mean the packets
-        // were silently lost instead.
+        // The reject answers the sender at once with ICMP admin-prohibited (EHOSTUNREACH); a
+        // timeout would mean the packets were silently lost instead.
         assert_eq!(
             err.kind(),
-            std::io::ErrorKind::PermissionDenied,
+            std::io::ErrorKind::HostUnreachable,
             "{} -> {}: {err}",
             from.netns,
             to.netns
@@ -435,4 +511,165 @@ fn tcp_is_cut_across_the_partition_and_heals() {
         .flat_map(|node| table.list_ours(&node.netns).unwrap())
         .collect();
     assert!(left.is_empty(), "rules left after heal: {left:?}");
+}
+
+/// Environment variable that turns [`installer_child`] into a partition installer: the rules
+/// as `netns=address/len@priority` joined by spaces, then `|` and the deadline in Unix ms.
+const INSTALLER_ENV: &str = "FL_TEST_PARTITION_INSTALLER";
+
+/// Not a test on its own: re-run by [`a_partition_ends_at_its_deadline_with_its_installer_killed`]
+/// as a separate process that installs a partition, says so, and then waits to be killed, as
+/// an agent would. Without the variable it does nothing.
+#[test]
+fn installer_child() {
+    let Ok(spec) = std::env::var(INSTALLER_ENV) else {
+        return;
+    };
+    let (rules, deadline) = spec.split_once('|').expect("rules|deadline");
+    let rules: Vec<PartitionRule> = rules
+        .split_whitespace()
+        .map(|rule| {
+            let (netns, rest) = rule.split_once('=').expect("netns=");
+            let (prefix, priority) = rest.split_once('@').expect("@priority");
+            let (address, len) = prefix.split_once('/').expect("/len");
+            PartitionRule {
+                netns: netns.to_owned(),
+                destination: address.parse().expect("address"),
+                prefix_len: len.parse().expect("len"),
+                priority: priority.parse().expect("priority"),
+            }
+        })
+        .collect();
+    NetlinkRuleTable::new(DEFAULT_NETNS_DIR)
+        .add(&rules, deadline.parse().expect("deadline"))
+        .expect("install");
+    println!("INSTALLED");
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+/// Kills `child` (by its PID) when dropped, so a failing test leaves no installer behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[allow(clippy::too_many_lines)] // One story: install, kill the installer, see the kernel end it.
+fn a_partition_ends_at_its_deadline_with_its_installer_killed() {
+    if !root_or_skip("a_partition_ends_at_its_deadline_with_its_installer_killed") {
+        return;
+    }
+    let lab = Lab::new(2, 2);
+    let listeners: Vec<(String, TcpListener)> = lab
+        .nodes()
+        .map(|node| (node.netns.clone(), listen(node)))
+        .collect();
+    let addr = |node: &Node| -> SocketAddr {
+        let (_, listener) = listeners
+            .iter()
+            .find(|(netns, _)| *netns == node.netns)
+            .expect("every node listens");
+        listener.local_addr().unwrap()
+    };
+    let (a1, b1) = (lab.node(0, 0), lab.node(1, 0));
+    let (a2, b2) = (lab.node(0, 1), lab.node(1, 1));
+    for (from, to) in [(a1, b1), (b2, a2)] {
+        wait_reachable(from, addr(to));
+    }
+
+    let endpoints = lab.endpoints();
+    let zone_a: Vec<Endpoint> = lab.zones[0].iter().map(Node::endpoint).collect();
+    let rules = rules_for(
+        &isolate(&zone_a, &endpoints).unwrap(),
+        priority_for_slot(11),
+    );
+    let deadline = in_ms(3_000);
+    let spec = rules
+        .iter()
+        .map(|r| {
+            format!(
+                "{}={}/{}@{}",
+                r.netns, r.destination, r.prefix_len, r.priority
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Reaped(
+        Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "installer_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(INSTALLER_ENV, format!("{spec}|{deadline}"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the installer"),
+    );
+    let mut out = std::io::BufReader::new(child.0.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while !line.contains("INSTALLED") {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut out, &mut line).expect("read the installer");
+        assert!(read > 0, "the installer ended before installing");
+    }
+
+    // The installer is the only process that knew about the partition: kill it (SIGKILL, by
+    // PID) and reap it, so that nothing of ours is left running.
+    child.0.kill().expect("kill the installer");
+    let status = child.0.wait().expect("reap the installer");
+    assert!(!status.success(), "the installer was killed: {status}");
+    let table = NetlinkRuleTable::new(DEFAULT_NETNS_DIR);
+
+    let killed_at = faultline_injectors::ledger::now_unix_ms();
+    assert!(
+        killed_at + 500 < deadline,
+        "the installer took too long to start; the rest of the test needs time before the deadline"
+    );
+    for (from, to) in [(a1, b1), (b1, a1), (a2, b2), (b2, a2)] {
+        connect(from, addr(to)).expect_err(&format!(
+            "{} must not reach {} before the deadline, installer dead or not",
+            from.netns, to.netns
+        ));
+    }
+
+    // After the deadline the kernel has dropped every element by itself.
+    let wait = Duration::from_millis(
+        deadline.saturating_sub(faultline_injectors::ledger::now_unix_ms()) + 300,
+    );
+    std::thread::sleep(wait);
+    for (from, to) in [(a1, b1), (b1, a1), (a2, b2), (b2, a2), (a1, b2)] {
+        connect(from, addr(to)).unwrap_or_else(|e| {
+            panic!(
+                "{} must reach {} after the deadline with no process of ours alive: {e}",
+                from.netns, to.netns
+            )
+        });
+    }
+    for node in lab.nodes() {
+        assert_eq!(
+            table.list_ours(&node.netns).unwrap(),
+            vec![],
+            "in {}",
+            node.netns
+        );
+    }
+    // A reconcile's tidy removes the expired slot's empty chains and set.
+    for node in lab.nodes() {
+        assert_eq!(
+            table.tidy(&node.netns, &BTreeSet::new()).unwrap(),
+            vec![priority_for_slot(11)],
+            "in {}",
+            node.netns
+        );
+    }
+    assert_eq!(
+        table.expirations(&a1.netns, priority_for_slot(11)).unwrap(),
+        None
+    );
 }

@@ -574,7 +574,10 @@ fn pod_entries_enter_the_pods_namespaces_and_die_with_the_pod() {
         rule(&pod_entry_name(&b.uid), 2),
     );
     rules
-        .add(&[rule_a.clone(), rule_b.clone()])
+        .add(
+            &[rule_a.clone(), rule_b.clone()],
+            faultline_injectors::ledger::now_unix_ms() + 60_000,
+        )
         .expect("add pod rules");
     assert_eq!(
         rules.list_ours(&rule_a.netns).unwrap(),

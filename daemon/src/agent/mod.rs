@@ -450,7 +450,7 @@ impl Core {
             for record in &existing {
                 record
                     .action
-                    .inject(&self.env())
+                    .inject(&self.env(), record.deadline_unix_ms)
                     .map_err(|e| e.to_string())?;
             }
             return Ok(count);
@@ -500,7 +500,7 @@ impl Core {
         for record in &existing {
             record
                 .action
-                .inject(&self.env())
+                .inject(&self.env(), record.deadline_unix_ms)
                 .map_err(|e| e.to_string())?;
         }
         let build = |process: ProcessTarget| -> Box<dyn FnOnce(u32) -> FaultAction> {

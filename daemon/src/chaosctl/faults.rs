@@ -23,7 +23,8 @@ pub(crate) struct InjectArgs {
 
 #[derive(Subcommand)]
 enum FaultCommand {
-    /// Cut nodes off from each other with policy rules (prohibit), in both directions. Exactly
+    /// Cut nodes off from each other, in both directions, until a deadline the kernel itself
+    /// enforces (nf_tables set elements with a timeout). Exactly
     /// one of --zone, --node, --isolate or --shape. The lab's clients (the client namespace)
     /// stand with the largest side: what it cannot reach, they cannot reach either.
     Partition {

@@ -123,13 +123,14 @@ pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitC
 }
 
 fn print_status(status: &LabStatus) {
+    let agent = match (status.agent_pid, status.agent_dead) {
+        (Some(pid), _) => format!("pid {pid}"),
+        (None, Some(pid)) => format!("DEAD (pid {pid} is gone)"),
+        (None, None) => "NOT RUNNING (run `chaosctl lab up`)".to_owned(),
+    };
     println!(
-        "lab {}  agent: {}  client: {} ({}){}",
+        "lab {}  agent: {agent}  client: {} ({}){}",
         status.name,
-        status.agent_pid.map_or_else(
-            || "NOT RUNNING (run `chaosctl lab up`)".to_owned(),
-            |pid| format!("pid {pid}")
-        ),
         status.client_netns,
         status.client_address,
         if status.halted {
@@ -138,6 +139,11 @@ fn print_status(status: &LabStatus) {
             ""
         }
     );
+    if let Some(pid) = status.agent_dead {
+        println!(
+            "\n!! agent dead: the lab agent (pid {pid}) is not running. Nothing restarts replicas,\n!! and pauses, holds and cordons past their deadline stay until a Faultline process runs.\n!! Partitions still end at their deadline (the kernel drops them). Run `chaosctl lab up`."
+        );
+    }
     println!("\nNODE      ZONE  ADDRESS        NAMESPACE              STATE");
     for node in &status.nodes {
         let state = match (node.present, node.cordoned) {

@@ -123,24 +123,21 @@ impl TestLab {
         names
     }
 
-    /// Rules in Faultline's priority range in every namespace of this lab, as `ip rule` prints
-    /// them (the test's independent view of the kernel).
+    /// Faultline's partition rules in every namespace of this lab, as the kernel holds them
+    /// now: unexpired elements of our nf_tables sets (and any policy rule in our priority
+    /// range), each shown as `<netns>: to <prefix> priority <p>`. Expired elements are not
+    /// shown: the kernel no longer matches them.
     pub fn our_rules(&self) -> Vec<String> {
+        let table = faultline_injectors::net_partition::NetlinkRuleTable::new(NETNS_DIR);
         let mut rules = Vec::new();
         for netns in self.namespaces() {
-            let output = Command::new("ip")
-                .args(["-n", &netns, "rule", "show"])
-                .output()
-                .expect("ip rule");
-            for line in String::from_utf8_lossy(&output.stdout).lines() {
-                let priority: u32 = line
-                    .split(':')
-                    .next()
-                    .and_then(|p| p.trim().parse().ok())
-                    .unwrap_or(0);
-                if (24_000..25_000).contains(&priority) {
-                    rules.push(format!("{netns}: {line}"));
-                }
+            for rule in faultline_injectors::net_partition::RuleTable::list_ours(&table, &netns)
+                .expect("list our rules")
+            {
+                rules.push(format!(
+                    "{netns}: to {}/{} priority {}",
+                    rule.destination, rule.prefix_len, rule.priority
+                ));
             }
         }
         rules

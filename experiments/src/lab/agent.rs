@@ -3,8 +3,14 @@
 //! every second.
 //!
 //! It holds `agent.lock` for its whole life, so at most one agent runs per lab. Services run in
-//! their own process groups and outlive the agent: a restarted agent adopts them by PID and start
+//! sessions of their own and outlive the agent: a restarted agent adopts them by PID and start
 //! time from `services.json`.
+//!
+//! Why a session each: a service in its own process group but in the agent's session is in an
+//! orphaned process group once the agent dies, and if it is stopped (paused) at that moment the
+//! kernel sends it SIGHUP and SIGCONT. The pause would end early while its record stays, and a
+//! service without a SIGHUP handler would die. The kernel sends those signals only to groups in
+//! the dying parent's session, so a service that is alone in its session is left as it is.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -190,6 +196,9 @@ fn adopt(
                 }
                 _ => false,
             };
+            // Readiness is probed again before it is first written: a ready flag from a
+            // previous agent says nothing about now.
+            state.ready = false;
             let pending_reason = if alive {
                 None
             } else if state.pid.is_some() {
@@ -535,13 +544,36 @@ fn start_replica(
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
-            .process_group(0)
+            .in_own_session()
             .spawn()
     })?;
     spawned.map_err(|source| LabError::State {
         path: PathBuf::from(&args[0]),
         source,
     })
+}
+
+/// Starting a child in a session (and so a process group) of its own.
+trait InOwnSession {
+    /// Makes the child call `setsid(2)` before it execs.
+    fn in_own_session(&mut self) -> &mut Self;
+}
+
+impl InOwnSession for Command {
+    #[allow(unsafe_code)] // `pre_exec` is unsafe: its closure runs between fork and exec.
+    fn in_own_session(&mut self) -> &mut Self {
+        // SAFETY: the closure only calls setsid(2), which is async-signal-safe, allocates
+        // nothing and takes no lock, as code between fork and exec must. The child is not a
+        // process group leader yet (no `process_group` is set), so setsid cannot fail with
+        // EPERM; if it fails anyway, the spawn fails with that error.
+        unsafe {
+            self.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            })
+        }
+    }
 }
 
 fn check_readiness(ctx: &LabContext, topology: &Topology, replicas: &mut [Replica]) {

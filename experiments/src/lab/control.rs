@@ -231,29 +231,38 @@ pub fn start_agent(
     Ok(())
 }
 
-/// Waits until every replica that should run is ready.
+/// Waits until every replica that should run is ready, as seen by a live agent after this call
+/// began: `services.json` may be left by an agent that died, with replicas marked ready whose
+/// processes are gone, so it counts only once a running agent has rewritten it, and every
+/// replica's PID must still be its process (same start time).
 pub fn wait_ready(ctx: &LabContext, timeout: Duration) -> Result<(), LabError> {
     let start = Instant::now();
+    let since = now_unix_ms();
     loop {
         let services = ctx.services()?;
         let expected: u32 = ctx.topology.services.iter().map(|s| s.replicas).sum();
+        let fresh = services.updated_unix_ms >= since;
+        let agent_alive = ctx.agent().is_some();
         let waiting: Vec<String> = services
             .replicas
             .iter()
-            .filter(|r| !r.ready)
+            .filter(|r| !r.ready || !replica_alive(ctx, r))
             .map(|r| match &r.down_reason {
                 Some(reason) => format!("{} ({reason})", r.key()),
                 None => r.key(),
             })
             .collect();
-        if services.replicas.len() as u32 == expected && waiting.is_empty() {
+        if agent_alive && fresh && services.replicas.len() as u32 == expected && waiting.is_empty()
+        {
             return Ok(());
         }
         if start.elapsed() >= timeout {
             return Err(LabError::NotReady {
                 lab: ctx.paths.name.clone(),
                 seconds: timeout.as_secs(),
-                waiting: if waiting.is_empty() {
+                waiting: if !agent_alive {
+                    "the lab agent is dead".to_owned()
+                } else if !fresh || waiting.is_empty() {
                     "the agent has not reported yet".to_owned()
                 } else {
                     waiting.join(", ")
@@ -262,6 +271,91 @@ pub fn wait_ready(ctx: &LabContext, timeout: Duration) -> Result<(), LabError> {
             });
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One replica as `lab status` shows it, checked against the processes and holds as they are
+/// now rather than as the agent last recorded them.
+fn replica_status(
+    ctx: &LabContext,
+    mut r: super::state::ReplicaState,
+    holds: &super::state::HeldReplicas,
+    signaller: &NixSignaller,
+) -> ReplicaStatus {
+    let node = ctx.topology.node(&r.node);
+    let dead = r.pid.is_some() && !replica_alive(ctx, &r);
+    if dead {
+        r.down_reason = Some(format!(
+            "pid {} is gone; the agent has not restarted it yet",
+            r.pid.unwrap_or_default()
+        ));
+        r.pid = None;
+    }
+    let paused = match (r.pid, r.start_ticks) {
+        (Some(pid), Some(start_ticks)) => signaller.is_stopped(&ProcessTarget {
+            pid,
+            start_ticks,
+            label: String::new(),
+        }),
+        _ => false,
+    };
+    let held = holds.replicas.contains(&r.key());
+    if !held
+        && r.pid.is_none()
+        && r.down_reason
+            .as_deref()
+            .is_some_and(|d| d.starts_with("held down"))
+    {
+        r.down_reason = Some("released; the agent starts it again".to_owned());
+    }
+    let health = match (r.pid, r.ready, paused) {
+        (None, _, _) if dead => "dead",
+        (None, _, _) if held => "held",
+        (None, _, _) => "down",
+        (Some(_), _, true) => "paused",
+        (Some(_), true, false) => "ready",
+        (Some(_), false, false) => "starting",
+    };
+    let endpoints = ctx
+        .topology
+        .service(&r.service)
+        .map(|s| {
+            s.ports
+                .iter()
+                .map(|(port_name, port)| {
+                    (
+                        port_name.clone(),
+                        format!(
+                            "{}:{port}",
+                            node.as_ref()
+                                .map(|n| n.address.to_string())
+                                .unwrap_or_default()
+                        ),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ReplicaStatus {
+        replica: r.key(),
+        zone: node.map(|n| n.zone).unwrap_or_default(),
+        node: r.node,
+        pid: r.pid,
+        health: health.to_owned(),
+        restarts: r.restarts.len(),
+        last_restart: r.restarts.last().map(|e| e.reason.clone()),
+        endpoints,
+        down_reason: r.down_reason,
+    }
+}
+
+/// Whether the process recorded for `replica` still runs: same PID, same start time, not a
+/// zombie. A replica with no PID is not alive.
+fn replica_alive(ctx: &LabContext, replica: &super::state::ReplicaState) -> bool {
+    match (replica.pid, replica.start_ticks) {
+        (Some(pid), Some(start_ticks)) => read_proc_stat(&ctx.proc_root, pid)
+            .is_some_and(|stat| stat.start_ticks == start_ticks && stat.state != 'Z'),
+        _ => false,
     }
 }
 
@@ -342,7 +436,8 @@ pub struct ReplicaStatus {
     pub zone: String,
     /// PID, when running.
     pub pid: Option<i32>,
-    /// `ready`, `starting`, `paused`, `held` (down by a stop fault) or `down`.
+    /// `ready`, `starting`, `paused`, `held` (down by a stop fault), `down`, or `dead` (the
+    /// recorded process is gone and no agent has noticed yet; its PID is not shown).
     pub health: String,
     /// Number of restarts.
     pub restarts: usize,
@@ -378,6 +473,10 @@ pub struct LabStatus {
     pub name: String,
     /// The agent's PID, if it runs.
     pub agent_pid: Option<i32>,
+    /// The PID of an agent that was started for this lab and is no longer running. While it is
+    /// dead, no deadline of a pause, hold or cordon is enforced, no replica is restarted, and
+    /// the replicas' recorded state may be stale: `chaosctl lab up` starts a new agent.
+    pub agent_dead: Option<i32>,
     /// The client namespace, where workloads and probes run.
     pub client_netns: String,
     /// The client namespace's address.
@@ -397,6 +496,8 @@ pub fn status(ctx: &LabContext) -> Result<LabStatus, LabError> {
     let cordoned = ctx.with_injectors(|env| env.scheduler.cordoned())?;
     let present = net::lab_namespaces(&ctx.paths, &ctx.netns_dir);
     let signaller = NixSignaller::new(ctx.proc_root.clone());
+    // Holds as they are now, not as the agent last wrote them into `services.json`.
+    let holds: super::state::HeldReplicas = read_json(&ctx.paths.held_file())?.unwrap_or_default();
     let nodes = ctx
         .topology
         .nodes()
@@ -417,63 +518,18 @@ pub fn status(ctx: &LabContext) -> Result<LabStatus, LabError> {
         .services()?
         .replicas
         .into_iter()
-        .map(|r| {
-            let node = ctx.topology.node(&r.node);
-            let paused = match (r.pid, r.start_ticks) {
-                (Some(pid), Some(start_ticks)) => signaller.is_stopped(&ProcessTarget {
-                    pid,
-                    start_ticks,
-                    label: String::new(),
-                }),
-                _ => false,
-            };
-            let held = r
-                .down_reason
-                .as_deref()
-                .is_some_and(|d| d.starts_with("held down"));
-            let health = match (r.pid, r.ready, paused) {
-                (None, _, _) if held => "held",
-                (None, _, _) => "down",
-                (Some(_), _, true) => "paused",
-                (Some(_), true, false) => "ready",
-                (Some(_), false, false) => "starting",
-            };
-            let endpoints = ctx
-                .topology
-                .service(&r.service)
-                .map(|s| {
-                    s.ports
-                        .iter()
-                        .map(|(port_name, port)| {
-                            (
-                                port_name.clone(),
-                                format!(
-                                    "{}:{port}",
-                                    node.as_ref()
-                                        .map(|n| n.address.to_string())
-                                        .unwrap_or_default()
-                                ),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            ReplicaStatus {
-                replica: r.key(),
-                zone: node.map(|n| n.zone).unwrap_or_default(),
-                node: r.node,
-                pid: r.pid,
-                health: health.to_owned(),
-                restarts: r.restarts.len(),
-                last_restart: r.restarts.last().map(|e| e.reason.clone()),
-                endpoints,
-                down_reason: r.down_reason,
-            }
-        })
+        .map(|r| replica_status(ctx, r, &holds, &signaller))
         .collect();
+    let agent = ctx.agent();
+    let recorded_agent: Option<ProcessTarget> = read_json(&ctx.paths.agent_pid_file())?;
     Ok(LabStatus {
         name: ctx.paths.name.clone(),
-        agent_pid: ctx.agent().map(|a| a.pid),
+        agent_pid: agent.as_ref().map(|a| a.pid),
+        agent_dead: if agent.is_none() {
+            recorded_agent.map(|a| a.pid)
+        } else {
+            None
+        },
         client_netns: ctx.paths.netns("client"),
         client_address: CLIENT_ADDRESS.to_string(),
         nodes,
