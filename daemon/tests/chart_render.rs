@@ -76,13 +76,14 @@ fn without_helm_labels(mut document: Value) -> Value {
     document
 }
 
-/// The first path at which `a` and `b` differ, e.g. `spec.template.spec.hostPID`.
-fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
-    match (a, b) {
-        (Value::Mapping(x), Value::Mapping(y)) => {
-            let keys: std::collections::BTreeSet<String> = x
+/// The first path at which `rendered` and `expected` differ, e.g.
+/// `spec.template.spec.hostPID`.
+fn first_difference(rendered: &Value, expected: &Value, path: &str) -> Option<String> {
+    match (rendered, expected) {
+        (Value::Mapping(ours), Value::Mapping(theirs)) => {
+            let keys: std::collections::BTreeSet<String> = ours
                 .keys()
-                .chain(y.keys())
+                .chain(theirs.keys())
                 .map(|key| {
                     key.as_str()
                         .map_or_else(|| format!("{key:?}"), str::to_owned)
@@ -94,19 +95,21 @@ fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
                 } else {
                     format!("{path}.{key}")
                 };
-                match (x.get(key.as_str()), y.get(key.as_str())) {
-                    (Some(p), Some(q)) => first_difference(p, q, &here),
-                    (p, q) => Some(format!("{here}: {p:?} vs {q:?}")),
+                match (ours.get(key.as_str()), theirs.get(key.as_str())) {
+                    (Some(left), Some(right)) => first_difference(left, right, &here),
+                    (left, right) => Some(format!("{here}: {left:?} vs {right:?}")),
                 }
             })
         }
-        (Value::Sequence(x), Value::Sequence(y)) if x.len() == y.len() => x
+        (Value::Sequence(ours), Value::Sequence(theirs)) if ours.len() == theirs.len() => ours
             .iter()
-            .zip(y)
+            .zip(theirs)
             .enumerate()
-            .find_map(|(index, (p, q))| first_difference(p, q, &format!("{path}[{index}]"))),
-        _ if a == b => None,
-        _ => Some(format!("{path}: {a:?} vs {b:?}")),
+            .find_map(|(index, (left, right))| {
+                first_difference(left, right, &format!("{path}[{index}]"))
+            }),
+        _ if rendered == expected => None,
+        _ => Some(format!("{path}: {rendered:?} vs {expected:?}")),
     }
 }
 
