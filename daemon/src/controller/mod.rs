@@ -198,9 +198,20 @@ impl Controller {
         report
     }
 
-    /// Elects and works until `stop` is set; then gives the Lease up.
+    /// Elects and works until `stop` is set; then gives the Lease up. The election and the work
+    /// are one task: aborting it (a killed replica) stops both, and leaves the Lease to lapse.
     pub async fn run(self: Arc<Self>, stop: Arc<AtomicBool>) {
-        let worker = tokio::spawn(Arc::clone(&self).work());
+        let work = Arc::clone(&self).work();
+        let elect = self.elect(&stop);
+        tokio::select! {
+            () = work => {}
+            () = elect => {}
+        }
+        self.set_leading(false, "stopping");
+        self.elector.release().await;
+    }
+
+    async fn elect(&self, stop: &AtomicBool) {
         let mut until: Option<SystemTime> = None;
         while !stop.load(Ordering::SeqCst) {
             let now = SystemTime::now();
@@ -212,28 +223,23 @@ impl Controller {
             match tokio::time::timeout(budget, self.elector.round(now)).await {
                 Ok(Ok(Election::Leader { until: u, acquired })) => {
                     until = Some(u);
-                    self.set_leading(
-                        true,
-                        if acquired {
-                            "acquired the lease; leading"
-                        } else {
-                            "renewed the lease; leading"
-                        },
-                    );
+                    if acquired {
+                        self.set_leading(true, "acquired the lease; leading");
+                    } else {
+                        self.set_leading(true, "holding the lease; leading");
+                    }
                 }
                 Ok(Ok(Election::Follower { holder })) => {
                     until = None;
                     self.set_leading(
                         false,
                         &format!(
-                            "lease held by {}; following, work stopped",
+                            "lease held by {}; following, no work",
                             holder.as_deref().unwrap_or("another replica")
                         ),
                     );
                 }
-                Ok(Err(error)) => {
-                    log(&self.config.identity, &format!("election: {error}"));
-                }
+                Ok(Err(error)) => log(&self.config.identity, &format!("election: {error}")),
                 Err(_) => log(
                     &self.config.identity,
                     "election: the API server did not answer in time",
@@ -246,13 +252,8 @@ impl Controller {
                     "could not renew the lease before it lapsed; work stopped",
                 );
             }
-            let sleep = self.config.renew_every.max(Duration::from_millis(50));
-            tokio::time::sleep(sleep).await;
+            tokio::time::sleep(self.config.renew_every.max(Duration::from_millis(50))).await;
         }
-        self.set_leading(false, "stopping");
-        worker.abort();
-        let _ = worker.await;
-        self.elector.release().await;
     }
 
     async fn work(self: Arc<Self>) {
