@@ -11,3 +11,4 @@ pub mod memory_api;
 pub mod node_plan;
 pub mod pod_delete;
 pub mod target;
+pub mod wire_testing;
