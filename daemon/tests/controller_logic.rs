@@ -606,3 +606,97 @@ async fn the_runner_fails_an_experiment_it_cannot_run_and_says_why() {
     let error = run("missing").await.expect_err("no such experiment");
     assert!(format!("{error:#}").contains("shop/missing"), "{error:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaosctl_follows_the_status_to_the_verdicts_exit_code() {
+    use faultline_daemon::chaosctl::cluster_run::{create_experiment, follow};
+    let api = MemoryApi::new();
+    let client = api.client();
+    let mut spec = faultline_experiments::spec::catalog::spec("pod-failure").expect("catalog");
+    spec.target = faultline_experiments::spec::Target::Kubernetes;
+    let name = create_experiment(&client, "shop", spec)
+        .await
+        .expect("created");
+    assert!(name.starts_with("pod-failure-"), "{name}");
+
+    // What the controller and the runner would write, in order.
+    let writer = {
+        let api = api.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            for status in [
+                json!({"phase": "Running", "message": "runner Job started"}),
+                json!({"phase": "Running", "progress": {"step": "inject", "elapsedSeconds": 12,
+                    "leftSeconds": 40, "opsPerSecond": 200, "ops": 2400, "failed": 3, "info": 1,
+                    "p99Ms": 12, "activeFaults": ["kill pod shop/web-1"]}}),
+                json!({"phase": "Failed", "verdict": "invalid", "score": 41, "exitCode": 1,
+                    "runId": "pod-failure-x-1", "verdicts": [{"name": "recovery",
+                    "status": "invalid", "summary": "never recovered"}]}),
+            ] {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                let mut object = api
+                    .get(FL, "experiments", Some("shop"), &name)
+                    .expect("experiment");
+                object["status"] = status;
+                api.put(object);
+            }
+        })
+    };
+    let mut lines = Vec::new();
+    let end = follow(
+        &client,
+        "shop",
+        &name,
+        &AtomicUsize::new(0),
+        Duration::from_millis(20),
+        &mut |line| lines.push(line.to_owned()),
+    )
+    .await
+    .expect("followed");
+    writer.await.expect("writer");
+    assert_eq!(end.exit_code, 1, "the verdict's exit code");
+    assert!(!end.interrupted);
+    let text = lines.join("\n");
+    for expected in [
+        "Running",
+        "kill pod shop/web-1",
+        "2400",
+        "never recovered",
+        "verdict: invalid (score 41)",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ctrl_c_in_chaosctl_deletes_the_experiment() {
+    use faultline_daemon::chaosctl::cluster_run::{create_experiment, follow};
+    let api = MemoryApi::new();
+    let client = api.client();
+    let mut spec = faultline_experiments::spec::catalog::spec("pod-failure").expect("catalog");
+    spec.target = faultline_experiments::spec::Target::Kubernetes;
+    let name = create_experiment(&client, "shop", spec)
+        .await
+        .expect("created");
+    let mut lines = Vec::new();
+    let end = follow(
+        &client,
+        "shop",
+        &name,
+        &AtomicUsize::new(1),
+        Duration::from_millis(20),
+        &mut |line| lines.push(line.to_owned()),
+    )
+    .await
+    .expect("followed");
+    assert!(end.interrupted);
+    assert_eq!(end.exit_code, 2);
+    assert!(
+        api.get(FL, "experiments", Some("shop"), &name).is_none(),
+        "deleted"
+    );
+    assert!(lines.join("\n").contains("heals every fault"), "{lines:?}");
+}
