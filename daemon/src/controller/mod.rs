@@ -280,7 +280,14 @@ impl Controller {
 }
 
 /// Reads the image of this pod's own container, for the runners ("the same image").
-async fn own_image(client: &kube::Client, namespace: &str, pod: &str) -> anyhow::Result<String> {
+///
+/// # Errors
+/// The pod cannot be read or names no image.
+pub async fn own_image(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+) -> anyhow::Result<String> {
     use anyhow::Context as _;
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
         kube::Api::namespaced(client.clone(), namespace);
