@@ -1,8 +1,8 @@
 //! What the schemas cannot check in `manifests/`: that `kubectl apply -f manifests/` applies
 //! the files in a working order, that every workload names the one image, tagged with the
-//! workspace version, and nothing else names it, that the DaemonSet matches what `faultlined agent` expects (arguments,
-//! health port and paths, downward-API variables, host paths), and that the agent's RBAC grants
-//! exactly the documented rules, each with a comment. Each checker is also shown failing on a
+//! workspace version, and nothing else names it, that the DaemonSet matches what `faultlined
+//! agent` expects (arguments, health port and paths, downward-API variables, host paths), and
+//! that the agent's RBAC grants exactly the documented rules, each with a comment. Each checker is also shown failing on a
 //! broken input.
 
 mod manifests_common;
