@@ -42,8 +42,7 @@ fn experiment(api: &MemoryApi, namespace: &str, name: &str) -> Value {
 
 fn experiment_status(api: &MemoryApi, namespace: &str, name: &str) -> Value {
     api.get(FL, "experiments", Some(namespace), name)
-        .map(|e| e["status"].clone())
-        .unwrap_or(Value::Null)
+        .map_or(Value::Null, |e| e["status"].clone())
 }
 
 fn jobs(api: &MemoryApi) -> Vec<Value> {
@@ -100,6 +99,7 @@ fn set_phase(api: &MemoryApi, namespace: &str, name: &str, phase: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // One story: elect, run, kill the leader, hand over, queue, stop.
 async fn two_controllers_one_leader_runs_the_experiment_and_a_killed_leader_hands_over() {
     let api = MemoryApi::new();
     let a = Controller::new(api.client(), config("replica-a"));

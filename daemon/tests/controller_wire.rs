@@ -339,7 +339,12 @@ async fn an_expired_fault_is_audited_as_events_on_its_experiment_and_deleted() {
         "spec": {"action": "partition", "partition": {"sides": [{"name": "a", "nodes": ["n1"]}]},
             "deadline": "2026-12-02T10:05:00Z", "experiment": "shop/nightly",
             "createdBy": "runner shop/nightly"}});
-    next(&mut handle, 200, &list("FaultList", &[fault.clone()])).await;
+    next(
+        &mut handle,
+        200,
+        &list("FaultList", std::slice::from_ref(&fault)),
+    )
+    .await;
 
     let created = next(
         &mut handle,

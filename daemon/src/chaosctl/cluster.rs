@@ -41,10 +41,10 @@ impl Target {
     pub fn flags(&self) -> String {
         let mut flags = String::new();
         if let Some(context) = &self.context {
-            flags.push_str(&format!(" --context {context}"));
+            flags = format!(" --context {context}");
         }
         if let Some(kubeconfig) = &self.kubeconfig {
-            flags.push_str(&format!(" --kubeconfig {}", kubeconfig.display()));
+            flags = format!("{flags} --kubeconfig {}", kubeconfig.display());
         }
         flags
     }

@@ -63,7 +63,7 @@ fn micro_time(at: SystemTime) -> MicroTime {
 }
 
 fn system_time(at: &MicroTime) -> SystemTime {
-    SystemTime::try_from(at.0).unwrap_or(SystemTime::UNIX_EPOCH)
+    SystemTime::from(at.0)
 }
 
 impl LeaseElector {

@@ -517,30 +517,25 @@ pub async fn pass(
         .filter(|e| !e.deleting && e.phase().is_active())
     {
         let mut status = experiment.status.clone();
-        match job_of(experiment) {
-            Some(job) => match job_finished(job) {
-                None => {
-                    running.get_or_insert_with(|| experiment.qualified());
-                    continue;
-                }
-                Some(how) => {
-                    status.phase = Some(ExperimentPhase::Failed);
-                    status.exit_code = Some(2);
-                    status.message = Some(format!(
-                        "the runner Job {} {how} without recording a verdict; see `kubectl -n {} logs job/{}`",
-                        job.name_any(),
-                        config.namespace,
-                        job.name_any()
-                    ));
-                }
-            },
-            None => {
-                status.phase = Some(ExperimentPhase::Aborted);
-                status.exit_code = Some(2);
-                status.message = Some(
-                    "the runner Job is gone (deleted, or its node failed) before a verdict; its Faults expire at their deadlines".into(),
-                );
-            }
+        if let Some(job) = job_of(experiment) {
+            let Some(how) = job_finished(job) else {
+                running.get_or_insert_with(|| experiment.qualified());
+                continue;
+            };
+            status.phase = Some(ExperimentPhase::Failed);
+            status.exit_code = Some(2);
+            status.message = Some(format!(
+                "the runner Job {} {how} without recording a verdict; see `kubectl -n {} logs job/{}`",
+                job.name_any(),
+                config.namespace,
+                job.name_any()
+            ));
+        } else {
+            status.phase = Some(ExperimentPhase::Aborted);
+            status.exit_code = Some(2);
+            status.message = Some(
+                "the runner Job is gone (deleted, or its node failed) before a verdict; its Faults expire at their deadlines".into(),
+            );
         }
         status.progress = None;
         status.finished_at = Some(chrono::Utc::now().to_rfc3339());

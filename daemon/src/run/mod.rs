@@ -136,6 +136,30 @@ impl StatusWriter {
     }
 }
 
+/// The status of an Experiment that failed without a verdict.
+fn failed(mut status: ExperimentStatus, message: String) -> ExperimentStatus {
+    status.phase = Some(ExperimentPhase::Failed);
+    status.exit_code = Some(2);
+    status.message = Some(message);
+    status.progress = None;
+    status.finished_at = Some(chrono::Utc::now().to_rfc3339());
+    status
+}
+
+/// The spec of the Experiment, parsed and validated as `chaosctl validate` does, and meant for
+/// a cluster; else why not.
+fn checked_spec(value: &serde_json::Value, qualified: &str) -> Result<ExperimentSpec, String> {
+    let spec = parse_spec(value, qualified).map_err(|e| e.to_string())?;
+    spec.validate(&format!("experiment {qualified}"))
+        .map_err(|e| e.to_string())?;
+    if spec.target != Target::Kubernetes {
+        return Err(format!(
+            "experiment {qualified}: target: the spec says `target: lab`; on a cluster write `target: kubernetes` (with its kubernetes: selectors)"
+        ));
+    }
+    Ok(spec)
+}
+
 /// The outcome of a runner: the exit code it ends with and the status it left.
 #[derive(Debug)]
 pub struct RunnerOutcome {
@@ -176,30 +200,10 @@ pub async fn run_experiment(
     };
     let mut status: ExperimentStatus =
         serde_json::from_value(object.data["status"].clone()).unwrap_or_default();
-    let fail = |mut status: ExperimentStatus, message: String| {
-        status.phase = Some(ExperimentPhase::Failed);
-        status.exit_code = Some(2);
-        status.message = Some(message);
-        status.progress = None;
-        status.finished_at = Some(chrono::Utc::now().to_rfc3339());
-        status
-    };
-
-    let spec = match parse_spec(&object.data["spec"], qualified).and_then(|spec| {
-        spec.validate(&format!("experiment {qualified}"))?;
-        Ok(spec)
-    }) {
-        Ok(spec) if spec.target != Target::Kubernetes => {
-            let status = fail(status, format!("experiment {qualified}: target: the spec says `target: lab`; on a cluster write `target: kubernetes` (with its kubernetes: selectors)"));
-            writer.write(&status).await?;
-            return Ok(RunnerOutcome {
-                exit_code: 2,
-                status,
-            });
-        }
+    let spec = match checked_spec(&object.data["spec"], qualified) {
         Ok(spec) => spec,
-        Err(error) => {
-            let status = fail(status, error.to_string());
+        Err(message) => {
+            let status = failed(status, message);
             writer.write(&status).await?;
             return Ok(RunnerOutcome {
                 exit_code: 2,
@@ -235,69 +239,26 @@ pub async fn run_experiment(
     status.message = Some(format!("running {} (run {id})", spec.name));
     writer.write(&status).await?;
 
-    // The engine runs on a blocking thread; its live status reaches the API about once a second.
-    let latest: Arc<Mutex<Option<ExperimentProgress>>> = Arc::default();
-    let engine_run = {
-        let latest = Arc::clone(&latest);
-        let client = client.clone();
-        let dir = dir.clone();
-        let qualified = qualified.to_owned();
-        let id = id.clone();
-        let interrupts = Arc::clone(&interrupts);
-        let spec = spec.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut on_status = |live: &LiveStatus| {
-                *latest
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(progress_of(live));
-            };
-            engine.run(
-                EngineRequest {
-                    spec: &spec,
-                    experiment: &qualified,
-                    run_id: &id,
-                    dir: &dir,
-                    client,
-                    interrupts,
-                },
-                &mut on_status,
-            )
-        })
-    };
-    tokio::pin!(engine_run);
-    let mut last_write = Instant::now();
-    let mut healing = false;
-    let result = loop {
-        tokio::select! {
-            result = &mut engine_run => break result,
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
-        }
-        let interrupted = interrupts.load(Ordering::SeqCst) > 0;
-        if interrupted && !healing {
-            healing = true;
-            status.phase = Some(ExperimentPhase::Healing);
-            status.message = Some("interrupted (SIGTERM): healing every fault".into());
-            let _ = writer.write(&status).await;
-        }
-        if last_write.elapsed() >= Duration::from_secs(1) {
-            last_write = Instant::now();
-            let progress = latest
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            if progress.is_some() && progress != status.progress {
-                status.progress = progress;
-                // Progress is best effort: the final status is what must land.
-                let _ = writer.write(&status).await;
-            }
-        }
-    };
+    let result = drive(
+        engine,
+        Owned {
+            spec,
+            experiment: qualified.to_owned(),
+            run_id: id,
+            dir: dir.clone(),
+            client,
+            interrupts: Arc::clone(&interrupts),
+        },
+        &writer,
+        &mut status,
+    )
+    .await;
     status.progress = None;
     status.finished_at = Some(chrono::Utc::now().to_rfc3339());
     let status = match result {
         Ok(Ok(report)) => {
             if let Err(error) = write_reports(&report, &dir) {
-                fail(
+                failed(
                     status,
                     format!("the run finished but its reports could not be written: {error}"),
                 )
@@ -310,8 +271,8 @@ pub async fn run_experiment(
                 status
             }
         }
-        Ok(Err(message)) => fail(status, message),
-        Err(panic) => fail(status, format!("the engine failed unexpectedly: {panic}")),
+        Ok(Err(message)) => failed(status, message),
+        Err(panic) => failed(status, format!("the engine failed unexpectedly: {panic}")),
     };
     writer.write(&status).await?;
     Ok(RunnerOutcome {
@@ -321,6 +282,78 @@ pub async fn run_experiment(
             .unwrap_or(2),
         status,
     })
+}
+
+/// What the engine's thread owns for one run.
+struct Owned {
+    spec: ExperimentSpec,
+    experiment: String,
+    run_id: String,
+    dir: PathBuf,
+    client: kube::Client,
+    interrupts: Arc<AtomicUsize>,
+}
+
+/// Runs the engine on a blocking thread and, while it runs, writes its live progress (about
+/// once a second) and Healing once interrupted.
+async fn drive(
+    engine: Arc<dyn ClusterEngine>,
+    run: Owned,
+    writer: &StatusWriter,
+    status: &mut ExperimentStatus,
+) -> Result<Result<CheckReport, String>, tokio::task::JoinError> {
+    // The engine runs on a blocking thread; its live status reaches the API about once a second.
+    let latest: Arc<Mutex<Option<ExperimentProgress>>> = Arc::default();
+    let interrupts = Arc::clone(&run.interrupts);
+    let engine_run = {
+        let latest = Arc::clone(&latest);
+        tokio::task::spawn_blocking(move || {
+            let mut on_status = |live: &LiveStatus| {
+                *latest
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(progress_of(live));
+            };
+            engine.run(
+                EngineRequest {
+                    spec: &run.spec,
+                    experiment: &run.experiment,
+                    run_id: &run.run_id,
+                    dir: &run.dir,
+                    client: run.client,
+                    interrupts: run.interrupts,
+                },
+                &mut on_status,
+            )
+        })
+    };
+    tokio::pin!(engine_run);
+    let mut last_write = Instant::now();
+    let mut healing = false;
+    loop {
+        tokio::select! {
+            result = &mut engine_run => return result,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        let interrupted = interrupts.load(Ordering::SeqCst) > 0;
+        if interrupted && !healing {
+            healing = true;
+            status.phase = Some(ExperimentPhase::Healing);
+            status.message = Some("interrupted (SIGTERM): healing every fault".into());
+            let _ = writer.write(status).await;
+        }
+        if last_write.elapsed() >= Duration::from_secs(1) {
+            last_write = Instant::now();
+            let progress = latest
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if progress.is_some() && progress != status.progress {
+                status.progress = progress;
+                // Progress is best effort: the final status is what must land.
+                let _ = writer.write(status).await;
+            }
+        }
+    }
 }
 
 /// `faultlined run`: the runner Job's entry point.
