@@ -700,3 +700,99 @@ async fn ctrl_c_in_chaosctl_deletes_the_experiment() {
     );
     assert!(lines.join("\n").contains("heals every fault"), "{lines:?}");
 }
+
+/// The in-memory API server with another writer slipping in: right before the first `PUT` of a
+/// Lease reaches the server, someone else renews that Lease.
+#[derive(Clone)]
+struct RenewedInBetween {
+    api: MemoryApi,
+    done: Arc<AtomicBool>,
+}
+
+impl tower::Service<http::Request<kube::client::Body>> for RenewedInBetween {
+    type Response = <MemoryApi as tower::Service<http::Request<kube::client::Body>>>::Response;
+    type Error = <MemoryApi as tower::Service<http::Request<kube::client::Body>>>::Error;
+    type Future = <MemoryApi as tower::Service<http::Request<kube::client::Body>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.api, context)
+    }
+
+    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+        let lease_write =
+            request.method() == http::Method::PUT && request.uri().path().contains("/leases/");
+        if lease_write && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let mut lease = self
+                .api
+                .get(
+                    "coordination.k8s.io/v1",
+                    "leases",
+                    Some(NS),
+                    "faultline-controller",
+                )
+                .expect("lease");
+            lease["spec"]["holderIdentity"] = json!("replica-fast");
+            lease["spec"]["renewTime"] = json!(chrono::Utc::now()
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string());
+            self.api.put(lease);
+        }
+        tower::Service::call(&mut self.api, request)
+    }
+}
+
+#[tokio::test]
+async fn a_takeover_that_lost_the_race_is_refused_by_the_resource_version_and_follows() {
+    use faultline_daemon::controller::lease::{Election, LeaseElector};
+    let api = MemoryApi::new();
+    let old = LeaseElector::new(
+        api.client(),
+        NS,
+        "faultline-controller",
+        "replica-old",
+        Duration::from_secs(1),
+    );
+    let start = SystemTime::now();
+    assert!(old.round(start).await.expect("old").is_leader());
+
+    // The old holder's lease has lapsed; a slow candidate reads it, then another replica renews
+    // it before the slow one's write lands.
+    let racing = RenewedInBetween {
+        api: api.clone(),
+        done: Arc::new(AtomicBool::new(false)),
+    };
+    let slow = LeaseElector::new(
+        kube::Client::new(racing, "default"),
+        NS,
+        "faultline-controller",
+        "replica-slow",
+        Duration::from_secs(1),
+    );
+    let election = slow
+        .round(start + Duration::from_secs(5))
+        .await
+        .expect("round");
+    assert!(
+        matches!(election, Election::Follower { .. }),
+        "a stale resourceVersion must not win: {election:?}"
+    );
+    let lease = api
+        .get(
+            "coordination.k8s.io/v1",
+            "leases",
+            Some(NS),
+            "faultline-controller",
+        )
+        .expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-fast");
+    let put = api
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.method == "PUT")
+        .expect("the slow write reached the server");
+    assert!(put.body.contains("replica-slow"), "{}", put.body);
+}
