@@ -269,6 +269,13 @@ async fn a_pending_experiment_gets_a_runner_job_then_a_merge_patched_status() {
         "0c1d2e3f-aaaa"
     );
     assert_eq!(job["spec"]["backoffLimit"], 0);
+    let spec = faultline_experiments::spec::catalog::spec("pod-failure").expect("catalog");
+    let bound =
+        (spec.duration.max(spec.last_fault_end()) + spec.recovery_deadline).as_secs() + 1800;
+    assert_eq!(
+        job["spec"]["activeDeadlineSeconds"], bound,
+        "a stuck runner cannot hold the slot"
+    );
     let pod = &job["spec"]["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never");
     assert_eq!(

@@ -161,8 +161,19 @@ pub fn job_name(namespace: &str, name: &str, uid: &str) -> String {
     format!("{stem}-{short}").to_lowercase()
 }
 
-/// The runner Job for an Experiment.
-pub fn runner_job(config: &ControllerConfig, experiment: &str, uid: &str, job: &str) -> Job {
+/// How long past the spec's own run time (baseline, faults, recovery deadline) a runner may
+/// take for setup, the read-back, the checkers and the reports before Kubernetes stops it.
+pub const RUNNER_SLACK: Duration = Duration::from_secs(30 * 60);
+
+/// The runner Job for an Experiment. `run_time` bounds it (`activeDeadlineSeconds`, plus
+/// [`RUNNER_SLACK`]): a runner stuck for good would otherwise hold the cluster's one slot.
+pub fn runner_job(
+    config: &ControllerConfig,
+    experiment: &str,
+    uid: &str,
+    job: &str,
+    run_time: Duration,
+) -> Job {
     let reports = config.reports_dir.display().to_string();
     let labels: BTreeMap<String, String> = [
         (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
@@ -191,6 +202,9 @@ pub fn runner_job(config: &ControllerConfig, experiment: &str, uid: &str, job: &
         spec: Some(JobSpec {
             // A runner that dies is not retried: the Experiment is marked and a person decides.
             backoff_limit: Some(0),
+            active_deadline_seconds: Some(
+                i64::try_from((run_time + RUNNER_SLACK).as_secs()).unwrap_or(i64::MAX),
+            ),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -563,15 +577,25 @@ pub async fn pass(
             write_status(client, config, experiment, &status).await?;
             continue;
         }
-        if let Err(error) = parse_spec(&experiment.spec, &experiment.qualified()) {
-            status.phase = Some(ExperimentPhase::Failed);
-            status.exit_code = Some(2);
-            status.message = Some(error.to_string());
-            write_status(client, config, experiment, &status).await?;
-            continue;
-        }
+        let spec = match parse_spec(&experiment.spec, &experiment.qualified()) {
+            Ok(spec) => spec,
+            Err(error) => {
+                status.phase = Some(ExperimentPhase::Failed);
+                status.exit_code = Some(2);
+                status.message = Some(error.to_string());
+                write_status(client, config, experiment, &status).await?;
+                continue;
+            }
+        };
         let name = job_name(&experiment.namespace, &experiment.name, &experiment.uid);
-        let job = runner_job(config, &experiment.qualified(), &experiment.uid, &name);
+        let run_time = spec.duration.max(spec.last_fault_end()) + spec.recovery_deadline;
+        let job = runner_job(
+            config,
+            &experiment.qualified(),
+            &experiment.uid,
+            &name,
+            run_time,
+        );
         match tokio::time::timeout(timeout, jobs_api.create(&PostParams::default(), &job)).await {
             Ok(Ok(_)) => {
                 log(
