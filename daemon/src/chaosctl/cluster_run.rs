@@ -295,9 +295,18 @@ pub fn run(
     let (mut spec, source) = super::scenarios::read(scenario)?;
     // The catalog's scenarios are written for the lab; on a cluster the same scenario runs
     // against the cluster target.
+    let written_for_lab = spec.target == SpecTarget::Lab;
     spec.target = SpecTarget::Kubernetes;
     spec.apply_overrides(duration, tenants, rate);
-    spec.validate(&source)?;
+    if let Err(error) = spec.validate(&source) {
+        if written_for_lab {
+            bail!(
+                "{error}\n{source} is written for the lab; for a cluster, start from `chaosctl show {}` and set `target: kubernetes` with what it needs there",
+                spec.name
+            );
+        }
+        return Err(error.into());
+    }
     let interrupts = count_interrupts()?;
     runtime()?.block_on(async {
         let client = target.client().await?;
