@@ -69,29 +69,11 @@ async fn http_get(addr: &str, path: &str) -> (u16, String) {
     (code, body)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_controller_process_elects_starts_a_runner_serves_reports_and_releases_on_sigterm() {
-    let api = MemoryApi::new();
-    let (addr, server) = api
-        .serve("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("serve");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = kubeconfig(dir.path(), &format!("http://{addr}"));
-    let reports = dir.path().join("reports");
-    std::fs::create_dir_all(reports.join("pod-failure-nightly-1")).expect("run dir");
-    std::fs::write(
-        reports.join("pod-failure-nightly-1/report.json"),
-        json!({"status": "valid", "score": 99}).to_string(),
-    )
-    .expect("report");
-    api.put(json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "ctl-0", "namespace": NS},
-        "spec": {"containers": [{"name": "controller", "image": "registry.example/faultlined:9"}]}}));
-
+/// Starts `faultlined controller` and returns it with the address its log says it serves on.
+fn start_controller(config: &Path, reports: &Path) -> (Process, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_faultlined"))
         .args(["controller", "--kubeconfig"])
-        .arg(&config)
+        .arg(config)
         .args([
             "--identity",
             "ctl-0",
@@ -109,7 +91,7 @@ async fn the_controller_process_elects_starts_a_runner_serves_reports_and_releas
             "200ms",
         ])
         .arg("--reports-dir")
-        .arg(&reports)
+        .arg(reports)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn faultlined controller");
@@ -138,7 +120,30 @@ async fn the_controller_process_elects_starts_a_runner_serves_reports_and_releas
             log.push(line);
         }
     }
-    let listen = listen.expect("address");
+    (controller, listen.expect("address"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_process_elects_starts_a_runner_serves_reports_and_releases_on_sigterm() {
+    let api = MemoryApi::new();
+    let (addr, server) = api
+        .serve("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = kubeconfig(dir.path(), &format!("http://{addr}"));
+    let reports = dir.path().join("reports");
+    std::fs::create_dir_all(reports.join("pod-failure-nightly-1")).expect("run dir");
+    std::fs::write(
+        reports.join("pod-failure-nightly-1/report.json"),
+        json!({"status": "valid", "score": 99}).to_string(),
+    )
+    .expect("report");
+    api.put(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "ctl-0", "namespace": NS},
+        "spec": {"containers": [{"name": "controller", "image": "registry.example/faultlined:9"}]}}));
+
+    let (controller, listen) = start_controller(&config, &reports);
 
     let mut spec = serde_json::to_value(
         faultline_experiments::spec::catalog::spec("pod-failure").expect("catalog"),
