@@ -796,3 +796,30 @@ async fn a_takeover_that_lost_the_race_is_refused_by_the_resource_version_and_fo
         .expect("the slow write reached the server");
     assert!(put.body.contains("replica-slow"), "{}", put.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_api_server_stops_leading_when_its_lease_lapses() {
+    let api = MemoryApi::new();
+    let a = Controller::new(api.client(), config("replica-a"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = tokio::spawn(Arc::clone(&a).run(Arc::clone(&stop)));
+    wait_until("a leads", || a.is_leader()).await;
+    api.set_reachable(false);
+    wait_until("a stops leading", || !a.is_leader()).await;
+    let passes = a.passes();
+    // Nobody took the Lease: it lapsed on a's own clock, and a stopped without being told.
+    let lease = api
+        .get(
+            "coordination.k8s.io/v1",
+            "leases",
+            Some(NS),
+            "faultline-controller",
+        )
+        .expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    api.set_reachable(true);
+    wait_until("a leads again", || a.is_leader()).await;
+    wait_until("and works again", || a.passes() > passes).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = task.await;
+}

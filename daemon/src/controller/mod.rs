@@ -215,6 +215,13 @@ impl Controller {
         let mut until: Option<SystemTime> = None;
         while !stop.load(Ordering::SeqCst) {
             let now = SystemTime::now();
+            if until.is_some_and(|u| u <= now) {
+                until = None;
+                self.set_leading(
+                    false,
+                    "could not renew the lease before it lapsed; work stopped",
+                );
+            }
             // A round may not outlast our own claim: past it, someone else may lead.
             let budget = until
                 .and_then(|u| u.duration_since(now).ok())
