@@ -21,11 +21,16 @@ pub fn agent_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("faultlined"))
 }
 
-/// A client from `kubeconfig`, else the in-cluster service account (or `KUBECONFIG`).
+/// A client from `kubeconfig`, else the in-cluster service account (or `KUBECONFIG`). With
+/// `retry`, kube's default retry of 429, 503 and 504 is on; code that must see those answers
+/// itself (the drain's PodDisruptionBudget 429s, with its own backoff and timeout) turns it off.
 ///
 /// # Errors
 /// Neither works; the message says to pass `--kubeconfig`.
-pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+pub async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+    retry: bool,
+) -> anyhow::Result<kube::Client> {
     use anyhow::Context as _;
     let config = match kubeconfig {
         Some(path) => {
@@ -39,5 +44,7 @@ pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result
             .await
             .context("no in-cluster service account and no kubeconfig; pass --kubeconfig")?,
     };
+    let mut config = config;
+    config.default_retry = retry;
     kube::Client::try_from(config).context("building the API client")
 }

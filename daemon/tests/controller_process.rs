@@ -227,3 +227,106 @@ async fn the_controller_process_elects_starts_a_runner_serves_reports_and_releas
     );
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaosctl_report_and_runs_go_through_the_api_servers_service_proxy() {
+    let api = MemoryApi::new();
+    let (addr, server) = api
+        .serve("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = kubeconfig(dir.path(), &format!("http://{addr}"));
+    let reports = dir.path().join("reports");
+    let run = reports.join("az-failure-nightly-20261202T100000");
+    std::fs::create_dir_all(&run).expect("run dir");
+    std::fs::write(run.join("report.html"), "<!doctype html><p>az</p>").expect("html");
+    std::fs::write(
+        run.join("report.json"),
+        json!({"status": "invalid", "score": 12}).to_string(),
+    )
+    .expect("json");
+    let (backend, reports_server) = faultline_daemon::controller::reports::serve(
+        reports.clone(),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("reports");
+    api.proxy_service(NS, "faultline-controller", "http", backend);
+
+    let root = dir.path().to_path_buf();
+    let chaosctl = move |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_chaosctl"))
+            .env("FAULTLINE_STATE_ROOT", root.join("state"))
+            .current_dir(&root)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("chaosctl")
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let saved = tokio::task::spawn_blocking({
+        let chaosctl = chaosctl.clone();
+        move || chaosctl(&["report", "az-failure-nightly-20261202T100000"])
+    })
+    .await
+    .expect("join");
+    assert!(saved.status.success(), "{}", text(&saved));
+    assert_eq!(
+        std::fs::read_to_string(
+            dir.path()
+                .join("az-failure-nightly-20261202T100000.report.html")
+        )
+        .expect("saved"),
+        "<!doctype html><p>az</p>"
+    );
+    let runs = tokio::task::spawn_blocking({
+        let chaosctl = chaosctl.clone();
+        move || chaosctl(&["runs"])
+    })
+    .await
+    .expect("join");
+    assert!(runs.status.success(), "{}", text(&runs));
+    assert!(
+        text(&runs).contains("az-failure-nightly-20261202T100000")
+            && text(&runs).contains("invalid"),
+        "{}",
+        text(&runs)
+    );
+    let proxied = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.contains("/services/faultline-controller:http/proxy/"))
+        .count();
+    assert_eq!(proxied, 2, "both went through the service proxy");
+
+    let missing = tokio::task::spawn_blocking({
+        let chaosctl = chaosctl.clone();
+        move || chaosctl(&["report", "no-such-run", "--format", "json"])
+    })
+    .await
+    .expect("join");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing).contains("no-such-run"), "{}", text(&missing));
+
+    let no_controller = tokio::task::spawn_blocking(move || {
+        chaosctl(&["--faultline-namespace", "elsewhere", "runs"])
+    })
+    .await
+    .expect("join");
+    assert_eq!(no_controller.status.code(), Some(2));
+    assert!(
+        text(&no_controller).contains("is `faultlined controller` running"),
+        "{}",
+        text(&no_controller)
+    );
+    reports_server.abort();
+    server.abort();
+}

@@ -190,7 +190,7 @@ fn run_node_agent(args: AgentArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let client = faultline_daemon::kube_client(args.kubeconfig.as_deref()).await?;
+        let client = faultline_daemon::kube_client(args.kubeconfig.as_deref(), true).await?;
         let agent = Arc::new(NodeAgent::new(core, client));
         let safety = agent.spawn_safety_loop(Arc::clone(&stop));
         let _health = faultline_daemon::agent::health::serve(Arc::clone(&agent), args.health_addr)

@@ -84,6 +84,10 @@ impl Target {
         let mut config = config;
         config.connect_timeout = Some(REQUEST_DEADLINE);
         config.read_timeout = Some(REQUEST_DEADLINE);
+        // kube retries 429, 503 and 504 by default, for longer than the deadline: a CLI says
+        // what the API server answered at once instead (e.g. 503, no controller behind the
+        // report Service).
+        config.default_retry = false;
         if let Some(namespace) = &self.namespace {
             config.default_namespace.clone_from(namespace);
         }

@@ -321,7 +321,7 @@ pub fn main(args: &ControllerArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let client = crate::kube_client(args.kubeconfig.as_deref()).await?;
+        let client = crate::kube_client(args.kubeconfig.as_deref(), true).await?;
         let runner_image = match &args.runner_image {
             Some(image) => image.clone(),
             None => own_image(&client, &args.namespace, &args.identity).await?,

@@ -369,7 +369,7 @@ pub fn main(args: &RunArgs) -> anyhow::Result<std::process::ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let client = crate::kube_client(args.kubeconfig.as_deref()).await?;
+        let client = crate::kube_client(args.kubeconfig.as_deref(), false).await?;
         let outcome = run_experiment(
             client,
             &args.experiment,
