@@ -603,6 +603,33 @@ async fn the_runner_fails_an_experiment_it_cannot_run_and_says_why() {
     assert_eq!(status["phase"], "Failed");
     assert!(status["finishedAt"].is_string());
 
+    // A valid cluster spec reaches the engine's call site, whose answer is the status.
+    let mut valid = spec("kubernetes");
+    valid["kubernetes"] = json!({"workloads": [
+        {"name": "gateway", "namespace": "shop", "selector": {"app": "gateway"}}]});
+    api.put(json!({"apiVersion": FL, "kind": "Experiment",
+        "metadata": {"name": "valid", "namespace": "shop"}, "spec": valid}));
+    let outcome = run("valid").await.expect("runs");
+    assert_eq!(outcome.exit_code, 2);
+    let status = experiment_status(&api, "shop", "valid");
+    assert_eq!(status["phase"], "Failed");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing was injected")),
+        "{status}"
+    );
+    let run_id = status["runId"].as_str().expect("a run id once validated");
+    assert!(
+        reports
+            .path()
+            .join(run_id)
+            .join("experiment.json")
+            .is_file(),
+        "the run is recorded on the report volume"
+    );
+    assert!(api.list(FL, "faults").is_empty(), "nothing injected");
+
     let error = run("missing").await.expect_err("no such experiment");
     assert!(format!("{error:#}").contains("shop/missing"), "{error:#}");
 }

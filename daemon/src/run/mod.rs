@@ -75,9 +75,11 @@ pub trait ClusterEngine: Send + Sync {
     ) -> Result<CheckReport, String>;
 }
 
-/// The engine this build runs. The engine's cluster target (spec `target: kubernetes` with its
-/// `kubernetes:` selectors) is built on its own branch; until it is merged this is the one call
-/// site to wire, and it refuses to pretend: the Experiment fails with this message.
+/// The engine this build runs: the one call site to wire. The engine's cluster target
+/// (`kubernetes::target::ClusterTarget`: plan, inject and heal a spec's faults as Fault objects,
+/// drains and deletes) is merged; the cluster run around it (the tenant load from inside the
+/// cluster, the read-back, the judge and the reports) is not. Until it is, this refuses to
+/// pretend: the Experiment fails with this message, and nothing is injected.
 pub struct UnwiredEngine;
 
 impl ClusterEngine for UnwiredEngine {
@@ -86,7 +88,7 @@ impl ClusterEngine for UnwiredEngine {
         _: EngineRequest<'_>,
         _: &mut dyn FnMut(&LiveStatus),
     ) -> Result<CheckReport, String> {
-        Err("this build of faultlined has no cluster engine yet (the engine's kubernetes target is not merged); the Experiment was validated and nothing was injected".into())
+        Err("this build of faultlined cannot run an experiment on a cluster yet: the cluster target (faults) is built, but the cluster run around it (tenant load, read-back, judge) is not; the Experiment was validated and nothing was injected".into())
     }
 }
 
