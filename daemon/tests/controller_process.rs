@@ -330,3 +330,69 @@ async fn chaosctl_report_and_runs_go_through_the_api_servers_service_proxy() {
     reports_server.abort();
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaosctl_run_on_a_cluster_creates_the_experiment_and_exits_with_its_verdict() {
+    let api = MemoryApi::new();
+    let (addr, server) = api
+        .serve("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = kubeconfig(dir.path(), &format!("http://{addr}"));
+    let mut spec = faultline_experiments::spec::catalog::spec("pod-failure").expect("catalog");
+    spec.target = faultline_experiments::spec::Target::Kubernetes;
+    let mut value = serde_json::to_value(&spec).expect("json");
+    value["kubernetes"] = json!({"workloads": [
+        {"name": "gateway", "namespace": "shop", "selector": {"app": "gateway"}}]});
+    let file = dir.path().join("pod-failure.yaml");
+    std::fs::write(&file, serde_yaml::to_string(&value).expect("yaml")).expect("spec file");
+
+    // The controller and the runner, as far as chaosctl can tell: the status moves to a verdict.
+    let judge = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(mut experiment) = api.list(FL, "experiments").into_iter().next() {
+                    experiment["status"] = json!({"phase": "Succeeded", "verdict": "valid",
+                        "score": 97, "exitCode": 0, "runId": "pod-failure-x-1",
+                        "verdicts": [{"name": "recovery", "status": "valid", "summary": "recovered in 4 s"}]});
+                    api.put(experiment.clone());
+                    return experiment;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_chaosctl"))
+            .env("FAULTLINE_STATE_ROOT", dir.path().join("state"))
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(["-n", "team-a", "run"])
+            .arg(&file)
+            .output()
+            .expect("chaosctl")
+    })
+    .await
+    .expect("join");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("verdict: valid (score 97)"), "{text}");
+    assert!(text.contains("report pod-failure-x-1"), "{text}");
+    let experiment = judge.await.expect("judge");
+    assert_eq!(
+        experiment["metadata"]["namespace"], "team-a",
+        "-n picks the namespace"
+    );
+    assert_eq!(experiment["spec"]["target"], "kubernetes");
+    assert_eq!(
+        experiment["spec"]["kubernetes"]["workloads"][0]["name"],
+        "gateway"
+    );
+    server.abort();
+}
