@@ -10,14 +10,12 @@ use std::time::Duration;
 use faultline_daemon::agent::node::TableProcesses;
 use faultline_daemon::agent::{AgentConfig, Core, NodeAgent, Privileged};
 use faultline_experiments::kubernetes::crd::Fault;
+use faultline_experiments::kubernetes::wire_testing::{mock, next, Handle};
 use faultline_injectors::net_partition::RecordingRuleTable;
 use faultline_injectors::process::RecordingSignaller;
-use http::{Request, Response};
-use http_body_util::BodyExt;
+use http::Response;
 use kube::client::Body;
 use serde_json::{json, Value};
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 struct Harness {
     _state: tempfile::TempDir,
@@ -27,8 +25,7 @@ struct Harness {
 
 fn harness() -> Harness {
     let state = tempfile::tempdir().expect("tempdir");
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "default");
+    let (client, handle) = mock();
     let core = Core::open(
         AgentConfig {
             node_name: "n-a1".into(),
@@ -51,72 +48,6 @@ fn harness() -> Harness {
         agent: Arc::new(NodeAgent::new(core, client)),
         handle,
     }
-}
-
-/// One request as received, decoded.
-struct Seen {
-    method: String,
-    path: String,
-    query: BTreeMap<String, String>,
-    content_type: String,
-    body: Value,
-}
-
-async fn next(handle: &mut Handle, respond: Value, status: u16) -> Seen {
-    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .expect("a request within 5 s")
-        .expect("a request");
-    let (parts, body) = request.into_parts();
-    let bytes = body.collect().await.expect("body").to_bytes();
-    let query = parts
-        .uri
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k.to_owned(), decode(v))
-        })
-        .collect();
-    let seen = Seen {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_owned(),
-        query,
-        content_type: parts
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    };
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(Body::from(respond.to_string().into_bytes()))
-            .expect("response"),
-    );
-    seen
-}
-
-fn decode(text: &str) -> String {
-    let text = text.replace('+', " ");
-    let mut out = Vec::new();
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).expect("hex"));
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).expect("utf8")
 }
 
 fn fault(extra_status: &Value) -> Fault {
@@ -155,9 +86,9 @@ async fn status_is_server_side_applied_under_the_nodes_own_field_manager() {
     let push = tokio::spawn(async move { agent.push_statuses().await });
     let seen = next(
         &mut h.handle,
-        json!({"apiVersion": "faultline.dev/v1alpha1", "kind": "Fault",
-        "metadata": {"name": "cut-a"}, "spec": fault(&json!({})).spec}),
         200,
+        &json!({"apiVersion": "faultline.dev/v1alpha1", "kind": "Fault",
+        "metadata": {"name": "cut-a"}, "spec": fault(&json!({})).spec}),
     )
     .await;
     push.await.expect("push");
@@ -193,10 +124,10 @@ async fn facts_are_listed_with_the_right_selectors() {
     let facts = tokio::spawn(async move { agent.node_facts(&fault(&json!({}))).await });
     let slices = next(
         &mut h.handle,
-        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {},
+        200,
+        &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {},
                "items": [{"metadata": {"name": "kubernetes"}, "addressType": "IPv4",
                           "endpoints": [{"addresses": ["192.168.9.1"]}]}]}),
-        200,
     )
     .await;
     assert_eq!(slices.method, "GET");
@@ -210,10 +141,10 @@ async fn facts_are_listed_with_the_right_selectors() {
     );
     let pods = next(
         &mut h.handle,
-        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+        200,
+        &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
                "items": [{"metadata": {"name": "cart-0", "namespace": "shop", "uid": "u-cart"},
                           "spec": {"containers": [{"name": "c"}]}}]}),
-        200,
     )
     .await;
     assert_eq!(pods.path, "/api/v1/pods");
@@ -237,12 +168,8 @@ async fn the_finalizer_is_removed_with_a_json_patch_that_tests_its_position() {
     // n-b1 applied and never reverted; the agent asks whether it still exists.
     let status = json!({"nodes": {"n-b1": {"appliedAt": "2026-12-02T07:00:00Z"}}});
     let release = tokio::spawn(async move { agent.maybe_release_finalizer(&fault(&status)).await });
-    let node = next(
-        &mut h.handle,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
-               "message": "nodes \"n-b1\" not found"}),
-        404,
-    )
+    let node = next(&mut h.handle, 404, &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+               "message": "nodes \"n-b1\" not found"}))
     .await;
     assert_eq!(
         (node.method.as_str(), node.path.as_str()),
@@ -250,8 +177,8 @@ async fn the_finalizer_is_removed_with_a_json_patch_that_tests_its_position() {
     );
     let patch = next(
         &mut h.handle,
-        serde_json::to_value(fault(&json!({}))).expect("json"),
         200,
+        &serde_json::to_value(fault(&json!({}))).expect("json"),
     )
     .await;
     release.await.expect("join");

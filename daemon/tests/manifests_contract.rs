@@ -1,8 +1,8 @@
 //! What the schemas cannot check in `manifests/`: that `kubectl apply -f manifests/` applies
-//! the files in a working order, that the image is named in one place with the workspace
-//! version as its tag, that the DaemonSet matches what `faultlined agent` expects (arguments,
-//! health port and paths, downward-API variables, host paths), and that the agent's RBAC grants
-//! exactly the documented rules, each with a comment. Each checker is also shown failing on a
+//! the files in a working order, that every workload names the one image, tagged with the
+//! workspace version, and nothing else names it, that the DaemonSet matches what `faultlined
+//! agent` expects (arguments, health port and paths, downward-API variables, host paths), and
+//! that the agent's RBAC grants exactly the documented rules, each with a comment. Each checker is also shown failing on a
 //! broken input.
 
 mod manifests_common;
@@ -221,16 +221,24 @@ fn image_roots() -> Vec<PathBuf> {
         .collect()
 }
 
-/// The one image reference in the manifests, split into repository and tag.
-fn the_image() -> (String, String) {
+/// The image references in the manifests: one per workload (the agent's DaemonSet, the
+/// controller's Deployment), every one the same image.
+fn image_values_in_manifests() -> Vec<String> {
     let mut images = Vec::new();
     for (_, document) in all_documents() {
         image_values(&document, &mut images);
     }
+    images
+}
+
+/// The one image the manifests name, split into repository and tag.
+fn the_image() -> (String, String) {
+    let mut images = image_values_in_manifests();
+    images.dedup();
     assert_eq!(
         images.len(),
         1,
-        "the manifests must name the image in exactly one place (the chart templates it), found {images:?}"
+        "every workload in the manifests runs the one faultlined image (the chart templates it from one value), found {images:?}"
     );
     let image = images.remove(0);
     let (repository, tag) = image
@@ -241,7 +249,7 @@ fn the_image() -> (String, String) {
 }
 
 #[test]
-fn the_image_is_named_in_one_place_with_the_workspace_version_as_its_tag() {
+fn the_image_is_named_only_by_the_workloads_with_the_workspace_version_as_its_tag() {
     let (repository, tag) = the_image();
     assert_eq!(
         tag, WORKSPACE_VERSION,
@@ -250,15 +258,24 @@ fn the_image_is_named_in_one_place_with_the_workspace_version_as_its_tag() {
     // The manifests' one `image:` line, and the chart's default in values.yaml; that the
     // chart renders the same image is daemon/tests/chart_render.rs's check.
     let places = places_naming(&repository, &image_roots());
+    let workloads = image_values_in_manifests().len();
     assert_eq!(
         places.len(),
-        2,
-        "{repository} must be named in exactly two places (the manifests' image line and the \
-         chart's values.yaml), found:\n{}",
+        workloads + 1,
+        "{repository} must be named only on the workloads' `image:` lines ({workloads}) and in \
+         the chart's values.yaml, found:\n{}",
         places.join("\n")
     );
+    for place in &places {
+        assert!(
+            (place.contains("manifests/") && place.contains("image: "))
+                || place.contains("charts/faultline/values.yaml"),
+            "{place}: only a workload's image line and the chart's values may name the image"
+        );
+    }
     for expected in [
         "manifests/faultline-agent.yaml",
+        "manifests/faultline-controller.yaml",
         "charts/faultline/values.yaml",
     ] {
         assert!(
@@ -280,7 +297,11 @@ fn a_second_place_naming_the_image_is_caught() {
     let mut roots = image_roots();
     roots.push(elsewhere.path().to_path_buf());
     let places = places_naming(&repository, &roots);
-    assert_eq!(places.len(), 3, "{places:?}");
+    assert_eq!(
+        places.len(),
+        image_values_in_manifests().len() + 2,
+        "{places:?}"
+    );
 }
 
 /// Every `app.kubernetes.io/version` label anywhere in `value`.

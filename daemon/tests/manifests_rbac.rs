@@ -484,3 +484,124 @@ fn request_attributes_follow_the_api_servers_reading_of_paths() {
         );
     }
 }
+
+/// The controller's rules, as bound to its ServiceAccount in `manifests/`.
+fn controller_rules() -> Vec<Rule> {
+    let mut rules = rules_of(&the_object("ClusterRole", "faultline-controller"));
+    rules.extend(rules_of(&the_object("Role", "faultline-controller")));
+    rules
+}
+
+/// Two controller replicas through a queue, an expired Fault, an orphaned cordon and a deleted
+/// Experiment; every request they made.
+async fn controller_requests() -> Vec<LoggedRequest> {
+    use faultline_daemon::controller::{own_image, Controller, ControllerConfig};
+    let api = MemoryApi::new();
+    api.put(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "ctl-a", "namespace": AGENT_NAMESPACE},
+        "spec": {"containers": [{"name": "controller", "image": "localhost/x:1"}]}}));
+    let image = own_image(&api.client(), AGENT_NAMESPACE, "ctl-a")
+        .await
+        .expect("own image");
+    let spec = {
+        let mut spec = serde_json::to_value(
+            faultline_experiments::spec::catalog::spec("pod-failure").expect("catalog"),
+        )
+        .expect("json");
+        spec["target"] = json!("kubernetes");
+        spec
+    };
+    for name in ["first", "second"] {
+        api.put(json!({"apiVersion": FAULTS, "kind": "Experiment",
+            "metadata": {"name": name, "namespace": "shop"}, "spec": spec}));
+    }
+    let past = humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(5));
+    api.put(
+        json!({"apiVersion": FAULTS, "kind": "Fault", "metadata": {"name": "cut-old"},
+        "spec": {"action": "partition", "partition": {"sides": []}, "deadline": past.to_string(),
+            "experiment": "shop/first", "createdBy": "runner"}}),
+    );
+    api.put(json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "annotations": {"faultline.dev/cordoned-by": "gone"}},
+        "spec": {"unschedulable": true}}));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for identity in ["ctl-a", "ctl-b"] {
+        let mut config = ControllerConfig::new(AGENT_NAMESPACE, identity, Duration::from_secs(1));
+        config.runner_image.clone_from(&image);
+        tasks.push(tokio::spawn(
+            Controller::new(api.client(), config).run(Arc::clone(&stop)),
+        ));
+    }
+    let status = |name: &str| {
+        api.get(FAULTS, "experiments", Some("shop"), name)
+            .map(|e| e["status"]["phase"].clone())
+            .unwrap_or_default()
+    };
+    eventually(
+        "a runs, b waits, the fault and the cordon are gone",
+        Duration::from_secs(20),
+        || {
+            status("first") == "Running"
+                && status("second") == "Queued"
+                && api.list(FAULTS, "faults").is_empty()
+                && api.get("v1", "nodes", None, "n1").expect("node")["spec"]["unschedulable"]
+                    != true
+        },
+    )
+    .await;
+    // A renewal (update) happens within a lease period.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(api.remove(FAULTS, "experiments", Some("shop"), "first"));
+    eventually(
+        "the runner of a deleted experiment is deleted",
+        Duration::from_secs(20),
+        || {
+            api.list("batch/v1", "jobs").iter().all(|job| {
+                job["metadata"]["annotations"]["faultline.dev/experiment"] != "shop/first"
+            })
+        },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        let _ = task.await;
+    }
+    api.requests()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_rbac_allows_every_request_the_controller_makes_and_grants_nothing_unused() {
+    let requests = controller_requests().await;
+    let rules = controller_rules();
+    let seen: BTreeSet<Attributes> = requests.iter().map(attributes).collect();
+    let denied: Vec<&Attributes> = seen
+        .iter()
+        .filter(|request| !rules.iter().any(|rule| allows(rule, request)))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "manifests/faultline-controller-rbac.yaml denies requests the controller makes: {denied:#?}"
+    );
+    let used: BTreeSet<(String, String, String)> = seen
+        .iter()
+        .map(|r| (r.group.clone(), r.resource.clone(), r.verb.clone()))
+        .collect();
+    let mut unused = Vec::new();
+    for rule in &rules {
+        for group in &rule.groups {
+            for resource in &rule.resources {
+                for verb in &rule.verbs {
+                    let grant = (group.clone(), resource.clone(), verb.clone());
+                    if !used.contains(&grant) {
+                        unused.push(grant);
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        unused.is_empty(),
+        "granted to the controller but never used: {unused:?}\nused: {used:?}"
+    );
+}

@@ -3,7 +3,6 @@
 //! patches with our annotation, and the pod delete with grace period 0. Also pins down why
 //! kube's own `Api::evict` is not used.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use faultline_experiments::kubernetes::cordon::{
@@ -11,85 +10,10 @@ use faultline_experiments::kubernetes::cordon::{
 };
 use faultline_experiments::kubernetes::drain::{evict_node, DrainOptions, SkipReason};
 use faultline_experiments::kubernetes::pod_delete::{delete_pods, PodDeleteOptions};
-use http::{Request, Response};
-use http_body_util::BodyExt;
+use faultline_experiments::kubernetes::wire_testing::{mock, next};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, EvictParams, Preconditions};
-use kube::client::Body;
 use serde_json::{json, Value};
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-fn mock() -> (kube::Client, Handle) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (kube::Client::new(service, "default"), handle)
-}
-
-/// One request as received, decoded.
-#[derive(Debug)]
-struct Seen {
-    method: String,
-    path: String,
-    query: BTreeMap<String, String>,
-    content_type: String,
-    body: Value,
-}
-
-async fn next(handle: &mut Handle, status: u16, respond: &Value) -> Seen {
-    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .expect("a request within 5 s")
-        .expect("a request");
-    let (parts, body) = request.into_parts();
-    let bytes = body.collect().await.expect("body").to_bytes();
-    let seen = Seen {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_owned(),
-        query: parts
-            .uri
-            .query()
-            .unwrap_or_default()
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (k.to_owned(), decode(v))
-            })
-            .collect(),
-        content_type: parts
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    };
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(Body::from(respond.to_string().into_bytes()))
-            .expect("response"),
-    );
-    seen
-}
-
-fn decode(text: &str) -> String {
-    let text = text.replace('+', " ");
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).expect("hex"));
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).expect("utf8")
-}
 
 fn pod(name: &str, uid: &str, owner_kind: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",

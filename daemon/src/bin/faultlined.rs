@@ -41,6 +41,14 @@ enum Mode {
     /// HTTP API, /metrics and the web page. SIGHUP reloads the schedule; SIGTERM heals the
     /// running experiment and stops.
     Serve(faultline_daemon::serve::ServeArgs),
+    /// The cluster controller (the Deployment in manifests/, one leader through a Lease): runs
+    /// one Experiment at a time in a runner Job and queues the others, deletes expired Faults and
+    /// those of deleted Experiments, uncordons nodes whose cordoning Fault is gone, writes the
+    /// audit trail as Events, and serves the reports (`/runs`) on every replica.
+    Controller(Box<faultline_daemon::controller::ControllerArgs>),
+    /// Run one Experiment (started by the controller as a Job): validate it, run it, write the
+    /// reports to the report volume and the verdict to its status. Exit code as `chaosctl run`.
+    Run(faultline_daemon::run::RunArgs),
 }
 
 #[derive(clap::Args)]
@@ -111,6 +119,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Mode::Controller(args) => match faultline_daemon::controller::main(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("faultlined controller: {error:#}");
+                ExitCode::from(2)
+            }
+        },
+        Mode::Run(args) => match faultline_daemon::run::main(&args) {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("faultlined run: {error:#}");
+                ExitCode::from(2)
+            }
+        },
         Mode::Agent(args) => match run_node_agent(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -168,7 +190,7 @@ fn run_node_agent(args: AgentArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let client = kube_client(args.kubeconfig.as_deref()).await?;
+        let client = faultline_daemon::kube_client(args.kubeconfig.as_deref(), true).await?;
         let agent = Arc::new(NodeAgent::new(core, client));
         let safety = agent.spawn_safety_loop(Arc::clone(&stop));
         let _health = faultline_daemon::agent::health::serve(Arc::clone(&agent), args.health_addr)
@@ -184,21 +206,4 @@ fn run_node_agent(args: AgentArgs) -> anyhow::Result<()> {
         eprintln!("faultlined agent: stopped; this node's faults are healed");
         Ok(())
     })
-}
-
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    use anyhow::Context as _;
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("using kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no in-cluster service account and no kubeconfig; pass --kubeconfig")?,
-    };
-    kube::Client::try_from(config).context("building the API client")
 }

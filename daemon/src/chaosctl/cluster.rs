@@ -1,5 +1,5 @@
-//! `chaosctl` against a cluster (`--context`, `--kubeconfig`): halt, resume and the list of
-//! Faults, through the API server. Every request has a deadline, so an unreachable cluster gives
+//! `chaosctl` against a cluster (`--context`, `--kubeconfig`, `-n`): halt, resume and the list
+//! of Faults, through the API server (`run`, `report` and `runs` are in `cluster_run`). Every request has a deadline, so an unreachable cluster gives
 //! a clear error in seconds instead of a hang.
 
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use kube::{Api, Client, ResourceExt};
 use super::Output;
 
 /// How long one API request may take before chaosctl gives up.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(8);
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(8);
 /// How long `halt` waits for the agents to report every fault reverted.
 const HALT_WAIT: Duration = Duration::from_secs(5);
 
@@ -25,6 +25,10 @@ pub struct Target {
     pub context: Option<String>,
     /// The kubeconfig file (`--kubeconfig`), else `KUBECONFIG` or `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
+    /// The namespace for Experiments (`-n`), else the context's.
+    pub namespace: Option<String>,
+    /// Faultline's own namespace (the controller's Service, for reports).
+    pub controller_namespace: String,
 }
 
 impl Target {
@@ -33,7 +37,20 @@ impl Target {
         self.context.is_some() || self.kubeconfig.is_some()
     }
 
-    fn describe(&self) -> String {
+    /// The flags that name this cluster again, for commands printed to the user.
+    pub fn flags(&self) -> String {
+        let mut flags = String::new();
+        if let Some(context) = &self.context {
+            flags = format!(" --context {context}");
+        }
+        if let Some(kubeconfig) = &self.kubeconfig {
+            flags = format!("{flags} --kubeconfig {}", kubeconfig.display());
+        }
+        flags
+    }
+
+    /// The cluster, for messages.
+    pub fn describe(&self) -> String {
         match (&self.context, &self.kubeconfig) {
             (Some(c), _) => format!("context {c}"),
             (None, Some(k)) => format!("kubeconfig {}", k.display()),
@@ -41,7 +58,11 @@ impl Target {
         }
     }
 
-    async fn client(&self) -> anyhow::Result<Client> {
+    /// An API client for the cluster; every request has [`REQUEST_DEADLINE`].
+    ///
+    /// # Errors
+    /// The kubeconfig or context cannot be used.
+    pub async fn client(&self) -> anyhow::Result<Client> {
         let options = kube::config::KubeConfigOptions {
             context: self.context.clone(),
             ..Default::default()
@@ -63,6 +84,13 @@ impl Target {
         let mut config = config;
         config.connect_timeout = Some(REQUEST_DEADLINE);
         config.read_timeout = Some(REQUEST_DEADLINE);
+        // kube retries 429, 503 and 504 by default, for longer than the deadline: a CLI says
+        // what the API server answered at once instead (e.g. 503, no controller behind the
+        // report Service).
+        config.default_retry = false;
+        if let Some(namespace) = &self.namespace {
+            config.default_namespace.clone_from(namespace);
+        }
         Client::try_from(config).context("cannot build the API client")
     }
 }

@@ -1,7 +1,8 @@
 //! The `chaosctl` command line.
 
 mod check;
-mod cluster;
+pub mod cluster;
+pub mod cluster_run;
 mod faults;
 mod lab;
 mod load;
@@ -29,7 +30,9 @@ Examples:
   chaosctl inject kill --service nats --replica 1  # SIGKILL one replica; the lab restarts it
   chaosctl faults                                  # what is active, and until when
   chaosctl halt                                    # revert everything now, block new faults
-  chaosctl --context staging halt                  # the same on a cluster, through a Halt object
+  chaosctl --context staging run az-failure --duration 10m  # the same on a cluster
+  chaosctl --context staging report RUN_ID         # its HTML report, through the API server
+  chaosctl --context staging halt                  # revert everything on a cluster
   chaosctl lab down                                # remove every namespace, process and file
 
 Every command first reverts faults whose deadline has passed, and anything of ours that no
@@ -46,14 +49,25 @@ pub struct Cli {
     /// Longest fault anyone may ask for; longer requests are refused.
     #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "2h")]
     max_fault_duration: Duration,
-    /// Act on a Kubernetes cluster through this kubeconfig context instead of the lab
-    /// (`halt`, `resume` and `faults` for now).
+    /// Act on a Kubernetes cluster through this kubeconfig context instead of the lab (`run`,
+    /// `report`, `runs`, `faults`, `halt`, `resume`).
     #[arg(long, global = true)]
     context: Option<String>,
     /// The kubeconfig file for `--context` [default: KUBECONFIG, else ~/.kube/config]; given
     /// alone, its current context is used.
     #[arg(long, global = true)]
     kubeconfig: Option<PathBuf>,
+    /// On a cluster: the namespace of Experiments [default: the context's namespace].
+    #[arg(short = 'n', long, global = true)]
+    namespace: Option<String>,
+    /// On a cluster: Faultline's own namespace, where the controller serves the reports.
+    #[arg(
+        long,
+        global = true,
+        env = "FAULTLINE_NAMESPACE",
+        default_value = "faultline-system"
+    )]
+    faultline_namespace: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -222,9 +236,20 @@ fn run_on_cluster(target: &cluster::Target, command: &Command) -> anyhow::Result
         Command::Halt => cluster::halt(target, "chaosctl halt"),
         Command::Resume => cluster::resume(target),
         Command::Faults { output, .. } => cluster::list(target, *output),
+        Command::Run(args) => {
+            let (scenario, duration, tenants, rate) = args.overrides();
+            cluster_run::run(target, scenario, duration, tenants, rate)
+        }
+        Command::Report(args) => cluster_run::report(
+            target,
+            args.run_id(),
+            args.format.unwrap_or(cluster_run::ReportKind::Html),
+            args.output.clone(),
+        ),
+        Command::Runs(_) => cluster_run::runs(target),
         _ => anyhow::bail!(
-            "on a cluster (--context/--kubeconfig) chaosctl runs halt, resume and faults; \
-             the other commands act on the embedded lab: drop --context to use it"
+            "on a cluster (--context/--kubeconfig) chaosctl runs run, report, runs, faults, halt \
+             and resume; the other commands act on the embedded lab: drop --context to use it"
         ),
     }
 }
@@ -265,6 +290,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let target = cluster::Target {
         context: cli.context.clone(),
         kubeconfig: cli.kubeconfig.clone(),
+        namespace: cli.namespace.clone(),
+        controller_namespace: cli.faultline_namespace.clone(),
     };
     if target.is_cluster() {
         return run_on_cluster(&target, &cli.command);

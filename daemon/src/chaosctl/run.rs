@@ -43,6 +43,13 @@ pub(crate) struct RunArgs {
     output_dir: Option<PathBuf>,
 }
 
+impl RunArgs {
+    /// What a cluster run uses: the scenario and the overrides.
+    pub(crate) fn overrides(&self) -> (&str, Option<Duration>, Option<u32>, Option<f64>) {
+        (&self.scenario, self.duration, self.tenants, self.rate)
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct ReportArgs {
     /// The run id (the directory name under the results directory).
@@ -50,6 +57,19 @@ pub(crate) struct ReportArgs {
     /// Where run directories are (default: <state root>/runs).
     #[arg(long)]
     output_dir: Option<PathBuf>,
+    /// On a cluster: which report to fetch [default: html].
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<super::cluster_run::ReportKind>,
+    /// On a cluster: where to save it [default: RUN_ID.report.EXT].
+    #[arg(short = 'o', long)]
+    pub(crate) output: Option<PathBuf>,
+}
+
+impl ReportArgs {
+    /// The run id.
+    pub(crate) fn run_id(&self) -> &str {
+        &self.run_id
+    }
 }
 
 fn results_root(host: &HostPaths, output_dir: Option<&PathBuf>) -> PathBuf {

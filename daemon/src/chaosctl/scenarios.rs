@@ -34,6 +34,14 @@ pub(crate) fn show(name: &str) -> anyhow::Result<ExitCode> {
 
 /// Loads a spec from a file path or, failing that, the catalog, then validates it.
 pub(crate) fn load(file_or_name: &str) -> anyhow::Result<(ExperimentSpec, String)> {
+    let (spec, source) = read(file_or_name)?;
+    spec.validate(&source)?;
+    Ok((spec, source))
+}
+
+/// Reads a spec from a file path or, failing that, the catalog, without validating it (the
+/// caller validates after its overrides).
+pub(crate) fn read(file_or_name: &str) -> anyhow::Result<(ExperimentSpec, String)> {
     let path = std::path::Path::new(file_or_name);
     let (yaml, source) = if path.exists() {
         let yaml = std::fs::read_to_string(path)
@@ -52,7 +60,6 @@ pub(crate) fn load(file_or_name: &str) -> anyhow::Result<(ExperimentSpec, String
         )
     };
     let spec = ExperimentSpec::parse(&yaml, &source)?;
-    spec.validate(&source)?;
     Ok((spec, source))
 }
 

@@ -1,5 +1,6 @@
 //! The custom resources of the cluster target: `Fault` (one injected fault, already resolved)
-//! and `Halt` (the global stop switch). Both are cluster-scoped in `faultline.dev/v1alpha1`.
+//! and `Halt` (the global stop switch), both cluster-scoped in `faultline.dev/v1alpha1`. The
+//! namespaced `Experiment` is in [`super::experiment`]; its CRD is generated here with the others.
 //!
 //! The CRD YAML under `manifests/` is generated from these types ([`crd_manifests`]); a test
 //! fails when the checked-in files differ. The schema stays structural: the action is a plain
@@ -241,6 +242,10 @@ pub fn crd_manifests() -> Vec<(&'static str, String)> {
     [
         ("01-crd-faults.yaml", serde_yaml::to_string(&Fault::crd())),
         ("01-crd-halts.yaml", serde_yaml::to_string(&Halt::crd())),
+        (
+            "01-crd-experiments.yaml",
+            serde_yaml::to_string(&super::experiment::Experiment::crd()),
+        ),
     ]
     .into_iter()
     .map(|(file, yaml)| (file, format!("{header}{}", yaml.expect("CRDs serialise"))))

@@ -23,6 +23,9 @@
 //!   task from [`MemoryApi::spawn_controllers`]) schedules Pending pods onto schedulable nodes
 //!   (never one with `spec.unschedulable`) and flips their Ready condition after a delay.
 //!
+//! The service proxy (`/api/v1/namespaces/NS/services/NAME:PORT/proxy/...`) forwards to a real
+//! HTTP server registered with [`MemoryApi::proxy_service`], and answers 503 without one.
+//!
 //! What it leaves out: admission, validation against schemas, pagination (lists are complete),
 //! protobuf, graceful termination (a pod without finalizers goes at once), and strategic merge
 //! patch beyond the JSON merge rules.
@@ -192,6 +195,8 @@ struct State {
     workloads: Option<WorkloadControllers>,
     /// Scheduled pods whose Ready condition flips at the given instant.
     ready_due: BTreeMap<ObjectKey, tokio::time::Instant>,
+    /// Service proxy backends: (namespace, service, port name) -> a real HTTP server.
+    proxies: BTreeMap<(String, String, String), SocketAddr>,
 }
 
 /// How the in-memory workload controllers behave (see [`MemoryApi::enable_workload_controllers`]).
@@ -244,6 +249,7 @@ impl MemoryApi {
                     log: Vec::new(),
                     workloads: None,
                     ready_due: BTreeMap::new(),
+                    proxies: BTreeMap::new(),
                 }),
                 changes,
             }),
@@ -308,6 +314,17 @@ impl MemoryApi {
                 api.tick();
             }
         })
+    }
+
+    /// Puts a real HTTP server behind the service proxy of `namespace/service:port`: requests
+    /// to `/api/v1/namespaces/NS/services/SERVICE:PORT/proxy/PATH` are forwarded to `backend`
+    /// as `GET /PATH`, and its answer (status, content type, body) returned, as the API server
+    /// does for a Service with a ready endpoint. Without one the proxy answers 503.
+    pub fn proxy_service(&self, namespace: &str, service: &str, port: &str, backend: SocketAddr) {
+        self.state().proxies.insert(
+            (namespace.to_owned(), service.to_owned(), port.to_owned()),
+            backend,
+        );
     }
 
     /// Every request received so far.
@@ -454,12 +471,15 @@ impl MemoryApi {
                                     .await
                                     .map(http_body_util::Collected::to_bytes)
                                     .unwrap_or_default();
-                                Ok::<_, Infallible>(api.handle(
-                                    &parts.method,
-                                    &parts.uri,
-                                    &parts.headers,
-                                    &body,
-                                ))
+                                Ok::<_, Infallible>(
+                                    api.handle_any(
+                                        &parts.method,
+                                        &parts.uri,
+                                        &parts.headers,
+                                        &body,
+                                    )
+                                    .await,
+                                )
                             }
                         },
                     );
@@ -472,7 +492,50 @@ impl MemoryApi {
         Ok((local, task))
     }
 
-    /// Handles one request: the whole server.
+    /// Handles one request: the service proxy, or the resources.
+    async fn handle_any(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Response<ApiBody> {
+        let Some((namespace, service, port, tail)) = proxy_route(uri.path()) else {
+            return self.handle(method, uri, headers, body);
+        };
+        self.state().log.push(LoggedRequest {
+            method: method.to_string(),
+            uri: uri.to_string(),
+            content_type: None,
+            body: String::from_utf8_lossy(body).into_owned(),
+        });
+        let backend = self
+            .state()
+            .proxies
+            .get(&(namespace.clone(), service.clone(), port))
+            .copied();
+        let unavailable = || {
+            status_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                &format!("no endpoints available for service \"{namespace}/{service}\""),
+            )
+            .into_response()
+        };
+        let Some(backend) = backend else {
+            return unavailable();
+        };
+        let mut path = format!("/{tail}");
+        if let Some(query) = uri.query() {
+            path = format!("{path}?{query}");
+        }
+        match forward(backend, method, &path).await {
+            Ok(response) => response,
+            Err(_) => unavailable(),
+        }
+    }
+
+    /// Handles one request to the resources: the whole server but the proxy.
     fn handle(
         &self,
         method: &Method,
@@ -651,7 +714,9 @@ impl tower::Service<Request<kube::client::Body>> for MemoryApi {
                 .await
                 .map_err(|e| io::Error::other(e.to_string()))?
                 .to_bytes();
-            Ok(api.handle(&parts.method, &parts.uri, &parts.headers, &body))
+            Ok(api
+                .handle_any(&parts.method, &parts.uri, &parts.headers, &body)
+                .await)
         })
     }
 }
@@ -1880,6 +1945,62 @@ fn status_error(code: StatusCode, reason: &'static str, message: &str) -> ApiErr
     }
 }
 
+/// `/api/v1/namespaces/NS/services/NAME[:PORT]/proxy/REST` as (namespace, service, port name,
+/// rest); the port defaults to `http`.
+fn proxy_route(path: &str) -> Option<(String, String, String, String)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let (namespace, rest) = rest.split_once('/')?;
+    let rest = rest.strip_prefix("services/")?;
+    let (service, rest) = rest.split_once('/')?;
+    let tail = rest
+        .strip_prefix("proxy")
+        .filter(|t| t.is_empty() || t.starts_with('/'))?;
+    let (name, port) = service.split_once(':').unwrap_or((service, "http"));
+    Some((
+        namespace.to_owned(),
+        name.to_owned(),
+        port.to_owned(),
+        tail.trim_start_matches('/').to_owned(),
+    ))
+}
+
+/// Forwards one request to a real HTTP/1 server and returns its answer.
+async fn forward(
+    backend: SocketAddr,
+    method: &Method,
+    path: &str,
+) -> io::Result<Response<ApiBody>> {
+    let stream = tokio::net::TcpStream::connect(backend).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header(http::header::HOST, backend.to_string())
+        .body(Full::new(Bytes::new()))
+        .map_err(io::Error::other)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(io::Error::other)?;
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    let mut builder = Response::builder().status(parts.status);
+    if let Some(content_type) = parts.headers.get(http::header::CONTENT_TYPE) {
+        builder = builder.header(http::header::CONTENT_TYPE, content_type);
+    }
+    builder
+        .body(
+            Full::new(bytes)
+                .map_err(|never: Infallible| match never {})
+                .boxed(),
+        )
+        .map_err(io::Error::other)
+}
+
 fn json_response(code: StatusCode, value: &Value) -> Response<ApiBody> {
     Response::builder()
         .status(code)
@@ -1920,6 +2041,28 @@ mod tests {
             };
             assert_eq!(selector.matches(&object), want, "{text}");
         }
+    }
+
+    #[test]
+    fn service_proxy_paths_parse_with_and_without_a_port() {
+        assert_eq!(
+            proxy_route("/api/v1/namespaces/fs/services/ctl:http/proxy/runs/r1/report.html"),
+            Some((
+                "fs".into(),
+                "ctl".into(),
+                "http".into(),
+                "runs/r1/report.html".into()
+            ))
+        );
+        assert_eq!(
+            proxy_route("/api/v1/namespaces/fs/services/ctl/proxy/"),
+            Some(("fs".into(), "ctl".into(), "http".into(), String::new()))
+        );
+        assert_eq!(proxy_route("/api/v1/namespaces/fs/services/ctl"), None);
+        assert_eq!(
+            proxy_route("/api/v1/namespaces/fs/services/ctl/proxyx"),
+            None
+        );
     }
 
     #[test]

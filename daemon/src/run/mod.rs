@@ -1,0 +1,392 @@
+//! `faultlined run --experiment NS/NAME`: the runner Job the controller starts for one
+//! Experiment. It reads the Experiment, validates its spec with the same `validate` as
+//! `chaosctl validate`, runs it through the cluster engine ([`ClusterEngine`]), writes the
+//! reports into the report volume (`REPORTS_DIR/RUN_ID/`) and records the phase, the live
+//! progress, the verdicts and the score in the Experiment's status.
+//!
+//! SIGTERM (the controller deletes the Job when the Experiment is deleted, e.g. by Ctrl-C in
+//! `chaosctl run`) is passed to the engine as an interrupt: it heals and ends early, and the
+//! status says Healing, then Aborted.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use faultline_experiments::checkers::CheckReport;
+use faultline_experiments::engine::run::{write_reports, LiveStatus};
+use faultline_experiments::kubernetes::experiment::{
+    parse_spec, Experiment, ExperimentPhase, ExperimentProgress, ExperimentStatus,
+};
+use faultline_experiments::spec::{ExperimentSpec, Target};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::ResourceExt;
+use serde_json::json;
+
+use crate::controller::reconcile::status_patch;
+use crate::controller::reports::RUN_RECORD;
+
+/// `faultlined run`'s options.
+#[derive(Args, Clone, Debug)]
+pub struct RunArgs {
+    /// The Experiment to run, `NAMESPACE/NAME`.
+    #[arg(long)]
+    pub experiment: String,
+    /// The report volume: the run's reports go to `REPORTS_DIR/RUN_ID/`.
+    #[arg(long, default_value = "/var/lib/faultline/reports")]
+    pub reports_dir: PathBuf,
+    /// The longest one API request may take.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub api_timeout: Duration,
+    /// A kubeconfig to use instead of the in-cluster service account.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// What the engine gets for one run on the cluster.
+pub struct EngineRequest<'a> {
+    /// The validated spec.
+    pub spec: &'a ExperimentSpec,
+    /// The Experiment, `NAMESPACE/NAME` (Faults carry it).
+    pub experiment: &'a str,
+    /// The run id.
+    pub run_id: &'a str,
+    /// The run's directory on the report volume (history, logs).
+    pub dir: &'a Path,
+    /// The API client.
+    pub client: kube::Client,
+    /// Bumped on SIGTERM: heal and end early.
+    pub interrupts: Arc<AtomicUsize>,
+}
+
+/// The engine's cluster target, as the runner calls it. Blocking: the engine runs its own
+/// phases; `on_status` is called about ten times a second.
+pub trait ClusterEngine: Send + Sync {
+    /// Runs one experiment to its checkers' report.
+    ///
+    /// # Errors
+    /// The run could not produce a report; the message says what and what to do.
+    fn run(
+        &self,
+        request: EngineRequest<'_>,
+        on_status: &mut dyn FnMut(&LiveStatus),
+    ) -> Result<CheckReport, String>;
+}
+
+/// The engine this build runs: the one call site to wire. The engine's cluster target
+/// (`kubernetes::target::ClusterTarget`: plan, inject and heal a spec's faults as Fault objects,
+/// drains and deletes) is merged; the cluster run around it (the tenant load from inside the
+/// cluster, the read-back, the judge and the reports) is not. Until it is, this refuses to
+/// pretend: the Experiment fails with this message, and nothing is injected.
+pub struct UnwiredEngine;
+
+impl ClusterEngine for UnwiredEngine {
+    fn run(
+        &self,
+        _: EngineRequest<'_>,
+        _: &mut dyn FnMut(&LiveStatus),
+    ) -> Result<CheckReport, String> {
+        Err("this build of faultlined cannot run an experiment on a cluster yet: the cluster target (faults) is built, but the cluster run around it (tenant load, read-back, judge) is not; the Experiment was validated and nothing was injected".into())
+    }
+}
+
+/// The run id: the scenario and the start time, as on the lab.
+pub fn run_id(spec: &ExperimentSpec, experiment_name: &str) -> String {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+    format!("{}-{experiment_name}-{stamp}", spec.name)
+}
+
+fn progress_of(status: &LiveStatus) -> ExperimentProgress {
+    let p = &status.progress;
+    ExperimentProgress {
+        step: serde_json::to_value(status.phase)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        elapsed_seconds: status.elapsed.as_secs(),
+        left_seconds: status.left.as_secs(),
+        ops_per_second: p.ops_per_s.round() as u64,
+        ops: p.ops,
+        failed: p.fail,
+        info: p.info,
+        p99_ms: p.p99_ms.round() as u64,
+        active_faults: status.active_faults.clone(),
+    }
+}
+
+/// Writes the Experiment's status (merge patch, unset fields cleared).
+struct StatusWriter {
+    api: Api<DynamicObject>,
+    name: String,
+    timeout: Duration,
+}
+
+impl StatusWriter {
+    async fn write(&self, status: &ExperimentStatus) -> anyhow::Result<()> {
+        let patch = json!({"status": status_patch(status)});
+        tokio::time::timeout(
+            self.timeout,
+            self.api
+                .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("the API server did not answer in time"))?
+        .with_context(|| format!("writing the status of experiment {}", self.name))?;
+        Ok(())
+    }
+}
+
+/// The status of an Experiment that failed without a verdict.
+fn failed(mut status: ExperimentStatus, message: String) -> ExperimentStatus {
+    status.phase = Some(ExperimentPhase::Failed);
+    status.exit_code = Some(2);
+    status.message = Some(message);
+    status.progress = None;
+    status.finished_at = Some(chrono::Utc::now().to_rfc3339());
+    status
+}
+
+/// The spec of the Experiment, parsed and validated as `chaosctl validate` does, and meant for
+/// a cluster; else why not.
+fn checked_spec(value: &serde_json::Value, qualified: &str) -> Result<ExperimentSpec, String> {
+    let spec = parse_spec(value, qualified).map_err(|e| e.to_string())?;
+    spec.validate(&format!("experiment {qualified}"))
+        .map_err(|e| e.to_string())?;
+    if spec.target != Target::Kubernetes {
+        return Err(format!(
+            "experiment {qualified}: target: the spec says `target: lab`; on a cluster write `target: kubernetes` (with its kubernetes: selectors)"
+        ));
+    }
+    Ok(spec)
+}
+
+/// The outcome of a runner: the exit code it ends with and the status it left.
+#[derive(Debug)]
+pub struct RunnerOutcome {
+    /// 0 pass, 1 SLO or consistency failure, 2 error, unknown or aborted.
+    pub exit_code: u8,
+    /// The final status.
+    pub status: ExperimentStatus,
+}
+
+/// Runs one Experiment with `engine`. Errors before the run (no such Experiment, no API) are
+/// errors; a spec that does not validate, or a run that fails, ends as a Failed status.
+///
+/// # Errors
+/// The Experiment cannot be read, or its status cannot be written.
+pub async fn run_experiment(
+    client: kube::Client,
+    qualified: &str,
+    reports_dir: &Path,
+    api_timeout: Duration,
+    interrupts: Arc<AtomicUsize>,
+    engine: Arc<dyn ClusterEngine>,
+) -> anyhow::Result<RunnerOutcome> {
+    let (namespace, name) = qualified.split_once('/').with_context(|| {
+        format!("--experiment {qualified:?}: write NAMESPACE/NAME, e.g. default/az-failure")
+    })?;
+    let resource = ApiResource::erase::<Experiment>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let object = tokio::time::timeout(api_timeout, api.get(name))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("reading experiment {qualified}: the API server did not answer in time")
+        })?
+        .with_context(|| format!("reading experiment {qualified}"))?;
+    let writer = StatusWriter {
+        api,
+        name: object.name_any(),
+        timeout: api_timeout,
+    };
+    let mut status: ExperimentStatus =
+        serde_json::from_value(object.data["status"].clone()).unwrap_or_default();
+    let spec = match checked_spec(&object.data["spec"], qualified) {
+        Ok(spec) => spec,
+        Err(message) => {
+            let status = failed(status, message);
+            writer.write(&status).await?;
+            return Ok(RunnerOutcome {
+                exit_code: 2,
+                status,
+            });
+        }
+    };
+
+    let id = run_id(&spec, name);
+    let dir = reports_dir.join(&id);
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "creating the run directory {}; is the report volume mounted?",
+            dir.display()
+        )
+    })?;
+    let started_at = chrono::Utc::now().to_rfc3339();
+    std::fs::write(
+        dir.join(RUN_RECORD),
+        serde_json::to_vec_pretty(&json!({
+            "experiment": qualified,
+            "uid": object.uid(),
+            "scenario": spec.name,
+            "runId": id,
+            "startedAt": started_at,
+        }))?,
+    )
+    .with_context(|| format!("writing {}", dir.join(RUN_RECORD).display()))?;
+    status.phase = Some(ExperimentPhase::Running);
+    status.run_id = Some(id.clone());
+    status.report_path = Some(dir.display().to_string());
+    status.started_at = Some(started_at);
+    status.message = Some(format!("running {} (run {id})", spec.name));
+    writer.write(&status).await?;
+
+    let result = drive(
+        engine,
+        Owned {
+            spec,
+            experiment: qualified.to_owned(),
+            run_id: id,
+            dir: dir.clone(),
+            client,
+            interrupts: Arc::clone(&interrupts),
+        },
+        &writer,
+        &mut status,
+    )
+    .await;
+    status.progress = None;
+    status.finished_at = Some(chrono::Utc::now().to_rfc3339());
+    let status = match result {
+        Ok(Ok(report)) => {
+            if let Err(error) = write_reports(&report, &dir) {
+                failed(
+                    status,
+                    format!("the run finished but its reports could not be written: {error}"),
+                )
+            } else {
+                status.record_report(&report);
+                if interrupts.load(Ordering::SeqCst) > 0 {
+                    status.phase = Some(ExperimentPhase::Aborted);
+                    status.exit_code = Some(2);
+                }
+                status
+            }
+        }
+        Ok(Err(message)) => failed(status, message),
+        Err(panic) => failed(status, format!("the engine failed unexpectedly: {panic}")),
+    };
+    writer.write(&status).await?;
+    Ok(RunnerOutcome {
+        exit_code: status
+            .exit_code
+            .and_then(|c| u8::try_from(c).ok())
+            .unwrap_or(2),
+        status,
+    })
+}
+
+/// What the engine's thread owns for one run.
+struct Owned {
+    spec: ExperimentSpec,
+    experiment: String,
+    run_id: String,
+    dir: PathBuf,
+    client: kube::Client,
+    interrupts: Arc<AtomicUsize>,
+}
+
+/// Runs the engine on a blocking thread and, while it runs, writes its live progress (about
+/// once a second) and Healing once interrupted.
+async fn drive(
+    engine: Arc<dyn ClusterEngine>,
+    run: Owned,
+    writer: &StatusWriter,
+    status: &mut ExperimentStatus,
+) -> Result<Result<CheckReport, String>, tokio::task::JoinError> {
+    // The engine runs on a blocking thread; its live status reaches the API about once a second.
+    let latest: Arc<Mutex<Option<ExperimentProgress>>> = Arc::default();
+    let interrupts = Arc::clone(&run.interrupts);
+    let engine_run = {
+        let latest = Arc::clone(&latest);
+        tokio::task::spawn_blocking(move || {
+            let mut on_status = |live: &LiveStatus| {
+                *latest
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(progress_of(live));
+            };
+            engine.run(
+                EngineRequest {
+                    spec: &run.spec,
+                    experiment: &run.experiment,
+                    run_id: &run.run_id,
+                    dir: &run.dir,
+                    client: run.client,
+                    interrupts: run.interrupts,
+                },
+                &mut on_status,
+            )
+        })
+    };
+    tokio::pin!(engine_run);
+    let mut last_write = Instant::now();
+    let mut healing = false;
+    loop {
+        tokio::select! {
+            result = &mut engine_run => return result,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        let interrupted = interrupts.load(Ordering::SeqCst) > 0;
+        if interrupted && !healing {
+            healing = true;
+            status.phase = Some(ExperimentPhase::Healing);
+            status.message = Some("interrupted (SIGTERM): healing every fault".into());
+            let _ = writer.write(status).await;
+        }
+        if last_write.elapsed() >= Duration::from_secs(1) {
+            last_write = Instant::now();
+            let progress = latest
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if progress.is_some() && progress != status.progress {
+                status.progress = progress;
+                // Progress is best effort: the final status is what must land.
+                let _ = writer.write(status).await;
+            }
+        }
+    }
+}
+
+/// `faultlined run`: the runner Job's entry point.
+pub fn main(args: &RunArgs) -> anyhow::Result<std::process::ExitCode> {
+    let interrupts = Arc::new(AtomicUsize::new(0));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_usize(signal, Arc::clone(&interrupts), 1)
+            .context("installing signal handlers")?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let client = crate::kube_client(args.kubeconfig.as_deref(), false).await?;
+        let outcome = run_experiment(
+            client,
+            &args.experiment,
+            &args.reports_dir,
+            args.api_timeout,
+            interrupts,
+            Arc::new(UnwiredEngine),
+        )
+        .await?;
+        eprintln!(
+            "faultlined run: experiment {}: {} ({})",
+            args.experiment,
+            outcome.status.phase.unwrap_or_default().as_str(),
+            outcome.status.message.as_deref().unwrap_or("-")
+        );
+        Ok(std::process::ExitCode::from(outcome.exit_code))
+    })
+}
