@@ -310,7 +310,7 @@ impl Harness {
 
     /// The heal at the end, then the agents' release: nothing of the run may remain.
     fn assert_healed(&self, injected: &mut Injected<'_>) {
-        let failures = injected.heal_all(0);
+        let failures = injected.heal_all();
         assert!(failures.is_empty(), "heal failures: {failures:?}");
         assert!(!injected.any_active());
         let left: Vec<&Fault> = Vec::new();
@@ -374,14 +374,19 @@ fn assert_bookkeeping(fault: &Fault, experiment: &str, lasting: Duration) {
     );
 }
 
+/// The run's clock; these tests drive heals by hand, so windows need no real times.
+fn run_clock() -> u64 {
+    1
+}
+
 fn plan_and_inject<'t>(
     target: &'t ClusterTarget,
     spec: &ExperimentSpec,
 ) -> (Vec<PlannedFault>, Injected<'t>) {
     let planned = plan(target, spec, 7).expect("plan");
-    let mut injected = Injected::new(target, Duration::from_secs(600));
+    let mut injected = Injected::new(target, Duration::from_secs(600), &run_clock);
     for (i, fault) in planned.iter().enumerate() {
-        injected.inject(i, fault, 1).expect("inject");
+        injected.inject(i, fault).expect("inject");
     }
     (planned, injected)
 }
@@ -551,7 +556,7 @@ fn partitions_at_pod_level_and_unique_slots() {
         .all(|f| f.spec.partition.as_ref().expect("p").mode == PartitionMode::Both));
     // Reverting the first by id deletes only its Fault.
     let first = injected.faults()[0].fault_ids[0].clone();
-    let failures = injected.heal_due(2, |f| f.plan_index == 0);
+    let failures = injected.heal_due(|f| f.plan_index == 0);
     assert!(failures.is_empty(), "{failures:?}");
     let deleted: Vec<String> = h
         .faults()
@@ -695,7 +700,7 @@ fn node_failure_drains_through_the_eviction_api_and_uncordons_on_heal() {
         h.pods("gateway").iter().filter(|p| is_ready(p)).count() == 3 || h.pods("nats").len() == 2
     });
     // Heal by id at the planned end, then the final sweep.
-    let failures = injected.heal_due(2, |_| true);
+    let failures = injected.heal_due(|_| true);
     assert!(failures.is_empty(), "{failures:?}");
     assert!(h.unschedulable().is_empty());
     h.assert_healed(&mut injected);
@@ -975,9 +980,9 @@ fn blast_radius_a_quorum_loss_that_would_isolate_every_zone_is_refused_at_inject
     spec.validate("one-zone").expect("valid");
     let target = h.target(&spec, "qzone");
     let planned = plan(&target, &spec, 7).expect("the plan cannot see the peers yet");
-    let mut injected = Injected::new(&target, Duration::from_secs(600));
+    let mut injected = Injected::new(&target, Duration::from_secs(600), &run_clock);
     let error = injected
-        .inject(0, &planned[0], 1)
+        .inject(0, &planned[0])
         .expect_err("refused")
         .to_string();
     assert!(
