@@ -22,10 +22,10 @@
 //! ```text
 //! let target = ClusterTarget::new(client, runtime.handle().clone(), &spec, options)?;
 //! let planned = engine::plan::plan(&target, &spec, seed)?;      // refusals happen here
-//! let mut injected = engine::execute::Injected::new(&target, max_fault_duration);
-//! injected.inject(i, &planned[i], now_ns)?;                     // at each fault's offset
-//! injected.heal_due(now_ns, |fault| /* its end has come */);
-//! injected.heal_all(now_ns);                                     // always; also on drop
+//! let mut injected = engine::execute::Injected::new(&target, max_fault_duration, &clock);
+//! injected.inject(i, &planned[i])?;                             // at each fault's offset
+//! injected.heal_due(|fault| /* its end has come */);
+//! injected.heal_all();                                           // always; also on drop
 //! target.time_to_ready(&injected.faults()[i].fault_ids[0])?;    // pod deletes
 //! ```
 //!
