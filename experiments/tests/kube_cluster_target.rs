@@ -997,8 +997,3 @@ fn blast_radius_a_quorum_loss_that_would_isolate_every_zone_is_refused_at_inject
     assert_eq!(h.faults().len(), 1, "overridden");
     h.assert_healed(&mut injected);
 }
-
-/// The run's clock for the engine's fault windows; these tests check Faults, not timing.
-fn run_clock() -> u64 {
-    1
-}
