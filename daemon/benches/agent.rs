@@ -228,7 +228,7 @@ async fn bench() {
     }
     let (agent_median, direct_median) = (median(agent_latency.clone()), median(direct));
     println!(
-        "Fault created -> rules installed: median {:.1} ms (max {:.1} ms) vs direct netlink install {:.2} ms ({:.0}x)",
+        "Fault created -> rules installed: median {:.1} ms (max {:.1} ms) vs direct netlink install {:.2} ms ({:.2}x)",
         agent_median.as_secs_f64() * 1e3,
         agent_latency.iter().max().expect("samples").as_secs_f64() * 1e3,
         direct_median.as_secs_f64() * 1e3,
@@ -272,7 +272,7 @@ async fn bench() {
     table.delete(&rules).expect("delete");
     let direct_delete = start.elapsed();
     println!(
-        "halt reverting {LATENCY_SAMPLES} active Faults: {:.1} ms vs deleting their rules directly {:.2} ms ({:.0}x)",
+        "halt reverting {LATENCY_SAMPLES} active Faults: {:.1} ms vs deleting their rules directly {:.2} ms ({:.2}x)",
         halt.as_secs_f64() * 1e3,
         direct_delete.as_secs_f64() * 1e3,
         halt.as_secs_f64() / direct_delete.as_secs_f64()
