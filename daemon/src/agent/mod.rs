@@ -1,8 +1,8 @@
 //! `faultlined agent`: the node agent of the cluster target (a privileged DaemonSet).
 //!
 //! It watches Fault and Halt objects and applies, on its own node only, the part of each Fault
-//! that concerns it: prohibit rules in the host and pod network namespaces, or signals to a
-//! pod's processes. Two loops share one [`Core`]:
+//! that concerns it: expiring nf_tables elements in the host and pod network namespaces, or
+//! signals to a pod's processes. Two loops share one [`Core`]:
 //! - the **safety loop**, a plain thread that never talks to the API server: every tick it
 //!   reconciles the node-local ledger (deadlines on the node's own clock, orphans of ours) and
 //!   keeps stopped pods down. A partition that cuts the node off from the control plane
@@ -81,7 +81,8 @@ impl AgentConfig {
 
 /// The privileged seams the agent acts through.
 pub struct Privileged {
-    /// Policy rules, in the namespaces named by the node processes' namespace directory.
+    /// Blocked destinations (nf_tables), in the namespaces named by the node processes'
+    /// namespace directory.
     pub rules: Box<dyn RuleTable>,
     /// Signals to pod processes.
     pub signals: Box<dyn Signaller>,

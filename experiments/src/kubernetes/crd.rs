@@ -66,7 +66,8 @@ pub struct FaultSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum FaultKind {
-    /// Cut sides of the cluster off from each other with prohibit rules.
+    /// Cut sides of the cluster off from each other: nf_tables elements that the kernel expires
+    /// at the deadline.
     Partition,
     /// SIGSTOP every process of a pod until the deadline, then SIGCONT.
     Pause,

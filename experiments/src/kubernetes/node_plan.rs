@@ -159,7 +159,7 @@ pub enum NodePlan {
     NotMine,
     /// A guard refused the Fault on this node; the reason goes into the node's status.
     Refused(String),
-    /// Install these prohibit rules (host namespace and/or pod namespaces).
+    /// Block these destinations (host namespace and/or pod namespaces), until the deadline.
     Partition {
         /// The rule-priority slot.
         slot: u32,
