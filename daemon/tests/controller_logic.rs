@@ -45,6 +45,17 @@ fn experiment_status(api: &MemoryApi, namespace: &str, name: &str) -> Value {
         .map_or(Value::Null, |e| e["status"].clone())
 }
 
+/// The controllers' Lease.
+fn the_lease(api: &MemoryApi) -> Value {
+    api.get(
+        "coordination.k8s.io/v1",
+        "leases",
+        Some(NS),
+        "faultline-controller",
+    )
+    .expect("lease")
+}
+
 fn jobs(api: &MemoryApi) -> Vec<Value> {
     api.list("batch/v1", "jobs")
 }
@@ -155,14 +166,7 @@ async fn two_controllers_one_leader_runs_the_experiment_and_a_killed_leader_hand
         job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
         "faultline-reports"
     );
-    let lease = api
-        .get(
-            "coordination.k8s.io/v1",
-            "leases",
-            Some(NS),
-            "faultline-controller",
-        )
-        .expect("lease");
+    let lease = the_lease(&api);
     assert_eq!(
         lease["spec"]["holderIdentity"],
         leader.config().identity.as_str()
@@ -172,14 +176,7 @@ async fn two_controllers_one_leader_runs_the_experiment_and_a_killed_leader_hand
     leader_task.abort();
     let _ = leader_task.await;
     wait_until("the follower takes over", || follower.is_leader()).await;
-    let lease = api
-        .get(
-            "coordination.k8s.io/v1",
-            "leases",
-            Some(NS),
-            "faultline-controller",
-        )
-        .expect("lease");
+    let lease = the_lease(&api);
     assert_eq!(
         lease["spec"]["holderIdentity"],
         follower.config().identity.as_str()
@@ -222,14 +219,7 @@ async fn two_controllers_one_leader_runs_the_experiment_and_a_killed_leader_hand
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = follower_task.await;
     // A clean stop gives the Lease up.
-    let lease = api
-        .get(
-            "coordination.k8s.io/v1",
-            "leases",
-            Some(NS),
-            "faultline-controller",
-        )
-        .expect("lease");
+    let lease = the_lease(&api);
     assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
 }
 
@@ -243,14 +233,7 @@ async fn a_lost_lease_stops_the_old_leaders_work_at_once() {
     wait_until("a works", || a.passes() >= 2).await;
 
     // Someone else takes the Lease (a write the old leader did not see coming).
-    let mut lease = api
-        .get(
-            "coordination.k8s.io/v1",
-            "leases",
-            Some(NS),
-            "faultline-controller",
-        )
-        .expect("lease");
+    let mut lease = the_lease(&api);
     lease["spec"]["holderIdentity"] = json!("intruder");
     lease["spec"]["renewTime"] = json!(chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.6fZ")
@@ -270,14 +253,7 @@ async fn a_lost_lease_stops_the_old_leaders_work_at_once() {
     );
     assert!(jobs(&api).is_empty(), "no runner started without the lease");
     assert_eq!(experiment_status(&api, "shop", "while-lost"), Value::Null);
-    let lease = api
-        .get(
-            "coordination.k8s.io/v1",
-            "leases",
-            Some(NS),
-            "faultline-controller",
-        )
-        .expect("lease");
+    let lease = the_lease(&api);
     assert_eq!(
         lease["spec"]["holderIdentity"], "intruder",
         "a valid lease is not taken"
@@ -752,15 +728,7 @@ impl tower::Service<http::Request<kube::client::Body>> for RenewedInBetween {
         let lease_write =
             request.method() == http::Method::PUT && request.uri().path().contains("/leases/");
         if lease_write && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            let mut lease = self
-                .api
-                .get(
-                    "coordination.k8s.io/v1",
-                    "leases",
-                    Some(NS),
-                    "faultline-controller",
-                )
-                .expect("lease");
+            let mut lease = the_lease(&self.api);
             lease["spec"]["holderIdentity"] = json!("replica-fast");
             lease["spec"]["renewTime"] = json!(chrono::Utc::now()
                 .format("%Y-%m-%dT%H:%M:%S%.6fZ")
@@ -806,14 +774,7 @@ async fn a_takeover_that_lost_the_race_is_refused_by_the_resource_version_and_fo
         matches!(election, Election::Follower { .. }),
         "a stale resourceVersion must not win: {election:?}"
     );
-    let lease = api
-        .get(
-            "coordination.k8s.io/v1",
-            "leases",
-            Some(NS),
-            "faultline-controller",
-        )
-        .expect("lease");
+    let lease = the_lease(&api);
     assert_eq!(lease["spec"]["holderIdentity"], "replica-fast");
     let put = api
         .requests()
@@ -835,14 +796,7 @@ async fn a_leader_cut_off_from_the_api_server_stops_leading_when_its_lease_lapse
     wait_until("a stops leading", || !a.is_leader()).await;
     let passes = a.passes();
     // Nobody took the Lease: it lapsed on a's own clock, and a stopped without being told.
-    let lease = api
-        .get(
-            "coordination.k8s.io/v1",
-            "leases",
-            Some(NS),
-            "faultline-controller",
-        )
-        .expect("lease");
+    let lease = the_lease(&api);
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
     api.set_reachable(true);
     wait_until("a leads again", || a.is_leader()).await;

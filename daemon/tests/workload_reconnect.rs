@@ -232,28 +232,7 @@ fn side_anomalies(
     history: &std::path::Path,
     observations: &std::path::Path,
 ) -> (u64, u64, serde_json::Value) {
-    let output = lab.chaosctl(&[
-        "check",
-        "--history",
-        &history.display().to_string(),
-        "--observations",
-        &observations.display().to_string(),
-        "--output",
-        "json",
-    ]);
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "check report: {e}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    let split = report["verdicts"]
-        .as_array()
-        .expect("verdicts")
-        .iter()
-        .find(|v| v["name"] == "split-brain")
-        .expect("split-brain verdict")
-        .clone();
+    let split = lab.check_verdict(history, observations, "split-brain");
     let count = |name: &str| {
         split["anomalies"]
             .as_array()

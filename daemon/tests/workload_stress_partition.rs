@@ -161,28 +161,7 @@ fn a_zone_partition_under_cpu_stress_is_judged_only_from_when_it_was_in_effect()
     assert!(inside.is_empty(), "{inside:?}");
 
     // The judge: every ack-without-quorum it reports lies wholly inside the effective window.
-    let output = lab.chaosctl(&[
-        "check",
-        "--history",
-        &files.history.display().to_string(),
-        "--observations",
-        &files.observations.display().to_string(),
-        "--output",
-        "json",
-    ]);
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "check report: {e}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    let split = report["verdicts"]
-        .as_array()
-        .expect("verdicts")
-        .iter()
-        .find(|v| v["name"] == "split-brain")
-        .expect("split-brain verdict")
-        .clone();
+    let split = lab.check_verdict(&files.history, &files.observations, "split-brain");
     eprintln!("split-brain: {} {:?}", split["status"], split["notes"]);
     let quorum = split["anomalies"]
         .as_array()

@@ -99,6 +99,39 @@ impl TestLab {
         String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
+    /// One verdict (e.g. `split-brain`) of `chaosctl check --output json` on a history and its
+    /// observations.
+    pub fn check_verdict(
+        &self,
+        history: &Path,
+        observations: &Path,
+        verdict: &str,
+    ) -> serde_json::Value {
+        let output = self.chaosctl(&[
+            "check",
+            "--history",
+            &history.display().to_string(),
+            "--observations",
+            &observations.display().to_string(),
+            "--output",
+            "json",
+        ]);
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "check report: {e}\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+        report["verdicts"]
+            .as_array()
+            .expect("verdicts")
+            .iter()
+            .find(|v| v["name"] == verdict)
+            .unwrap_or_else(|| panic!("no {verdict} verdict in {report}"))
+            .clone()
+    }
+
     /// `lab status --output json`.
     pub fn status(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["lab", "status", "--output", "json"])).expect("status json")
