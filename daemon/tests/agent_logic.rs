@@ -112,6 +112,7 @@ impl TestNode {
             tick: Duration::from_millis(100),
             max_fault_duration: Duration::from_secs(7200),
             api_timeout: Duration::from_secs(2),
+            exempt_cidrs: Vec::new(),
         }
     }
 

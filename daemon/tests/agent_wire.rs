@@ -35,6 +35,7 @@ fn harness() -> Harness {
             tick: Duration::from_millis(100),
             max_fault_duration: Duration::from_secs(7200),
             api_timeout: Duration::from_secs(5),
+            exempt_cidrs: Vec::new(),
         },
         Privileged {
             rules: Box::new(RecordingRuleTable::default()),

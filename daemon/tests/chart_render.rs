@@ -289,4 +289,179 @@ fn values_of_the_wrong_shape_are_refused_by_the_values_schema_naming_the_key() {
     let error = render_text(r#"{"agent": {"partitonMode": "pods"}}"#, "faultline-system")
         .expect_err("an unknown key must be refused");
     assert!(error.contains("partitonMode"), "{error}");
+    let error = render_text(
+        r#"{"agent": {"exemptCidrs": ["cluster-dns"]}}"#,
+        "faultline-system",
+    )
+    .expect_err("an exemption must be an IPv4 address or CIDR");
+    assert!(error.contains("exemptCidrs"), "{error}");
+}
+
+fn args_of(container: &Value) -> Vec<String> {
+    container["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
+fn verbs_for(role: &Value, resource: &str) -> Vec<String> {
+    role["rules"]
+        .as_sequence()
+        .expect("rules")
+        .iter()
+        .filter(|rule| {
+            rule["resources"]
+                .as_sequence()
+                .is_some_and(|r| r.iter().any(|r| r.as_str() == Some(resource)))
+        })
+        .flat_map(|rule| rule["verbs"].as_sequence().cloned().unwrap_or_default())
+        .filter_map(|verb| verb.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A schedule as a user would put it in the values: one nightly suite.
+const SCHEDULE_FILE: &str = "time_zone: Europe/Berlin\nmissed_runs: skip\nsuites:\n  - name: nightly\n    cron: \"0 2 * * *\"\n    scenarios:\n      - scenario: pod-failure\nbackground:\n  enabled: false\n";
+
+#[test]
+fn the_schedule_metrics_and_exempt_cidrs_take_effect() {
+    let values = serde_json::json!({
+        "agent": {"exemptCidrs": ["10.96.0.10/32", "169.254.169.254"]},
+        "schedule": {"enabled": true, "file": SCHEDULE_FILE, "experimentNamespace": "chaos-runs"},
+        "metrics": {"serviceMonitor": {"enabled": true, "interval": "30s", "labels": {"release": "prometheus"}}}
+    })
+    .to_string();
+    let rendered = render(&values, "chaos");
+
+    let agent = &at(
+        the(&rendered, "DaemonSet", "faultline-agent"),
+        "spec.template.spec",
+    )
+    .expect("pod spec")["containers"][0];
+    let args = args_of(agent);
+    let exempt: Vec<&[String]> = args
+        .windows(2)
+        .filter(|pair| pair[0] == "--exempt-cidr")
+        .map(|pair| &pair[1..])
+        .collect();
+    assert_eq!(
+        exempt,
+        [
+            &["10.96.0.10/32".to_owned()][..],
+            &["169.254.169.254".to_owned()][..]
+        ]
+    );
+
+    let deployment = the(&rendered, "Deployment", "faultline-controller");
+    let pod = at(deployment, "spec.template.spec").expect("pod spec");
+    let args = args_of(&pod["containers"][0]);
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    assert_eq!(
+        after("--schedule").as_deref(),
+        Some("/etc/faultline/schedule/schedule.yaml")
+    );
+    assert_eq!(
+        after("--experiment-namespace").as_deref(),
+        Some("chaos-runs")
+    );
+    let mounts = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .expect("mounts");
+    let mount = |name: &str| {
+        mounts
+            .iter()
+            .find(|m| m["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} mount"))
+    };
+    assert_eq!(
+        mount("reports")["readOnly"].as_bool(),
+        Some(false),
+        "the schedule writes its run index on the report volume"
+    );
+    assert_eq!(
+        mount("schedule")["mountPath"].as_str(),
+        Some("/etc/faultline/schedule")
+    );
+
+    // The ConfigMap holds the file as given, and the real parser accepts it.
+    let config_map = the(&rendered, "ConfigMap", "faultline-schedule");
+    let text = config_map["data"]["schedule.yaml"].as_str().expect("data");
+    assert_eq!(text.trim_end(), SCHEDULE_FILE.trim_end());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("schedule.yaml");
+    std::fs::write(&file, text).expect("write");
+    let schedule = faultline_experiments::schedule::load_schedule(&file)
+        .unwrap_or_else(|e| panic!("the rendered schedule does not parse: {e}"));
+    assert_eq!(schedule.suites[0].name, "nightly");
+
+    // The schedule's extra permissions come with it, and only with it.
+    let role = the(&rendered, "ClusterRole", "faultline-controller");
+    assert_eq!(
+        verbs_for(role, "experiments"),
+        ["list", "create", "get", "delete"]
+    );
+    assert_eq!(verbs_for(role, "halts"), ["list"]);
+    let default_role = render("{}", "chaos")
+        .into_iter()
+        .find(|d| identity(d) == "ClusterRole /faultline-controller")
+        .expect("default role");
+    assert_eq!(verbs_for(&default_role, "experiments"), ["list"]);
+    assert!(verbs_for(&default_role, "halts").is_empty());
+
+    let monitor = the(&rendered, "ServiceMonitor", "faultline-controller");
+    assert_eq!(
+        str_at(monitor, "metadata.labels.release"),
+        Some("prometheus")
+    );
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["path"].as_str(),
+        Some("/metrics")
+    );
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["interval"].as_str(),
+        Some("30s")
+    );
+
+    // Without a file: the shipped schedule, and no ConfigMap.
+    let shipped = render(r#"{"schedule": {"enabled": true}}"#, "chaos");
+    let pod = at(
+        the(&shipped, "Deployment", "faultline-controller"),
+        "spec.template.spec",
+    )
+    .expect("pod spec");
+    assert!(args_of(&pod["containers"][0]).contains(&"--shipped-schedule".to_owned()));
+    assert!(shipped
+        .iter()
+        .all(|d| str_at(d, "kind") != Some("ConfigMap")));
+}
+
+#[test]
+fn the_chart_with_a_schedule_passes_strict_schema_validation() {
+    require_validator();
+    let values = serde_json::json!({
+        "agent": {"exemptCidrs": ["10.96.0.10/32"]},
+        "schedule": {"enabled": true, "file": SCHEDULE_FILE},
+        "metrics": {"serviceMonitor": {"enabled": true}}
+    })
+    .to_string();
+    // The ServiceMonitor is the Prometheus Operator's kind, outside the Kubernetes schemas.
+    let documents: Vec<Value> = render(&values, "chaos")
+        .into_iter()
+        .filter(|d| str_at(d, "kind") != Some("ServiceMonitor"))
+        .collect();
+    let text: String = documents
+        .iter()
+        .map(|d| format!("---\n{}", serde_yaml::to_string(d).expect("yaml")))
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rendered.yaml");
+    std::fs::write(&path, text).expect("write the render");
+    validate_file(&path).unwrap_or_else(|error| panic!("{error}"));
 }

@@ -249,6 +249,7 @@ async fn chaosctl_report_and_runs_go_through_the_api_servers_service_proxy() {
     let (backend, reports_server) = faultline_daemon::controller::reports::serve(
         reports.clone(),
         "127.0.0.1:0".parse().expect("addr"),
+        None,
     )
     .await
     .expect("reports");

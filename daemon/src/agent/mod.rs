@@ -26,7 +26,9 @@ use std::time::{Duration, SystemTime};
 use faultline_experiments::kubernetes::crd::{
     Fault, FaultKind, FaultStatus, Halt, NodeFaultStatus, NODE_AGENTS_FINALIZER, VERSION,
 };
-use faultline_experiments::kubernetes::node_plan::{plan_for_node, LocalPod, NodeFacts, NodePlan};
+use faultline_experiments::kubernetes::node_plan::{
+    plan_for_node, LocalPod, NodeFacts, NodePlan, Prefix,
+};
 use faultline_injectors::fault::{FaultAction, Injectors};
 use faultline_injectors::ledger::{now_unix_ms, FaultRecord, Ledger};
 use faultline_injectors::lifecycle::{self, FaultRequest, ReconcileScope};
@@ -65,6 +67,8 @@ pub struct AgentConfig {
     pub max_fault_duration: Duration,
     /// The longest any single API request may take before the agent gives up on it for now.
     pub api_timeout: Duration,
+    /// Destinations no partition on this node ever cuts (`--exempt-cidr`).
+    pub exempt_cidrs: Vec<Prefix>,
 }
 
 impl AgentConfig {
@@ -843,6 +847,7 @@ impl NodeAgent {
             agent_namespace: config.pod_namespace.clone(),
             api_server_endpoints: Vec::new(),
             pods: Vec::new(),
+            exempt_prefixes: config.exempt_cidrs.clone(),
         };
         let Some(partition) = &fault.spec.partition else {
             return Ok(facts);

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use faultline_experiments::kubernetes::node_plan::Prefix;
 use faultline_experiments::lab::agent::run_agent;
 use faultline_experiments::lab::control::{HostPaths, LabContext};
 
@@ -89,6 +90,15 @@ struct AgentArgs {
     /// A kubeconfig to use instead of the in-cluster service account (also `KUBECONFIG`).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// An IPv4 address or CIDR that no partition on this node ever cuts, whatever the Fault
+    /// says (the API server's endpoints are exempt already). Repeat for more, e.g. DNS, the
+    /// monitoring stack, a cloud metadata service.
+    #[arg(long = "exempt-cidr", value_name = "CIDR", value_parser = parse_exempt_cidr)]
+    exempt_cidrs: Vec<Prefix>,
+}
+
+fn parse_exempt_cidr(text: &str) -> Result<Prefix, String> {
+    Prefix::parse(text).map_err(|reason| format!("{reason} (example: --exempt-cidr 10.96.0.10/32)"))
 }
 
 fn main() -> ExitCode {
@@ -170,6 +180,7 @@ fn run_node_agent(args: AgentArgs) -> anyhow::Result<()> {
         tick: args.tick,
         max_fault_duration: args.max_fault_duration,
         api_timeout: args.api_timeout,
+        exempt_cidrs: args.exempt_cidrs,
     };
     let core = Core::open(config, privileged).context("opening the node-local state")?;
     // Heal what an earlier agent left before anything else, API server or not.

@@ -14,11 +14,15 @@
 //!   this log ([`audit`]).
 //!
 //! Losing the Lease stops the work at once: the pass in flight is dropped mid-request.
+//!
+//! With `--schedule FILE` the leader also hosts the scheduler ([`schedule`]): each due run
+//! becomes an Experiment in the same queue, and `/metrics` serves the run index's figures.
 
 pub mod audit;
 pub mod lease;
 pub mod reconcile;
 pub mod reports;
+pub mod schedule;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +77,17 @@ pub struct ControllerArgs {
     /// A kubeconfig to use instead of the in-cluster service account.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// A schedule file (`chaosctl validate` accepts it): the leader runs its suites as
+    /// Experiments, keeps the run index on the report volume and serves `/metrics`. A changed
+    /// file (a ConfigMap update) is reloaded; an invalid one keeps the old schedule.
+    #[arg(long, conflicts_with = "shipped_schedule")]
+    pub schedule: Option<PathBuf>,
+    /// Host the shipped schedule (`chaosctl schedule show` prints it) instead of a file.
+    #[arg(long)]
+    pub shipped_schedule: bool,
+    /// Where scheduled Experiments are created [default: the controller's namespace].
+    #[arg(long)]
+    pub experiment_namespace: Option<String>,
 }
 
 /// What the controller needs, resolved.
@@ -339,7 +354,42 @@ pub fn main(args: &ControllerArgs) -> anyhow::Result<()> {
             tick: args.tick,
             api_timeout: args.api_timeout,
         };
-        let (addr, _server) = reports::serve(args.reports_dir.clone(), args.listen)
+        let schedule_source = match (&args.schedule, args.shipped_schedule) {
+            (Some(path), _) => {
+                let loaded = std::fs::read(path)
+                    .with_context(|| format!("reading the schedule {}", path.display()))?;
+                let parsed = faultline_experiments::schedule::load_schedule(path)?;
+                Some((parsed, Some(path.clone()), loaded))
+            }
+            (None, true) => Some((faultline_experiments::schedule::shipped_schedule(), None, Vec::new())),
+            (None, false) => None,
+        };
+        let cluster_schedule = schedule_source.map(|(parsed, path, loaded)| {
+            if parsed.background.enabled {
+                log(
+                    &args.identity,
+                    "the schedule's background section is for `faultlined serve`; on a cluster each Experiment runs its own tenant load",
+                );
+            }
+            ScheduleHost {
+                schedule: schedule::ClusterSchedule::new(
+                    client.clone(),
+                    tokio::runtime::Handle::current(),
+                    args.experiment_namespace.as_deref().unwrap_or(&args.namespace),
+                    &args.reports_dir,
+                    parsed,
+                    Arc::new(faultline_experiments::schedule::SystemClock),
+                    Duration::from_secs(2),
+                    args.api_timeout,
+                ),
+                path,
+                loaded,
+            }
+        });
+        let metrics = cluster_schedule
+            .as_ref()
+            .map(|host| (host.schedule.scheduler(), client.clone()));
+        let (addr, _server) = reports::serve(args.reports_dir.clone(), args.listen, metrics)
             .await
             .with_context(|| format!("binding the reports address {}", args.listen))?;
         log(
@@ -350,12 +400,64 @@ pub fn main(args: &ControllerArgs) -> anyhow::Result<()> {
                 config.runner_image
             ),
         );
-        let controller = Controller::new(client, config);
+        let controller = Controller::new(client.clone(), config);
         let run = tokio::spawn(Arc::clone(&controller).run(Arc::clone(&stop)));
+        let host = cluster_schedule.map(|schedule| {
+            let controller = Arc::clone(&controller);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || host_schedule(schedule, &controller, &stop))
+        });
         while !stop.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let _ = run.await;
+        if let Some(host) = host {
+            let _ = tokio::task::spawn_blocking(move || host.join()).await;
+        }
         Ok(())
     })
+}
+
+/// The schedule's thread: steps it once a second with this replica's leadership, and reloads
+/// the file when its contents change.
+fn host_schedule(mut host: ScheduleHost, controller: &Controller, stop: &AtomicBool) {
+    let identity = controller.config().identity.clone();
+    while !stop.load(Ordering::SeqCst) {
+        if let Some(path) = &host.path {
+            match std::fs::read(path) {
+                Ok(bytes) if bytes != host.loaded => {
+                    match faultline_experiments::schedule::load_schedule(path) {
+                        Ok(new) => {
+                            host.schedule.reload(new);
+                            log(
+                                &identity,
+                                &format!("reloaded the schedule {}", path.display()),
+                            );
+                        }
+                        Err(e) => log(
+                            &identity,
+                            &format!("kept the old schedule: {} is invalid: {e}", path.display()),
+                        ),
+                    }
+                    host.loaded = bytes;
+                }
+                Ok(_) => {}
+                Err(e) => log(&identity, &format!("reading {}: {e}", path.display())),
+            }
+        }
+        for line in host.schedule.step(controller.is_leader()) {
+            log(&identity, &line);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for line in host.schedule.step(false) {
+        log(&identity, &line);
+    }
+}
+
+/// The schedule and the file it came from.
+struct ScheduleHost {
+    schedule: schedule::ClusterSchedule,
+    path: Option<PathBuf>,
+    loaded: Vec<u8>,
 }

@@ -3,6 +3,9 @@
 //! volume is shared), so the Service needs no leader. `chaosctl report --context` reaches them
 //! through the API server's service proxy.
 //!
+//! With a schedule, `/metrics` serves the run index's figures in Prometheus text format: the
+//! leader's from its scheduler, a follower's with only `faultline_controller_leading 0`.
+//!
 //! Read-only; a run id is one path segment of letters, digits, `.`, `_` and `-` that does not
 //! start with a dot, so no request can leave the reports directory.
 
@@ -150,17 +153,67 @@ pub fn router(dir: PathBuf) -> Router {
         .with_state(Arc::new(Reports { dir }))
 }
 
-/// Serves the reports on `addr` until the task is aborted; returns the bound address.
+/// What `/metrics` reads: the hosted scheduler (while leading) and the API, for the count of
+/// Faults active on the cluster.
+pub type MetricsSource = (
+    Arc<std::sync::Mutex<Option<faultline_experiments::schedule::Scheduler>>>,
+    kube::Client,
+);
+
+async fn metrics(State(source): State<Arc<MetricsSource>>) -> Response {
+    use faultline_experiments::kubernetes::crd::Fault;
+    let (scheduler, client) = source.as_ref();
+    let faults: kube::Api<Fault> = kube::Api::all(client.clone());
+    let faults_active = match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        faults.list_metadata(&kube::api::ListParams::default()),
+    )
+    .await
+    {
+        Ok(Ok(list)) => list.items.len() as u64,
+        _ => return (StatusCode::SERVICE_UNAVAILABLE, "cannot list Faults").into_response(),
+    };
+    let figures = crate::serve::metrics::TargetFigures {
+        faults_active,
+        background_ops: None,
+    };
+    let text = match scheduler.lock().expect("scheduler").as_ref() {
+        Some(scheduler) => crate::serve::metrics::render(scheduler, &figures),
+        None => Ok("# HELP faultline_controller_leading Whether this replica leads (and schedules).\n# TYPE faultline_controller_leading gauge\nfaultline_controller_leading 0\n# EOF\n".to_owned()),
+    };
+    match text {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
+}
+
+/// Serves the reports (and `/metrics` when a schedule is hosted) on `addr` until the task is
+/// aborted; returns the bound address.
 ///
 /// # Errors
 /// The address cannot be bound.
 pub async fn serve(
     dir: PathBuf,
     addr: SocketAddr,
+    metrics_source: Option<MetricsSource>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = router(dir);
+    let mut app = router(dir);
+    if let Some(source) = metrics_source {
+        app = app.merge(
+            Router::new()
+                .route("/metrics", get(metrics))
+                .with_state(Arc::new(source)),
+        );
+    }
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -150,6 +150,9 @@ pub struct NodeFacts {
     pub api_server_endpoints: Vec<Ipv4Addr>,
     /// Pods on this node (needed for pod-level partitions).
     pub pods: Vec<LocalPod>,
+    /// What the agent never cuts, whatever the Fault says (`faultlined agent --exempt-cidr`):
+    /// e.g. DNS, the monitoring stack or a cloud metadata service.
+    pub exempt_prefixes: Vec<Prefix>,
 }
 
 /// The node's part of a Fault.
@@ -264,6 +267,7 @@ fn plan_partition(spec: &FaultSpec, facts: &NodeFacts) -> NodePlan {
                 .map(|address| Prefix::new(*address, 32)),
         );
     }
+    holes.extend(facts.exempt_prefixes.iter().copied());
     for cidr in &partition.exempt_cidrs {
         match Prefix::parse(cidr) {
             Ok(prefix) => holes.push(prefix),
@@ -523,6 +527,7 @@ mod tests {
                     host_network: true,
                 },
             ],
+            exempt_prefixes: Vec::new(),
         }
     }
 
@@ -539,6 +544,19 @@ mod tests {
                 .collect(),
             other => panic!("not a partition: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_agents_own_exemptions_are_never_cut() {
+        let mut facts = facts("n-a1");
+        facts.exempt_prefixes = vec![Prefix::parse("10.244.2.128/25").expect("prefix")];
+        let plan = plan_for_node(&zone_split(PartitionMode::Nodes), &facts);
+        assert_eq!(rules_of(&plan), vec!["node 10.244.2.0/25 24007"]);
+        // Even when the Fault asks to cut the control plane too.
+        let mut fault = zone_split(PartitionMode::Nodes);
+        fault.overrides.isolate_control_plane = true;
+        let plan = plan_for_node(&fault, &facts);
+        assert_eq!(rules_of(&plan), vec!["node 10.244.2.0/25 24007"]);
     }
 
     #[test]

@@ -599,9 +599,12 @@ impl Scheduler {
                 .spawn(move || {
                     let mut result = runner.run(&request, &thread_stop);
                     if let Some(reason) = thread_stop.reason() {
-                        // The engine only knows it was interrupted; the index says why.
+                        // The engine only knows it was interrupted; the index says why, keeping
+                        // a runner's note that already gives the reason and more.
                         result.status = Some(RunStatus::Aborted);
-                        result.note = Some(reason);
+                        if !result.note.as_deref().is_some_and(|n| n.contains(&reason)) {
+                            result.note = Some(reason);
+                        }
                     }
                     let _ = tx.send(result);
                 })
