@@ -43,10 +43,12 @@ impl Harness {
     /// A schedule hosted on this API, with the suite `every-minute` (`scenarios`, UTC).
     fn schedule(&self, scenarios: &[&str]) -> ClusterSchedule {
         let file = self.reports.path().join("schedule.yaml");
-        let entries: String = scenarios
-            .iter()
-            .map(|s| format!("      - scenario: {s}\n"))
-            .collect();
+        let mut entries = String::new();
+        for scenario in scenarios {
+            entries.push_str("      - scenario: ");
+            entries.push_str(scenario);
+            entries.push('\n');
+        }
         std::fs::write(
             &file,
             format!(

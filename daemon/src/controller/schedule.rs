@@ -460,7 +460,7 @@ impl ClusterSchedule {
             })
             .map_err(|_| "the API server did not answer in time".to_owned())?
             .map_err(|e| e.to_string())?;
-        Ok(list.items.first().map(|halt| halt.name_any()))
+        Ok(list.items.first().map(kube::ResourceExt::name_any))
     }
 }
 
