@@ -24,7 +24,8 @@ use faultline_experiments::lab::{is_root, DEFAULT_LAB_NAME, DEFAULT_STATE_ROOT};
 const EXAMPLES: &str = "\
 Examples:
   chaosctl list                                    # the built-in scenarios (T6.1-T6.6)
-  chaosctl run az-failure --duration 10m           # a whole scenario, judged, with reports
+  chaosctl run az-failure --duration 10m           # a whole scenario: a zone cut off for 10m,
+                                                   # judged, with reports (it prints its phases)
   chaosctl lab up                                  # 3 zones x 2 nodes, 3-node NATS JetStream
   chaosctl inject partition --zone a --for 30s     # cut zone a off for 30 s
   chaosctl inject kill --service nats --replica 1  # SIGKILL one replica; the lab restarts it

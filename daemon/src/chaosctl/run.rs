@@ -15,6 +15,7 @@ use faultline_experiments::lab::control::HostPaths;
 use faultline_experiments::lab::DEFAULT_LAB_NAME;
 use faultline_experiments::report;
 use faultline_experiments::schedule::{Owner, RunIndex, RunResult};
+use faultline_experiments::spec::{ExperimentSpec, FaultKind, Selector};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -103,6 +104,66 @@ fn count_interrupts() -> anyhow::Result<Arc<AtomicUsize>> {
     Ok(count)
 }
 
+/// What the run will do, phase by phase, printed before it starts: `--duration` is how long each
+/// fault holds, so the run's own length is said here rather than guessed from the flag.
+pub(crate) fn run_outline(spec: &ExperimentSpec, lab: &str, seed: u64) -> String {
+    let text = |d: Duration| humantime::format_duration(d).to_string();
+    let mut lines = vec![format!(
+        "running {} on lab {lab} (seed {seed}), at most {} in all:",
+        spec.name,
+        text(spec.duration)
+    )];
+    lines.push(format!(
+        "  baseline        {:<8} healthy load, then the steady-state check",
+        text(spec.baseline)
+    ));
+    for fault in &spec.faults {
+        let times = fault.repeat.as_ref().map_or(1, |r| r.times.max(1));
+        let held = if fault.kind == FaultKind::Kill {
+            "instant".to_owned()
+        } else {
+            format!("held {}", text(fault.duration))
+        };
+        let repeat = fault.repeat.as_ref().map_or(String::new(), |r| {
+            format!(", {times} times, every {}", text(r.every))
+        });
+        lines.push(format!(
+            "  fault           {} {} at +{} after the baseline, {held}{repeat}",
+            fault.kind.as_str(),
+            selector_text(&fault.selector),
+            text(fault.start)
+        ));
+    }
+    lines.push(format!(
+        "  recovery watch  up to {} after the last heal (ends early once every tenant recovers)",
+        text(spec.recovery_deadline)
+    ));
+    lines.push(format!(
+        "  read-back       waits up to {} after the last heal for the servers to agree, then reads every value back",
+        text(spec.settle)
+    ));
+    lines.push("  judge           checkers, then the reports".to_owned());
+    let mut outline = lines.join("\n");
+    outline.push('\n');
+    outline
+}
+
+/// A fault's selector in a few words, e.g. `zone a` or `service nats, replica 1`.
+fn selector_text(selector: &Selector) -> String {
+    [
+        ("zone", &selector.zone),
+        ("node", &selector.node),
+        ("service", &selector.service),
+        ("replica", &selector.replica),
+        ("stream", &selector.stream),
+        ("shape", &selector.shape),
+    ]
+    .iter()
+    .filter_map(|(field, value)| value.as_ref().map(|v| format!("{field} {v}")))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
 pub(crate) fn run(
     host: &HostPaths,
     args: &RunArgs,
@@ -133,12 +194,7 @@ pub(crate) fn run(
             args.lab
         );
     }
-    println!(
-        "running {} on lab {} for up to {} (seed {seed})",
-        options.spec.name,
-        options.lab,
-        humantime::format_duration(options.spec.duration)
-    );
+    print!("{}", run_outline(&options.spec, &options.lab, seed));
     let tty = std::io::stdout().is_terminal();
     let mut last_line = Instant::now()
         .checked_sub(Duration::from_secs(10))
@@ -290,4 +346,56 @@ fn read_previous(report: &Path) -> anyhow::Result<(CheckConfig, Option<Experimen
         serde_json::from_value(json["config"].clone()).unwrap_or_default(),
         serde_json::from_value(json["experiment"].clone()).ok(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outline_says_the_runs_real_length_and_each_phase() {
+        let (mut spec, _) = crate::chaosctl::scenarios::load("az-failure").expect("catalog");
+        spec.apply_overrides(Some(Duration::from_secs(600)), None, None);
+        let outline = run_outline(&spec, "demo", 7);
+        let lines: Vec<&str> = outline.lines().collect();
+        // --duration is how long the zone stays cut off; the run is longer, and says so.
+        assert_eq!(
+            lines[0],
+            format!(
+                "running az-failure on lab demo (seed 7), at most {} in all:",
+                humantime::format_duration(spec.duration)
+            )
+        );
+        assert!(spec.duration > Duration::from_secs(600));
+        assert!(lines[1].starts_with("  baseline        15s"), "{outline}");
+        assert_eq!(
+            lines[2],
+            "  fault           partition zone random at +5s after the baseline, held 10m"
+        );
+        assert!(lines[3].contains("up to 1m after the last heal"), "{outline}");
+        assert!(lines[4].contains("up to 10s after the last heal"), "{outline}");
+        assert_eq!(lines.len(), 6);
+    }
+
+    #[test]
+    fn instant_and_repeated_faults_are_said_as_such() {
+        let (spec, _) = crate::chaosctl::scenarios::load("pod-failure").expect("catalog");
+        let outline = run_outline(&spec, "lab1", 1);
+        let fault_lines: Vec<&str> = outline
+            .lines()
+            .filter(|l| l.starts_with("  fault"))
+            .collect();
+        assert!(!fault_lines.is_empty(), "{outline}");
+        for (line, fault) in fault_lines.iter().zip(&spec.faults) {
+            if fault.kind == FaultKind::Kill {
+                assert!(line.contains("instant"), "{line}");
+            }
+            if let Some(repeat) = &fault.repeat {
+                assert!(
+                    line.contains(&format!("{} times", repeat.times)),
+                    "{line}"
+                );
+            }
+        }
+    }
 }

@@ -231,6 +231,9 @@ pub fn start_agent(
     Ok(())
 }
 
+/// How long [`wait_ready`] gives an agent it cannot find before it reports it dead.
+const AGENT_DEATH_GRACE: Duration = Duration::from_secs(2);
+
 /// Waits until every replica that should run is ready, as seen by a live agent after this call
 /// began: `services.json` may be left by an agent that died, with replicas marked ready whose
 /// processes are gone, so it counts only once a running agent has rewritten it, and every
@@ -256,12 +259,15 @@ pub fn wait_ready(ctx: &LabContext, timeout: Duration) -> Result<(), LabError> {
         {
             return Ok(());
         }
-        if start.elapsed() >= timeout {
+        // An agent that died stays dead until a Faultline command restarts it: say so after a
+        // short grace instead of waiting out the whole timeout.
+        let agent_gone = !agent_alive && start.elapsed() >= AGENT_DEATH_GRACE;
+        if agent_gone || start.elapsed() >= timeout {
             return Err(LabError::NotReady {
                 lab: ctx.paths.name.clone(),
-                seconds: timeout.as_secs(),
+                seconds: start.elapsed().as_secs(),
                 waiting: if !agent_alive {
-                    "the lab agent is dead".to_owned()
+                    "the lab agent exited (its log says why)".to_owned()
                 } else if !fresh || waiting.is_empty() {
                     "the agent has not reported yet".to_owned()
                 } else {

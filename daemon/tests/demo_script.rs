@@ -1,0 +1,122 @@
+//! `scripts/demo.sh`, the README's main job: it honours the user's lab name and tears down the
+//! lab it brought up on every exit path. The release build is skipped
+//! (`FAULTLINE_DEMO_BIN_DIR` points at this build's binaries); everything else is real.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{can_run_lab, TestLab};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_chaosctl"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf()
+}
+
+/// The demo on `lab`, in its own process group (so a test can Ctrl-C it like a terminal does).
+fn demo(lab: &TestLab, agent: &Path) -> Child {
+    Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/demo.sh"))
+        .env("FAULTLINE_STATE_ROOT", lab.state_root())
+        .env("FAULTLINE_LAB", &lab.name)
+        .env("FAULTLINE_AGENT", agent)
+        .env("FAULTLINE_DEMO_BIN_DIR", bin_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start the demo")
+}
+
+/// Waits for the demo to end, killing its whole group if it outlives `timeout`.
+fn finish(mut child: Child, timeout: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > timeout {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "the demo did not end within {timeout:?}:\n{}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn assert_no_lab_left(lab: &TestLab, output: &Output) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        lab.namespaces().is_empty(),
+        "namespaces left: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        lab.namespaces()
+    );
+    assert!(
+        !lab.lab_dir().exists(),
+        "the lab's state is left in {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        lab.lab_dir().display()
+    );
+    assert!(
+        stdout.contains(&format!("bringing lab {} up", lab.name)),
+        "the demo does not say which lab it uses:\n{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("tearing lab {} down", lab.name)),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_failing_lab_up_leaves_no_lab_behind() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::new();
+    // An agent that exits at once: `lab up` creates the namespaces, then fails.
+    let output = finish(demo(&lab, Path::new("/bin/false")), Duration::from_secs(120));
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("the lab agent exited"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_no_lab_left(&lab, &output);
+}
+
+#[test]
+fn ctrl_c_while_the_lab_comes_up_leaves_no_lab_behind() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::new();
+    let child = demo(&lab, Path::new(env!("CARGO_BIN_EXE_faultlined")));
+    let group = Pid::from_raw(child.id() as i32);
+    // Ctrl-C as soon as the lab has begun to exist, as a terminal sends it: to the whole group.
+    let start = Instant::now();
+    while lab.namespaces().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the demo never began to bring the lab up"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    killpg(group, Signal::SIGINT).expect("Ctrl-C");
+    let output = finish(child, Duration::from_secs(120));
+    assert_ne!(output.status.code(), Some(0));
+    assert_no_lab_left(&lab, &output);
+}
