@@ -4,8 +4,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,10 @@ fn a_failing_lab_up_leaves_no_lab_behind() {
     }
     let lab = TestLab::new();
     // An agent that exits at once: `lab up` creates the namespaces, then fails.
-    let output = finish(demo(&lab, Path::new("/bin/false")), Duration::from_secs(120));
+    let output = finish(
+        demo(&lab, Path::new("/bin/false")),
+        Duration::from_secs(120),
+    );
     assert_eq!(
         output.status.code(),
         Some(2),

@@ -372,8 +372,14 @@ mod tests {
             lines[2],
             "  fault           partition zone random at +5s after the baseline, held 10m"
         );
-        assert!(lines[3].contains("up to 1m after the last heal"), "{outline}");
-        assert!(lines[4].contains("up to 10s after the last heal"), "{outline}");
+        assert!(
+            lines[3].contains("up to 1m after the last heal"),
+            "{outline}"
+        );
+        assert!(
+            lines[4].contains("up to 10s after the last heal"),
+            "{outline}"
+        );
         assert_eq!(lines.len(), 6);
     }
 
@@ -391,10 +397,7 @@ mod tests {
                 assert!(line.contains("instant"), "{line}");
             }
             if let Some(repeat) = &fault.repeat {
-                assert!(
-                    line.contains(&format!("{} times", repeat.times)),
-                    "{line}"
-                );
+                assert!(line.contains(&format!("{} times", repeat.times)), "{line}");
             }
         }
     }
