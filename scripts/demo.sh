@@ -30,7 +30,7 @@ tear_down() {
   if [ "$brought_up" = yes ]; then
     brought_up=no
     echo "demo: tearing lab $lab down"
-    chaosctl lab down --name "$lab" || echo "demo: lab down failed; run: chaosctl lab down --name $lab" >&2
+    chaosctl lab down --lab "$lab" || echo "demo: lab down failed; run: chaosctl lab down --lab $lab" >&2
   fi
 }
 trap tear_down EXIT
@@ -39,12 +39,12 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-if chaosctl lab status --name "$lab" >/dev/null 2>&1; then
+if chaosctl lab status --lab "$lab" >/dev/null 2>&1; then
   echo "demo: lab $lab is already up: using it, and leaving it up"
 else
   echo "demo: bringing lab $lab up (set FAULTLINE_LAB to choose another name)"
   brought_up=yes
-  chaosctl lab up --name "$lab"
+  chaosctl lab up --lab "$lab"
 fi
 echo
 

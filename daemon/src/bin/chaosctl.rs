@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// Lets `chaosctl … | head` end quietly, as command-line tools do, instead of panicking on a
 /// closed stdout.
 #[allow(unsafe_code)]
@@ -20,7 +18,7 @@ fn restore_default_sigpipe() {
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
-    let cli = faultline_daemon::chaosctl::Cli::parse();
+    let cli = faultline_daemon::chaosctl::Cli::parse_args();
     match faultline_daemon::chaosctl::run(cli) {
         Ok(code) => code,
         Err(error) => {

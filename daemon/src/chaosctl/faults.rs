@@ -14,9 +14,9 @@ use super::Output;
 
 #[derive(Args)]
 pub(crate) struct InjectArgs {
-    /// Lab name.
-    #[arg(long, global = true, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
-    lab: String,
+    /// Lab name [default: the only lab up, else `default`].
+    #[arg(long, global = true, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME, hide_default_value = true)]
+    pub(crate) lab: String,
     #[command(subcommand)]
     fault: FaultCommand,
 }

@@ -1,4 +1,4 @@
-//! `chaosctl lab up | down | status`.
+//! `chaosctl lab up | down | status | list | topology`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +22,7 @@ pub(crate) enum LabCommand {
         #[arg(long)]
         topology: Option<PathBuf>,
         /// Lab name: 1 to 12 lowercase letters or digits. Several labs can coexist.
-        #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
+        #[arg(long = "lab", alias = "name", env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
         name: String,
         /// How long to wait for every service to be ready.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "90s")]
@@ -31,21 +31,81 @@ pub(crate) enum LabCommand {
     /// Remove every namespace, process and file of the lab, also after a `lab up` that was
     /// killed halfway.
     Down {
-        /// Lab name.
-        #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
+        /// Lab name [default: the only lab up, else `default`].
+        #[arg(long = "lab", alias = "name", env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME, hide_default_value = true)]
         name: String,
     },
     /// Show nodes, zones, addresses, services with health and restarts, and active faults.
     Status {
-        /// Lab name.
-        #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
+        /// Lab name [default: the only lab up, else `default`].
+        #[arg(long = "lab", alias = "name", env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME, hide_default_value = true)]
         name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Every lab under the state root: up or not, its agent, services ready, active faults.
+    List {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// Print the built-in default topology, ready to copy and edit.
     Topology,
+}
+
+/// One row of `lab list`.
+#[derive(serde::Serialize)]
+struct LabRow {
+    name: String,
+    up: bool,
+    agent: String,
+    nodes: usize,
+    ready: usize,
+    replicas: usize,
+    faults: usize,
+    halted: bool,
+}
+
+fn lab_rows(host: &HostPaths) -> Vec<LabRow> {
+    faultline_experiments::lab::state::known_labs(&host.state_root)
+        .into_iter()
+        .map(|name| {
+            let status = LabContext::open(host, &name)
+                .ok()
+                .and_then(|ctx| control::status(&ctx).ok());
+            match status {
+                Some(status) => LabRow {
+                    name,
+                    up: true,
+                    agent: match (status.agent_pid, status.agent_dead) {
+                        (Some(pid), _) => format!("pid {pid}"),
+                        (None, Some(_)) => "DEAD".to_owned(),
+                        (None, None) => "not running".to_owned(),
+                    },
+                    nodes: status.nodes.len(),
+                    ready: status
+                        .services
+                        .iter()
+                        .filter(|s| s.health == "ready")
+                        .count(),
+                    replicas: status.services.len(),
+                    faults: status.faults.len(),
+                    halted: status.halted,
+                },
+                None => LabRow {
+                    name,
+                    up: false,
+                    agent: "-".to_owned(),
+                    nodes: 0,
+                    ready: 0,
+                    replicas: 0,
+                    faults: 0,
+                    halted: false,
+                },
+            }
+        })
+        .collect()
 }
 
 pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitCode> {
@@ -109,6 +169,34 @@ pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitC
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
                 Output::Text => print_status(&status),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::List { output } => {
+            let rows = lab_rows(host);
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Text if rows.is_empty() => {
+                    println!(
+                        "no lab under {}; start one with `chaosctl lab up`",
+                        host.state_root.display()
+                    );
+                }
+                Output::Text => {
+                    println!("LAB           STATE  AGENT         NODES  READY   FAULTS");
+                    for row in &rows {
+                        println!(
+                            "{:<13} {:<6} {:<13} {:<6} {:<7} {}{}",
+                            row.name,
+                            if row.up { "up" } else { "down" },
+                            row.agent,
+                            row.nodes,
+                            format!("{}/{}", row.ready, row.replicas),
+                            row.faults,
+                            if row.halted { "  (halted)" } else { "" }
+                        );
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

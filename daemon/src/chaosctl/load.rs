@@ -33,9 +33,10 @@ pub(crate) struct LoadArgs {
     /// How long the load runs.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     duration: Duration,
-    /// Lab to load (its NATS servers and tenant gateways).
-    #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
-    lab: String,
+    /// Lab to load (its NATS servers and tenant gateways) [default: the only lab up, else
+    /// `default`].
+    #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME, hide_default_value = true)]
+    pub(crate) lab: String,
     /// History file (JSON Lines, the faultline-history format).
     #[arg(long, default_value = "history.jsonl")]
     history: PathBuf,

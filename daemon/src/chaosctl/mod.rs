@@ -16,7 +16,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use faultline_experiments::lab::control::{HostPaths, LabContext};
 use faultline_experiments::lab::state::known_labs;
 use faultline_experiments::lab::{is_root, DEFAULT_LAB_NAME, DEFAULT_STATE_ROOT};
@@ -71,6 +72,73 @@ pub struct Cli {
     faultline_namespace: String,
     #[command(subcommand)]
     command: Command,
+    /// Whether the command line or FAULTLINE_LAB named a lab (else one is chosen).
+    #[arg(skip)]
+    lab_named: bool,
+}
+
+impl Cli {
+    /// Parses the command line (exiting with clap's message on bad input), noting whether a
+    /// lab was named.
+    pub fn parse_args() -> Self {
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+        cli.lab_named = lab_named(&matches);
+        cli
+    }
+}
+
+/// Whether `--lab` (or its alias `--name`, or FAULTLINE_LAB) was given to the innermost command.
+fn lab_named(matches: &ArgMatches) -> bool {
+    let mut innermost = matches;
+    while let Some((_, sub)) = innermost.subcommand() {
+        innermost = sub;
+    }
+    ["lab", "name"].iter().any(|id| {
+        innermost.ids().any(|known| known.as_str() == *id)
+            && innermost
+                .value_source(id)
+                .is_some_and(|source| source != ValueSource::DefaultValue)
+    })
+}
+
+/// The lab a command means when none was named: `default` if it is up or no lab is; else the
+/// only lab that is up (said on stderr); with several up and `default` not among them, an error
+/// that lists them.
+fn choose_lab(host: &HostPaths, lab: &mut String) -> anyhow::Result<()> {
+    let up: Vec<String> = known_labs(&host.state_root)
+        .into_iter()
+        .filter(|name| LabContext::open(host, name).is_ok())
+        .collect();
+    if up.is_empty() || up.contains(lab) {
+        return Ok(());
+    }
+    if let [only] = up.as_slice() {
+        eprintln!("chaosctl: using lab {only}, the only lab up (choose with --lab NAME)");
+        only.clone_into(lab);
+        return Ok(());
+    }
+    anyhow::bail!(
+        "no --lab given, lab `{lab}` is not up, and {} labs are: {}; choose one with --lab NAME \
+         (or FAULTLINE_LAB)",
+        up.len(),
+        up.join(", ")
+    )
+}
+
+/// The lab field of a command that acts on one lab and may have it chosen for it (`lab up`
+/// always means the lab it names, `default` unless told).
+fn lab_to_choose(command: &mut Command) -> Option<&mut String> {
+    match command {
+        Command::Lab(lab::LabCommand::Down { name } | lab::LabCommand::Status { name, .. }) => {
+            Some(name)
+        }
+        Command::Load(args) => Some(&mut args.lab),
+        Command::Run(args) => Some(&mut args.lab),
+        Command::Inject(args) => Some(&mut args.lab),
+        Command::Faults { lab, .. } | Command::Revert { lab, .. } => Some(lab),
+        _ => None,
+    }
 }
 
 #[derive(Subcommand)]
@@ -108,8 +176,8 @@ enum Command {
     Inject(faults::InjectArgs),
     /// List the active faults.
     Faults {
-        /// Lab name.
-        #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
+        /// Lab name [default: the only lab up, else `default`].
+        #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME, hide_default_value = true)]
         lab: String,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
@@ -119,8 +187,8 @@ enum Command {
     Revert {
         /// The fault id, as printed by `inject` or `faults`.
         id: String,
-        /// Lab name.
-        #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
+        /// Lab name [default: the only lab up, else `default`].
+        #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME, hide_default_value = true)]
         lab: String,
     },
     /// Revert every active fault in every lab now, and block new faults until `resume`. A
@@ -312,7 +380,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if touches_system {
         reconcile_all(&host, false);
     }
-    match cli.command {
+    let mut command = cli.command;
+    if !cli.lab_named {
+        if let Some(lab) = lab_to_choose(&mut command) {
+            choose_lab(&host, lab)?;
+        }
+    }
+    match command {
         Command::Lab(command) => lab::run(&host, command),
         Command::Load(args) => load::run(&host, &args),
         Command::Check(args) => Ok(check::run(&args)),

@@ -33,9 +33,10 @@ pub(crate) struct RunArgs {
     /// Total operations per second.
     #[arg(long)]
     rate: Option<f64>,
-    /// Lab to run on; brought up with the default topology if it is not up.
-    #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
-    lab: String,
+    /// Lab to run on; brought up with the default topology if it is not up [default: the only
+    /// lab up, else `default`].
+    #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME, hide_default_value = true)]
+    pub(crate) lab: String,
     /// Seed for random selectors and the load schedule; a run is reproducible from it.
     #[arg(long)]
     seed: Option<u64>,

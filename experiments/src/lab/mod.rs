@@ -60,7 +60,7 @@ pub enum LabError {
         existing: String,
     },
     /// The lab is not up.
-    #[error("lab `{0}` is not up; start it with `chaosctl lab up --name {0}`")]
+    #[error("lab `{0}` is not up; start it with `chaosctl lab up --lab {0}`")]
     NotUp(String),
     /// A name given on the command line matches nothing in the topology.
     #[error("{what} `{name}` is not in lab `{lab}`; known: {known}")]

@@ -1,0 +1,123 @@
+//! One vocabulary on the command line: `--lab` everywhere (`--name` kept as an alias on `lab`
+//! commands), `lab list`, and a lab chosen for commands that name none: the only lab up is used
+//! and said; with several up, the error lists them.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{can_run_lab, TestLab};
+
+/// `chaosctl ARGS` with the lab's state root but no FAULTLINE_LAB: the lab is not named.
+fn unnamed(lab: &TestLab, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chaosctl"))
+        .env("FAULTLINE_STATE_ROOT", lab.state_root())
+        .env("FAULTLINE_AGENT", env!("CARGO_BIN_EXE_faultlined"))
+        .env_remove("FAULTLINE_LAB")
+        .args(args)
+        .output()
+        .expect("run chaosctl")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn lab_commands_take_lab_and_keep_name_as_an_alias() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    for flag in ["--lab", "--name"] {
+        let output = unnamed(
+            &lab,
+            &["lab", "status", flag, &lab.name, "--output", "json"],
+        );
+        assert!(output.status.success(), "{flag}: {}", text(&output.stderr));
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+        assert_eq!(status["name"], lab.name.as_str());
+    }
+    // A lab that is not up: the hint names the flag every command takes.
+    let output = unnamed(&lab, &["lab", "status", "--lab", "nosuchlab"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("start it with `chaosctl lab up --lab nosuchlab`"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn the_only_lab_up_is_used_and_several_are_listed() {
+    if !can_run_lab() {
+        return;
+    }
+    let first = TestLab::up();
+    // The only lab up, not named: used, and said on stderr.
+    let output = unnamed(&first, &["faults", "--output", "json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains(&format!("using lab {}, the only lab up", first.name)),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = unnamed(&first, &["lab", "status", "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(status["name"], first.name.as_str());
+
+    // A second lab under the same state root: now the choice is the user's.
+    let second = common::unique_lab_name();
+    let output = common::chaosctl_command(first.state_root(), &second)
+        .args(["lab", "up"])
+        .output()
+        .expect("lab up");
+    let _second_down = SecondLab {
+        state_root: first.state_root().to_path_buf(),
+        name: second.clone(),
+    };
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let output = unnamed(&first, &["faults"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("2 labs are"), "{stderr}");
+    assert!(
+        stderr.contains(&first.name) && stderr.contains(&second),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--lab NAME"), "{stderr}");
+
+    // `lab list` shows both, up.
+    let output = unnamed(&first, &["lab", "list", "--output", "json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let mut up: Vec<&str> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|row| row["up"] == true)
+        .filter_map(|row| row["name"].as_str())
+        .collect();
+    up.sort_unstable();
+    let mut expected = vec![first.name.as_str(), second.as_str()];
+    expected.sort_unstable();
+    assert_eq!(up, expected);
+    for row in rows.as_array().expect("rows") {
+        assert_eq!(row["ready"], row["replicas"], "{row}");
+        assert!(row["replicas"].as_u64() > Some(0), "{row}");
+    }
+}
+
+/// Takes the second lab down on every path (the first has its own guard).
+struct SecondLab {
+    state_root: std::path::PathBuf,
+    name: String,
+}
+
+impl Drop for SecondLab {
+    fn drop(&mut self) {
+        let _ = common::chaosctl_command(&self.state_root, &self.name)
+            .args(["lab", "down"])
+            .output();
+    }
+}
