@@ -121,3 +121,83 @@ impl Drop for SecondLab {
             .output();
     }
 }
+
+/// `chaosctl ARGS` on an empty state root: for messages that come before any lab is touched.
+fn on_empty_root(args: &[&str]) -> (Option<i32>, String) {
+    let root = tempfile::tempdir().expect("state root");
+    let output = Command::new(env!("CARGO_BIN_EXE_chaosctl"))
+        .env("FAULTLINE_STATE_ROOT", root.path())
+        .env_remove("FAULTLINE_LAB")
+        .args(args)
+        .output()
+        .expect("run chaosctl");
+    (output.status.code(), text(&output.stderr))
+}
+
+#[test]
+fn durations_are_refused_in_the_users_units_naming_the_flag() {
+    let pause = ["inject", "pause", "--service", "nats", "--replica", "1"];
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--for", "-5s"],
+            "invalid value '-5s' for '--for <DURATION>': a duration cannot be negative: `-5s`; e.g. 30s, 5m or 1h30m",
+        ),
+        (
+            &["--for=-5s"],
+            "a duration cannot be negative: `-5s`",
+        ),
+        (
+            &["--for", "30"],
+            "`30` has no unit: write 30s for seconds or 30m for minutes",
+        ),
+        (
+            &["--for", "3h"],
+            "chaosctl: error: --for 3h is longer than the 2h limit; ask for less, or raise the limit with --max-fault-duration 3h",
+        ),
+        (
+            &["--for", "0s"],
+            "chaosctl: error: --for 0s: a fault must hold for some time, e.g. --for 30s",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let args: Vec<&str> = pause.iter().chain(flags).copied().collect();
+        let (code, stderr) = on_empty_root(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}:\n{stderr}");
+        assert!(
+            !stderr.contains(" ms "),
+            "{args:?}: raw milliseconds:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn spec_errors_speak_plainly_and_suggest_the_near_miss() {
+    let dir = tempfile::tempdir().expect("dir");
+    let negative = dir.path().join("negative.yaml");
+    std::fs::write(&negative, "name: x\nworkload: {tenants: -3}\n").expect("write");
+    let (code, stderr) = on_empty_root(&["validate", &negative.display().to_string()]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains(
+            "line 2 column 21: workload.tenants: must be a whole number, 0 or more, got -3"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("u32"), "{stderr}");
+
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(&typo, "name: x\nworkload: {tenats: 3}\n").expect("write");
+    let (_, stderr) = on_empty_root(&["validate", &typo.display().to_string()]);
+    assert!(
+        stderr.contains("workload: unknown field `tenats`; did you mean `tenants`?"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = on_empty_root(&["show", "az-failur"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("unknown scenario `az-failur` (did you mean `az-failure`?)"),
+        "{stderr}"
+    );
+}

@@ -83,7 +83,7 @@ pub enum Error {
         since: String,
     },
     /// A requested duration is zero or longer than the cap.
-    #[error("fault duration {requested_ms} ms is not allowed: it must be above 0 and at most {cap_ms} ms")]
+    #[error("{}", duration_refusal(*requested_ms, *cap_ms))]
     Duration {
         /// What was asked for.
         requested_ms: u64,
@@ -168,3 +168,18 @@ impl Error {
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// [`Error::Duration`] in the user's units.
+fn duration_refusal(requested_ms: u64, cap_ms: u64) -> String {
+    let text =
+        |ms: u64| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string();
+    if requested_ms == 0 {
+        "a fault must hold for some time (its duration is 0s)".to_owned()
+    } else {
+        format!(
+            "a fault of {} is longer than the {} limit; ask for less, or raise the limit with --max-fault-duration",
+            text(requested_ms),
+            text(cap_ms)
+        )
+    }
+}

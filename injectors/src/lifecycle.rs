@@ -87,7 +87,7 @@ pub fn start_fault(
     let began = std::time::Instant::now();
     if let Some(marker) = ledger.halted()? {
         return Err(Error::Halted {
-            since: format!("unix ms {}", marker.since_unix_ms),
+            since: time_and_age(marker.since_unix_ms, now_unix_ms),
         });
     }
     let (records, _corrupt) = ledger.list()?;
@@ -157,6 +157,17 @@ pub fn revert_fault(ledger: &Ledger, env: &Injectors<'_>, id: &str) -> Result<bo
     record.action.revert(env)?;
     ledger.remove(&lock, &record.id)?;
     Ok(true)
+}
+
+/// A moment as people read it: RFC 3339 in UTC and how long ago, e.g.
+/// `2026-12-03T08:10:00Z, 42 s ago`.
+pub fn time_and_age(unix_ms: u64, now_unix_ms: u64) -> String {
+    let at = chrono::DateTime::from_timestamp_millis(unix_ms as i64).map_or_else(
+        || format!("{unix_ms} ms after 1970"),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    let ago = now_unix_ms.saturating_sub(unix_ms) / 1000;
+    format!("{at}, {ago} s ago")
 }
 
 /// Reverts expired faults (every fault, when halted), then removes what is ours but has no live

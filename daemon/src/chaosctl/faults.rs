@@ -45,7 +45,7 @@ enum FaultCommand {
         #[arg(long, value_enum, default_value_t = ShapeBy::Zone, requires = "shape")]
         by: ShapeBy,
         /// How long the partition holds; reverted automatically afterwards.
-        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        #[arg(long = "for", value_parser = super::duration_arg, allow_hyphen_values = true)]
         duration: Duration,
     },
     /// SIGKILL one replica of a service; the lab supervisor restarts it by its restart policy.
@@ -66,7 +66,7 @@ enum FaultCommand {
         #[arg(long)]
         replica: u32,
         /// How long it stays paused.
-        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        #[arg(long = "for", value_parser = super::duration_arg, allow_hyphen_values = true)]
         duration: Duration,
     },
     /// SIGKILL one replica and keep it down (no restarts) until the time is up.
@@ -78,7 +78,7 @@ enum FaultCommand {
         #[arg(long)]
         replica: u32,
         /// How long it stays down.
-        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        #[arg(long = "for", value_parser = super::duration_arg, allow_hyphen_values = true)]
         duration: Duration,
     },
     /// JetStream quorum loss: ask the servers which of them hold the stream and who leads, then
@@ -91,7 +91,7 @@ enum FaultCommand {
         #[arg(long, default_value = "isolate")]
         mode: QuorumLossMode,
         /// How long quorum stays lost.
-        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        #[arg(long = "for", value_parser = super::duration_arg, allow_hyphen_values = true)]
         duration: Duration,
     },
     /// Cordon a node and evict its services, which move to other nodes where their placement
@@ -101,7 +101,7 @@ enum FaultCommand {
         #[arg(long)]
         node: String,
         /// How long the node stays cordoned.
-        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        #[arg(long = "for", value_parser = super::duration_arg, allow_hyphen_values = true)]
         duration: Duration,
     },
 }
@@ -112,11 +112,46 @@ enum ShapeBy {
     Node,
 }
 
+impl FaultCommand {
+    /// How long the fault holds (`--for`), for the faults that hold.
+    fn held_for(&self) -> Option<Duration> {
+        match self {
+            Self::Partition { duration, .. }
+            | Self::Pause { duration, .. }
+            | Self::Stop { duration, .. }
+            | Self::QuorumLoss { duration, .. }
+            | Self::Drain { duration, .. } => Some(*duration),
+            Self::Kill { .. } => None,
+        }
+    }
+}
+
+/// `--for` against the limit, said in the user's units and naming the flags.
+fn check_held_for(held: Duration, max: Duration) -> anyhow::Result<()> {
+    let text = |d: Duration| humantime::format_duration(d).to_string();
+    anyhow::ensure!(
+        !held.is_zero(),
+        "--for 0s: a fault must hold for some time, e.g. --for 30s"
+    );
+    anyhow::ensure!(
+        held <= max,
+        "--for {} is longer than the {} limit; ask for less, or raise the limit with \
+         --max-fault-duration {}",
+        text(held),
+        text(max),
+        text(held)
+    );
+    Ok(())
+}
+
 pub(crate) fn inject(
     host: &HostPaths,
     args: InjectArgs,
     max: Duration,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(held) = args.fault.held_for() {
+        check_held_for(held, max)?;
+    }
     let ctx = LabContext::open(host, &args.lab)?;
     let record = match args.fault {
         FaultCommand::Partition {

@@ -25,7 +25,7 @@ pub(crate) enum LabCommand {
         #[arg(long = "lab", alias = "name", env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
         name: String,
         /// How long to wait for every service to be ready.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "90s")]
+        #[arg(long, value_parser = super::duration_arg, allow_hyphen_values = true, default_value = "90s")]
         timeout: Duration,
     },
     /// Remove every namespace, process and file of the lab, also after a `lab up` that was

@@ -31,7 +31,7 @@ pub(crate) struct LoadArgs {
     #[arg(long, default_value_t = 200.0, allow_negative_numbers = true)]
     rate: f64,
     /// How long the load runs.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    #[arg(long, value_parser = super::duration_arg, allow_hyphen_values = true, default_value = "60s")]
     duration: Duration,
     /// Lab to load (its NATS servers and tenant gateways) [default: the only lab up, else
     /// `default`].
@@ -57,7 +57,7 @@ pub(crate) struct LoadArgs {
     connections: usize,
     /// How often each NATS connection pings its server when idle; a dead server is noticed
     /// within three intervals.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    #[arg(long, value_parser = super::duration_arg, allow_hyphen_values = true, default_value = "2s")]
     ping_interval: Duration,
     /// NATS servers to load instead of the lab's (nats://IP:PORT, comma-separated). Runs in
     /// the current network namespace.
@@ -72,7 +72,7 @@ pub(crate) struct LoadArgs {
     no_read_back: bool,
     /// Before the final read-back, wait up to this long for every NATS server to report the
     /// same state for every stream (messages, bytes, first and last sequence, leader).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    #[arg(long, value_parser = super::duration_arg, allow_hyphen_values = true, default_value = "0s")]
     settle: Duration,
     /// Keep the tenants' existing streams instead of recreating them.
     #[arg(long)]

@@ -49,7 +49,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "FAULTLINE_STATE_ROOT", default_value = DEFAULT_STATE_ROOT)]
     state_root: PathBuf,
     /// Longest fault anyone may ask for; longer requests are refused.
-    #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "2h")]
+    #[arg(long, global = true, value_parser = duration_arg, allow_hyphen_values = true, default_value = "2h")]
     max_fault_duration: Duration,
     /// Act on a Kubernetes cluster through this kubeconfig context instead of the lab (`run`,
     /// `report`, `runs`, `faults`, `halt`, `resume`).
@@ -86,6 +86,28 @@ impl Cli {
         cli.lab_named = lab_named(&matches);
         cli
     }
+}
+
+/// A duration on the command line (`30s`, `5m`, `1h30m`), with errors in the user's words:
+/// clap names the flag in front of them.
+pub(crate) fn duration_arg(text: &str) -> Result<Duration, String> {
+    const EXAMPLES: &str = "e.g. 30s, 5m or 1h30m";
+    let trimmed = text.trim();
+    if trimmed.starts_with('-') {
+        return Err(format!(
+            "a duration cannot be negative: `{text}`; {EXAMPLES}"
+        ));
+    }
+    if trimmed.is_empty() {
+        return Err(format!("give a duration, {EXAMPLES}"));
+    }
+    if trimmed.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "`{text}` has no unit: write {trimmed}s for seconds or {trimmed}m for minutes"
+        ));
+    }
+    humantime::parse_duration(trimmed)
+        .map_err(|_| format!("`{text}` is not a duration: use a number and a unit, {EXAMPLES}"))
 }
 
 /// Whether `--lab` (or its alias `--name`, or FAULTLINE_LAB) was given to the innermost command.

@@ -25,7 +25,7 @@ pub(crate) struct RunArgs {
     scenario: String,
     /// How long each fault holds; the run grows to fit the baseline, the faults and the
     /// recovery deadline.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = super::duration_arg, allow_hyphen_values = true)]
     duration: Option<Duration>,
     /// Number of tenants.
     #[arg(long)]

@@ -552,11 +552,15 @@ mod tests {
         facts.exempt_prefixes = vec![Prefix::parse("10.244.2.128/25").expect("prefix")];
         let plan = plan_for_node(&zone_split(PartitionMode::Nodes), &facts);
         assert_eq!(rules_of(&plan), vec!["node 10.244.2.0/25 24007"]);
-        // Even when the Fault asks to cut the control plane too.
+        // Even when the Fault asks to cut the control plane too (and may isolate the node).
         let mut fault = zone_split(PartitionMode::Nodes);
         fault.overrides.isolate_control_plane = true;
+        fault.overrides.allow_node_isolation = true;
         let plan = plan_for_node(&fault, &facts);
-        assert_eq!(rules_of(&plan), vec!["node 10.244.2.0/25 24007"]);
+        assert_eq!(
+            rules_of(&plan),
+            vec!["node 10.244.2.0/25 24007", "node 192.168.2.10/32 24007"]
+        );
     }
 
     #[test]

@@ -19,6 +19,13 @@ pub const CATALOG: [(&str, &str); 6] = [
     ),
 ];
 
+/// ` (did you mean `NAME`?)` for a near miss of a built-in scenario's name, else nothing.
+pub fn did_you_mean(name: &str) -> String {
+    let names: Vec<&str> = CATALOG.iter().map(|(n, _)| *n).collect();
+    crate::closest(name, &names)
+        .map_or_else(String::new, |best| format!(" (did you mean `{best}`?)"))
+}
+
 /// The YAML of a built-in scenario.
 pub fn yaml(name: &str) -> Result<&'static str, SpecError> {
     CATALOG

@@ -33,7 +33,9 @@ pub enum SpecError {
     },
     /// No such scenario in the catalog.
     #[error(
-        "unknown scenario `{0}`; `chaosctl list` shows the built-in ones, or pass a spec file path"
+        "unknown scenario `{name}`{hint}; `chaosctl list` shows the built-in ones, or pass a spec file path",
+        name = .0,
+        hint = catalog::did_you_mean(.0)
     )]
     UnknownScenario(String),
 }
