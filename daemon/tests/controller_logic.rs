@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use faultline_daemon::controller::reconcile::PassReport;
 use faultline_daemon::controller::{Controller, ControllerConfig};
-use faultline_daemon::run::{run_experiment, UnwiredEngine};
+use faultline_daemon::run::{run_experiment, EngineOnCluster};
 use faultline_experiments::kubernetes::memory_api::MemoryApi;
 use serde_json::{json, Value};
 
@@ -534,7 +534,7 @@ async fn the_runner_fails_an_experiment_it_cannot_run_and_says_why() {
                 &dir,
                 Duration::from_secs(5),
                 Arc::new(AtomicUsize::new(0)),
-                Arc::new(UnwiredEngine),
+                Arc::new(EngineOnCluster::default()),
             )
             .await
         }

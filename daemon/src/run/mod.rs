@@ -16,10 +16,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use faultline_experiments::checkers::CheckReport;
-use faultline_experiments::engine::run::{write_reports, LiveStatus};
+use faultline_experiments::engine::run::{
+    run_on_cluster, write_reports, ClusterRunOptions, LiveStatus,
+};
 use faultline_experiments::kubernetes::experiment::{
     parse_spec, Experiment, ExperimentPhase, ExperimentProgress, ExperimentStatus,
 };
+use faultline_experiments::kubernetes::target::ClusterOptions;
 use faultline_experiments::spec::{ExperimentSpec, Target};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::ResourceExt;
@@ -43,6 +46,16 @@ pub struct RunArgs {
     /// A kubeconfig to use instead of the in-cluster service account.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Cap on any fault's duration (each Fault's deadline is at most this far away).
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    pub max_fault_duration: Duration,
+    /// A destination no partition cuts (IPv4 address or CIDR), on top of the API server's
+    /// endpoints; repeat for more.
+    #[arg(long = "exempt-cidr")]
+    pub exempt_cidrs: Vec<String>,
+    /// Seed for random selectors and the load schedule (default: the spec's workload.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 /// What the engine gets for one run on the cluster.
@@ -75,20 +88,76 @@ pub trait ClusterEngine: Send + Sync {
     ) -> Result<CheckReport, String>;
 }
 
-/// The engine this build runs: the one call site to wire. The engine's cluster target
-/// (`kubernetes::target::ClusterTarget`: plan, inject and heal a spec's faults as Fault objects,
-/// drains and deletes) is merged; the cluster run around it (the tenant load from inside the
-/// cluster, the read-back, the judge and the reports) is not. Until it is, this refuses to
-/// pretend: the Experiment fails with this message, and nothing is injected.
-pub struct UnwiredEngine;
+/// The engine on a cluster: `engine::run::run_on_cluster`, the same phases, checkers and
+/// reports as on the lab, with the faults as Fault objects (drains and pod deletes through the
+/// API) and the tenant load from this process straight to the pods.
+#[derive(Clone, Debug)]
+pub struct EngineOnCluster {
+    /// The bound on each API request.
+    pub api_timeout: Duration,
+    /// The bound on each NATS monitoring or probe request.
+    pub monitor_timeout: Duration,
+    /// Cap on any fault's duration.
+    pub max_fault_duration: Duration,
+    /// Destinations no partition cuts, on top of the API server's endpoints.
+    pub exempt_cidrs: Vec<String>,
+    /// The seed; `None`: the spec's `workload.seed`.
+    pub seed: Option<u64>,
+}
 
-impl ClusterEngine for UnwiredEngine {
+impl Default for EngineOnCluster {
+    fn default() -> Self {
+        Self {
+            api_timeout: Duration::from_secs(10),
+            monitor_timeout: Duration::from_secs(5),
+            max_fault_duration: Duration::from_secs(2 * 3600),
+            exempt_cidrs: Vec::new(),
+            seed: None,
+        }
+    }
+}
+
+/// The label value of an Experiment's Faults: `NAMESPACE.NAME`, within a label's 63 characters.
+pub fn experiment_label(experiment: &str) -> String {
+    let mut label = experiment.replace('/', ".");
+    label.truncate(63);
+    label.trim_end_matches(['.', '-']).to_owned()
+}
+
+impl ClusterEngine for EngineOnCluster {
     fn run(
         &self,
-        _: EngineRequest<'_>,
-        _: &mut dyn FnMut(&LiveStatus),
+        request: EngineRequest<'_>,
+        on_status: &mut dyn FnMut(&LiveStatus),
     ) -> Result<CheckReport, String> {
-        Err("this build of faultlined cannot run an experiment on a cluster yet: the cluster target (faults) is built, but the cluster run around it (tenant load, read-back, judge) is not; the Experiment was validated and nothing was injected".into())
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            "the cluster engine must run on a thread of the runner's runtime (spawn_blocking)"
+                .to_owned()
+        })?;
+        let options = ClusterRunOptions {
+            spec: request.spec.clone(),
+            source: format!("experiment {}", request.experiment),
+            run_id: request.run_id.to_owned(),
+            dir: request.dir.to_path_buf(),
+            client: request.client,
+            runtime,
+            cluster: ClusterOptions {
+                experiment: experiment_label(request.experiment),
+                owner: Some(request.experiment.to_owned()),
+                created_by: format!("faultline-runner {}", request.experiment),
+                api_timeout: self.api_timeout,
+                monitor_timeout: self.monitor_timeout,
+                exempt_cidrs: self.exempt_cidrs.clone(),
+                ..ClusterOptions::default()
+            },
+            seed: self.seed.unwrap_or(request.spec.workload.seed),
+            max_fault_duration: self.max_fault_duration,
+            interrupts: request.interrupts,
+        };
+        let outcome = run_on_cluster(&options, on_status).map_err(|e| e.to_string())?;
+        outcome
+            .report
+            .ok_or_else(|| "the run ended without a checkers' report".to_owned())
     }
 }
 
@@ -378,7 +447,13 @@ pub fn main(args: &RunArgs) -> anyhow::Result<std::process::ExitCode> {
             &args.reports_dir,
             args.api_timeout,
             interrupts,
-            Arc::new(UnwiredEngine),
+            Arc::new(EngineOnCluster {
+                api_timeout: args.api_timeout,
+                max_fault_duration: args.max_fault_duration,
+                exempt_cidrs: args.exempt_cidrs.clone(),
+                seed: args.seed,
+                ..EngineOnCluster::default()
+            }),
         )
         .await?;
         eprintln!(

@@ -11,5 +11,6 @@ pub mod experiment;
 pub mod memory_api;
 pub mod node_plan;
 pub mod pod_delete;
+pub mod run_site;
 pub mod target;
 pub mod wire_testing;
