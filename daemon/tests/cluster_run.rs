@@ -431,6 +431,7 @@ async fn the_runner_runs_an_experiment_on_the_cluster_against_real_nats_servers(
     let outcome = run_experiment(
         api.client(),
         "shop/first",
+        "faultline-system",
         reports.path(),
         Duration::from_secs(5),
         Arc::new(AtomicUsize::new(0)),

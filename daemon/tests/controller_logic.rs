@@ -155,7 +155,9 @@ async fn two_controllers_one_leader_runs_the_experiment_and_a_killed_leader_hand
             "--experiment",
             "shop/nightly",
             "--reports-dir",
-            "/var/lib/faultline/reports"
+            "/var/lib/faultline/reports",
+            "--defaults-namespace",
+            "faultline-system"
         ])
     );
     assert_eq!(
@@ -531,6 +533,7 @@ async fn the_runner_fails_an_experiment_it_cannot_run_and_says_why() {
             run_experiment(
                 client,
                 &format!("shop/{name}"),
+                "faultline-system",
                 &dir,
                 Duration::from_secs(5),
                 Arc::new(AtomicUsize::new(0)),
@@ -578,6 +581,29 @@ async fn the_runner_fails_an_experiment_it_cannot_run_and_says_why() {
     let status = experiment_status(&api, "shop", "cluster");
     assert_eq!(status["phase"], "Failed");
     assert!(status["finishedAt"].is_string());
+    // A catalog spec (no kubernetes: section) on a cluster without defaults: what to add.
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("has no kubernetes: section and this cluster has no defaults")
+            && message.contains("faultline-system/faultline-cluster-defaults"),
+        "{message}"
+    );
+
+    // With the cluster's defaults, the same spec gets them and reaches the engine.
+    api.put(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "faultline-cluster-defaults", "namespace": "faultline-system"},
+        "data": {"kubernetes.yaml":
+            "workloads:\n  - {name: gateway, namespace: shop, selector: {app: gateway}}\npartition_mode: pods\n"}}));
+    experiment(&api, "shop", "defaulted");
+    run("defaulted").await.expect("runs");
+    let message = experiment_status(&api, "shop", "defaulted")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("no node matches kubernetes.nodes"),
+        "the engine's own refusal, past validation: {message}"
+    );
 
     // A valid cluster spec reaches the engine, whose refusal (here: the cluster has no node
     // with a zone label) is the status, before anything is injected.

@@ -418,6 +418,7 @@ async fn the_runner_reads_the_experiment_and_writes_its_failure_to_the_status_su
         run_experiment(
             client,
             "shop/on-lab",
+            "faultline-system",
             &dir,
             Duration::from_secs(5),
             Arc::new(AtomicUsize::new(0)),

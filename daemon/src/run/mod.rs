@@ -22,8 +22,9 @@ use faultline_experiments::engine::run::{
 use faultline_experiments::kubernetes::experiment::{
     parse_spec, Experiment, ExperimentPhase, ExperimentProgress, ExperimentStatus,
 };
+use faultline_experiments::kubernetes::defaults::{apply_defaults, defaults_source, read_defaults};
 use faultline_experiments::kubernetes::target::ClusterOptions;
-use faultline_experiments::spec::{ExperimentSpec, Target};
+use faultline_experiments::spec::{ExperimentSpec, KubernetesSpec, Target};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::ResourceExt;
 use serde_json::json;
@@ -37,6 +38,10 @@ pub struct RunArgs {
     /// The Experiment to run, `NAMESPACE/NAME`.
     #[arg(long)]
     pub experiment: String,
+    /// Faultline's namespace, where the cluster's default `kubernetes:` section is (ConfigMap
+    /// `faultline-cluster-defaults`), for specs without one.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "faultline-system")]
+    pub defaults_namespace: String,
     /// The report volume: the run's reports go to `REPORTS_DIR/RUN_ID/`.
     #[arg(long, default_value = "/var/lib/faultline/reports")]
     pub reports_dir: PathBuf,
@@ -217,12 +222,31 @@ fn failed(mut status: ExperimentStatus, message: String) -> ExperimentStatus {
     status
 }
 
-/// The spec of the Experiment, parsed and validated as `chaosctl validate` does, and meant for
-/// a cluster; else why not.
-fn checked_spec(value: &serde_json::Value, qualified: &str) -> Result<ExperimentSpec, String> {
-    let spec = parse_spec(value, qualified).map_err(|e| e.to_string())?;
+/// The spec of the Experiment, parsed, given the cluster's default `kubernetes:` section when
+/// it has none (`defaults`, read from `defaults_source`), validated as `chaosctl validate`
+/// does, and meant for a cluster; else why not.
+fn checked_spec(
+    value: &serde_json::Value,
+    qualified: &str,
+    defaults: Result<Option<KubernetesSpec>, String>,
+    defaults_source: &str,
+) -> Result<ExperimentSpec, String> {
+    let mut spec = parse_spec(value, qualified).map_err(|e| e.to_string())?;
+    let from_defaults = if spec.target == Target::Kubernetes && spec.kubernetes.is_none() {
+        let defaults = defaults?;
+        apply_defaults(&mut spec, defaults.as_ref(), defaults_source)
+            .map_err(|e| format!("experiment {qualified}: {e}"))?
+    } else {
+        false
+    };
     spec.validate(&format!("experiment {qualified}"))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            if from_defaults {
+                format!("{e} (the kubernetes: section is the cluster's defaults, {defaults_source}: complete them with the chart's clusterDefaults.kubernetes values, or give the spec its own section)")
+            } else {
+                e.to_string()
+            }
+        })?;
     if spec.target != Target::Kubernetes {
         return Err(format!(
             "experiment {qualified}: target: the spec says `target: lab`; on a cluster write `target: kubernetes` (with its kubernetes: selectors)"
@@ -241,13 +265,16 @@ pub struct RunnerOutcome {
 }
 
 /// Runs one Experiment with `engine`. Errors before the run (no such Experiment, no API) are
-/// errors; a spec that does not validate, or a run that fails, ends as a Failed status.
+/// errors; a spec that does not validate, or a run that fails, ends as a Failed status. A spec
+/// without a `kubernetes:` section gets the cluster's defaults from `defaults_namespace`.
 ///
 /// # Errors
 /// The Experiment cannot be read, or its status cannot be written.
+#[allow(clippy::too_many_arguments)] // each is one of the runner's flags
 pub async fn run_experiment(
     client: kube::Client,
     qualified: &str,
+    defaults_namespace: &str,
     reports_dir: &Path,
     api_timeout: Duration,
     interrupts: Arc<AtomicUsize>,
@@ -271,7 +298,22 @@ pub async fn run_experiment(
     };
     let mut status: ExperimentStatus =
         serde_json::from_value(object.data["status"].clone()).unwrap_or_default();
-    let spec = match checked_spec(&object.data["spec"], qualified) {
+    let spec_value = &object.data["spec"];
+    let needs_defaults = spec_value["target"] == "kubernetes"
+        && spec_value
+            .get("kubernetes")
+            .is_none_or(serde_json::Value::is_null);
+    let defaults = if needs_defaults {
+        read_defaults(&client, defaults_namespace, api_timeout).await
+    } else {
+        Ok(None)
+    };
+    let spec = match checked_spec(
+        &object.data["spec"],
+        qualified,
+        defaults,
+        &defaults_source(defaults_namespace),
+    ) {
         Ok(spec) => spec,
         Err(message) => {
             let status = failed(status, message);
@@ -444,6 +486,7 @@ pub fn main(args: &RunArgs) -> anyhow::Result<std::process::ExitCode> {
         let outcome = run_experiment(
             client,
             &args.experiment,
+            &args.defaults_namespace,
             &args.reports_dir,
             args.api_timeout,
             interrupts,

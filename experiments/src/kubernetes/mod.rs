@@ -5,6 +5,7 @@
 //! tower-test harness.
 
 pub mod cordon;
+pub mod defaults;
 pub mod crd;
 pub mod drain;
 pub mod experiment;
