@@ -534,12 +534,16 @@ async fn the_runner_runs_an_experiment_on_the_cluster_against_real_nats_servers(
     // The agent really paused two servers and resumed them; nothing is left behind.
     let log = agent.log();
     assert_eq!(
-        log.iter().filter(|l| l.starts_with("apply") && l.contains(" pause ")).count(),
+        log.iter()
+            .filter(|l| l.starts_with("apply") && l.contains(" pause "))
+            .count(),
         2,
         "{log:?}"
     );
     assert_eq!(
-        log.iter().filter(|l| l.starts_with("revert") && l.contains(" pause ")).count(),
+        log.iter()
+            .filter(|l| l.starts_with("revert") && l.contains(" pause "))
+            .count(),
         2,
         "{log:?}"
     );

@@ -574,10 +574,7 @@ async fn the_runner_fails_an_experiment_it_cannot_run_and_says_why() {
     // A spec for the cluster goes through validate(); whatever it says lands in the status.
     experiment(&api, "shop", "cluster");
     let outcome = run("cluster").await.expect("runs");
-    assert_eq!(
-        outcome.exit_code, 2,
-        "no valid spec: never a pass"
-    );
+    assert_eq!(outcome.exit_code, 2, "no valid spec: never a pass");
     let status = experiment_status(&api, "shop", "cluster");
     assert_eq!(status["phase"], "Failed");
     assert!(status["finishedAt"].is_string());

@@ -19,10 +19,10 @@ use faultline_experiments::checkers::CheckReport;
 use faultline_experiments::engine::run::{
     run_on_cluster, write_reports, ClusterRunOptions, LiveStatus,
 };
+use faultline_experiments::kubernetes::defaults::{apply_defaults, defaults_source, read_defaults};
 use faultline_experiments::kubernetes::experiment::{
     parse_spec, Experiment, ExperimentPhase, ExperimentProgress, ExperimentStatus,
 };
-use faultline_experiments::kubernetes::defaults::{apply_defaults, defaults_source, read_defaults};
 use faultline_experiments::kubernetes::target::ClusterOptions;
 use faultline_experiments::spec::{ExperimentSpec, KubernetesSpec, Target};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};

@@ -141,10 +141,11 @@ mod tests {
 
     #[test]
     fn defaults_with_a_typo_are_refused_naming_the_configmap() {
-        let error = parse_defaults("partition_mod: pods\n", &defaults_source("fl"))
-            .expect_err("typo");
+        let error =
+            parse_defaults("partition_mod: pods\n", &defaults_source("fl")).expect_err("typo");
         assert!(
-            error.contains("ConfigMap fl/faultline-cluster-defaults") && error.contains("partition_mod"),
+            error.contains("ConfigMap fl/faultline-cluster-defaults")
+                && error.contains("partition_mod"),
             "{error}"
         );
     }

@@ -5,8 +5,8 @@
 //! tower-test harness.
 
 pub mod cordon;
-pub mod defaults;
 pub mod crd;
+pub mod defaults;
 pub mod drain;
 pub mod experiment;
 pub mod memory_api;
