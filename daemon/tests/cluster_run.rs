@@ -471,9 +471,17 @@ async fn the_runner_runs_an_experiment_on_the_cluster_against_real_nats_servers(
         "the fault windows in the status: {status}"
     );
 
-    // The checkers ran on a real history.
     let run_id = status["runId"].as_str().expect("run id");
     let dir = reports.path().join(run_id);
+    assert_history_and_report(&dir);
+    assert_faults_recorded(&dir);
+    assert_healed(&api, &agent, &nats);
+    drop(agent);
+    controllers.abort();
+}
+
+/// The checkers ran on a real history, and the reports are there.
+fn assert_history_and_report(dir: &Path) {
     let history = lines(&dir.join("history.jsonl"));
     let ops = history
         .iter()
@@ -494,8 +502,10 @@ async fn the_runner_runs_an_experiment_on_the_cluster_against_real_nats_servers(
         "{report}"
     );
     assert!(dir.join("report.html").is_file() && dir.join("report.xml").is_file());
+}
 
-    // Both faults were injected and healed, with their windows recorded.
+/// Both faults were injected and healed, with their windows and time to ready recorded.
+fn assert_faults_recorded(dir: &Path) {
     let record: Value =
         serde_json::from_slice(&std::fs::read(dir.join("run.json")).expect("run.json"))
             .expect("json");
@@ -525,13 +535,18 @@ async fn the_runner_runs_an_experiment_on_the_cluster_against_real_nats_servers(
         .filter(|o| o["fault_id"].is_string())
         .count();
     assert!(windows >= 2, "fault windows in the observations");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("report.json"))
+            .expect("json");
     let experiment_faults = report["experiment"]["faults"].to_string();
     assert!(
         experiment_faults.contains("replacements Ready after"),
         "{experiment_faults}"
     );
+}
 
-    // The agent really paused two servers and resumed them; nothing is left behind.
+/// The agent really paused two servers and resumed them; nothing is left behind.
+fn assert_healed(api: &MemoryApi, agent: &TestAgent, nats: &NatsCluster) {
     let log = agent.log();
     assert_eq!(
         log.iter()
@@ -550,13 +565,11 @@ async fn the_runner_runs_an_experiment_on_the_cluster_against_real_nats_servers(
     wait_until(Duration::from_secs(5), "every Fault gone", || {
         api.list(FL, "faults").is_empty()
     });
-    for i in 0..3 {
+    for (i, ip) in IPS.iter().enumerate() {
         assert_ne!(nats.state(i), Some('T'), "nats-{i} is still stopped");
         assert!(
-            http_get(IPS[i], nats.monitor, "/varz").is_some(),
+            http_get(*ip, nats.monitor, "/varz").is_some(),
             "nats-{i} answers again"
         );
     }
-    drop(agent);
-    controllers.abort();
 }

@@ -255,6 +255,31 @@ fn checked_spec(
     Ok(spec)
 }
 
+/// [`checked_spec`], with the cluster's defaults read only when the spec needs them.
+async fn spec_for_cluster(
+    client: &kube::Client,
+    value: &serde_json::Value,
+    qualified: &str,
+    defaults_namespace: &str,
+    api_timeout: Duration,
+) -> Result<ExperimentSpec, String> {
+    let needs_defaults = value["target"] == "kubernetes"
+        && value
+            .get("kubernetes")
+            .is_none_or(serde_json::Value::is_null);
+    let defaults = if needs_defaults {
+        read_defaults(client, defaults_namespace, api_timeout).await
+    } else {
+        Ok(None)
+    };
+    checked_spec(
+        value,
+        qualified,
+        defaults,
+        &defaults_source(defaults_namespace),
+    )
+}
+
 /// The outcome of a runner: the exit code it ends with and the status it left.
 #[derive(Debug)]
 pub struct RunnerOutcome {
@@ -270,7 +295,6 @@ pub struct RunnerOutcome {
 ///
 /// # Errors
 /// The Experiment cannot be read, or its status cannot be written.
-#[allow(clippy::too_many_arguments)] // each is one of the runner's flags
 pub async fn run_experiment(
     client: kube::Client,
     qualified: &str,
@@ -298,22 +322,15 @@ pub async fn run_experiment(
     };
     let mut status: ExperimentStatus =
         serde_json::from_value(object.data["status"].clone()).unwrap_or_default();
-    let spec_value = &object.data["spec"];
-    let needs_defaults = spec_value["target"] == "kubernetes"
-        && spec_value
-            .get("kubernetes")
-            .is_none_or(serde_json::Value::is_null);
-    let defaults = if needs_defaults {
-        read_defaults(&client, defaults_namespace, api_timeout).await
-    } else {
-        Ok(None)
-    };
-    let spec = match checked_spec(
+    let spec = match spec_for_cluster(
+        &client,
         &object.data["spec"],
         qualified,
-        defaults,
-        &defaults_source(defaults_namespace),
-    ) {
+        defaults_namespace,
+        api_timeout,
+    )
+    .await
+    {
         Ok(spec) => spec,
         Err(message) => {
             let status = failed(status, message);
@@ -366,27 +383,7 @@ pub async fn run_experiment(
         &mut status,
     )
     .await;
-    status.progress = None;
-    status.finished_at = Some(chrono::Utc::now().to_rfc3339());
-    let status = match result {
-        Ok(Ok(report)) => {
-            if let Err(error) = write_reports(&report, &dir) {
-                failed(
-                    status,
-                    format!("the run finished but its reports could not be written: {error}"),
-                )
-            } else {
-                status.record_report(&report);
-                if interrupts.load(Ordering::SeqCst) > 0 {
-                    status.phase = Some(ExperimentPhase::Aborted);
-                    status.exit_code = Some(2);
-                }
-                status
-            }
-        }
-        Ok(Err(message)) => failed(status, message),
-        Err(panic) => failed(status, format!("the engine failed unexpectedly: {panic}")),
-    };
+    let status = final_status(status, result, &dir, interrupts.load(Ordering::SeqCst) > 0);
     writer.write(&status).await?;
     Ok(RunnerOutcome {
         exit_code: status
@@ -395,6 +392,37 @@ pub async fn run_experiment(
             .unwrap_or(2),
         status,
     })
+}
+
+/// The status once the engine is done: its report's verdicts (Aborted when interrupted), or
+/// Failed with why. The reports are (re)written into `dir` with the report.
+fn final_status(
+    mut status: ExperimentStatus,
+    result: Result<Result<CheckReport, String>, tokio::task::JoinError>,
+    dir: &Path,
+    interrupted: bool,
+) -> ExperimentStatus {
+    status.progress = None;
+    status.finished_at = Some(chrono::Utc::now().to_rfc3339());
+    match result {
+        Ok(Ok(report)) => {
+            if let Err(error) = write_reports(&report, dir) {
+                failed(
+                    status,
+                    format!("the run finished but its reports could not be written: {error}"),
+                )
+            } else {
+                status.record_report(&report);
+                if interrupted {
+                    status.phase = Some(ExperimentPhase::Aborted);
+                    status.exit_code = Some(2);
+                }
+                status
+            }
+        }
+        Ok(Err(message)) => failed(status, message),
+        Err(panic) => failed(status, format!("the engine failed unexpectedly: {panic}")),
+    }
 }
 
 /// What the engine's thread owns for one run.
