@@ -12,9 +12,12 @@
 //! namespaces) and are left to `agent_real.rs`; the plan-level tests of every catalog scenario
 //! are in `experiments/tests/kube_cluster_target.rs`.
 //!
-//! Every process is killed by PID on every path (the guards below).
+//! Every request the runner made is then authorized against its RBAC in `manifests/`, as the
+//! API server would. Every process is killed by PID on every path (the guards below).
 
-use std::collections::BTreeMap;
+mod manifests_common;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -27,6 +30,8 @@ use std::time::{Duration, Instant, SystemTime};
 use faultline_daemon::run::{run_experiment, EngineOnCluster};
 use faultline_experiments::kubernetes::memory_api::{MemoryApi, WorkloadControllers};
 use faultline_experiments::spec::{ExperimentSpec, Probe};
+use manifests_common::rbac::{allows, attributes, rules_of, Attributes};
+use manifests_common::the_object;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -476,6 +481,7 @@ async fn the_runner_runs_an_experiment_on_the_cluster_against_real_nats_servers(
     assert_history_and_report(&dir);
     assert_faults_recorded(&dir);
     assert_healed(&api, &agent, &nats);
+    assert_runner_rbac_allows_every_request(&api);
     drop(agent);
     controllers.abort();
 }
@@ -572,4 +578,25 @@ fn assert_healed(api: &MemoryApi, agent: &TestAgent, nats: &NatsCluster) {
             "nats-{i} answers again"
         );
     }
+}
+
+/// Every request the runner made (the test agent and the controllers act on the in-memory API
+/// directly) is one the runner's ClusterRole or Role in `manifests/` allows.
+fn assert_runner_rbac_allows_every_request(api: &MemoryApi) {
+    let mut rules = rules_of(&the_object("ClusterRole", "faultline-runner"));
+    rules.extend(rules_of(&the_object("Role", "faultline-runner")));
+    let seen: BTreeSet<Attributes> = api.requests().iter().map(attributes).collect();
+    assert!(
+        seen.iter()
+            .any(|r| r.resource == "faults" && r.verb == "create"),
+        "the runner's requests are logged: {seen:#?}"
+    );
+    let denied: Vec<&Attributes> = seen
+        .iter()
+        .filter(|request| !rules.iter().any(|rule| allows(rule, request)))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "manifests/faultline-runner-rbac.yaml denies requests the runner makes: {denied:#?}"
+    );
 }
