@@ -435,7 +435,8 @@ fn the_schedule_and_metrics_take_effect() {
         Some("30s")
     );
 
-    // Without a file: the shipped schedule, and no ConfigMap.
+    // Without a file: the shipped schedule, and no schedule ConfigMap (the cluster defaults'
+    // is always there).
     let shipped = render(r#"{"schedule": {"enabled": true}}"#, "chaos");
     let pod = at(
         the(&shipped, "Deployment", "faultline-controller"),
@@ -445,7 +446,8 @@ fn the_schedule_and_metrics_take_effect() {
     assert!(args_of(&pod["containers"][0]).contains(&"--shipped-schedule".to_owned()));
     assert!(shipped
         .iter()
-        .all(|d| str_at(d, "kind") != Some("ConfigMap")));
+        .all(|d| str_at(d, "kind") != Some("ConfigMap")
+            || str_at(d, "metadata.name") == Some("faultline-cluster-defaults")));
 }
 
 #[test]
@@ -471,4 +473,51 @@ fn the_chart_with_a_schedule_passes_strict_schema_validation() {
     let path = dir.path().join("rendered.yaml");
     std::fs::write(&path, text).expect("write the render");
     validate_file(&path).unwrap_or_else(|error| panic!("{error}"));
+}
+
+#[test]
+fn the_cluster_defaults_and_their_partition_mode_reach_the_configmap_the_runner_reads() {
+    use faultline_experiments::kubernetes::crd::PartitionMode;
+    use faultline_experiments::kubernetes::defaults::parse_defaults;
+    let text_of = |rendered: &[Value]| {
+        the(rendered, "ConfigMap", "faultline-cluster-defaults")["data"]["kubernetes.yaml"]
+            .as_str()
+            .expect("kubernetes.yaml")
+            .to_owned()
+    };
+    // By default: nodes, and no workloads (a catalog scenario is then refused saying so).
+    let defaults = parse_defaults(&text_of(&render("{}", "faultline-system")), "default")
+        .expect("the default section parses as a spec's kubernetes: section");
+    assert_eq!(defaults.partition_mode, PartitionMode::Nodes);
+    assert!(defaults.workloads.is_empty() && defaults.nats.is_none());
+
+    let values = serde_json::json!({"clusterDefaults": {"kubernetes": {
+        "partition_mode": "pods",
+        "kill_mode": "crash",
+        "workloads": [{"name": "gateway", "namespace": "shop", "selector": {"app": "gateway"}, "port": 8081}],
+        "nats": {"namespace": "nats", "selector": {"app.kubernetes.io/name": "nats"}}
+    }}})
+    .to_string();
+    let rendered = render(&values, "chaos");
+    let configmap = the(&rendered, "ConfigMap", "faultline-cluster-defaults");
+    assert_eq!(str_at(configmap, "metadata.namespace"), Some("chaos"));
+    let defaults = parse_defaults(&text_of(&rendered), "rendered").expect("parses");
+    assert_eq!(defaults.partition_mode, PartitionMode::Pods);
+    assert_eq!(defaults.workloads[0].port, Some(8081));
+    assert_eq!(defaults.nats.expect("nats").monitor_port, 8222);
+    // The runner may read that one ConfigMap, in the release namespace, and no other.
+    let role = the(&rendered, "Role", "faultline-runner");
+    assert_eq!(str_at(role, "metadata.namespace"), Some("chaos"));
+    assert_eq!(verbs_for(role, "configmaps"), ["get"]);
+    assert_eq!(
+        role["rules"][0]["resourceNames"][0].as_str(),
+        Some("faultline-cluster-defaults")
+    );
+
+    let error = render_text(
+        r#"{"clusterDefaults": {"kubernetes": {"partition_mode": "everything"}}}"#,
+        "faultline-system",
+    )
+    .expect_err("a partition mode the agents do not know");
+    assert!(error.contains("partition_mode"), "{error}");
 }

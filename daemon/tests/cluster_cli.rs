@@ -145,3 +145,60 @@ fn an_api_server_that_never_answers_gives_a_clear_error_in_seconds() {
     // A hang would run into the test harness's limit; this bound only says "not a hang".
     assert!(took < Duration::from_secs(30), "took {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_name_on_a_cluster_takes_the_clusters_defaults_or_says_what_to_add() {
+    let api = MemoryApi::new();
+    let (addr, _server) = api
+        .serve("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = kubeconfig(dir.path(), &format!("http://{addr}"));
+    let state = dir.path().join("state");
+    let run = move || {
+        let (config, state) = (config.clone(), state.clone());
+        tokio::task::spawn_blocking(move || {
+            chaosctl(
+                &state,
+                &[
+                    "--kubeconfig",
+                    config.to_str().expect("utf8"),
+                    "run",
+                    "pod-failure",
+                ],
+            )
+        })
+    };
+
+    // No defaults: refused before anything is created, saying what to add where.
+    let refused = run().await.expect("join");
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    let message = text(&refused);
+    for needle in [
+        "`pod-failure` has no kubernetes: section",
+        "faultline-system/faultline-cluster-defaults",
+        "clusterDefaults.kubernetes",
+        "workloads:",
+    ] {
+        assert!(message.contains(needle), "{needle:?} in {message}");
+    }
+
+    // Defaults without the gateway workload that pod-failure kills: validate names the fault
+    // and says the section came from the cluster's defaults.
+    api.put(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "faultline-cluster-defaults", "namespace": "faultline-system"},
+        "data": {"kubernetes.yaml": "workloads:\n  - {name: web, namespace: shop, selector: {app: web}}\n"}}));
+    let incomplete = run().await.expect("join");
+    assert_eq!(incomplete.status.code(), Some(2), "{}", text(&incomplete));
+    let message = text(&incomplete);
+    assert!(
+        message.contains("faults[0].selector.service")
+            && message.contains("came from the cluster's defaults"),
+        "{message}"
+    );
+    assert!(
+        api.list("faultline.dev/v1alpha1", "experiments").is_empty(),
+        "nothing created"
+    );
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use faultline_daemon::controller::reconcile::PassReport;
 use faultline_daemon::controller::{Controller, ControllerConfig};
-use faultline_daemon::run::{run_experiment, UnwiredEngine};
+use faultline_daemon::run::{run_experiment, EngineOnCluster};
 use faultline_experiments::kubernetes::memory_api::MemoryApi;
 use serde_json::{json, Value};
 
@@ -155,7 +155,9 @@ async fn two_controllers_one_leader_runs_the_experiment_and_a_killed_leader_hand
             "--experiment",
             "shop/nightly",
             "--reports-dir",
-            "/var/lib/faultline/reports"
+            "/var/lib/faultline/reports",
+            "--defaults-namespace",
+            "faultline-system"
         ])
     );
     assert_eq!(
@@ -531,10 +533,11 @@ async fn the_runner_fails_an_experiment_it_cannot_run_and_says_why() {
             run_experiment(
                 client,
                 &format!("shop/{name}"),
+                "faultline-system",
                 &dir,
                 Duration::from_secs(5),
                 Arc::new(AtomicUsize::new(0)),
-                Arc::new(UnwiredEngine),
+                Arc::new(EngineOnCluster::default()),
             )
             .await
         }
@@ -571,15 +574,36 @@ async fn the_runner_fails_an_experiment_it_cannot_run_and_says_why() {
     // A spec for the cluster goes through validate(); whatever it says lands in the status.
     experiment(&api, "shop", "cluster");
     let outcome = run("cluster").await.expect("runs");
-    assert_eq!(
-        outcome.exit_code, 2,
-        "no engine in this build, or no valid spec: never a pass"
-    );
+    assert_eq!(outcome.exit_code, 2, "no valid spec: never a pass");
     let status = experiment_status(&api, "shop", "cluster");
     assert_eq!(status["phase"], "Failed");
     assert!(status["finishedAt"].is_string());
+    // A catalog spec (no kubernetes: section) on a cluster without defaults: what to add.
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("has no kubernetes: section and this cluster has no defaults")
+            && message.contains("faultline-system/faultline-cluster-defaults"),
+        "{message}"
+    );
 
-    // A valid cluster spec reaches the engine's call site, whose answer is the status.
+    // With the cluster's defaults, the same spec gets them and reaches the engine.
+    api.put(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "faultline-cluster-defaults", "namespace": "faultline-system"},
+        "data": {"kubernetes.yaml":
+            "workloads:\n  - {name: gateway, namespace: shop, selector: {app: gateway}}\npartition_mode: pods\n"}}));
+    experiment(&api, "shop", "defaulted");
+    run("defaulted").await.expect("runs");
+    let message = experiment_status(&api, "shop", "defaulted")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("no node matches kubernetes.nodes"),
+        "the engine's own refusal, past validation: {message}"
+    );
+
+    // A valid cluster spec reaches the engine, whose refusal (here: the cluster has no node
+    // with a zone label) is the status, before anything is injected.
     let mut valid = spec("kubernetes");
     valid["kubernetes"] = json!({"workloads": [
         {"name": "gateway", "namespace": "shop", "selector": {"app": "gateway"}}]});
@@ -592,7 +616,7 @@ async fn the_runner_fails_an_experiment_it_cannot_run_and_says_why() {
     assert!(
         status["message"]
             .as_str()
-            .is_some_and(|m| m.contains("nothing was injected")),
+            .is_some_and(|m| m.contains("no node matches kubernetes.nodes")),
         "{status}"
     );
     let run_id = status["runId"].as_str().expect("a run id once validated");

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use faultline_daemon::chaosctl::cluster_run::{fetch_report, list_runs, ReportKind};
 use faultline_daemon::controller::lease::{Election, LeaseElector};
 use faultline_daemon::controller::{Controller, ControllerConfig};
-use faultline_daemon::run::{run_experiment, UnwiredEngine};
+use faultline_daemon::run::{run_experiment, EngineOnCluster};
 use faultline_experiments::kubernetes::wire_testing::{mock, next, next_raw};
 use serde_json::{json, Value};
 
@@ -418,10 +418,11 @@ async fn the_runner_reads_the_experiment_and_writes_its_failure_to_the_status_su
         run_experiment(
             client,
             "shop/on-lab",
+            "faultline-system",
             &dir,
             Duration::from_secs(5),
             Arc::new(AtomicUsize::new(0)),
-            Arc::new(UnwiredEngine),
+            Arc::new(EngineOnCluster::default()),
         )
         .await
     });

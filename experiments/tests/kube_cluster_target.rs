@@ -184,11 +184,13 @@ fn kubernetes_section(monitor_port: u16) -> KubernetesSpec {
             name: "gateway".into(),
             namespace: "shop".into(),
             selector: BTreeMap::from([("app".into(), "gateway".into())]),
+            port: None,
         }],
         nats: Some(NatsSelector {
             namespace: "nats".into(),
             selector: BTreeMap::from([("app".into(), "nats".into())]),
             monitor_port,
+            client_port: 4222,
         }),
         ..KubernetesSpec::default()
     }
@@ -233,6 +235,7 @@ impl Harness {
             spec,
             ClusterOptions {
                 experiment: experiment.into(),
+                owner: None,
                 created_by: "test-runner".into(),
                 api_timeout: Duration::from_secs(5),
                 monitor_timeout: Duration::from_secs(2),

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::ValueEnum;
+use faultline_experiments::kubernetes::defaults::{apply_defaults, defaults_source, read_defaults};
+use faultline_experiments::kubernetes::drain::FAULTLINE_NAMESPACE;
 use faultline_experiments::kubernetes::experiment::{
     Experiment, ExperimentBody, ExperimentPhase, ExperimentStatus,
 };
@@ -284,6 +286,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// How long reading the cluster's defaults may take.
+const DEFAULTS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// `chaosctl --context C run NAME|FILE`.
 pub fn run(
     target: &Target,
@@ -298,7 +303,29 @@ pub fn run(
     let written_for_lab = spec.target == SpecTarget::Lab;
     spec.target = SpecTarget::Kubernetes;
     spec.apply_overrides(duration, tenants, rate);
+    let runtime = runtime()?;
+    // A spec without selectors (a catalog scenario) gets the cluster's defaults, and the
+    // Experiment records them, so that it shows what ran.
+    let defaults = defaults_source(FAULTLINE_NAMESPACE);
+    let from_defaults = if spec.kubernetes.is_none() {
+        let read = runtime.block_on(async {
+            let client = target.client().await?;
+            anyhow::Ok(read_defaults(&client, FAULTLINE_NAMESPACE, DEFAULTS_TIMEOUT).await)
+        })?;
+        let read = read.map_err(|e| {
+            anyhow::anyhow!("{e}\n{source} has no kubernetes: section, so it needs the cluster's defaults; give it its own section (start from `chaosctl show {}`)", spec.name)
+        })?;
+        apply_defaults(&mut spec, read.as_ref(), &defaults).map_err(anyhow::Error::msg)?
+    } else {
+        false
+    };
     if let Err(error) = spec.validate(&source) {
+        if from_defaults {
+            bail!(
+                "{error}\nthe kubernetes: section came from the cluster's defaults ({defaults}): complete them (the chart's clusterDefaults.kubernetes values), or give the spec its own section (start from `chaosctl show {}`)",
+                spec.name
+            );
+        }
         if written_for_lab {
             bail!(
                 "{error}\n{source} is written for the lab; for a cluster, start from `chaosctl show {}` and set `target: kubernetes` with what it needs there",
@@ -308,7 +335,7 @@ pub fn run(
         return Err(error.into());
     }
     let interrupts = count_interrupts()?;
-    runtime()?.block_on(async {
+    runtime.block_on(async {
         let client = target.client().await?;
         let namespace = client.default_namespace().to_owned();
         let name = create_experiment(&client, &namespace, spec).await?;

@@ -174,7 +174,10 @@ enum Command {
     /// Run an experiment end to end: bring the lab up if needed, run the tenant load, take a
     /// baseline, inject the faults, heal, watch recovery, read everything back, judge, report.
     /// Exit code: 0 pass, 1 SLO or consistency failure, 2 error, unknown or aborted. Ctrl-C
-    /// heals every fault and still writes a partial report.
+    /// heals every fault and still writes a partial report. With `--context`/`--kubeconfig`,
+    /// creates an Experiment on the cluster and follows it; a spec without a `kubernetes:`
+    /// section (a catalog scenario) gets the cluster's defaults (ConfigMap
+    /// faultline-system/faultline-cluster-defaults).
     Run(run::RunArgs),
     /// Re-render the reports of an earlier run from its recorded history.
     Report(run::ReportArgs),

@@ -224,6 +224,8 @@ pub fn runner_job(
                             experiment.to_owned(),
                             "--reports-dir".into(),
                             reports.clone(),
+                            "--defaults-namespace".into(),
+                            config.namespace.clone(),
                         ]),
                         volume_mounts: Some(vec![VolumeMount {
                             name: "reports".into(),

@@ -101,7 +101,8 @@ impl ExperimentSuiteRunner {
     fn create(&self, request: &RunRequest) -> Result<String, String> {
         let mut spec = request.entry.spec.clone();
         // Suites name catalog scenarios, which are written for the lab; here they run on the
-        // cluster, with the spec's `kubernetes:` section or the runner's defaults.
+        // cluster, with the spec's `kubernetes:` section or the cluster's defaults, which the runner
+        // reads (ConfigMap faultline-cluster-defaults).
         spec.target = SpecTarget::Kubernetes;
         let mut experiment = Experiment::new("", ExperimentBody(spec));
         experiment.metadata.name = None;

@@ -16,11 +16,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use faultline_experiments::checkers::CheckReport;
-use faultline_experiments::engine::run::{write_reports, LiveStatus};
+use faultline_experiments::engine::run::{
+    run_on_cluster, write_reports, ClusterRunOptions, LiveStatus,
+};
+use faultline_experiments::kubernetes::defaults::{apply_defaults, defaults_source, read_defaults};
 use faultline_experiments::kubernetes::experiment::{
     parse_spec, Experiment, ExperimentPhase, ExperimentProgress, ExperimentStatus,
 };
-use faultline_experiments::spec::{ExperimentSpec, Target};
+use faultline_experiments::kubernetes::target::ClusterOptions;
+use faultline_experiments::spec::{ExperimentSpec, KubernetesSpec, Target};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::ResourceExt;
 use serde_json::json;
@@ -34,6 +38,10 @@ pub struct RunArgs {
     /// The Experiment to run, `NAMESPACE/NAME`.
     #[arg(long)]
     pub experiment: String,
+    /// Faultline's namespace, where the cluster's default `kubernetes:` section is (ConfigMap
+    /// `faultline-cluster-defaults`), for specs without one.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "faultline-system")]
+    pub defaults_namespace: String,
     /// The report volume: the run's reports go to `REPORTS_DIR/RUN_ID/`.
     #[arg(long, default_value = "/var/lib/faultline/reports")]
     pub reports_dir: PathBuf,
@@ -43,6 +51,16 @@ pub struct RunArgs {
     /// A kubeconfig to use instead of the in-cluster service account.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Cap on any fault's duration (each Fault's deadline is at most this far away).
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    pub max_fault_duration: Duration,
+    /// A destination no partition cuts (IPv4 address or CIDR), on top of the API server's
+    /// endpoints; repeat for more.
+    #[arg(long = "exempt-cidr")]
+    pub exempt_cidrs: Vec<String>,
+    /// Seed for random selectors and the load schedule (default: the spec's workload.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 /// What the engine gets for one run on the cluster.
@@ -75,20 +93,76 @@ pub trait ClusterEngine: Send + Sync {
     ) -> Result<CheckReport, String>;
 }
 
-/// The engine this build runs: the one call site to wire. The engine's cluster target
-/// (`kubernetes::target::ClusterTarget`: plan, inject and heal a spec's faults as Fault objects,
-/// drains and deletes) is merged; the cluster run around it (the tenant load from inside the
-/// cluster, the read-back, the judge and the reports) is not. Until it is, this refuses to
-/// pretend: the Experiment fails with this message, and nothing is injected.
-pub struct UnwiredEngine;
+/// The engine on a cluster: `engine::run::run_on_cluster`, the same phases, checkers and
+/// reports as on the lab, with the faults as Fault objects (drains and pod deletes through the
+/// API) and the tenant load from this process straight to the pods.
+#[derive(Clone, Debug)]
+pub struct EngineOnCluster {
+    /// The bound on each API request.
+    pub api_timeout: Duration,
+    /// The bound on each NATS monitoring or probe request.
+    pub monitor_timeout: Duration,
+    /// Cap on any fault's duration.
+    pub max_fault_duration: Duration,
+    /// Destinations no partition cuts, on top of the API server's endpoints.
+    pub exempt_cidrs: Vec<String>,
+    /// The seed; `None`: the spec's `workload.seed`.
+    pub seed: Option<u64>,
+}
 
-impl ClusterEngine for UnwiredEngine {
+impl Default for EngineOnCluster {
+    fn default() -> Self {
+        Self {
+            api_timeout: Duration::from_secs(10),
+            monitor_timeout: Duration::from_secs(5),
+            max_fault_duration: Duration::from_secs(2 * 3600),
+            exempt_cidrs: Vec::new(),
+            seed: None,
+        }
+    }
+}
+
+/// The label value of an Experiment's Faults: `NAMESPACE.NAME`, within a label's 63 characters.
+pub fn experiment_label(experiment: &str) -> String {
+    let mut label = experiment.replace('/', ".");
+    label.truncate(63);
+    label.trim_end_matches(['.', '-']).to_owned()
+}
+
+impl ClusterEngine for EngineOnCluster {
     fn run(
         &self,
-        _: EngineRequest<'_>,
-        _: &mut dyn FnMut(&LiveStatus),
+        request: EngineRequest<'_>,
+        on_status: &mut dyn FnMut(&LiveStatus),
     ) -> Result<CheckReport, String> {
-        Err("this build of faultlined cannot run an experiment on a cluster yet: the cluster target (faults) is built, but the cluster run around it (tenant load, read-back, judge) is not; the Experiment was validated and nothing was injected".into())
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            "the cluster engine must run on a thread of the runner's runtime (spawn_blocking)"
+                .to_owned()
+        })?;
+        let options = ClusterRunOptions {
+            spec: request.spec.clone(),
+            source: format!("experiment {}", request.experiment),
+            run_id: request.run_id.to_owned(),
+            dir: request.dir.to_path_buf(),
+            client: request.client,
+            runtime,
+            cluster: ClusterOptions {
+                experiment: experiment_label(request.experiment),
+                owner: Some(request.experiment.to_owned()),
+                created_by: format!("faultline-runner {}", request.experiment),
+                api_timeout: self.api_timeout,
+                monitor_timeout: self.monitor_timeout,
+                exempt_cidrs: self.exempt_cidrs.clone(),
+                ..ClusterOptions::default()
+            },
+            seed: self.seed.unwrap_or(request.spec.workload.seed),
+            max_fault_duration: self.max_fault_duration,
+            interrupts: request.interrupts,
+        };
+        let outcome = run_on_cluster(&options, on_status).map_err(|e| e.to_string())?;
+        outcome
+            .report
+            .ok_or_else(|| "the run ended without a checkers' report".to_owned())
     }
 }
 
@@ -148,18 +222,62 @@ fn failed(mut status: ExperimentStatus, message: String) -> ExperimentStatus {
     status
 }
 
-/// The spec of the Experiment, parsed and validated as `chaosctl validate` does, and meant for
-/// a cluster; else why not.
-fn checked_spec(value: &serde_json::Value, qualified: &str) -> Result<ExperimentSpec, String> {
-    let spec = parse_spec(value, qualified).map_err(|e| e.to_string())?;
+/// The spec of the Experiment, parsed, given the cluster's default `kubernetes:` section when
+/// it has none (`defaults`, read from `defaults_source`), validated as `chaosctl validate`
+/// does, and meant for a cluster; else why not.
+fn checked_spec(
+    value: &serde_json::Value,
+    qualified: &str,
+    defaults: Result<Option<KubernetesSpec>, String>,
+    defaults_source: &str,
+) -> Result<ExperimentSpec, String> {
+    let mut spec = parse_spec(value, qualified).map_err(|e| e.to_string())?;
+    let from_defaults = if spec.target == Target::Kubernetes && spec.kubernetes.is_none() {
+        let defaults = defaults?;
+        apply_defaults(&mut spec, defaults.as_ref(), defaults_source)
+            .map_err(|e| format!("experiment {qualified}: {e}"))?
+    } else {
+        false
+    };
     spec.validate(&format!("experiment {qualified}"))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            if from_defaults {
+                format!("{e} (the kubernetes: section is the cluster's defaults, {defaults_source}: complete them with the chart's clusterDefaults.kubernetes values, or give the spec its own section)")
+            } else {
+                e.to_string()
+            }
+        })?;
     if spec.target != Target::Kubernetes {
         return Err(format!(
             "experiment {qualified}: target: the spec says `target: lab`; on a cluster write `target: kubernetes` (with its kubernetes: selectors)"
         ));
     }
     Ok(spec)
+}
+
+/// [`checked_spec`], with the cluster's defaults read only when the spec needs them.
+async fn spec_for_cluster(
+    client: &kube::Client,
+    value: &serde_json::Value,
+    qualified: &str,
+    defaults_namespace: &str,
+    api_timeout: Duration,
+) -> Result<ExperimentSpec, String> {
+    let needs_defaults = value["target"] == "kubernetes"
+        && value
+            .get("kubernetes")
+            .is_none_or(serde_json::Value::is_null);
+    let defaults = if needs_defaults {
+        read_defaults(client, defaults_namespace, api_timeout).await
+    } else {
+        Ok(None)
+    };
+    checked_spec(
+        value,
+        qualified,
+        defaults,
+        &defaults_source(defaults_namespace),
+    )
 }
 
 /// The outcome of a runner: the exit code it ends with and the status it left.
@@ -172,13 +290,15 @@ pub struct RunnerOutcome {
 }
 
 /// Runs one Experiment with `engine`. Errors before the run (no such Experiment, no API) are
-/// errors; a spec that does not validate, or a run that fails, ends as a Failed status.
+/// errors; a spec that does not validate, or a run that fails, ends as a Failed status. A spec
+/// without a `kubernetes:` section gets the cluster's defaults from `defaults_namespace`.
 ///
 /// # Errors
 /// The Experiment cannot be read, or its status cannot be written.
 pub async fn run_experiment(
     client: kube::Client,
     qualified: &str,
+    defaults_namespace: &str,
     reports_dir: &Path,
     api_timeout: Duration,
     interrupts: Arc<AtomicUsize>,
@@ -202,7 +322,15 @@ pub async fn run_experiment(
     };
     let mut status: ExperimentStatus =
         serde_json::from_value(object.data["status"].clone()).unwrap_or_default();
-    let spec = match checked_spec(&object.data["spec"], qualified) {
+    let spec = match spec_for_cluster(
+        &client,
+        &object.data["spec"],
+        qualified,
+        defaults_namespace,
+        api_timeout,
+    )
+    .await
+    {
         Ok(spec) => spec,
         Err(message) => {
             let status = failed(status, message);
@@ -255,27 +383,7 @@ pub async fn run_experiment(
         &mut status,
     )
     .await;
-    status.progress = None;
-    status.finished_at = Some(chrono::Utc::now().to_rfc3339());
-    let status = match result {
-        Ok(Ok(report)) => {
-            if let Err(error) = write_reports(&report, &dir) {
-                failed(
-                    status,
-                    format!("the run finished but its reports could not be written: {error}"),
-                )
-            } else {
-                status.record_report(&report);
-                if interrupts.load(Ordering::SeqCst) > 0 {
-                    status.phase = Some(ExperimentPhase::Aborted);
-                    status.exit_code = Some(2);
-                }
-                status
-            }
-        }
-        Ok(Err(message)) => failed(status, message),
-        Err(panic) => failed(status, format!("the engine failed unexpectedly: {panic}")),
-    };
+    let status = final_status(status, result, &dir, interrupts.load(Ordering::SeqCst) > 0);
     writer.write(&status).await?;
     Ok(RunnerOutcome {
         exit_code: status
@@ -284,6 +392,37 @@ pub async fn run_experiment(
             .unwrap_or(2),
         status,
     })
+}
+
+/// The status once the engine is done: its report's verdicts (Aborted when interrupted), or
+/// Failed with why. The reports are (re)written into `dir` with the report.
+fn final_status(
+    mut status: ExperimentStatus,
+    result: Result<Result<CheckReport, String>, tokio::task::JoinError>,
+    dir: &Path,
+    interrupted: bool,
+) -> ExperimentStatus {
+    status.progress = None;
+    status.finished_at = Some(chrono::Utc::now().to_rfc3339());
+    match result {
+        Ok(Ok(report)) => {
+            if let Err(error) = write_reports(&report, dir) {
+                failed(
+                    status,
+                    format!("the run finished but its reports could not be written: {error}"),
+                )
+            } else {
+                status.record_report(&report);
+                if interrupted {
+                    status.phase = Some(ExperimentPhase::Aborted);
+                    status.exit_code = Some(2);
+                }
+                status
+            }
+        }
+        Ok(Err(message)) => failed(status, message),
+        Err(panic) => failed(status, format!("the engine failed unexpectedly: {panic}")),
+    }
 }
 
 /// What the engine's thread owns for one run.
@@ -375,10 +514,17 @@ pub fn main(args: &RunArgs) -> anyhow::Result<std::process::ExitCode> {
         let outcome = run_experiment(
             client,
             &args.experiment,
+            &args.defaults_namespace,
             &args.reports_dir,
             args.api_timeout,
             interrupts,
-            Arc::new(UnwiredEngine),
+            Arc::new(EngineOnCluster {
+                api_timeout: args.api_timeout,
+                max_fault_duration: args.max_fault_duration,
+                exempt_cidrs: args.exempt_cidrs.clone(),
+                seed: args.seed,
+                ..EngineOnCluster::default()
+            }),
         )
         .await?;
         eprintln!(

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::missing_panics_doc)]
 
+pub mod rbac;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

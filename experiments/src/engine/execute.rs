@@ -39,6 +39,11 @@ pub struct InjectedFault {
     pub survivable: bool,
     /// What it did, for people.
     pub description: String,
+    /// For pods deleted through the API: from the first deletion until every replacement was
+    /// Ready, in ms, as the site measured it after the recovery watch (absent when the
+    /// replacements were not all Ready by then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_ready_ms: Option<u64>,
 }
 
 /// Every fault injected so far in a run.
@@ -110,6 +115,7 @@ impl<'a> Injected<'a> {
                 .unwrap_or_else(|| planned.affected_nodes.clone()),
             survivable: planned.survivable,
             description,
+            time_to_ready_ms: None,
         });
         match result {
             Ok(()) => Ok(self.faults.last().expect("just pushed")),

@@ -4,6 +4,7 @@
 pub mod execute;
 pub mod plan;
 pub mod run;
+pub mod site;
 pub mod target;
 
 use std::path::PathBuf;

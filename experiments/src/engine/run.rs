@@ -1,4 +1,6 @@
-//! The phase runner behind `chaosctl run`.
+//! The phase runner behind `chaosctl run` on the lab and the runner Job on a cluster: one phase
+//! loop ([`run_on_site`]) for both, which sees the lab or the cluster only through
+//! [`RunSite`]. [`run_experiment`] opens the lab; [`run_on_cluster`] builds the cluster's site.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,14 +12,18 @@ use serde::Serialize;
 
 use crate::checkers::{self, CheckConfig, CheckReport, ExperimentInfo, FaultWindow};
 use crate::history::Observation;
+use crate::kubernetes::run_site::ClusterSite;
+use crate::kubernetes::target::{ClusterOptions, ClusterTarget};
 use crate::lab::control::{self, HostPaths, LabContext};
+use crate::lab::target::LabSite;
 use crate::lab::topology::Topology;
 use crate::report::{self, ReportFormat};
-use crate::spec::{ExperimentSpec, Probe};
+use crate::spec::ExperimentSpec;
 use crate::workload::{self, AdapterKind, BackgroundWorkload, Progress, WorkloadConfig};
 
 use super::execute::{Injected, InjectedFault};
 use super::plan::{plan, PlannedFault};
+use super::site::RunSite;
 use super::EngineError;
 
 const TICK: Duration = Duration::from_millis(100);
@@ -88,7 +94,7 @@ pub struct RunRecord {
     pub scenario: String,
     /// Where the spec came from.
     pub source: String,
-    /// Lab name.
+    /// Lab name, or `cluster`.
     pub lab: String,
     /// Whether the engine brought the lab up.
     pub started_lab: bool,
@@ -178,9 +184,115 @@ fn check_config(spec: &ExperimentSpec) -> CheckConfig {
     config
 }
 
-/// Runs one experiment end to end. `on_status` is called about ten times a second.
+/// Runs one experiment end to end on the lab. `on_status` is called about ten times a second.
 pub fn run_experiment(
     options: &RunOptions,
+    on_status: &mut dyn FnMut(&LiveStatus),
+) -> Result<RunOutcome, EngineError> {
+    options.spec.validate(&options.source)?;
+    let (ctx, started_lab) = ensure_lab(options)?;
+    ctx.reconcile()?;
+    let site = LabSite::new(ctx);
+    let run_id = make_run_id(&options.spec);
+    let settings = RunSettings {
+        spec: &options.spec,
+        source: &options.source,
+        seed: options.seed,
+        max_fault_duration: options.max_fault_duration,
+        interrupts: &options.interrupts,
+        dir: options.results_root.join(&run_id),
+        run_id,
+        started_lab,
+    };
+    run_on_site(&site, &settings, on_status)
+}
+
+/// What a run on a cluster needs (the runner Job's side of it).
+pub struct ClusterRunOptions {
+    /// The experiment; a cluster spec (`target: kubernetes` with its `kubernetes:` section).
+    pub spec: ExperimentSpec,
+    /// Where the spec came from, for messages (e.g. `experiment NS/NAME`).
+    pub source: String,
+    /// The run id.
+    pub run_id: String,
+    /// The run's directory (on the report volume).
+    pub dir: PathBuf,
+    /// The API client.
+    pub client: kube::Client,
+    /// The runtime the client's requests run on; the engine blocks on it from its own thread.
+    pub runtime: tokio::runtime::Handle,
+    /// Faults' label and name prefix, creator, timeouts, exempt CIDRs.
+    pub cluster: ClusterOptions,
+    /// Seed for random selectors and the load schedule.
+    pub seed: u64,
+    /// Cap on any fault's duration.
+    pub max_fault_duration: Duration,
+    /// Interrupt count (SIGTERM): heal and end early.
+    pub interrupts: Arc<AtomicUsize>,
+}
+
+/// Runs one experiment end to end on a cluster: the faults as Fault objects, drains and pod
+/// deletes through the API; the tenant load from this process to the NATS pods (or the
+/// `gateway` workload's pods); the same phases, checkers and reports as on the lab. Call it
+/// from a plain thread (it blocks on `options.runtime`).
+///
+/// # Errors
+/// The spec is not a valid cluster spec, the plan is refused, the load cannot start, or the
+/// results cannot be written; every fault injected is healed first.
+pub fn run_on_cluster(
+    options: &ClusterRunOptions,
+    on_status: &mut dyn FnMut(&LiveStatus),
+) -> Result<RunOutcome, EngineError> {
+    options.spec.validate(&options.source)?;
+    let target = ClusterTarget::new(
+        options.client.clone(),
+        options.runtime.clone(),
+        &options.spec,
+        options.cluster.clone(),
+    )?;
+    let site = ClusterSite::new(target, &options.spec, options.runtime.clone())?;
+    let settings = RunSettings {
+        spec: &options.spec,
+        source: &options.source,
+        seed: options.seed,
+        max_fault_duration: options.max_fault_duration,
+        interrupts: &options.interrupts,
+        run_id: options.run_id.clone(),
+        dir: options.dir.clone(),
+        started_lab: false,
+    };
+    run_on_site(&site, &settings, on_status)
+}
+
+/// What one run is, wherever it runs.
+pub struct RunSettings<'a> {
+    /// The validated experiment.
+    pub spec: &'a ExperimentSpec,
+    /// Where the spec came from.
+    pub source: &'a str,
+    /// Seed for random selectors and the load schedule.
+    pub seed: u64,
+    /// Cap on any fault's duration.
+    pub max_fault_duration: Duration,
+    /// SIGINT/SIGTERM count.
+    pub interrupts: &'a Arc<AtomicUsize>,
+    /// The run id.
+    pub run_id: String,
+    /// The run directory (created if missing).
+    pub dir: PathBuf,
+    /// Whether the engine brought the lab up (for the record).
+    pub started_lab: bool,
+}
+
+/// The phases of one run on `site`: plan (refusals happen here, before anything is touched),
+/// load, baseline and steady state, inject, recovery watch, the final heal (always), read-back,
+/// check, reports and `run.json`. `on_status` is called about ten times a second.
+///
+/// # Errors
+/// The plan is refused, the load cannot start or fails, or the results cannot be written.
+pub fn run_on_site(
+    site: &dyn RunSite,
+    settings: &RunSettings<'_>,
     on_status: &mut dyn FnMut(&LiveStatus),
 ) -> Result<RunOutcome, EngineError> {
     let log = std::cell::RefCell::new(RunLog::default());
@@ -189,13 +301,10 @@ pub fn run_experiment(
         on_status(status);
     };
     let on_status: &mut dyn FnMut(&LiveStatus) = &mut on_status;
-    let spec = &options.spec;
-    spec.validate(&options.source)?;
-    let (ctx, started_lab) = ensure_lab(options)?;
-    ctx.reconcile()?;
-    let planned = plan(&ctx, spec, options.seed)?;
-    let run_id = make_run_id(spec);
-    let dir = options.results_root.join(&run_id);
+    let spec = settings.spec;
+    let planned = plan(site.target(), spec, settings.seed)?;
+    let run_id = settings.run_id.clone();
+    let dir = settings.dir.clone();
     fs::create_dir_all(&dir).map_err(|source| EngineError::Results {
         path: dir.clone(),
         source,
@@ -206,14 +315,14 @@ pub fn run_experiment(
         serde_yaml::to_string(spec).unwrap_or_default().as_bytes(),
     )?;
 
-    let config = workload_config(spec, &run_id, &dir, options.seed);
+    let config = workload_config(spec, &run_id, &dir, settings.seed);
     let mut record = RunRecord {
         run_id: run_id.clone(),
         scenario: spec.name.clone(),
-        source: options.source.clone(),
-        lab: options.lab.clone(),
-        started_lab,
-        seed: options.seed,
+        source: settings.source.to_owned(),
+        lab: site.name(),
+        started_lab: settings.started_lab,
+        seed: settings.seed,
         plan: planned.clone(),
         injected: vec![],
         aborted: None,
@@ -221,14 +330,13 @@ pub fn run_experiment(
         heal_failures: vec![],
         exit_code: 2,
     };
-    let mut load = workload::spawn_in_lab(&ctx, config)?;
+    let mut load = site.spawn_load(config)?;
     let clock = load.clock();
     let now_ns = || clock.now_ns();
-    let mut injected = Injected::new(&ctx, options.max_fault_duration, &now_ns);
+    let mut injected = Injected::new(site.target(), settings.max_fault_duration, &now_ns);
     let watch = Watch::run(
-        options,
-        spec,
-        &ctx,
+        settings,
+        site,
         &planned,
         &mut load,
         &mut injected,
@@ -240,11 +348,18 @@ pub fn run_experiment(
     // The final heal runs whatever happened above.
     final_heal(injected, &mut record, &load.observations());
     load.stop();
-    let second_interrupt = options.interrupts.load(Ordering::SeqCst) >= 2;
+    let second_interrupt = settings.interrupts.load(Ordering::SeqCst) >= 2;
     let read_back = watch.is_ok() && record.steady_state.is_none() && !second_interrupt;
     on_status(&status(Phase::ReadBack, &clock, spec, &load, vec![]));
     let finished = load.finish_with(read_back, Some(settle_until_ns(&record, &clock, spec)));
-    let interrupts = options.interrupts.load(Ordering::SeqCst);
+    // After the read-back, so that replacements had the recovery watch and the read-back's
+    // settle to become Ready.
+    for fault in &mut record.injected {
+        fault.time_to_ready_ms = site
+            .time_to_ready(fault)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    }
+    let interrupts = settings.interrupts.load(Ordering::SeqCst);
     if interrupts > 0 {
         record.aborted = Some(format!(
             "interrupted (signal received {interrupts}x); every fault was healed{}",
@@ -264,10 +379,10 @@ pub fn run_experiment(
         Some(&dir.join("observations.jsonl")),
         &check_config(spec),
     )?;
-    report.experiment = Some(experiment_info(options, &record));
+    report.experiment = Some(experiment_info(spec, &record));
     on_status(&status_without_load(Phase::Report, &clock, spec));
     write_reports(&report, &dir)?;
-    copy_lab_logs(&ctx, &dir.join("logs"));
+    site.collect_logs(&dir.join("logs"));
     record.exit_code = if record.aborted.is_some() || record.steady_state.is_some() {
         2
     } else {
@@ -355,25 +470,30 @@ fn record_fault_windows(faults: &[InjectedFault], sink: &workload::ObservationSi
 }
 
 /// The experiment section of the report.
-fn experiment_info(options: &RunOptions, record: &RunRecord) -> ExperimentInfo {
+fn experiment_info(spec: &ExperimentSpec, record: &RunRecord) -> ExperimentInfo {
     ExperimentInfo {
-        scenario: options.spec.name.clone(),
-        plan_id: options.spec.plan_id.clone(),
-        lab: options.lab.clone(),
-        seed: options.seed,
+        scenario: spec.name.clone(),
+        plan_id: spec.plan_id.clone(),
+        lab: record.lab.clone(),
+        seed: record.seed,
         aborted: record.aborted.clone(),
-        faults: record
-            .injected
-            .iter()
-            .map(|f| {
-                if f.affected.is_empty() {
-                    f.description.clone()
-                } else {
-                    format!("{}: {}", f.description, f.affected.join(", "))
-                }
-            })
-            .collect(),
+        faults: record.injected.iter().map(describe_injected).collect(),
     }
+}
+
+/// One fault for the report: what it did, to what, and how long deleted pods took to come back.
+fn describe_injected(fault: &InjectedFault) -> String {
+    let mut text = fault.description.clone();
+    if !fault.affected.is_empty() {
+        text = format!("{text}: {}", fault.affected.join(", "));
+    }
+    if let Some(ms) = fault.time_to_ready_ms {
+        text = format!(
+            "{text}; replacements Ready after {}",
+            humantime::format_duration(Duration::from_millis(ms))
+        );
+    }
+    text
 }
 
 fn workload_config(spec: &ExperimentSpec, run_id: &str, dir: &Path, seed: u64) -> WorkloadConfig {
@@ -457,7 +577,7 @@ impl RunLog {
 }
 
 /// Copies the lab agent's log and every service's log into the run directory; best effort.
-fn copy_lab_logs(ctx: &LabContext, to: &Path) {
+pub(crate) fn copy_lab_logs(ctx: &LabContext, to: &Path) {
     if fs::create_dir_all(to).is_err() {
         return;
     }
@@ -514,9 +634,8 @@ struct Watch;
 impl Watch {
     #[allow(clippy::too_many_arguments)]
     fn run(
-        options: &RunOptions,
-        spec: &ExperimentSpec,
-        ctx: &LabContext,
+        settings: &RunSettings<'_>,
+        site: &dyn RunSite,
         planned: &[PlannedFault],
         load: &mut BackgroundWorkload,
         injected: &mut Injected<'_>,
@@ -525,6 +644,7 @@ impl Watch {
         recovered: &dyn Fn(&[InjectedFault]) -> bool,
         record: &mut RunRecord,
     ) -> Result<(), EngineError> {
+        let spec = settings.spec;
         let start = Instant::now();
         let baseline_end = spec.baseline;
         let mut next = 0;
@@ -536,7 +656,7 @@ impl Watch {
             std::thread::sleep(TICK);
             let elapsed = start.elapsed();
             let now_ns = clock.now_ns();
-            let interrupts = options.interrupts.load(Ordering::SeqCst);
+            let interrupts = settings.interrupts.load(Ordering::SeqCst);
             if interrupts > 0 {
                 record.aborted = Some(format!(
                     "interrupted (signal received {interrupts}x); every fault was healed"
@@ -554,7 +674,7 @@ impl Watch {
 
             if !baseline_checked && elapsed >= baseline_end {
                 baseline_checked = true;
-                if let Err(reason) = steady_state_holds(spec, ctx, &progress) {
+                if let Err(reason) = steady_state_holds(spec, site, &progress) {
                     record.steady_state = Some(reason.clone());
                     record.aborted = Some(format!("steady state did not hold during the baseline: {reason}; nothing was injected"));
                     return Ok(());
@@ -621,10 +741,11 @@ impl Watch {
     }
 }
 
-/// The steady-state hypothesis, judged at the end of the baseline.
+/// The steady-state hypothesis, judged at the end of the baseline: the load's own success rate
+/// and p99, then the spec's probes through the site.
 fn steady_state_holds(
     spec: &ExperimentSpec,
-    ctx: &LabContext,
+    site: &dyn RunSite,
     progress: &Progress,
 ) -> Result<(), String> {
     let steady = &spec.steady_state;
@@ -647,40 +768,7 @@ fn steady_state_holds(
         ));
     }
     for probe in &steady.probes {
-        match probe {
-            Probe::Http {
-                service,
-                port,
-                path,
-            } => {
-                let services = ctx.services().map_err(|e| e.to_string())?;
-                for replica in services.replicas.iter().filter(|r| &r.service == service) {
-                    let address = ctx
-                        .topology
-                        .node(&replica.node)
-                        .map(|n| n.address)
-                        .ok_or("unknown node")?;
-                    let answer = crate::lab::probe::http_get(
-                        &ctx.netns_dir,
-                        &ctx.paths.netns("client"),
-                        address,
-                        *port,
-                        path,
-                    );
-                    if !answer.is_some_and(|(status, _)| (200..300).contains(&status)) {
-                        return Err(format!("probe GET {path} on {} failed", replica.key()));
-                    }
-                }
-            }
-            Probe::NatsStreamHealth => {
-                let placements = ctx
-                    .jetstream_placements(crate::lab::jetstream::ALL_STREAMS)
-                    .map_err(|e| e.to_string())?;
-                if let Some(leaderless) = placements.iter().find(|p| p.leader.is_none()) {
-                    return Err(format!("stream {} has no leader", leaderless.stream));
-                }
-            }
-        }
+        site.probe(probe)?;
     }
     Ok(())
 }

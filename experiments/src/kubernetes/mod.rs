@@ -6,10 +6,12 @@
 
 pub mod cordon;
 pub mod crd;
+pub mod defaults;
 pub mod drain;
 pub mod experiment;
 pub mod memory_api;
 pub mod node_plan;
 pub mod pod_delete;
+pub mod run_site;
 pub mod target;
 pub mod wire_testing;

@@ -77,6 +77,9 @@ pub struct ClusterOptions {
     /// The value of [`EXPERIMENT_LABEL`] on every Fault (`NAMESPACE.NAME` of the Experiment, or
     /// a run id); also the prefix of Fault names, so keep it a DNS label.
     pub experiment: String,
+    /// The Experiment the Faults belong to, `NAMESPACE/NAME`, as their `spec.experiment`: the
+    /// controller audits them on it and deletes them once it is gone. `None`: [`Self::experiment`].
+    pub owner: Option<String>,
     /// Who creates the Faults (`spec.createdBy`).
     pub created_by: String,
     /// The bound on each request to the API server.
@@ -93,6 +96,7 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
             experiment: "faultline".into(),
+            owner: None,
             created_by: "faultline-runner".into(),
             api_timeout: Duration::from_secs(10),
             monitor_timeout: Duration::from_secs(5),
@@ -180,6 +184,16 @@ impl ClusterTarget {
             options,
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// The API client it uses.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// How it behaves.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -436,7 +450,12 @@ impl ClusterTarget {
                 pod,
                 deadline,
                 priority_slot: 0,
-                experiment: Some(self.options.experiment.clone()),
+                experiment: Some(
+                    self.options
+                        .owner
+                        .clone()
+                        .unwrap_or_else(|| self.options.experiment.clone()),
+                ),
                 created_by: self.options.created_by.clone(),
                 overrides: super::crd::Overrides {
                     allow_system_pods: self.kube.overrides.allow_protected_namespaces,
@@ -1100,12 +1119,27 @@ fn describe_scope(kube: &KubernetesSpec) -> String {
 
 /// `GET http://ip:port/path`, parsed as JSON; `None` on any failure (a NATS pod that does not
 /// answer is left out, as on the lab).
-async fn monitor_json(
+pub(crate) async fn monitor_json(
     ip: &str,
     port: u16,
     path: &str,
     timeout: Duration,
 ) -> Option<serde_json::Value> {
+    let (status, body) = http_get(ip, port, path, timeout).await?;
+    if status != 200 {
+        return None;
+    }
+    serde_json::from_str(&body).ok()
+}
+
+/// `GET http://ip:port/path` over HTTP/1.0: the status code and the body; `None` when there is
+/// no answer within `timeout`.
+pub(crate) async fn http_get(
+    ip: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Option<(u16, String)> {
     let request = async {
         let mut stream = tokio::net::TcpStream::connect((ip, port)).await.ok()?;
         let head =
@@ -1115,14 +1149,12 @@ async fn monitor_json(
         stream.read_to_end(&mut response).await.ok()?;
         let text = String::from_utf8_lossy(&response);
         let (head, body) = text.split_once("\r\n\r\n")?;
-        let status_ok = head
+        let status = head
             .lines()
             .next()
-            .is_some_and(|line| line.split_whitespace().nth(1) == Some("200"));
-        if !status_ok {
-            return None;
-        }
-        serde_json::from_str(body).ok()
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|code| code.parse().ok())?;
+        Some((status, body.to_owned()))
     };
     tokio::time::timeout(timeout, request).await.ok().flatten()
 }

@@ -1,6 +1,8 @@
 //! The lab as the engine's [`Target`]: facts from the topology and the agent's `services.json`,
-//! injections through the ledger (`faults.rs`), reverts by ledger id.
+//! injections through the ledger (`faults.rs`), reverts by ledger id. And the lab as a run's
+//! [`RunSite`]: the load and the probes from the client namespace, the lab's logs.
 
+use std::path::Path;
 use std::time::Duration;
 
 use faultline_injectors::fault::FaultAction;
@@ -8,11 +10,84 @@ use faultline_injectors::lifecycle::revert_fault;
 use faultline_injectors::net_partition::Grudge;
 
 use crate::engine::plan::Action;
+use crate::engine::site::RunSite;
 use crate::engine::target::{Facts, Injection, ReplicaFacts, ServiceFacts, Target, ZoneFacts};
 use crate::engine::EngineError;
+use crate::spec::Probe;
+use crate::workload::{BackgroundWorkload, WorkloadConfig};
 
 use super::control::LabContext;
 use super::faults::PartitionTarget;
+
+/// An open lab as the site of a run.
+pub struct LabSite {
+    ctx: LabContext,
+}
+
+impl LabSite {
+    /// The site of an open (and reconciled) lab.
+    pub fn new(ctx: LabContext) -> Self {
+        Self { ctx }
+    }
+}
+
+impl RunSite for LabSite {
+    fn name(&self) -> String {
+        self.ctx.paths.name.clone()
+    }
+
+    fn target(&self) -> &dyn Target {
+        &self.ctx
+    }
+
+    fn spawn_load(&self, config: WorkloadConfig) -> Result<BackgroundWorkload, EngineError> {
+        Ok(crate::workload::spawn_in_lab(&self.ctx, config)?)
+    }
+
+    fn probe(&self, probe: &Probe) -> Result<(), String> {
+        let ctx = &self.ctx;
+        match probe {
+            Probe::Http {
+                service,
+                port,
+                path,
+            } => {
+                let services = ctx.services().map_err(|e| e.to_string())?;
+                for replica in services.replicas.iter().filter(|r| &r.service == service) {
+                    let address = ctx
+                        .topology
+                        .node(&replica.node)
+                        .map(|n| n.address)
+                        .ok_or("unknown node")?;
+                    let answer = super::probe::http_get(
+                        &ctx.netns_dir,
+                        &ctx.paths.netns("client"),
+                        address,
+                        *port,
+                        path,
+                    );
+                    if !answer.is_some_and(|(status, _)| (200..300).contains(&status)) {
+                        return Err(format!("probe GET {path} on {} failed", replica.key()));
+                    }
+                }
+                Ok(())
+            }
+            Probe::NatsStreamHealth => {
+                let placements = ctx
+                    .jetstream_placements(super::jetstream::ALL_STREAMS)
+                    .map_err(|e| e.to_string())?;
+                if let Some(leaderless) = placements.iter().find(|p| p.leader.is_none()) {
+                    return Err(format!("stream {} has no leader", leaderless.stream));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn collect_logs(&self, to: &Path) {
+        crate::engine::run::copy_lab_logs(&self.ctx, to);
+    }
+}
 
 impl Target for LabContext {
     fn facts(&self) -> Result<Facts, EngineError> {

@@ -142,6 +142,10 @@ pub struct WorkloadSelector {
     pub namespace: String,
     /// Labels every selected pod carries (all must match), e.g. `{app: gateway}`.
     pub selector: std::collections::BTreeMap<String, String>,
+    /// The port its pods serve HTTP on, for the tenant load's `http` adapter when this is the
+    /// `gateway` workload; absent: 8080.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 impl WorkloadSelector {
@@ -183,11 +187,21 @@ pub struct NatsSelector {
     /// The monitoring port (`/varz`, `/jsz`) on each pod's IP.
     #[serde(default = "default_monitor_port")]
     pub monitor_port: u16,
+    /// The client port on each pod's IP, where the tenant load connects.
+    #[serde(default = "default_client_port")]
+    pub client_port: u16,
 }
 
 fn default_monitor_port() -> u16 {
     8222
 }
+
+fn default_client_port() -> u16 {
+    4222
+}
+
+/// The port a workload serves HTTP on when its entry gives none: the tenant gateway's.
+pub const DEFAULT_WORKLOAD_HTTP_PORT: u16 = 8080;
 
 /// How a cluster `kill` takes pods down.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -694,11 +708,20 @@ impl ExperimentSpec {
             }
         }
         for (i, probe) in self.steady_state.probes.iter().enumerate() {
-            if let Probe::Http { .. } = probe {
-                return Err((
-                    format!("steady_state.probes[{i}]"),
-                    "http probes address lab services; on a cluster use nats_stream_health or the load's own success rate".into(),
-                ));
+            if let Probe::Http { service, .. } = probe {
+                if !kube.workloads.iter().any(|w| &w.name == service) {
+                    return Err((
+                        format!("steady_state.probes[{i}].service"),
+                        format!(
+                            "`{service}` is not a workload in kubernetes.workloads; an http probe on a cluster asks each pod of a workload (known: {})",
+                            if kube.workloads.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                kube.workloads.iter().map(|w| w.name.as_str()).collect::<Vec<_>>().join(", ")
+                            }
+                        ),
+                    ));
+                }
             }
         }
         self.validate_cluster_faults(kube)
@@ -1003,7 +1026,7 @@ slo: {max_ttr: 10s}
             ("nodes: {zones: [a, b, c]}", "nodes: {zones: [a]}\n  max_drain_zone_fraction: 1.5", "kubernetes.max_drain_zone_fraction: 1.5"),
             ("kind: kill\n    selector: {service: gateway, replica: random}", "kind: partition\n    selector: {zone: d}\n    duration: 5s", "faults[0].selector.zone: `d` is outside kubernetes.nodes.zones (a, b, c)"),
             ("  nats: {namespace: nats, selector: {app: nats}}\n", "", "`web`"),
-            ("baseline: 10s", "baseline: 10s\nsteady_state: {probes: [!http {service: gateway, port: 80, path: /}]}", "steady_state.probes[0]: http probes address lab services"),
+            ("baseline: 10s", "baseline: 10s\nsteady_state: {probes: [!http {service: web, port: 80, path: /}]}", "steady_state.probes[0].service: `web` is not a workload in kubernetes.workloads"),
         ];
         for (from, to, expected) in cases {
             let mut yaml = CLUSTER.replacen(from, to, 1);

@@ -1,5 +1,6 @@
-//! A workload on its own thread and runtime inside the lab's client namespace, for callers
-//! that stay in the host namespace (an engine that injects faults while the load runs).
+//! A workload on its own thread and runtime, for callers that inject faults while the load runs
+//! (the engine). On the lab the thread enters the lab's client namespace; on a cluster it stays
+//! where the runner is (its pod reaches the NATS pods directly).
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -35,10 +36,15 @@ pub fn spawn_in_lab(
     ctx: &LabContext,
     config: WorkloadConfig,
 ) -> Result<BackgroundWorkload, WorkloadError> {
-    let target = Target::from_lab(ctx)?;
-    let (netns_dir, netns) = target
-        .client_netns()
-        .ok_or_else(|| WorkloadError::Config("the target is not a lab".to_owned()))?;
+    spawn(Target::from_lab(ctx)?, config)
+}
+
+/// Starts `config` against `target` on a dedicated thread with its own runtime (two workers).
+/// A lab target's thread first enters the lab's client namespace; any other target is reached
+/// from the caller's network namespace. Returns once the workload has started (tenants
+/// provisioned, clock running) or failed to.
+pub fn spawn(target: Target, config: WorkloadConfig) -> Result<BackgroundWorkload, WorkloadError> {
+    let netns = target.client_netns();
     let (started_tx, started_rx) =
         mpsc::channel::<Result<(RunClock, ObservationSink), WorkloadError>>();
     let (loaded_tx, loaded_rx) = mpsc::channel::<Result<Summary, String>>();
@@ -58,7 +64,9 @@ pub fn spawn_in_lab(
                 let _ = started.send(Err(e));
                 WorkloadError::Config(text)
             };
-            enter_netns(&netns_dir, &netns).map_err(fail_start)?;
+            if let Some((netns_dir, netns)) = &netns {
+                enter_netns(netns_dir, netns).map_err(fail_start)?;
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

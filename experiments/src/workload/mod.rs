@@ -36,7 +36,7 @@ pub mod target;
 
 use std::path::PathBuf;
 
-pub use background::{spawn_in_lab, BackgroundWorkload};
+pub use background::{spawn, spawn_in_lab, BackgroundWorkload};
 pub use clock::RunClock;
 pub use config::{AdapterKind, Tier, WorkloadConfig};
 pub use recorder::ObservationSink;

@@ -327,7 +327,13 @@ impl NatsConn {
                 // Reconnected during the lookup: the INFO may belong to either connection.
                 continue;
             }
-            let node = if let Some(node) = self.node_of_host.get(&info.host) {
+            // By address, else by server name (a pod's NATS listens on 0.0.0.0 and is named
+            // after its pod).
+            let known = self
+                .node_of_host
+                .get(&info.host)
+                .or_else(|| self.node_of_host.get(&info.server_name));
+            let node = if let Some(node) = known {
                 node.clone()
             } else if info.server_name.is_empty() {
                 info.host

@@ -1,6 +1,6 @@
 //! The system under test: where the NATS servers and the tenant gateways are, and how to name
-//! the node an operation went through. Built from a lab, or from plain URLs for users' own
-//! services.
+//! the node an operation went through. Built from a lab, from a cluster's pods, or from plain
+//! URLs for users' own services.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -143,6 +143,23 @@ impl Target {
             .collect();
         target.node_of_host = Arc::new(map);
         Ok(target)
+    }
+
+    /// A target from servers found elsewhere (a cluster's pods): `node_of_host` maps each
+    /// server's address (as its INFO gives it) to the node it runs on, so operations are
+    /// attributed to nodes as fault windows name them.
+    pub fn from_servers(
+        nats: Vec<NatsServer>,
+        gateways: Vec<HttpEndpoint>,
+        node_of_host: HashMap<String, String>,
+    ) -> Self {
+        Self {
+            nats,
+            gateways,
+            ledger_dir: None,
+            node_of_host: Arc::new(node_of_host),
+            lab: None,
+        }
     }
 
     /// Whether the target is a lab.
