@@ -15,12 +15,6 @@ use common::{can_run_lab, TestLab};
 use faultline_experiments::history::{Observation, OpKind, Outcome, Pattern};
 use workload_common::{finish, observations, spawn_load, wait_until_loading, Files, History};
 
-fn unix_ms_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[test]
 #[allow(clippy::too_many_lines)] // one lab run, then its checks in order
 fn a_replica_behind_is_read_alone_and_lost_on_node_names_exactly_it() {
@@ -63,14 +57,16 @@ fn a_replica_behind_is_read_alone_and_lost_on_node_names_exactly_it() {
         "--for",
         "45s",
     ]);
-    let paused_unix_ms = unix_ms_now();
     let report = finish(child);
     let history = History::read(&files.history);
-    let run_ns = |unix_ms: u64| {
-        unix_ms
-            .saturating_sub(history.header.started_at_unix_ms)
-            .saturating_mul(1_000_000)
-    };
+    let observed = observations(&files.observations);
+    let paused_ns = observed
+        .iter()
+        .find_map(|o| match o {
+            Observation::Fault { kind, start_ns, .. } if kind == "pause" => Some(*start_ns),
+            _ => None,
+        })
+        .expect("the pause's window");
 
     // Every server's own replica was read, every tenant of each.
     let replicas = report["read_back"]["replicas"]
@@ -85,7 +81,7 @@ fn a_replica_behind_is_read_alone_and_lost_on_node_names_exactly_it() {
     // What the server behind reported of its own replica while it was alone: its last
     // sequence per stream (the last stream state it recorded; it answered nothing earlier).
     let mut own_last: BTreeMap<String, u64> = BTreeMap::new();
-    for o in observations(&files.observations) {
+    for o in observed {
         if let Observation::StreamInfo {
             observer,
             stream,
@@ -99,6 +95,10 @@ fn a_replica_behind_is_read_alone_and_lost_on_node_names_exactly_it() {
         }
     }
     assert_eq!(own_last.len(), 12, "{own_last:?}");
+    eprintln!(
+        "{behind} paused at {:.3} s; its own last sequences when read alone: {own_last:?}",
+        paused_ns as f64 / 1e9
+    );
 
     // Its read alone returned exactly its own store: sequences 1 up to that last sequence.
     let alone: Vec<_> = history
@@ -121,7 +121,6 @@ fn a_replica_behind_is_read_alone_and_lost_on_node_names_exactly_it() {
 
     // The values it lacks: acknowledged at a sequence beyond its own last one.
     let mut missing: BTreeSet<(String, u64)> = BTreeSet::new();
-    let paused_ns = run_ns(paused_unix_ms);
     for o in history
         .load()
         .filter(|o| o.kind == OpKind::Write && o.outcome == Outcome::Ok)

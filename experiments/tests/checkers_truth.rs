@@ -578,10 +578,7 @@ fn lost_on_node_rests_on_the_replica_read_alone() {
             .iter_mut()
             .filter(|o| o.pattern == pattern && o.node == node && o.stream == "s-t1")
         {
-            o.read
-                .as_mut()
-                .expect("items")
-                .retain(|i| i.value != value);
+            o.read.as_mut().expect("items").retain(|i| i.value != value);
         }
     };
     drop_value(&mut h, Pattern::ReadBackReplica, "n2", "t1/p/50");

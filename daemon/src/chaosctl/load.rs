@@ -146,7 +146,9 @@ fn print_report(report: &WorkloadReport, output: Output) -> anyhow::Result<()> {
                     );
                 }
                 if !rb.replicas.is_empty() {
-                    println!("  each node's own replica, read alone (the other servers held down):");
+                    println!(
+                        "  each node's own replica, read alone (the other servers held down):"
+                    );
                 }
                 for n in &rb.replicas {
                     println!(

@@ -341,7 +341,11 @@ impl Monitor {
     /// Whether `server` holds a direct-get subscription of its own for `stream`, i.e. can
     /// answer a direct get without another server (`/subsz` lists only local subscriptions).
     /// A server that restarted may have none (nats-server 2.9.10).
-    pub async fn serves_direct_get(&self, server: &NatsServer, stream: &str) -> Result<bool, String> {
+    pub async fn serves_direct_get(
+        &self,
+        server: &NatsServer,
+        stream: &str,
+    ) -> Result<bool, String> {
         #[derive(Deserialize)]
         struct Subsz {
             #[serde(default)]
@@ -366,7 +370,10 @@ impl Monitor {
         }
         let subsz: Subsz = serde_json::from_slice(&response.body)
             .map_err(|e| format!("{addr}/subsz: unreadable answer: {e}"))?;
-        Ok(subsz.subscriptions_list.iter().any(|s| s.subject == subject))
+        Ok(subsz
+            .subscriptions_list
+            .iter()
+            .any(|s| s.subject == subject))
     }
 
     /// Polls every server's `/jsz` every 250 ms until all agree on every stream (as

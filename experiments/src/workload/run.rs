@@ -400,9 +400,11 @@ impl Workload {
                     .await;
                     nodes.push(node);
                 }
-                if let Some(ctx) = self.target.lab().filter(|_| {
-                    exec.config.replica_read_back && self.target.nats.len() > 1
-                }) {
+                if let Some(ctx) = self
+                    .target
+                    .lab()
+                    .filter(|_| exec.config.replica_read_back && self.target.nats.len() > 1)
+                {
                     let ctx = ctx.clone();
                     // What happened before is the run's; the holds below and the restarts
                     // they cause are not.
