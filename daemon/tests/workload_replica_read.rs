@@ -68,6 +68,24 @@ fn a_replica_behind_is_read_alone_and_lost_on_node_names_exactly_it() {
         })
         .expect("the pause's window");
 
+    // When each replica read alone began, for the time it costs.
+    let starts: BTreeMap<&str, u64> = history
+        .ops
+        .iter()
+        .filter(|o| o.pattern == Pattern::ReadBackReplica)
+        .fold(BTreeMap::new(), |mut m, o| {
+            let e = m.entry(o.node.as_str()).or_insert(u64::MAX);
+            *e = (*e).min(o.invoke_ns);
+            m
+        });
+    eprintln!(
+        "replica reads began at (s): {:?}",
+        starts
+            .iter()
+            .map(|(n, t)| (*n, *t as f64 / 1e9))
+            .collect::<Vec<_>>()
+    );
+
     // Every server's own replica was read, every tenant of each.
     let replicas = report["read_back"]["replicas"]
         .as_array()

@@ -446,6 +446,15 @@ impl WorkloadConfig {
         if p.read_limit == 0 {
             problems.push("read limit must be at least 1".to_owned());
         }
+        // The other servers stay held down for twice this plus the reads: keep it short.
+        if self.replica_read_back
+            && (self.replica_wait.is_zero() || self.replica_wait > Duration::from_secs(600))
+        {
+            problems.push(format!(
+                "--replica-wait must be between 1ms and 10m, not {}",
+                humantime::format_duration(self.replica_wait)
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
