@@ -22,6 +22,8 @@ use faultline_experiments::workload::{
 use super::Output;
 
 #[derive(Args)]
+// Independent on/off flags of the command line, not states of one machine.
+#[allow(clippy::struct_excessive_bools)]
 pub(crate) struct LoadArgs {
     /// Number of tenants: 70% small, 25% medium, 5% large.
     #[arg(long, default_value_t = 100)]

@@ -400,38 +400,7 @@ impl Workload {
                     .await;
                     nodes.push(node);
                 }
-                if let Some(ctx) = self
-                    .target
-                    .lab()
-                    .filter(|_| exec.config.replica_read_back && self.target.nats.len() > 1)
-                {
-                    let ctx = ctx.clone();
-                    // What happened before is the run's; the holds below and the restarts
-                    // they cause are not.
-                    if let Some(faults) = &self.faults {
-                        faults
-                            .lock()
-                            .expect("faults")
-                            .poll(&exec.clock, &exec.recorder.observations());
-                    }
-                    let mut ignored = BTreeMap::new();
-                    for server in self.target.nats.clone() {
-                        replicas.push(
-                            read_replica_alone(
-                                &exec,
-                                &self.target,
-                                &self.monitor,
-                                &ctx,
-                                &server,
-                                &mut ignored,
-                            )
-                            .await,
-                        );
-                    }
-                    if let Some(faults) = &self.faults {
-                        faults.lock().expect("faults").forget_restarts();
-                    }
-                }
+                replicas = self.read_back_replicas().await;
             }
             Adapter::Http { client } => {
                 // Stream state as each NATS server sees it, when the servers are known.
@@ -477,6 +446,48 @@ impl Workload {
         }
         self.read_back = Some(summary.clone());
         Ok(summary)
+    }
+
+    /// Each NATS server's own replica read alone (on a lab, unless `replica_read_back` is off),
+    /// server by server in replica order.
+    async fn read_back_replicas(&mut self) -> Vec<NodeReadBack> {
+        let exec = self.exec.clone();
+        let mut replicas = Vec::new();
+        let Some(ctx) = self
+            .target
+            .lab()
+            .filter(|_| exec.config.replica_read_back && self.target.nats.len() > 1)
+            .cloned()
+        else {
+            return replicas;
+        };
+        // What happened before is the run's; the holds below and the restarts they cause
+        // are not.
+        if let Some(faults) = &self.faults {
+            faults
+                .lock()
+                .expect("faults")
+                .poll(&exec.clock, &exec.recorder.observations());
+        }
+        // The replica views do not count in the summary's agreement of the views through nodes.
+        let mut ignored = BTreeMap::new();
+        for server in self.target.nats.clone() {
+            replicas.push(
+                read_replica_alone(
+                    &exec,
+                    &self.target,
+                    &self.monitor,
+                    &ctx,
+                    &server,
+                    &mut ignored,
+                )
+                .await,
+            );
+        }
+        if let Some(faults) = &self.faults {
+            faults.lock().expect("faults").forget_restarts();
+        }
+        replicas
     }
 
     /// Closes the history and observations (recording faults still active as open windows)
