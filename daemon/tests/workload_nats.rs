@@ -102,6 +102,12 @@ fn a_30s_moderate_run_records_every_operation_and_reads_every_ack_back_everywher
     // Every ok write is read back, through each of the three NATS servers, and they agree.
     assert_read_back_complete(&history, 3);
     assert_eq!(report["read_back"]["agreeing"].as_u64(), Some(100));
+    // And each server's own replica, read alone, holds every tenant's stream.
+    let replicas = report["read_back"]["replicas"]
+        .as_array()
+        .expect("replicas");
+    assert_eq!(replicas.len(), 3, "{replicas:?}");
+    assert!(replicas.iter().all(|r| r["ok"] == 100), "{replicas:?}");
 
     // Observations: leaders sampled about once a second from each node, stream info per node.
     let obs = observations(&files.observations);
@@ -127,7 +133,8 @@ fn a_30s_moderate_run_records_every_operation_and_reads_every_ack_back_everywher
 }
 
 /// The settle before the read-back: every server agreed on a healthy lab, and its stream
-/// states were recorded at that moment; then each server's again as it was read.
+/// states were recorded at that moment; then each server's again as it was read through, and
+/// once more as its replica was read alone.
 fn check_settle(obs: &[Observation]) {
     let settled: Vec<(u64, bool)> = obs
         .iter()
@@ -153,6 +160,10 @@ fn check_settle(obs: &[Observation]) {
         at_settle, 300,
         "stream info of 100 streams from 3 nodes at the settle"
     );
-    assert_eq!(infos.len(), 600, "and again at each server's read-back");
+    assert_eq!(
+        infos.len(),
+        900,
+        "and again at each server's read-back, through it and of its replica alone"
+    );
     assert!(infos.iter().all(|(_, bytes)| bytes.is_some()));
 }

@@ -107,8 +107,19 @@ pub enum Pattern {
     Job,
     /// An idle tenant's burst.
     Idle,
-    /// The final read-back after heal.
+    /// The final read-back after heal, through one node: for NATS, a direct get answered by
+    /// any replica of the stream (the server picks), so it shows what the cluster holds.
     ReadBack,
+    /// The final read-back of one replica alone: the stream's other replicas were held down
+    /// (paused), so `node`'s own store answered. What one node holds.
+    ReadBackReplica,
+}
+
+impl Pattern {
+    /// Whether it is part of the final read-back (through the cluster or of one replica).
+    pub fn is_read_back(self) -> bool {
+        matches!(self, Self::ReadBack | Self::ReadBackReplica)
+    }
 }
 
 /// How an operation ended. As in Jepsen: `fail` only when the error proves the operation had

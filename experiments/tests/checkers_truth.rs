@@ -551,6 +551,61 @@ fn after_the_settle_a_value_missing_everywhere_is_lost_not_lost_on_node() {
     assert_eq!(on_node.evidence[0].node.as_deref(), Some("n3"));
 }
 
+/// Issue 11, part 1: a read-back through a node may be answered by another replica, so once a
+/// node's own replica was read alone (`read_back_replica`), only those views decide
+/// `lost-on-node`. Here n2's read through itself was answered by a replica that holds the value,
+/// its own replica lacks it, and n3's read through itself lacks a value its own replica holds.
+#[test]
+fn lost_on_node_rests_on_the_replica_read_alone() {
+    let mut h = H::clean();
+    let alone: Vec<_> = h
+        .ops
+        .iter()
+        .filter(|o| o.pattern == Pattern::ReadBack)
+        .cloned()
+        .map(|mut o| {
+            o.pattern = Pattern::ReadBackReplica;
+            o.process = format!("readback-replica/{}", o.node);
+            o.invoke_ns += 1_000 * MS;
+            o.complete_ns += 1_000 * MS;
+            o
+        })
+        .collect();
+    h.ops.extend(alone);
+    let drop_value = |h: &mut H, pattern: Pattern, node: &str, value: &str| {
+        for o in h
+            .ops
+            .iter_mut()
+            .filter(|o| o.pattern == pattern && o.node == node && o.stream == "s-t1")
+        {
+            o.read.as_mut().expect("items").retain(|i| i.value != value);
+        }
+    };
+    drop_value(&mut h, Pattern::ReadBackReplica, "n2", "t1/p/50");
+    drop_value(&mut h, Pattern::ReadBack, "n3", "t1/p/60");
+    let r = h.check();
+    let v = r.verdict("consistency").expect("consistency");
+    let on_node = v.anomaly("lost-on-node").expect("lost-on-node");
+    assert_eq!(on_node.count, 1, "{on_node:#?}");
+    let e = &on_node.evidence[0];
+    assert_eq!(e.value.as_deref(), Some("t1/p/50"));
+    assert_eq!(e.node.as_deref(), Some("n2"));
+    assert_eq!(e.seq, Some(51));
+    assert!(e.detail.contains("n2's own replica"), "{}", e.detail);
+    assert_eq!(v.anomaly("lost").map_or(0, |a| a.count), 0);
+    // Missing from every replica alone and from every read through the nodes: lost.
+    for node in ["n1", "n2", "n3"] {
+        drop_value(&mut h, Pattern::ReadBackReplica, node, "t1/p/70");
+        drop_value(&mut h, Pattern::ReadBack, node, "t1/p/70");
+    }
+    let r = h.check();
+    let v = r.verdict("consistency").expect("consistency");
+    let lost = v.anomaly("lost").expect("lost");
+    assert_eq!(lost.count, 1);
+    assert_eq!(lost.evidence[0].value.as_deref(), Some("t1/p/70"));
+    assert_eq!(v.anomaly("lost-on-node").map_or(0, |a| a.count), 1);
+}
+
 /// Issue 11, part 3: one definition of "recovered". The engine's recovery watch asks the
 /// recovery checker itself, on the history so far: not yet recovered a second after the heal
 /// (fewer than `sustain_buckets` passing buckets), recovered once the history holds them, and

@@ -22,6 +22,8 @@ use faultline_experiments::workload::{
 use super::Output;
 
 #[derive(Args)]
+// Independent on/off flags of the command line, not states of one machine.
+#[allow(clippy::struct_excessive_bools)]
 pub(crate) struct LoadArgs {
     /// Number of tenants: 70% small, 25% medium, 5% large.
     #[arg(long, default_value_t = 100)]
@@ -74,6 +76,14 @@ pub(crate) struct LoadArgs {
     /// same state for every stream (messages, bytes, first and last sequence, leader).
     #[arg(long, value_parser = super::duration_arg, allow_hyphen_values = true, default_value = "0s")]
     settle: Duration,
+    /// NATS on a lab: skip reading each server's own replica alone (the other servers stopped
+    /// and held down) after the read-back through every server.
+    #[arg(long)]
+    no_replica_read_back: bool,
+    /// Per replica read alone: how long to wait for it to answer with the others down, and
+    /// then for the servers to be back and agree again.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    replica_wait: Duration,
     /// Keep the tenants' existing streams instead of recreating them.
     #[arg(long)]
     keep_data: bool,
@@ -137,8 +147,26 @@ fn print_report(report: &WorkloadReport, output: Output) -> anyhow::Result<()> {
                             .unwrap_or_default()
                     );
                 }
+                if !rb.replicas.is_empty() {
+                    println!(
+                        "  each node's own replica, read alone (the other servers held down):"
+                    );
+                }
+                for n in &rb.replicas {
+                    println!(
+                        "     {:<8} {} tenants ok, {} failed, {} records{}",
+                        n.node,
+                        n.ok,
+                        n.failed,
+                        n.records,
+                        n.error
+                            .as_ref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    );
+                }
                 println!(
-                    "     views agree on {} of {} tenants{}",
+                    "     views through the nodes agree on {} of {} tenants{}",
                     rb.agreeing,
                     rb.tenants,
                     if rb.disagreeing.is_empty() {
@@ -173,6 +201,8 @@ pub(crate) fn run(host: &HostPaths, args: &LoadArgs) -> anyhow::Result<ExitCode>
         connections: args.connections,
         ping_interval: args.ping_interval,
         settle: args.settle,
+        replica_read_back: !args.no_replica_read_back,
+        replica_wait: args.replica_wait,
         history: args.history.clone(),
         observations,
         fresh: !args.keep_data,

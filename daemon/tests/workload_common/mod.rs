@@ -40,7 +40,7 @@ impl History {
 
     /// Operations of the load (not the read-back).
     pub fn load(&self) -> impl Iterator<Item = &Operation> {
-        self.ops.iter().filter(|o| o.pattern != Pattern::ReadBack)
+        self.ops.iter().filter(|o| !o.pattern.is_read_back())
     }
 
     /// Values of `ok` writes.

@@ -291,7 +291,15 @@ pub fn check(facts: &Facts, cfg: &CheckConfig) -> ConsistencyOutput {
         }
         survived[i] = true;
         if fl & flag::READBACK != 0 {
-            let missing = coverage & !f.readback_nodes;
+            // A read through a node may have been answered by another replica; where a node's
+            // own replica was read alone, only those views say what one node lost.
+            let replica_views = coverage & facts.replica_bits;
+            let per_node = if replica_views == 0 {
+                coverage
+            } else {
+                replica_views
+            };
+            let missing = per_node & !f.readback_nodes;
             for bit in 0..64 {
                 if missing & (1 << bit) == 0 {
                     continue;
@@ -304,11 +312,19 @@ pub fn check(facts: &Facts, cfg: &CheckConfig) -> ConsistencyOutput {
                     .entry(syms.node(node).to_string())
                     .or_default() += 1;
                 if lost_on_node.buf.wants(f.ack_ns) {
-                    let d = format!(
-                        "acknowledged through {}, missing from the final read-back through {}",
-                        syms.node(f.write_node),
-                        syms.node(node)
-                    );
+                    let d = if replica_views == 0 {
+                        format!(
+                            "acknowledged through {}, missing from the final read-back through {}",
+                            syms.node(f.write_node),
+                            syms.node(node)
+                        )
+                    } else {
+                        format!(
+                            "acknowledged through {}, missing from {}'s own replica (read alone, the other replicas held down)",
+                            syms.node(f.write_node),
+                            syms.node(node)
+                        )
+                    };
                     let mut e = value_evidence(syms, v, f, f.ack_ns, node, d);
                     e.other_node = Some(syms.node(f.write_node).to_string());
                     lost_on_node.buf.push_sample(e);

@@ -380,8 +380,12 @@ pub struct Facts {
     pub streams: Vec<StreamFacts>,
     /// One record per `ok` read with items of its own tenant.
     pub reads: Vec<ReadRecord>,
-    /// Read-back node bit to node symbol (at most 64 nodes).
+    /// Read-back view bit to node symbol (at most 64 views). A node read both through the
+    /// cluster (`read_back`) and alone (`read_back_replica`) has a bit for each.
     pub readback_nodes: Vec<Sym>,
+    /// The bits of [`Facts::readback_nodes`] that are replica views (`read_back_replica`): what
+    /// that node's own store held.
+    pub replica_bits: u64,
     /// (tenant, stream) to the bits of the nodes whose read-back of it succeeded.
     pub coverage: FxHashMap<(Sym, Sym), u64>,
     /// (tenant, stream) to the nodes whose read-back of it failed or returned nothing usable.
@@ -521,6 +525,7 @@ impl Facts {
             streams: Vec::new(),
             reads: Vec::new(),
             readback_nodes: Vec::new(),
+            replica_bits: 0,
             coverage: FxHashMap::default(),
             readback_failed: FxHashMap::default(),
             fingerprints: FxHashMap::default(),
@@ -598,15 +603,26 @@ impl Facts {
         &mut self.streams[i]
     }
 
-    fn readback_bit(&mut self, node: Sym) -> Option<u64> {
-        if let Some(i) = self.readback_nodes.iter().position(|n| *n == node) {
+    /// The bit of the read-back view of `node`, alone (`replica`) or through the cluster.
+    fn readback_bit(&mut self, node: Sym, replica: bool) -> Option<u64> {
+        let is_replica = |i: usize, bits: u64| bits & (1 << i) != 0;
+        if let Some(i) = self
+            .readback_nodes
+            .iter()
+            .enumerate()
+            .position(|(i, n)| *n == node && is_replica(i, self.replica_bits) == replica)
+        {
             return Some(1 << i);
         }
         if self.readback_nodes.len() >= 64 {
             return None;
         }
         self.readback_nodes.push(node);
-        Some(1 << (self.readback_nodes.len() - 1))
+        let bit = 1 << (self.readback_nodes.len() - 1);
+        if replica {
+            self.replica_bits |= bit;
+        }
+        Some(bit)
     }
 
     fn evidence(&self, op: &Op<'_>, value: Option<ValueId>, detail: String) -> Evidence {
@@ -645,7 +661,7 @@ impl Facts {
             OpKind::Read => self.ingest_read(op),
             OpKind::Deliver => self.ingest_deliver(op),
         }
-        if op.pattern != Pattern::ReadBack {
+        if !op.pattern.is_read_back() {
             self.ingest_load(op);
         }
     }
@@ -897,7 +913,8 @@ impl Facts {
     // costs a function boundary per item or a pile of parameters.
     #[allow(clippy::too_many_lines)]
     fn ingest_read(&mut self, op: &Op<'_>) {
-        let readback = op.pattern == Pattern::ReadBack;
+        let readback = op.pattern.is_read_back();
+        let replica = op.pattern == Pattern::ReadBackReplica;
         let items = match (op.outcome, op.read) {
             (Outcome::Ok, Some(items)) => items,
             (outcome, items) => {
@@ -912,7 +929,7 @@ impl Facts {
                     self.defect("read-without-items", op.line);
                 }
                 if readback {
-                    if let Some(bit) = self.readback_bit(op.node) {
+                    if let Some(bit) = self.readback_bit(op.node, replica) {
                         *self
                             .readback_failed
                             .entry((op.tenant, op.stream))
@@ -923,7 +940,7 @@ impl Facts {
             }
         };
         let bit = if readback {
-            let b = self.readback_bit(op.node);
+            let b = self.readback_bit(op.node, replica);
             if b.is_none() {
                 self.defect("too-many-read-back-nodes", op.line);
             }

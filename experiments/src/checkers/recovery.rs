@@ -993,6 +993,7 @@ pub fn pattern_name(p: crate::history::Pattern) -> &'static str {
         Pattern::Job => "job",
         Pattern::Idle => "idle",
         Pattern::ReadBack => "read_back",
+        Pattern::ReadBackReplica => "read_back_replica",
     }
 }
 

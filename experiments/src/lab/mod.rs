@@ -18,6 +18,7 @@ pub mod faults;
 pub mod jetstream;
 pub mod net;
 pub mod probe;
+pub mod replica_read;
 pub mod scheduler;
 pub mod state;
 pub mod target;

@@ -239,6 +239,11 @@ pub struct WorkloadSpec {
     pub stream_replicas: u32,
     /// Seed of the arrival schedule.
     pub seed: u64,
+    /// NATS: in the final read-back, also read each server's own replica alone, with the other
+    /// servers stopped and held down, so that `lost-on-node` names the node that lacks a value (a read through
+    /// a server may be answered by another replica). About 1 s per server plus the reading.
+    /// Default true.
+    pub replica_read_back: bool,
 }
 
 impl Default for WorkloadSpec {
@@ -249,6 +254,7 @@ impl Default for WorkloadSpec {
             adapter: "nats".to_owned(),
             stream_replicas: 3,
             seed: 1,
+            replica_read_back: true,
         }
     }
 }

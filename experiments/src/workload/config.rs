@@ -274,6 +274,14 @@ pub struct WorkloadConfig {
     /// still records every server's state as a `settled` observation.
     #[serde(with = "humantime_serde")]
     pub settle: Duration,
+    /// NATS on a lab: after the read-back through every server, read each server's own
+    /// replica alone, with the other servers stopped and held down, so a node's read-back is
+    /// that node's data (a direct get through a server may be answered by another replica).
+    pub replica_read_back: bool,
+    /// Per replica read alone: how long to wait for it to answer with the others down, and
+    /// afterwards for the servers to be back and agree again before the next one.
+    #[serde(with = "humantime_serde")]
+    pub replica_wait: Duration,
     /// Small, medium and large tiers.
     pub tiers: [TierConfig; 3],
     /// Pattern shapes.
@@ -303,6 +311,8 @@ impl Default for WorkloadConfig {
             fresh: true,
             record_faults: true,
             settle: Duration::ZERO,
+            replica_read_back: true,
+            replica_wait: Duration::from_secs(15),
             tiers: Tier::ALL.map(TierConfig::default_for),
             patterns: PatternParams::default(),
         }
@@ -435,6 +445,15 @@ impl WorkloadConfig {
         }
         if p.read_limit == 0 {
             problems.push("read limit must be at least 1".to_owned());
+        }
+        // The other servers stay held down for twice this plus the reads: keep it short.
+        if self.replica_read_back
+            && (self.replica_wait.is_zero() || self.replica_wait > Duration::from_secs(600))
+        {
+            problems.push(format!(
+                "--replica-wait must be between 1ms and 10m, not {}",
+                humantime::format_duration(self.replica_wait)
+            ));
         }
         if problems.is_empty() {
             Ok(())

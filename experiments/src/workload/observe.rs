@@ -338,6 +338,65 @@ impl Monitor {
         last
     }
 
+    /// Whether `server` holds a direct-get subscription of its own for `stream`, i.e. can
+    /// answer a direct get without another server (`/subsz` lists only local subscriptions).
+    /// A server that restarted may have none (nats-server 2.9.10).
+    pub async fn serves_direct_get(
+        &self,
+        server: &NatsServer,
+        stream: &str,
+    ) -> Result<bool, String> {
+        #[derive(Deserialize)]
+        struct Subsz {
+            #[serde(default)]
+            subscriptions_list: Vec<Sub>,
+        }
+        #[derive(Deserialize)]
+        struct Sub {
+            subject: String,
+        }
+        let addr = server
+            .monitor
+            .ok_or_else(|| format!("no monitoring endpoint known for {}", server.node))?;
+        let subject = format!("$JS.API.DIRECT.GET.{stream}");
+        let path = format!("/subsz?subs=1&test=%24{}", &subject[1..]);
+        let response = self
+            .pool(addr)
+            .get(&path, MONITOR_TIMEOUT)
+            .await
+            .map_err(|e| e.describe(addr))?;
+        if !response.status.is_success() {
+            return Err(format!("{addr}/subsz answered {}", response.status));
+        }
+        let subsz: Subsz = serde_json::from_slice(&response.body)
+            .map_err(|e| format!("{addr}/subsz: unreadable answer: {e}"))?;
+        Ok(subsz
+            .subscriptions_list
+            .iter()
+            .any(|s| s.subject == subject))
+    }
+
+    /// Polls every server's `/jsz` every 250 ms until all agree on every stream (as
+    /// [`Monitor::settle`] judges it) or `timeout` passes; records nothing. Whether they agreed.
+    pub async fn wait_agree(&self, servers: &[NatsServer], timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let views: Vec<(&NatsServer, Result<ServerView, String>)> = futures::future::join_all(
+                servers
+                    .iter()
+                    .map(|s| async move { (s, self.jsz(s).await) }),
+            )
+            .await;
+            if states_agree(&views) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Waits until every server reports the same state (messages, bytes, first and last
     /// sequence, leader) for every one of our streams, or until `deadline_ns` on `clock`,
     /// polling every 500 ms; then records every server's stream state and a `Settled`
@@ -566,6 +625,18 @@ impl FaultWatcher {
                     survivable: self.nats_nodes.len() >= 3,
                 });
             }
+            *seen = (*seen).max(replica.restarts.len());
+        }
+    }
+
+    /// Takes every replica restart so far as seen without recording it: the restarts of the
+    /// servers the replica read-back held down are not faults of the run.
+    pub fn forget_restarts(&mut self) {
+        let Some(services) = self.lab.as_ref().and_then(|ctx| ctx.services().ok()) else {
+            return;
+        };
+        for replica in services.replicas {
+            let seen = self.restarts_seen.entry(replica.key()).or_insert(0);
             *seen = (*seen).max(replica.restarts.len());
         }
     }

@@ -54,8 +54,11 @@ pub struct NodeReadBack {
 /// What the final read-back found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ReadBackSummary {
-    /// Per node.
+    /// Per node, read through it (NATS: any replica may have answered).
     pub nodes: Vec<NodeReadBack>,
+    /// Per node, its own replica read alone with the other servers held down (NATS on a lab,
+    /// unless `replica_read_back` is off).
+    pub replicas: Vec<NodeReadBack>,
     /// Tenants read.
     pub tenants: u64,
     /// Tenants every node read successfully, with identical contents.
@@ -383,6 +386,7 @@ impl Workload {
         }
         let mut fingerprints: BTreeMap<usize, Vec<Option<u64>>> = BTreeMap::new();
         let mut nodes = Vec::new();
+        let mut replicas = Vec::new();
         match &exec.adapter {
             Adapter::Nats { .. } => {
                 for server in self.target.nats.clone() {
@@ -396,6 +400,7 @@ impl Workload {
                     .await;
                     nodes.push(node);
                 }
+                replicas = self.read_back_replicas().await;
             }
             Adapter::Http { client } => {
                 // Stream state as each NATS server sees it, when the servers are known.
@@ -418,6 +423,7 @@ impl Workload {
         }
         let mut summary = ReadBackSummary {
             nodes,
+            replicas,
             tenants: exec.tenants.len() as u64,
             ..ReadBackSummary::default()
         };
@@ -440,6 +446,48 @@ impl Workload {
         }
         self.read_back = Some(summary.clone());
         Ok(summary)
+    }
+
+    /// Each NATS server's own replica read alone (on a lab, unless `replica_read_back` is off),
+    /// server by server in replica order.
+    async fn read_back_replicas(&mut self) -> Vec<NodeReadBack> {
+        let exec = self.exec.clone();
+        let mut replicas = Vec::new();
+        let Some(ctx) = self
+            .target
+            .lab()
+            .filter(|_| exec.config.replica_read_back && self.target.nats.len() > 1)
+            .cloned()
+        else {
+            return replicas;
+        };
+        // What happened before is the run's; the holds below and the restarts they cause
+        // are not.
+        if let Some(faults) = &self.faults {
+            faults
+                .lock()
+                .expect("faults")
+                .poll(&exec.clock, &exec.recorder.observations());
+        }
+        // The replica views do not count in the summary's agreement of the views through nodes.
+        let mut ignored = BTreeMap::new();
+        for server in self.target.nats.clone() {
+            replicas.push(
+                read_replica_alone(
+                    &exec,
+                    &self.target,
+                    &self.monitor,
+                    &ctx,
+                    &server,
+                    &mut ignored,
+                )
+                .await,
+            );
+        }
+        if let Some(faults) = &self.faults {
+            faults.lock().expect("faults").forget_restarts();
+        }
+        replicas
     }
 
     /// Closes the history and observations (recording faults still active as open windows)
@@ -1193,10 +1241,12 @@ fn fingerprint(records: &[ReadRecord]) -> u64 {
     })
 }
 
-/// Records the read-back operations through `node`, in tenant order, and counts them.
+/// Records the read-back operations through `node` (`pattern` says whether through it or of
+/// its replica alone), in tenant order, and counts them.
 async fn record_read_back(
     exec: &Exec,
     node: &str,
+    pattern: Pattern,
     mut reads: Vec<TenantRead>,
     fingerprints: &mut BTreeMap<usize, Vec<Option<u64>>>,
 ) -> NodeReadBack {
@@ -1204,14 +1254,18 @@ async fn record_read_back(
         node: node.to_owned(),
         ..NodeReadBack::default()
     };
-    let process = format!("readback/{node}");
+    let process = if pattern == Pattern::ReadBackReplica {
+        format!("readback-replica/{node}")
+    } else {
+        format!("readback/{node}")
+    };
     reads.sort_by_key(|(i, ..)| *i);
     for (index, result, invoke, complete) in reads {
         let t = &exec.tenants[index];
         let meta = Meta {
             tenant: t,
             process: &process,
-            pattern: Pattern::ReadBack,
+            pattern,
         };
         let print = if let Ok((records, _)) = &result {
             summary.ok += 1;
@@ -1290,9 +1344,170 @@ async fn read_back_nats(
         .buffer_unordered(8)
         .collect()
         .await;
-    let mut summary = record_read_back(exec, &server.node, reads, fingerprints).await;
+    let mut summary =
+        record_read_back(exec, &server.node, Pattern::ReadBack, reads, fingerprints).await;
     summary.error = conn.err();
     summary
+}
+
+/// The longest a replica read alone may take, on top of [`WorkloadConfig::replica_wait`];
+/// reads still going then fail, so the other servers are never held past their deadline.
+const REPLICA_READ_BUDGET: Duration = Duration::from_secs(120);
+
+/// Reads `server`'s own replica of every tenant's stream with the other JetStream servers
+/// stopped and held down (through the lab's ledger), recorded as `read_back_replica`
+/// operations through `server`; then releases the others (the supervisor restarts them) and
+/// waits until the servers agree again. Bounded: at
+/// most `replica_wait` for `server` to answer alone, [`REPLICA_READ_BUDGET`] for the reads,
+/// `replica_wait` for the servers to agree afterwards.
+async fn read_replica_alone(
+    exec: &Arc<Exec>,
+    target: &Target,
+    monitor: &Monitor,
+    ctx: &crate::lab::control::LabContext,
+    server: &super::target::NatsServer,
+    fingerprints: &mut BTreeMap<usize, Vec<Option<u64>>>,
+) -> NodeReadBack {
+    let wait = exec.config.replica_wait;
+    let hold_for = wait + REPLICA_READ_BUDGET + Duration::from_secs(10);
+    // Stopping takes the ledger lock and signals processes: blocking, but brief.
+    let (hold_ctx, keep) = (ctx.clone(), server.node.clone());
+    let held = tokio::task::spawn_blocking(move || {
+        hold_ctx
+            .hold_other_nats_servers(&keep, hold_for)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("stopping the other servers panicked: {e}")));
+    let (held, reads) = match held {
+        Ok(held) => (
+            Some(held),
+            read_alone(exec, target, monitor, server, wait).await,
+        ),
+        Err(e) => (
+            None,
+            Err(format!(
+                "cannot stop the other servers to read {} alone: {e}",
+                server.node
+            )),
+        ),
+    };
+    let mut summary = match reads {
+        Ok(reads) => {
+            record_read_back(
+                exec,
+                &server.node,
+                Pattern::ReadBackReplica,
+                reads,
+                fingerprints,
+            )
+            .await
+        }
+        Err(e) => {
+            let now = exec.clock.now_ns();
+            let reads = (0..exec.tenants.len())
+                .map(|i| (i, Err(e.clone()), now, now))
+                .collect();
+            let mut summary = record_read_back(
+                exec,
+                &server.node,
+                Pattern::ReadBackReplica,
+                reads,
+                fingerprints,
+            )
+            .await;
+            summary.error = Some(e);
+            summary
+        }
+    };
+    if let Some(held) = held {
+        let failures = tokio::task::spawn_blocking(move || held.release())
+            .await
+            .unwrap_or_default();
+        if !failures.is_empty() {
+            summary.error = Some(failures.join("; "));
+        }
+    }
+    monitor.wait_agree(&target.nats, wait).await;
+    summary
+}
+
+/// With the other servers down: waits for `server` to answer, records its own stream state,
+/// then reads every tenant's stream it holds a direct-get subscription for.
+async fn read_alone(
+    exec: &Arc<Exec>,
+    target: &Target,
+    monitor: &Monitor,
+    server: &super::target::NatsServer,
+    wait: Duration,
+) -> Result<Vec<TenantRead>, String> {
+    let sink = exec.recorder.observations();
+    let deadline = tokio::time::Instant::now() + wait;
+    // It may itself be paused by a fault still in force; its deadline may come first.
+    let last_seqs = loop {
+        match monitor
+            .stream_infos(&target.nats, server, &exec.clock, &sink)
+            .await
+        {
+            Ok(last) => break last,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "{} did not answer alone within {}: {e}",
+                    server.node,
+                    humantime::format_duration(wait)
+                ))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    };
+    let spec = ConnectSpec {
+        urls: vec![server.url.clone()],
+        name: format!("faultline-readback-replica-{}", server.node),
+        connect_timeout: Duration::from_secs(3),
+        op_timeout: exec.config.op_timeout,
+        ping_interval: exec.config.ping_interval,
+        pinned_node: Some(server.node.clone()),
+        retry_initial: false,
+    };
+    let conn = NatsConn::connect(&spec, target.node_of_host.clone())
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", server.url))?;
+    let budget_end = tokio::time::Instant::now() + REPLICA_READ_BUDGET;
+    let reads = futures::stream::iter(exec.tenants.iter())
+        .map(|t| {
+            let conn = conn.clone();
+            let known_last = last_seqs.get(&t.stream).copied().unwrap_or(0);
+            let clock = exec.clock;
+            async move {
+                let invoke = clock.now_ns();
+                let result = match monitor.serves_direct_get(server, &t.stream).await {
+                    // With no subscription of its own, nothing can answer a direct get for
+                    // this stream from this replica's store.
+                    Ok(false) => Err(format!(
+                        "{} holds no direct-get subscription of its own for {} (seen with nats-server 2.9.10), so its replica cannot be read alone",
+                        server.node, t.stream
+                    )),
+                    Err(e) => Err(e),
+                    Ok(true) => tokio::time::timeout_at(
+                        budget_end,
+                        read_whole_stream(&conn, t, known_last),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "read of {} alone not done within {}",
+                            server.node,
+                            humantime::format_duration(REPLICA_READ_BUDGET)
+                        ))
+                    }),
+                };
+                (t.index as usize, result, invoke, clock.now_ns())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    Ok(reads)
 }
 
 /// Reads one tenant's records through one endpoint, page by page, each page retried 3 times.
@@ -1358,7 +1573,7 @@ async fn read_back_http(
         .buffer_unordered(8)
         .collect()
         .await;
-    record_read_back(exec, &endpoint.node, reads, fingerprints).await
+    record_read_back(exec, &endpoint.node, Pattern::ReadBack, reads, fingerprints).await
 }
 
 #[cfg(test)]
