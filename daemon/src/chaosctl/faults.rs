@@ -1,12 +1,13 @@
 //! `chaosctl inject …` and `chaosctl faults`.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand, ValueEnum};
 use faultline_experiments::lab::control::{HostPaths, LabContext};
 use faultline_experiments::lab::faults::{PartitionTarget, QuorumLossMode, Shape};
-use faultline_experiments::lab::DEFAULT_LAB_NAME;
+use faultline_experiments::lab::{DEFAULT_LAB_NAME, DEFAULT_STATE_ROOT};
 use faultline_injectors::fault::FaultAction;
 use faultline_injectors::ledger::{now_unix_ms, FaultRecord};
 
@@ -153,6 +154,7 @@ pub(crate) fn inject(
         check_held_for(held, max)?;
     }
     let ctx = LabContext::open(host, &args.lab)?;
+    let hint = LabArgs::new(host, &args.lab);
     let record = match args.fault {
         FaultCommand::Partition {
             zone,
@@ -207,16 +209,58 @@ pub(crate) fn inject(
                     .join(", ")
             );
             for record in &loss.faults {
-                println!("{}", describe_injected(record));
+                println!("{}", describe_injected(record, &hint, now_unix_ms()));
             }
             return Ok(ExitCode::SUCCESS);
         }
     };
-    println!("{}", describe_injected(&record));
+    println!("{}", describe_injected(&record, &hint, now_unix_ms()));
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe_injected(record: &FaultRecord) -> String {
+/// What a user must repeat to reach this lab again from another shell: the lab name always (the
+/// environment that chose it may be gone), and the state root when it is not the default.
+pub(crate) struct LabArgs {
+    lab: String,
+    state_root: Option<PathBuf>,
+}
+
+impl LabArgs {
+    pub(crate) fn new(host: &HostPaths, lab: &str) -> Self {
+        Self {
+            lab: lab.to_owned(),
+            state_root: (host.state_root != Path::new(DEFAULT_STATE_ROOT))
+                .then(|| host.state_root.clone()),
+        }
+    }
+
+    /// `--lab L` and, when needed, `--state-root P`, for a command line.
+    fn flags(&self) -> String {
+        let mut flags = format!("--lab {}", self.lab);
+        if let Some(root) = &self.state_root {
+            flags.push_str(&format!(
+                " --state-root {}",
+                shell_word(&root.display().to_string())
+            ));
+        }
+        flags
+    }
+}
+
+/// `word` quoted for a POSIX shell when it holds anything but plain path characters.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:,=@".contains(&b))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn describe_injected(record: &FaultRecord, lab: &LabArgs, now_unix_ms: u64) -> String {
     let what = match &record.action {
         FaultAction::Partition { rules, sides, .. } => format!(
             "partitioned {} ({} rules; sides: {})",
@@ -249,16 +293,17 @@ fn describe_injected(record: &FaultRecord) -> String {
         )
     } else {
         format!(
-            "{what}\nfault {}: reverted at {} (in {}); `chaosctl revert {}` ends it now",
+            "{what}\nfault {}: reverted at {} (in {}); `chaosctl revert {} {}` ends it now",
             record.id,
             rfc3339(record.deadline_unix_ms),
             humantime::format_duration(Duration::from_secs(
                 record
                     .deadline_unix_ms
-                    .saturating_sub(now_unix_ms())
+                    .saturating_sub(now_unix_ms)
                     .div_ceil(1000)
             )),
-            record.id
+            record.id,
+            lab.flags()
         )
     }
 }
@@ -292,4 +337,47 @@ pub(crate) fn list(host: &HostPaths, lab: &str, output: Output) -> anyhow::Resul
         Output::Text => print_faults(&faults),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_injectors::process::ProcessTarget;
+
+    fn pause_record() -> FaultRecord {
+        FaultRecord {
+            id: "f-0001".to_owned(),
+            action: FaultAction::Pause {
+                process: ProcessTarget {
+                    pid: 4242,
+                    start_ticks: 7,
+                    label: "nats/2".to_owned(),
+                },
+            },
+            target: "nats/2".to_owned(),
+            created_unix_ms: 1_800_000_000_000,
+            deadline_unix_ms: 1_800_000_020_000,
+            applied_unix_ms: Some(1_800_000_000_003),
+        }
+    }
+
+    /// Golden: the hint is a whole command that reaches the same lab from a fresh shell.
+    #[test]
+    fn revert_hint_names_the_lab_and_a_non_default_state_root() {
+        let now = 1_800_000_000_000;
+        let default_root = HostPaths::with_state_root(DEFAULT_STATE_ROOT);
+        assert_eq!(
+            describe_injected(&pause_record(), &LabArgs::new(&default_root, "demo"), now),
+            "paused nats/2 (pid 4242) with SIGSTOP\n\
+             fault f-0001: reverted at 2027-01-15T08:00:20Z (in 20s); \
+             `chaosctl revert f-0001 --lab demo` ends it now"
+        );
+        let other_root = HostPaths::with_state_root("/tmp/my labs");
+        assert_eq!(
+            describe_injected(&pause_record(), &LabArgs::new(&other_root, "default"), now),
+            "paused nats/2 (pid 4242) with SIGSTOP\n\
+             fault f-0001: reverted at 2027-01-15T08:00:20Z (in 20s); \
+             `chaosctl revert f-0001 --lab default --state-root '/tmp/my labs'` ends it now"
+        );
+    }
 }
