@@ -472,14 +472,14 @@ fn main() {
         .expect("tempdir");
     let dir = root.path().to_path_buf();
     let host = HostPaths::with_state_root(root.path());
-    let (ctx, _) = control::up(
-        &host,
-        LAB,
+    let resolved = faultline_experiments::lab::servers::resolve_here(
         &Topology::default_lab(),
-        &agent,
-        Duration::from_secs(90),
+        faultline_experiments::lab::topology::DEFAULT_TOPOLOGY_SOURCE,
+        std::env::var_os("FAULTLINE_NATS_SERVER").map(std::path::PathBuf::from),
     )
-    .expect("lab up");
+    .expect("a nats-server");
+    let (ctx, _) =
+        control::up(&host, LAB, &resolved, &agent, Duration::from_secs(90)).expect("lab up");
     let guard = LabGuard { host, _root: root };
     let target = Target::from_lab(&ctx).expect("target");
     let netns = target.client_netns().expect("a lab target");

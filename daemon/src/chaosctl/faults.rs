@@ -1,5 +1,6 @@
 //! `chaosctl inject …` and `chaosctl faults`.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
@@ -238,10 +239,11 @@ impl LabArgs {
     fn flags(&self) -> String {
         let mut flags = format!("--lab {}", self.lab);
         if let Some(root) = &self.state_root {
-            flags.push_str(&format!(
+            let _ = write!(
+                flags,
                 " --state-root {}",
                 shell_word(&root.display().to_string())
-            ));
+            );
         }
         flags
     }

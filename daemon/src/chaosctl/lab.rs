@@ -1,13 +1,13 @@
 //! `chaosctl lab up | down | status | list | topology`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Subcommand;
+use faultline_experiments::checkers::ServerVersion;
 use faultline_experiments::lab::control::{self, HostPaths, LabContext, LabStatus};
-use faultline_experiments::lab::topology::Topology;
+use faultline_experiments::lab::servers::{self, ResolvedTopology};
 use faultline_experiments::lab::DEFAULT_LAB_NAME;
 
 use super::Output;
@@ -24,6 +24,11 @@ pub(crate) enum LabCommand {
         /// Lab name: 1 to 12 lowercase letters or digits. Several labs can coexist.
         #[arg(long = "lab", alias = "name", env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME)]
         name: String,
+        /// The nats-server binary every NATS service runs [default: the pinned current
+        /// release that scripts/setup.sh installs, else nats-server on PATH with a warning].
+        /// E.g. /usr/sbin/nats-server for Debian's 2.9.10, whose known bugs the judge catches.
+        #[arg(long, env = "FAULTLINE_NATS_SERVER")]
+        nats_server: Option<PathBuf>,
         /// How long to wait for every service to be ready.
         #[arg(long, value_parser = super::duration_arg, allow_hyphen_values = true, default_value = "90s")]
         timeout: Duration,
@@ -113,18 +118,12 @@ pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitC
         LabCommand::Up {
             topology,
             name,
+            nats_server,
             timeout,
         } => {
-            let topology = match topology {
-                Some(path) => {
-                    let yaml = std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read topology file {}", path.display()))?;
-                    Topology::parse(&yaml, &path.display().to_string())?
-                }
-                None => Topology::default_lab(),
-            };
+            let resolved = resolve_topology(topology.as_deref(), nats_server)?;
             let agent = crate::agent_binary();
-            let (ctx, started_agent) = control::up(host, &name, &topology, &agent, timeout)?;
+            let (ctx, started_agent) = control::up(host, &name, &resolved, &agent, timeout)?;
             if started_agent {
                 println!(
                     "lab {name}: agent started (log: {})",
@@ -133,6 +132,7 @@ pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitC
             }
             let status = control::status(&ctx)?;
             print_status(&status);
+            warn_about_servers(&resolved.warnings, &status.servers);
             println!(
                 "\nServices are reachable from the lab's client namespace, e.g.\n  ip netns exec {} curl -s http://{}:8222/jsz",
                 status.client_netns,
@@ -210,6 +210,25 @@ pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitC
     }
 }
 
+/// The topology of `path` (else the built-in one) with every program resolved: the NATS
+/// server by `nats_server`, else the pinned release, else PATH.
+pub(crate) fn resolve_topology(
+    path: Option<&Path>,
+    nats_server: Option<PathBuf>,
+) -> anyhow::Result<ResolvedTopology> {
+    Ok(servers::resolve_file(path, nats_server)?)
+}
+
+/// Prints what resolving the programs said, and each known defect of a server that runs.
+pub(crate) fn warn_about_servers(warnings: &[String], versions: &[ServerVersion]) {
+    for warning in warnings {
+        eprintln!("chaosctl: warning: {warning}");
+    }
+    for defect in versions.iter().filter_map(servers::known_defect) {
+        eprintln!("chaosctl: warning: {defect}");
+    }
+}
+
 fn print_status(status: &LabStatus) {
     let agent = match (status.agent_pid, status.agent_dead) {
         (Some(pid), _) => format!("pid {pid}"),
@@ -231,6 +250,23 @@ fn print_status(status: &LabStatus) {
         println!(
             "\n!! agent dead: the lab agent (pid {pid}) is not running. Nothing restarts replicas,\n!! and pauses, holds and cordons past their deadline stay until a Faultline process runs.\n!! Partitions still end at their deadline (the kernel drops them). Run `chaosctl lab up`."
         );
+    }
+    println!(
+        "\nSERVICE      VERSION                        PROGRAM (topology: {})",
+        if status.topology.is_empty() {
+            "not recorded"
+        } else {
+            &status.topology
+        }
+    );
+    for server in &status.servers {
+        println!(
+            "{:<12} {:<30} {}",
+            server.service, server.version, server.program
+        );
+    }
+    if status.servers.is_empty() {
+        println!("(not recorded: this lab came up before versions were; `chaosctl lab down` and up again)");
     }
     println!("\nNODE      ZONE  ADDRESS        NAMESPACE              STATE");
     for node in &status.nodes {

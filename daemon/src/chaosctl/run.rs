@@ -12,6 +12,7 @@ use clap::Args;
 use faultline_experiments::checkers::{CheckConfig, ExperimentInfo};
 use faultline_experiments::engine::run::{run_experiment, write_reports, LiveStatus, RunOptions};
 use faultline_experiments::lab::control::HostPaths;
+use faultline_experiments::lab::servers::ResolvedTopology;
 use faultline_experiments::lab::DEFAULT_LAB_NAME;
 use faultline_experiments::report;
 use faultline_experiments::schedule::{Owner, RunIndex, RunResult};
@@ -33,10 +34,18 @@ pub(crate) struct RunArgs {
     /// Total operations per second.
     #[arg(long)]
     rate: Option<f64>,
-    /// Lab to run on; brought up with the default topology if it is not up [default: the only
-    /// lab up, else `default`].
+    /// Lab to run on; brought up if it is not up (with --topology, else the spec's `topology:`,
+    /// else the built-in one) [default: the only lab up, else `default`].
     #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME, hide_default_value = true)]
     pub(crate) lab: String,
+    /// Topology YAML for the lab, instead of the spec's `topology:`. A lab that is up with
+    /// another topology (or other server binaries) is refused, naming both.
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// The nats-server binary the lab's NATS services run (as `chaosctl lab up
+    /// --nats-server`). A lab that is up with another one is refused.
+    #[arg(long, env = "FAULTLINE_NATS_SERVER")]
+    nats_server: Option<PathBuf>,
     /// Seed for random selectors and the load schedule; a run is reproducible from it.
     #[arg(long)]
     seed: Option<u64>,
@@ -175,6 +184,8 @@ pub(crate) fn run(
     spec.apply_overrides(args.duration, args.tenants, args.rate);
     spec.validate(&source)?;
     let seed = args.seed.unwrap_or(spec.workload.seed);
+    let lab_up = faultline_experiments::lab::control::LabContext::open(host, &args.lab).is_ok();
+    let lab_topology = lab_topology(args, &spec, &source, lab_up)?;
     let options = RunOptions {
         spec,
         source,
@@ -185,14 +196,12 @@ pub(crate) fn run(
         seed,
         max_fault_duration,
         interrupts: count_interrupts()?,
+        lab_topology,
     };
-    if matches!(
-        faultline_experiments::lab::control::LabContext::open(host, &args.lab),
-        Err(faultline_experiments::lab::LabError::NotUp(_))
-    ) {
+    if let (false, Some(resolved)) = (lab_up, &options.lab_topology) {
         println!(
-            "lab {} is not up: bringing it up with the default topology",
-            args.lab
+            "lab {} is not up: bringing it up with topology {}",
+            args.lab, resolved.source
         );
     }
     print!("{}", run_outline(&options.spec, &options.lab, seed));
@@ -243,6 +252,7 @@ pub(crate) fn run(
         }
     }
     let outcome = outcome?;
+    super::lab::warn_about_servers(&[], &outcome.record.system_under_test);
     if outcome.record.started_lab {
         println!(
             "brought lab {} up for this run (it stays up; `chaosctl lab down` removes it)",
@@ -261,6 +271,25 @@ pub(crate) fn run(
     println!("results: {}", outcome.dir.display());
     println!("report:  {}", outcome.html().display());
     Ok(ExitCode::from(outcome.record.exit_code))
+}
+
+/// The topology the run asks for (`--topology`, else the spec's `topology:`), with its
+/// programs resolved. Resolved whenever the run names a topology or a server, so that a lab up
+/// with anything else is refused; and when the lab is not up, so the choice of binaries is
+/// printed before it comes up.
+fn lab_topology(
+    args: &RunArgs,
+    spec: &ExperimentSpec,
+    source: &str,
+    lab_up: bool,
+) -> anyhow::Result<Option<ResolvedTopology>> {
+    let file = args.topology.clone().or_else(|| spec.topology_path(source));
+    if file.is_none() && args.nats_server.is_none() && lab_up {
+        return Ok(None);
+    }
+    let resolved = super::lab::resolve_topology(file.as_deref(), args.nats_server.clone())?;
+    super::lab::warn_about_servers(&resolved.warnings, &[]);
+    Ok(Some(resolved))
 }
 
 /// Refuses a manual run while `faultlined serve` may start one on the same state root, unless

@@ -25,7 +25,8 @@ use anyhow::Context as _;
 use clap::Args;
 use faultline_experiments::engine::run::{run_experiment, RunOptions};
 use faultline_experiments::lab::control::{self, HostPaths, LabContext};
-use faultline_experiments::lab::topology::Topology;
+use faultline_experiments::lab::servers;
+use faultline_experiments::lab::topology::{Topology, DEFAULT_TOPOLOGY_SOURCE};
 use faultline_experiments::lab::{LabError, DEFAULT_LAB_NAME, DEFAULT_STATE_ROOT};
 use faultline_experiments::schedule::webhook::{Backoff, WebhookSender};
 use faultline_experiments::schedule::{
@@ -115,14 +116,18 @@ fn ensure_lab(host: &HostPaths, lab: &str) -> Result<LabContext, LabError> {
             control::wait_ready(&ctx, Duration::from_secs(90))?;
             Ok(ctx)
         }
-        Err(LabError::NotUp(_)) => Ok(control::up(
-            host,
-            lab,
-            &Topology::default_lab(),
-            &agent,
-            Duration::from_secs(90),
-        )?
-        .0),
+        Err(LabError::NotUp(_)) => {
+            // The same choice of NATS server as `chaosctl lab up`: explicit, else pinned.
+            let resolved = servers::resolve_here(
+                &Topology::default_lab(),
+                DEFAULT_TOPOLOGY_SOURCE,
+                std::env::var_os("FAULTLINE_NATS_SERVER").map(PathBuf::from),
+            )?;
+            for warning in &resolved.warnings {
+                log(&format!("warning: {warning}"));
+            }
+            Ok(control::up(host, lab, &resolved, &agent, Duration::from_secs(90))?.0)
+        }
         Err(error) => Err(error),
     }
 }
@@ -166,6 +171,17 @@ impl LabRunner {
     fn run_engine(&self, request: &RunRequest, stop: &StopSignal) -> RunResult {
         let spec = request.entry.spec.clone();
         let seed = spec.workload.seed;
+        // A suite's spec that names a topology gets it, or is refused if the lab runs another.
+        let lab_topology = match spec.topology_path(&request.entry.source) {
+            Some(path) => match servers::resolve_file(
+                Some(&path),
+                std::env::var_os("FAULTLINE_NATS_SERVER").map(PathBuf::from),
+            ) {
+                Ok(resolved) => Some(resolved),
+                Err(error) => return RunResult::error(error.to_string()),
+            },
+            None => None,
+        };
         let options = RunOptions {
             spec,
             source: request.entry.source.clone(),
@@ -176,6 +192,7 @@ impl LabRunner {
             seed,
             max_fault_duration: self.max_fault_duration,
             interrupts: stop.counter(),
+            lab_topology,
         };
         let mut last_phase = None;
         let id = request.index_id;

@@ -35,8 +35,8 @@ pub use facts::{Item, Op};
 pub use intern::{Symbols, ValueId};
 pub use model::{
     Anomaly, CheckReport, Evidence, ExperimentInfo, FaultRecovery, FaultWindow, InputSummary,
-    RecoverySummary, RunInfo, Severity, Status, TenantSummary, Timeline, TimelinePoint, Verdict,
-    REPORT_FORMAT, REPORT_SCHEMA_VERSION,
+    RecoverySummary, RunInfo, ServerVersion, Severity, Status, TenantSummary, Timeline,
+    TimelinePoint, Verdict, REPORT_FORMAT, REPORT_SCHEMA_VERSION,
 };
 pub use observations::Observations;
 

@@ -484,6 +484,30 @@ pub struct ExperimentInfo {
     pub aborted: Option<String>,
     /// What each fault did, e.g. `quorum loss on tenants (isolate) for 20s: nats2 (nats/2 on b1), …`.
     pub faults: Vec<String>,
+    /// The system under test: every service's program and its version. Empty in reports
+    /// written before it was recorded.
+    #[serde(default)]
+    pub system_under_test: Vec<ServerVersion>,
+}
+
+/// One service of the system under test: the program its replicas run and the first line
+/// that program printed for `--version` when the lab came up.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerVersion {
+    /// Service name, e.g. `nats`.
+    pub service: String,
+    /// The program, as an absolute path, e.g. `/opt/faultline/nats-server/bin/nats-server`.
+    pub program: String,
+    /// What it printed, e.g. `nats-server: v2.15.1`, or `unknown (why)`.
+    pub version: String,
+}
+
+impl ServerVersion {
+    /// `nats (nats-server: v2.15.1, /path/to/nats-server)`.
+    pub fn describe(&self) -> String {
+        format!("{} ({}, {})", self.service, self.version, self.program)
+    }
 }
 
 impl CheckReport {

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::checkers::{self, CheckConfig, CheckReport, ExperimentInfo, FaultWindow};
+use crate::checkers::{self, CheckConfig, CheckReport, ExperimentInfo, FaultWindow, ServerVersion};
 use crate::history::Observation;
 use crate::kubernetes::run_site::ClusterSite;
 use crate::kubernetes::target::{ClusterOptions, ClusterTarget};
 use crate::lab::control::{self, HostPaths, LabContext};
+use crate::lab::servers::{self, ResolvedTopology};
 use crate::lab::target::LabSite;
-use crate::lab::topology::Topology;
+use crate::lab::topology::{Topology, DEFAULT_TOPOLOGY_SOURCE};
 use crate::report::{self, ReportFormat};
 use crate::spec::ExperimentSpec;
 use crate::workload::{self, AdapterKind, BackgroundWorkload, Progress, WorkloadConfig};
@@ -48,6 +49,10 @@ pub struct RunOptions {
     pub max_fault_duration: Duration,
     /// SIGINT/SIGTERM count, bumped by the caller's signal handler.
     pub interrupts: Arc<AtomicUsize>,
+    /// The topology (programs resolved) the run asks for: the lab is brought up with it, and
+    /// refused if it is up with another. `None`: the lab that is up, else the built-in
+    /// topology with the default NATS server.
+    pub lab_topology: Option<ResolvedTopology>,
 }
 
 /// The live state shown while a run goes on.
@@ -100,6 +105,8 @@ pub struct RunRecord {
     pub started_lab: bool,
     /// Seed used.
     pub seed: u64,
+    /// The system under test: every service's program and its version.
+    pub system_under_test: Vec<ServerVersion>,
     /// The plan.
     pub plan: Vec<PlannedFault>,
     /// What was injected and healed.
@@ -151,25 +158,35 @@ fn ensure_lab(options: &RunOptions) -> Result<(LabContext, bool), EngineError> {
         }
         .into());
     }
-    match LabContext::open(&options.host, &options.lab) {
-        Ok(ctx) => {
+    let up = |resolved: &ResolvedTopology| {
+        control::up(
+            &options.host,
+            &options.lab,
+            resolved,
+            &options.agent_binary,
+            Duration::from_secs(90),
+        )
+    };
+    match (
+        LabContext::open(&options.host, &options.lab),
+        &options.lab_topology,
+    ) {
+        (Ok(ctx), None) => {
             if ctx.agent().is_none() {
                 control::start_agent(&ctx, &options.host, &options.agent_binary)?;
             }
             control::wait_ready(&ctx, Duration::from_secs(90))?;
             Ok((ctx, false))
         }
-        Err(crate::lab::LabError::NotUp(_)) => {
-            let (ctx, _) = control::up(
-                &options.host,
-                &options.lab,
-                &Topology::default_lab(),
-                &options.agent_binary,
-                Duration::from_secs(90),
-            )?;
-            Ok((ctx, true))
+        // Asked for a topology: `up` keeps a lab that runs it and refuses one that does not.
+        (Ok(_), Some(resolved)) => Ok((up(resolved)?.0, false)),
+        (Err(crate::lab::LabError::NotUp(_)), Some(resolved)) => Ok((up(resolved)?.0, true)),
+        (Err(crate::lab::LabError::NotUp(_)), None) => {
+            let resolved =
+                servers::resolve_here(&Topology::default_lab(), DEFAULT_TOPOLOGY_SOURCE, None)?;
+            Ok((up(&resolved)?.0, true))
         }
-        Err(error) => Err(error.into()),
+        (Err(error), _) => Err(error.into()),
     }
 }
 
@@ -192,6 +209,7 @@ pub fn run_experiment(
     options.spec.validate(&options.source)?;
     let (ctx, started_lab) = ensure_lab(options)?;
     ctx.reconcile()?;
+    let system_under_test = ctx.servers()?;
     let site = LabSite::new(ctx);
     let run_id = make_run_id(&options.spec);
     let settings = RunSettings {
@@ -203,6 +221,7 @@ pub fn run_experiment(
         dir: options.results_root.join(&run_id),
         run_id,
         started_lab,
+        system_under_test,
     };
     run_on_site(&site, &settings, on_status)
 }
@@ -260,6 +279,8 @@ pub fn run_on_cluster(
         run_id: options.run_id.clone(),
         dir: options.dir.clone(),
         started_lab: false,
+        // Not probed on a cluster yet: the report says nothing rather than something wrong.
+        system_under_test: vec![],
     };
     run_on_site(&site, &settings, on_status)
 }
@@ -282,6 +303,8 @@ pub struct RunSettings<'a> {
     pub dir: PathBuf,
     /// Whether the engine brought the lab up (for the record).
     pub started_lab: bool,
+    /// The system under test: every service's program and version, as far as the site knows.
+    pub system_under_test: Vec<ServerVersion>,
 }
 
 /// The phases of one run on `site`: plan (refusals happen here, before anything is touched),
@@ -323,6 +346,7 @@ pub fn run_on_site(
         lab: site.name(),
         started_lab: settings.started_lab,
         seed: settings.seed,
+        system_under_test: settings.system_under_test.clone(),
         plan: planned.clone(),
         injected: vec![],
         aborted: None,
@@ -477,6 +501,7 @@ fn experiment_info(spec: &ExperimentSpec, record: &RunRecord) -> ExperimentInfo 
         lab: record.lab.clone(),
         seed: record.seed,
         aborted: record.aborted.clone(),
+        system_under_test: record.system_under_test.clone(),
         faults: record.injected.iter().map(describe_injected).collect(),
     }
 }

@@ -16,9 +16,11 @@ use serde::Serialize;
 
 use super::net;
 use super::scheduler::LabScheduler;
+use super::servers::{self, ResolvedTopology};
 use super::state::{read_json, topology_digest, write_json, LabPaths, LabRecord, ServicesState};
 use super::topology::{Topology, CLIENT_ADDRESS};
 use super::{check_lab_name, is_root, LabError};
+use crate::checkers::ServerVersion;
 
 /// Where the host keeps things; passed in so tests can point elsewhere.
 #[derive(Clone, Debug)]
@@ -131,6 +133,13 @@ impl LabContext {
         Ok(self.ledger().list()?.0)
     }
 
+    /// Every service's program and the version it printed when the lab came up.
+    pub fn servers(&self) -> Result<Vec<ServerVersion>, LabError> {
+        Ok(read_json::<LabRecord>(&self.paths.lab_file())?
+            .map(|record| record.servers)
+            .unwrap_or_default())
+    }
+
     /// The agent process, if it runs.
     pub fn agent(&self) -> Option<ProcessTarget> {
         let target: ProcessTarget = read_json(&self.paths.agent_pid_file()).ok()??;
@@ -140,12 +149,13 @@ impl LabContext {
     }
 }
 
-/// Brings a lab up, or checks that it is up with the same topology; starts the agent if it does
-/// not run; waits until every replica is ready.
+/// Brings a lab up, or checks that it is up with the same topology (the same programs too);
+/// records every service's version; starts the agent if it does not run; waits until every
+/// replica is ready.
 pub fn up(
     host: &HostPaths,
     name: &str,
-    topology: &Topology,
+    resolved: &ResolvedTopology,
     agent_binary: &Path,
     ready_timeout: Duration,
 ) -> Result<(LabContext, bool), LabError> {
@@ -153,28 +163,52 @@ pub fn up(
     if !is_root() {
         return Err(LabError::NotRoot);
     }
+    let topology = &resolved.topology;
     let paths = LabPaths::new(&host.state_root, name);
     let digest = topology_digest(topology);
-    if let Some(existing) = read_json::<LabRecord>(&paths.lab_file())? {
+    let mut record = if let Some(existing) = read_json::<LabRecord>(&paths.lab_file())? {
         if existing.digest != digest {
             return Err(LabError::NameInUse {
                 name: name.to_owned(),
-                existing: existing.digest,
+                existing_source: if existing.source.is_empty() {
+                    "an unrecorded source".to_owned()
+                } else {
+                    existing.source.clone()
+                },
+                requested_source: resolved.source.clone(),
+                difference: servers::describe_difference(
+                    &existing.topology,
+                    &existing.servers,
+                    topology,
+                ),
             });
         }
+        existing
     } else {
+        let record = LabRecord {
+            name: name.to_owned(),
+            digest,
+            topology: topology.clone(),
+            created_unix_ms: now_unix_ms(),
+            source: resolved.source.clone(),
+            servers: vec![],
+        };
         // Written before anything is created, so `lab down` finds a half-built lab.
-        write_json(
-            &paths.lab_file(),
-            &LabRecord {
-                name: name.to_owned(),
-                digest,
-                topology: topology.clone(),
-                created_unix_ms: now_unix_ms(),
-            },
-        )?;
-    }
+        write_json(&paths.lab_file(), &record)?;
+        record
+    };
     net::build(&paths, topology)?;
+    if record.servers.is_empty() {
+        let bin_dir = agent_binary.parent().unwrap_or(Path::new("."));
+        record.servers = servers::probe_versions(
+            topology,
+            bin_dir,
+            &host.netns_dir,
+            &paths.netns("client"),
+            &paths.dir.join("versions"),
+        );
+        write_json(&paths.lab_file(), &record)?;
+    }
     let ctx = LabContext::open(host, name)?;
     let started_agent = if ctx.agent().is_none() {
         start_agent(&ctx, host, agent_binary)?;
@@ -477,6 +511,11 @@ pub struct NodeStatus {
 pub struct LabStatus {
     /// Lab name.
     pub name: String,
+    /// Where its topology came from: a file, or `<built-in default>`.
+    pub topology: String,
+    /// The system under test: every service's program and the version it printed when the
+    /// lab came up.
+    pub servers: Vec<ServerVersion>,
     /// The agent's PID, if it runs.
     pub agent_pid: Option<i32>,
     /// The PID of an agent that was started for this lab and is no longer running. While it is
@@ -528,8 +567,12 @@ pub fn status(ctx: &LabContext) -> Result<LabStatus, LabError> {
         .collect();
     let agent = ctx.agent();
     let recorded_agent: Option<ProcessTarget> = read_json(&ctx.paths.agent_pid_file())?;
+    let record: Option<LabRecord> = read_json(&ctx.paths.lab_file())?;
+    let (topology, servers) = record.map_or_else(Default::default, |r| (r.source, r.servers));
     Ok(LabStatus {
         name: ctx.paths.name.clone(),
+        topology,
+        servers,
         agent_pid: agent.as_ref().map(|a| a.pid),
         agent_dead: if agent.is_none() {
             recorded_agent.map(|a| a.pid)

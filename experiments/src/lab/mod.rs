@@ -20,6 +20,7 @@ pub mod net;
 pub mod probe;
 pub mod replica_read;
 pub mod scheduler;
+pub mod servers;
 pub mod state;
 pub mod target;
 pub mod topology;
@@ -52,13 +53,17 @@ pub enum LabError {
         "the lab needs root (network namespaces, netlink): run chaosctl as root, e.g. with sudo"
     )]
     NotRoot,
-    /// The name is taken by a lab with a different topology.
-    #[error("lab `{name}` already runs a different topology (digest {existing}); run `chaosctl lab down --name {name}` first, or choose another --name")]
+    /// The name is taken by a lab with a different topology (or other server binaries).
+    #[error("lab `{name}` is up with a different topology ({existing_source} there, {requested_source} asked): {difference}. Run `chaosctl lab down --name {name}` first, or choose another --name")]
     NameInUse {
         /// Lab name.
         name: String,
-        /// Digest of the topology it runs.
-        existing: String,
+        /// Where the running lab's topology came from.
+        existing_source: String,
+        /// Where the requested topology came from.
+        requested_source: String,
+        /// How they differ, naming both programs where those differ.
+        difference: String,
     },
     /// The lab is not up.
     #[error("lab `{0}` is not up; start it with `chaosctl lab up --lab {0}`")]

@@ -86,6 +86,13 @@ pub struct LabRecord {
     pub topology: Topology,
     /// Creation time, Unix milliseconds.
     pub created_unix_ms: u64,
+    /// Where the topology came from: its file, or `<built-in default>`.
+    #[serde(default)]
+    pub source: String,
+    /// Every service's program and version, probed once the namespaces exist. Empty until
+    /// then, and in labs brought up before versions were recorded.
+    #[serde(default)]
+    pub servers: Vec<crate::checkers::ServerVersion>,
 }
 
 /// One restart of a replica.

@@ -24,6 +24,8 @@ pub const MAX_NODE_NAME: usize = 12;
 /// The built-in default: 3 zones × 2 nodes, a 3-node JetStream cluster with one server per
 /// zone.
 pub const DEFAULT_TOPOLOGY_YAML: &str = include_str!("default-topology.yaml");
+/// How the built-in topology is named where a file name would be.
+pub const DEFAULT_TOPOLOGY_SOURCE: &str = "<built-in default>";
 
 /// A whole lab.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +146,8 @@ pub struct NodeInfo {
 impl Topology {
     /// The default topology.
     pub fn default_lab() -> Self {
-        Self::parse(DEFAULT_TOPOLOGY_YAML, "<built-in default>").expect("default topology is valid")
+        Self::parse(DEFAULT_TOPOLOGY_YAML, DEFAULT_TOPOLOGY_SOURCE)
+            .expect("default topology is valid")
     }
 
     /// Parses and validates YAML; errors name the source, line and column.

@@ -48,6 +48,29 @@ fn opt<T: ToString>(v: Option<&T>) -> String {
 }
 
 /// Renders the page.
+/// One line naming every service's version and program.
+fn system_under_test(h: &mut String, servers: &[crate::checkers::ServerVersion]) {
+    if servers.is_empty() {
+        return;
+    }
+    let servers: Vec<String> = servers
+        .iter()
+        .map(|v| {
+            format!(
+                "{} <b>{}</b> <code>{}</code>",
+                esc(&v.service),
+                esc(&v.version),
+                esc(&v.program)
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        h,
+        "<div class=\"meta\">system under test: {}</div>",
+        servers.join(" &middot; ")
+    );
+}
+
 pub(crate) fn render(r: &CheckReport) -> io::Result<String> {
     let mut h = String::with_capacity(64 * 1024);
     let title = format!("Faultline check: {}", r.run.run_id);
@@ -72,6 +95,7 @@ pub(crate) fn render(r: &CheckReport) -> io::Result<String> {
             esc(&experiment.lab),
             experiment.seed
         );
+        system_under_test(&mut h, &experiment.system_under_test);
         if let Some(reason) = &experiment.aborted {
             let _ = writeln!(
                 h,

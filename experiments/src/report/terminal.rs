@@ -43,6 +43,13 @@ pub fn terminal_summary(report: &CheckReport, color: bool) -> String {
         report.exit_code()
     );
     if let Some(experiment) = &report.experiment {
+        for server in &experiment.system_under_test {
+            let _ = writeln!(
+                s,
+                "  system under test: {}: {} ({})",
+                server.service, server.version, server.program
+            );
+        }
         for fault in &experiment.faults {
             let _ = writeln!(s, "  fault: {fault}");
         }

@@ -88,6 +88,12 @@ pub struct ExperimentSpec {
     /// With `target: kubernetes`: what the faults select on the cluster. Only there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesSpec>,
+    /// On the lab: the topology file this experiment needs, relative to the spec file (see
+    /// [`ExperimentSpec::topology_path`]). The lab is brought up with it, and a lab that is up
+    /// with another topology (or other server binaries) is refused. Default: the lab that is
+    /// up, else the built-in topology.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<String>,
 }
 
 /// Where an experiment runs.
@@ -650,9 +656,36 @@ impl ExperimentSpec {
         Ok(())
     }
 
+    /// The file named by `topology:`, relative to the directory of the spec file `source`
+    /// (a built-in scenario's, `catalog:NAME`, is relative to the working directory).
+    pub fn topology_path(&self, source: &str) -> Option<std::path::PathBuf> {
+        let file = std::path::Path::new(self.topology.as_deref()?);
+        let base = if source.starts_with("catalog:") {
+            None
+        } else {
+            std::path::Path::new(source).parent()
+        };
+        Some(base.map_or_else(|| file.to_path_buf(), |dir| dir.join(file)))
+    }
+
     /// Coherence of the target with the rest: a `kubernetes:` section only on a cluster, lab-only
     /// fields only on the lab, and every cluster selector well formed.
     fn validate_target(&self) -> Result<(), (String, String)> {
+        if let Some(topology) = &self.topology {
+            if self.target == Target::Kubernetes {
+                return Err((
+                    "topology".into(),
+                    "a lab topology does not apply to `target: kubernetes`; remove it (the cluster is what it is)".into(),
+                ));
+            }
+            if topology.trim().is_empty() {
+                return Err((
+                    "topology".into(),
+                    "is empty; name a topology file relative to this spec, or remove the field"
+                        .into(),
+                ));
+            }
+        }
         let Some(kube) = &self.kubernetes else {
             if self.target == Target::Kubernetes {
                 return Err((
