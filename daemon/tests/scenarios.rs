@@ -156,6 +156,7 @@ fn assert_judged_and_clean(lab: &TestLab, run: &Run) {
         "every fault has a TTR or is marked never recovered\n{}",
         run.log()
     );
+    assert_names_the_system_under_test(run);
     for name in ["consistency", "split-brain", "recovery", "isolation"] {
         let verdict = run.verdict(name);
         assert!(
@@ -189,6 +190,36 @@ fn assert_judged_and_clean(lab: &TestLab, run: &Run) {
         "no rule of ours remains: {:#?}",
         lab.our_rules()
     );
+}
+
+/// run.json, report.json, the HTML report and the summary name the NATS server that ran, as
+/// the harness chose it.
+fn assert_names_the_system_under_test(run: &Run) {
+    let (program, version) = common::nats_server_under_test();
+    for (file, servers) in [
+        (
+            "run.json",
+            run.json("run.json")["system_under_test"].clone(),
+        ),
+        (
+            "report.json",
+            run.json("report.json")["experiment"]["system_under_test"].clone(),
+        ),
+    ] {
+        let nats = servers
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["service"] == "nats"))
+            .unwrap_or_else(|| panic!("{file} names no nats server: {servers}"));
+        assert_eq!(nats["program"], program.as_str(), "{file}");
+        assert_eq!(nats["version"], version.as_str(), "{file}");
+    }
+    for file in ["report.html", "summary.txt"] {
+        let text = std::fs::read_to_string(run.dir.join(file)).expect("report");
+        assert!(
+            text.contains(version.as_str()),
+            "{file} does not say {version}"
+        );
+    }
 }
 
 /// Runs a scenario and checks what every scenario must show. The lab is returned too: its

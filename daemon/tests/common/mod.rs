@@ -11,20 +11,57 @@ use std::time::{Duration, Instant};
 
 pub const NETNS_DIR: &str = "/run/netns";
 
-/// Whether this process can run lab tests (root, and nats-server installed).
+/// Whether this process can run lab tests (root, and a nats-server installed).
 pub fn can_run_lab() -> bool {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipping: lab tests need root");
         return false;
     }
-    assert!(
-        Command::new("nats-server")
-            .arg("--version")
-            .output()
-            .is_ok(),
-        "nats-server is not installed: run scripts/setup.sh"
-    );
+    nats_server_under_test();
     true
+}
+
+/// The nats-server this test process's labs run, as `chaosctl lab up` chooses it
+/// (`FAULTLINE_NATS_SERVER`, else the pinned current release, else PATH): its path and the
+/// first line of its `--version`. Said once per test binary on stderr past the test harness's
+/// capture, so every run of the lab tests shows which NATS ran. Run them against another with
+/// e.g. `FAULTLINE_NATS_SERVER=/usr/sbin/nats-server cargo test -p faultline-daemon --test
+/// scenarios`.
+pub fn nats_server_under_test() -> &'static (String, String) {
+    static CHOSEN: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    CHOSEN.get_or_init(|| {
+        use std::io::Write as _;
+        let resolved = faultline_experiments::lab::servers::resolve_here(
+            &faultline_experiments::lab::topology::Topology::default_lab(),
+            "<built-in default>",
+            std::env::var_os("FAULTLINE_NATS_SERVER").map(PathBuf::from),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let program = resolved
+            .topology
+            .service("nats")
+            .expect("the default topology runs nats")
+            .command[0]
+            .clone();
+        let version = version_of(&program);
+        // Straight to the file descriptor: the harness captures only the print macros.
+        let _ = writeln!(std::io::stderr(), "lab tests run {version} ({program})");
+        (program, version)
+    })
+}
+
+/// The first line `program --version` prints.
+pub fn version_of(program: &str) -> String {
+    let output = Command::new(program)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{program} --version: {e}"));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 /// A lab name unique to this test process and call.

@@ -1,0 +1,183 @@
+//! Which servers a lab runs: chosen explicitly (`lab up --nats-server`, a topology, the spec's
+//! `topology:`, `run --topology`), recorded with their versions in `lab status`, and a lab up
+//! with other binaries refused naming both. Also the revert hint of `inject`, run as printed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{can_run_lab, version_of, TestLab};
+use serde_json::Value;
+
+/// Debian's package: the documented known-buggy release.
+const DEBIAN_NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn server<'a>(status: &'a Value, service: &str) -> &'a Value {
+    status["servers"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == service))
+        .unwrap_or_else(|| panic!("no {service} in {}", status["servers"]))
+}
+
+/// The default topology with its nats-server replaced by `program`, written next to `dir`.
+fn topology_running(dir: &Path, program: &Path) -> PathBuf {
+    let yaml = faultline_experiments::lab::topology::DEFAULT_TOPOLOGY_YAML.replace(
+        "      - nats-server\n",
+        &format!("      - {}\n", program.display()),
+    );
+    let path = dir.join("other-topology.yaml");
+    std::fs::write(&path, yaml).expect("write topology");
+    path
+}
+
+#[test]
+fn a_lab_records_its_servers_and_refuses_another_binary_naming_both() {
+    if !can_run_lab() {
+        return;
+    }
+    assert!(
+        Path::new(DEBIAN_NATS_SERVER).exists(),
+        "{DEBIAN_NATS_SERVER} is missing: run scripts/setup.sh"
+    );
+    let debian_version = version_of(DEBIAN_NATS_SERVER);
+    let lab = TestLab::new();
+    let up = lab.chaosctl(&["lab", "up", "--nats-server", DEBIAN_NATS_SERVER]);
+    assert!(up.status.success(), "{}", stderr_of(&up));
+    if debian_version.starts_with("nats-server: v2.9.") {
+        assert!(
+            stderr_of(&up).contains("known JetStream replication bugs"),
+            "lab up warns about 2.9.x: {}",
+            stderr_of(&up)
+        );
+    }
+
+    // Status names every service's program and version, in JSON and text.
+    let status = lab.status();
+    assert_eq!(status["topology"], "<built-in default>");
+    let nats = server(&status, "nats");
+    assert_eq!(nats["program"], DEBIAN_NATS_SERVER);
+    assert_eq!(nats["version"], debian_version.as_str());
+    let gateway = server(&status, "gateway");
+    assert_eq!(
+        gateway["version"],
+        format!("tenant-gateway {}", env!("CARGO_PKG_VERSION")).as_str()
+    );
+    let text = lab.ok(&["lab", "status"]);
+    assert!(
+        text.lines().any(|l| l.starts_with("nats ")
+            && l.contains(&debian_version)
+            && l.ends_with(DEBIAN_NATS_SERVER)),
+        "{text}"
+    );
+
+    // Another binary, by flag, by a topology file, and by a spec's `topology:`: each refused,
+    // naming the binary that runs (with its version) and the one asked for.
+    let other = lab.state_root().join("bin");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    let other = other.join("nats-server");
+    std::os::unix::fs::symlink(DEBIAN_NATS_SERVER, &other).expect("symlink");
+    let there = format!("runs {DEBIAN_NATS_SERVER} ({debian_version}) there");
+    let asked = format!("this asks for {}", other.display());
+    let refused = lab.fails(&["lab", "up", "--nats-server", other.to_str().expect("utf8")]);
+    assert!(
+        refused.contains(&there) && refused.contains(&asked),
+        "{refused}"
+    );
+    let topology = topology_running(lab.state_root(), &other);
+    let spec = lab.state_root().join("pod-failure.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "{}topology: {}\n",
+            lab.ok(&["show", "pod-failure"]),
+            topology.file_name().and_then(|n| n.to_str()).expect("name")
+        ),
+    )
+    .expect("write spec");
+    for args in [
+        vec![
+            "run",
+            "pod-failure",
+            "--topology",
+            topology.to_str().expect("utf8"),
+        ],
+        // Relative to the spec file, not to the working directory.
+        vec!["run", spec.to_str().expect("utf8")],
+    ] {
+        let output = chaosctl_in(Path::new("/"), &lab, &args);
+        let refused = stderr_of(&output);
+        assert!(!output.status.success(), "{args:?} ran");
+        assert!(
+            refused.contains(&there)
+                && refused.contains(&asked)
+                && refused.contains("other-topology.yaml asked"),
+            "{args:?}: {refused}"
+        );
+    }
+    let faults: Value =
+        serde_json::from_str(&lab.ok(&["faults", "--output", "json"])).expect("faults json");
+    assert_eq!(
+        faults,
+        Value::Array(vec![]),
+        "a refused run injects nothing"
+    );
+    assert_eq!(server(&lab.status(), "nats")["program"], DEBIAN_NATS_SERVER);
+}
+
+/// `chaosctl ARGS` run from `cwd` against `lab`.
+fn chaosctl_in(cwd: &Path, lab: &TestLab, args: &[&str]) -> std::process::Output {
+    common::chaosctl_command(lab.state_root(), &lab.name)
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("run chaosctl")
+}
+
+#[test]
+fn the_revert_hint_of_inject_is_a_command_that_works_as_printed() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let out = lab.ok(&[
+        "inject",
+        "pause",
+        "--service",
+        "gateway",
+        "--replica",
+        "1",
+        "--for",
+        "60s",
+    ]);
+    let hint = out
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no hint in {out}"));
+    let words: Vec<&str> = hint.split_whitespace().collect();
+    assert_eq!(words[..2], ["chaosctl", "revert"], "{hint}");
+    assert!(hint.contains(&format!("--lab {}", lab.name)), "{hint}");
+    // From a fresh shell: no FAULTLINE_LAB or FAULTLINE_STATE_ROOT to fall back on.
+    let output = Command::new(env!("CARGO_BIN_EXE_chaosctl"))
+        .args(&words[1..])
+        .env_remove("FAULTLINE_LAB")
+        .env_remove("FAULTLINE_STATE_ROOT")
+        .env("FAULTLINE_AGENT", env!("CARGO_BIN_EXE_faultlined"))
+        .output()
+        .expect("run the hint");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.starts_with("reverted "),
+        "{hint}: {stdout}{}",
+        stderr_of(&output)
+    );
+    assert_eq!(
+        lab.ok(&["faults", "--output", "json"]).trim(),
+        "[]",
+        "the hint reverted the fault"
+    );
+}
