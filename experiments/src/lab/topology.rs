@@ -60,7 +60,9 @@ pub struct Service {
     /// Where replicas may run.
     #[serde(default, with = "serde_yaml::with::singleton_map")]
     pub placement: Placement,
-    /// Program and arguments. Each argument may use the placeholders `{lab}`, `{service}`,
+    /// Program and arguments. A program without a path is resolved when the lab comes up
+    /// (`nats-server` by the lab's choice of NATS server, any other on `PATH`) and recorded as
+    /// a full path. Each argument may use the placeholders `{lab}`, `{service}`,
     /// `{replica}`, `{node}`, `{zone}`, `{node_ip}`, `{data_dir}`, `{bin_dir}` (the directory of the
     /// running agent, where Faultline's own binaries such as `tenant-gateway` are),
     /// `{peers:SCHEME:PORT}` (the other replicas of this service as `SCHEME://IP:PORT`,
