@@ -54,7 +54,7 @@ pub enum LabError {
     )]
     NotRoot,
     /// The name is taken by a lab with a different topology (or other server binaries).
-    #[error("lab `{name}` is up with a different topology ({existing_source} there, {requested_source} asked): {difference}. Run `chaosctl lab down --name {name}` first, or choose another --name")]
+    #[error("lab `{name}` is up with a different topology ({existing_source} there, {requested_source} asked): {difference}. Run `chaosctl lab down --lab {name}` first, or choose another --lab")]
     NameInUse {
         /// Lab name.
         name: String,
