@@ -100,6 +100,13 @@ fn a_lab_records_its_servers_and_refuses_another_binary_naming_both() {
     )
     .expect("write spec");
     for args in [
+        // Only a server named: the lab's NATS binary alone is compared.
+        vec![
+            "run",
+            "pod-failure",
+            "--nats-server",
+            other.to_str().expect("utf8"),
+        ],
         vec![
             "run",
             "pod-failure",
@@ -112,10 +119,13 @@ fn a_lab_records_its_servers_and_refuses_another_binary_naming_both() {
         let output = chaosctl_in(Path::new("/"), &lab, &args);
         let refused = stderr_of(&output);
         assert!(!output.status.success(), "{args:?} ran");
+        let source_asked = if args.contains(&"--nats-server") {
+            format!("--nats-server {} asked", other.display())
+        } else {
+            "other-topology.yaml asked".to_owned()
+        };
         assert!(
-            refused.contains(&there)
-                && refused.contains(&asked)
-                && refused.contains("other-topology.yaml asked"),
+            refused.contains(&there) && refused.contains(&asked) && refused.contains(&source_asked),
             "{args:?}: {refused}"
         );
     }

@@ -11,8 +11,9 @@ use anyhow::Context as _;
 use clap::Args;
 use faultline_experiments::checkers::{CheckConfig, ExperimentInfo};
 use faultline_experiments::engine::run::{run_experiment, write_reports, LiveStatus, RunOptions};
-use faultline_experiments::lab::control::HostPaths;
-use faultline_experiments::lab::servers::ResolvedTopology;
+use faultline_experiments::lab::control::{HostPaths, LabContext};
+use faultline_experiments::lab::servers::{self, ResolvedTopology};
+use faultline_experiments::lab::LabError;
 use faultline_experiments::lab::DEFAULT_LAB_NAME;
 use faultline_experiments::report;
 use faultline_experiments::schedule::{Owner, RunIndex, RunResult};
@@ -184,8 +185,8 @@ pub(crate) fn run(
     spec.apply_overrides(args.duration, args.tenants, args.rate);
     spec.validate(&source)?;
     let seed = args.seed.unwrap_or(spec.workload.seed);
-    let lab_up = faultline_experiments::lab::control::LabContext::open(host, &args.lab).is_ok();
-    let lab_topology = lab_topology(args, &spec, &source, lab_up)?;
+    let lab_up = LabContext::open(host, &args.lab).is_ok();
+    let lab_topology = lab_topology(host, args, &spec, &source, lab_up)?;
     let options = RunOptions {
         spec,
         source,
@@ -278,13 +279,30 @@ pub(crate) fn run(
 /// with anything else is refused; and when the lab is not up, so the choice of binaries is
 /// printed before it comes up.
 fn lab_topology(
+    host: &HostPaths,
     args: &RunArgs,
     spec: &ExperimentSpec,
     source: &str,
     lab_up: bool,
 ) -> anyhow::Result<Option<ResolvedTopology>> {
     let file = args.topology.clone().or_else(|| spec.topology_path(source));
-    if file.is_none() && args.nats_server.is_none() && lab_up {
+    if file.is_none() && lab_up {
+        // Only a server named: the lab that is up may run the user's own topology, so only
+        // its NATS binary is compared.
+        if let Some(asked) = &args.nats_server {
+            let ctx = LabContext::open(host, &args.lab)?;
+            if let Some(difference) =
+                servers::nats_server_difference(&ctx.topology, &ctx.servers()?, asked)
+            {
+                return Err(LabError::NameInUse {
+                    name: args.lab.clone(),
+                    existing_source: ctx.source()?,
+                    requested_source: format!("--nats-server {}", asked.display()),
+                    difference,
+                }
+                .into());
+            }
+        }
         return Ok(None);
     }
     let resolved = super::lab::resolve_topology(file.as_deref(), args.nats_server.clone())?;

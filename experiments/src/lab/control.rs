@@ -140,6 +140,15 @@ impl LabContext {
             .unwrap_or_default())
     }
 
+    /// Where the lab's topology came from: a file, `<built-in default>`, or `an unrecorded
+    /// source` for a lab brought up before it was recorded.
+    pub fn source(&self) -> Result<String, LabError> {
+        Ok(read_json::<LabRecord>(&self.paths.lab_file())?
+            .map(|record| record.source)
+            .filter(|source| !source.is_empty())
+            .unwrap_or_else(|| "an unrecorded source".to_owned()))
+    }
+
     /// The agent process, if it runs.
     pub fn agent(&self) -> Option<ProcessTarget> {
         let target: ProcessTarget = read_json(&self.paths.agent_pid_file()).ok()??;

@@ -344,6 +344,41 @@ pub fn describe_difference(
     lines.join("; ")
 }
 
+/// How a lab that is up differs from one whose NATS services run `asked`, for a run that
+/// names only a NATS server (its topology may be the user's own); `None` when it runs it.
+pub fn nats_server_difference(
+    existing: &Topology,
+    existing_versions: &[ServerVersion],
+    asked: &Path,
+) -> Option<String> {
+    let asked = absolute(asked);
+    let mut nats = existing
+        .services
+        .iter()
+        .filter(|s| is_nats_server(&s.command[0]))
+        .peekable();
+    if nats.peek().is_none() {
+        return Some(format!(
+            "the lab that is up runs no nats-server, and this asks for {asked}"
+        ));
+    }
+    let differ: Vec<String> = nats
+        .filter(|s| s.command[0] != asked)
+        .map(|s| {
+            let version = existing_versions
+                .iter()
+                .find(|v| v.service == s.name)
+                .map(|v| format!(" ({})", v.version))
+                .unwrap_or_default();
+            format!(
+                "service `{}` runs {}{version} there, this asks for {asked}",
+                s.name, s.command[0]
+            )
+        })
+        .collect();
+    (!differ.is_empty()).then(|| differ.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,6 +509,25 @@ mod tests {
         new.zones[0].nodes.push("a3".into());
         new.services[0].command[0] = "/usr/sbin/nats-server".to_owned();
         assert!(describe_difference(&old, &versions, &new).contains("zones, nodes"));
+    }
+
+    #[test]
+    fn a_named_nats_server_is_checked_against_the_lab_alone() {
+        let mut running = Topology::default_lab();
+        running.services[0].command[0] = "/usr/sbin/nats-server".to_owned();
+        // The user's own topology (more zones) is fine: only the binary counts.
+        running.zones[0].nodes.push("a3".into());
+        assert_eq!(
+            nats_server_difference(&running, &[], Path::new("/usr/sbin/nats-server")),
+            None
+        );
+        assert_eq!(
+            nats_server_difference(&running, &[], Path::new(PINNED_NATS_SERVER)).as_deref(),
+            Some(format!("service `nats` runs /usr/sbin/nats-server there, this asks for {PINNED_NATS_SERVER}").as_str())
+        );
+        running.services.remove(0);
+        assert!(nats_server_difference(&running, &[], Path::new("/x"))
+            .is_some_and(|d| d.contains("runs no nats-server")));
     }
 
     #[test]

@@ -1040,6 +1040,34 @@ slo: {max_ttr: 10s}
     }
 
     #[test]
+    fn topology_is_relative_to_the_spec_file_and_only_for_the_lab() {
+        let spec =
+            ExperimentSpec::parse(&format!("{MINIMAL}topology: labs/three.yaml\n"), "x.yaml")
+                .expect("parse");
+        spec.validate("specs/x.yaml").expect("valid on the lab");
+        assert_eq!(
+            spec.topology_path("/srv/specs/x.yaml"),
+            Some(std::path::PathBuf::from("/srv/specs/labs/three.yaml"))
+        );
+        assert_eq!(
+            spec.topology_path("catalog:az-failure"),
+            Some(std::path::PathBuf::from("labs/three.yaml"))
+        );
+        let error = ExperimentSpec::parse(&format!("{CLUSTER}topology: t.yaml\n"), "c.yaml")
+            .expect("parse")
+            .validate("c.yaml")
+            .expect_err("a cluster has no lab topology")
+            .to_string();
+        assert!(error.contains("topology"), "{error}");
+        let error = ExperimentSpec::parse(&format!("{MINIMAL}topology: ' '\n"), "x.yaml")
+            .expect("parse")
+            .validate("x.yaml")
+            .expect_err("empty")
+            .to_string();
+        assert!(error.contains("is empty"), "{error}");
+    }
+
+    #[test]
     fn cluster_unknown_field_reports_line_and_column() {
         let yaml = CLUSTER.replace("  nodes: {zones", "  nodez: 1\n  nodes: {zones");
         let error = ExperimentSpec::parse(&yaml, "c.yaml")
