@@ -503,7 +503,7 @@ fn bad_topology_name_or_privileges_get_a_clear_error_and_change_nothing() {
     ]);
     assert!(
         stderr.contains("is up with a different topology")
-            && stderr.contains("the programs are the same; zones, nodes"),
+            && stderr.contains("the lab that is up runs service `nats`"),
         "{stderr}"
     );
     assert_eq!(lab.namespaces().len(), 8, "the running lab is untouched");
