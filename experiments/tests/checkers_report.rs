@@ -87,6 +87,18 @@ fn html_is_self_contained() {
     write_html(&r, &mut buf).unwrap();
     let html = String::from_utf8(buf).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
+    // The headline is the outcome in plain words, never a bare INVALID.
+    let h1 = html
+        .split("<h1")
+        .nth(1)
+        .and_then(|rest| rest.split("</h1>").next())
+        .expect("a headline");
+    assert!(
+        h1.contains("FAILED: ") && h1.contains(" checks failed"),
+        "{h1}"
+    );
+    assert!(!h1.contains("INVALID"), "{h1}");
+    assert!(html.contains("score: 100 when every check holds"));
     // Four time-series plots and the tenant heatmap, inline.
     assert_eq!(html.matches("<svg").count(), 5, "plots");
     for forbidden in ["<script", "src=", "href=\"http", "url(", "@import", "<link"] {
@@ -137,10 +149,22 @@ fn junit_has_one_case_per_verdict() {
 fn terminal_summary_and_exit_codes() {
     let r = eventful();
     let s = terminal_summary(&r, false);
+    // The outcome in plain words first; Jepsen's INVALID stays on the checker's own line.
+    let invalid = r
+        .verdicts
+        .iter()
+        .filter(|v| v.status == faultline_experiments::checkers::Status::Invalid)
+        .count();
+    assert!(invalid > 0);
     assert!(
-        s.starts_with("faultline check: run run-1 (nats): INVALID"),
+        s.starts_with(&format!(
+            "FAILED: {invalid} of {} checks failed\n  run run-1 (nats), score ",
+            r.verdicts.len()
+        )),
         "{s}"
     );
+    assert!(s.contains("at most 49 with a failed one"), "{s}");
+    assert!(terminal_summary(&H::clean().check(), false).starts_with("PASSED: all "));
     assert!(s.contains("lost (invalid): 1; middle 1"), "{s}");
     assert!(s.contains("t1/p/100"));
     assert!(s.contains("f1 kill"));

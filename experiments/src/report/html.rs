@@ -16,7 +16,7 @@ const HEATMAP_TENANTS: usize = 40;
 
 const CSS: &str = r"
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:24px;color:#1d2330;background:#fafbfc}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #dde1e6;padding-bottom:4px}
+h1{font-size:22px;margin:0 0 4px}h1.outcome.valid{color:#1a7f37}h1.outcome.invalid{color:#cf222e}h1.outcome.unknown{color:#9a6700}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #dde1e6;padding-bottom:4px}
 .meta{color:#5a6472;font-size:13px}
 .aborted{background:#fdecea;border:1px solid #c62828;padding:8px 12px;border-radius:6px}
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;font-weight:600;font-size:13px;color:#fff}
@@ -81,7 +81,13 @@ pub(crate) fn render(r: &CheckReport) -> io::Result<String> {
          <title>{}</title><style>{CSS}</style></head><body>\n",
         esc(&title)
     );
-    let _ = writeln!(h, "<h1>{} {}</h1>", esc(&title), badge(r.status));
+    let _ = writeln!(
+        h,
+        "<h1 class=\"outcome {}\">{}</h1>\n<div class=\"meta\">{}</div>",
+        r.status.as_str(),
+        esc(&super::outcome(r)),
+        esc(&title)
+    );
     if let Some(experiment) = &r.experiment {
         let _ = writeln!(
             h,
@@ -134,7 +140,10 @@ pub(crate) fn render(r: &CheckReport) -> io::Result<String> {
     };
     let _ = writeln!(h, "<div class=\"cards\">");
     for (value, label) in [
-        (format!("{}/100", r.score), "score".to_string()),
+        (
+            format!("{}/100", r.score),
+            format!("score: {}", super::SCORE_MEANING),
+        ),
         (r.input.operations.to_string(), "operations".to_string()),
         (r.input.values.to_string(), "distinct values".to_string()),
         (r.input.tenants.to_string(), "tenants".to_string()),

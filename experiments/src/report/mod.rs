@@ -202,6 +202,40 @@ pub(crate) fn evidence_line(e: &Evidence) -> String {
 }
 
 /// Upper-case status word.
+/// The run's outcome in plain words, for the top of every report: `PASSED: all 4 checks held`,
+/// `FAILED: 2 of 4 checks failed`, `INCONCLUSIVE: …`. Jepsen's valid/invalid stays with each
+/// checker.
+pub fn outcome(report: &CheckReport) -> String {
+    let total = report.verdicts.len();
+    let count = |status: Status| {
+        report
+            .verdicts
+            .iter()
+            .filter(|v| v.status == status)
+            .count()
+    };
+    let aborted = report
+        .experiment
+        .as_ref()
+        .and_then(|e| e.aborted.as_deref());
+    match (report.status, aborted) {
+        (Status::Invalid, _) => format!(
+            "FAILED: {} of {total} checks failed",
+            count(Status::Invalid)
+        ),
+        (_, Some(_)) => "INCONCLUSIVE: the run was aborted; this is a partial report".to_owned(),
+        (Status::Valid, None) => format!("PASSED: all {total} checks held"),
+        (Status::Unknown, None) => format!(
+            "INCONCLUSIVE: {} of {total} checks could not be decided",
+            count(Status::Unknown)
+        ),
+    }
+}
+
+/// What the score is, in one sentence next to the number.
+pub const SCORE_MEANING: &str = "100 when every check holds; at most 89 with an undecided \
+     check, at most 49 with a failed one, 0 if tenants were not isolated; secondary to the checks";
+
 pub(crate) fn status_word(s: Status) -> &'static str {
     match s {
         Status::Valid => "VALID",

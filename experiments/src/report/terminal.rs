@@ -35,11 +35,12 @@ pub fn terminal_summary(report: &CheckReport, color: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "faultline check: run {} ({}): {}, score {}/100 (exit {})",
+        "{}\n  run {} ({}), score {}/100 ({}), exit {}",
+        paint(&super::outcome(report), report.status, color),
         report.run.run_id,
         report.run.adapter,
-        paint(status_word(report.status), report.status, color),
         report.score,
+        super::SCORE_MEANING,
         report.exit_code()
     );
     if let Some(experiment) = &report.experiment {
