@@ -174,7 +174,10 @@ enum Command {
     /// Run an experiment end to end: bring the lab up if needed, run the tenant load, take a
     /// baseline, inject the faults, heal, watch recovery, read everything back, judge, report.
     /// Exit code: 0 pass, 1 SLO or consistency failure, 2 error, unknown or aborted. Ctrl-C
-    /// heals every fault and still writes a partial report. With `--context`/`--kubeconfig`,
+    /// heals every fault and still writes a partial report. The live display counts `failed`
+    /// and `unknown outcome` operations so far, with the last second's rate; an unknown outcome
+    /// is one the client could not learn (a timeout: the write may or may not have happened),
+    /// and the checkers count it as either. With `--context`/`--kubeconfig`,
     /// creates an Experiment on the cluster and follows it; a spec without a `kubernetes:`
     /// section (a catalog scenario) gets the cluster's defaults (ConfigMap
     /// faultline-system/faultline-cluster-defaults).

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use faultline_experiments::checkers::{CheckConfig, ExperimentInfo};
-use faultline_experiments::engine::run::{run_experiment, write_reports, LiveStatus, RunOptions};
+use faultline_experiments::engine::run::{
+    run_experiment, write_reports, LiveStatus, Phase, RunOptions,
+};
 use faultline_experiments::lab::control::{HostPaths, LabContext};
 use faultline_experiments::lab::servers::{self, ResolvedTopology};
 use faultline_experiments::lab::LabError;
@@ -18,6 +20,7 @@ use faultline_experiments::lab::DEFAULT_LAB_NAME;
 use faultline_experiments::report;
 use faultline_experiments::schedule::{Owner, RunIndex, RunResult};
 use faultline_experiments::spec::{ExperimentSpec, FaultKind, Selector};
+use faultline_experiments::workload::stats::Progress;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -159,6 +162,58 @@ pub(crate) fn run_outline(spec: &ExperimentSpec, lab: &str, seed: u64) -> String
     outline
 }
 
+/// A phase as people say it.
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Setup => "setup",
+        Phase::Baseline => "baseline",
+        Phase::Inject => "inject",
+        Phase::RecoveryWatch => "recovery watch",
+        Phase::ReadBack => "read-back",
+        Phase::Check => "judging",
+        Phase::Report => "reports",
+    }
+}
+
+/// One line of the live display. The counts are totals so far, `/s` the last second; once the
+/// load has ended (judging, reports) the last figures stay rather than dropping to zero.
+/// `unknown` counts operations whose outcome the client could not learn (a timeout: the write
+/// may or may not have happened), which the checkers treat as either.
+fn live_line(status: &LiveStatus, last_figures: &mut Progress) -> String {
+    if status.progress.ops > 0 || last_figures.ops == 0 {
+        *last_figures = status.progress.clone();
+    }
+    let load_ended = matches!(status.phase, Phase::Check | Phase::Report);
+    let p = if load_ended {
+        &*last_figures
+    } else {
+        &status.progress
+    };
+    let rate = |n: u64| {
+        if load_ended {
+            String::new()
+        } else {
+            format!(" ({n}/s)")
+        }
+    };
+    format!(
+        "{:<14} {:>4}s left  {:>5.0} ops/s  failed {}{}  unknown outcome {}{}  p99 {:.0} ms  faults: {}",
+        phase_name(status.phase),
+        status.left.as_secs(),
+        if load_ended { 0.0 } else { p.ops_per_s },
+        p.fail,
+        rate(p.window_fail),
+        p.info,
+        rate(p.window_info),
+        p.p99_ms,
+        if status.active_faults.is_empty() {
+            "none".to_owned()
+        } else {
+            status.active_faults.join("; ")
+        }
+    )
+}
+
 /// A fault's selector in a few words, e.g. `zone a` or `service nats, replica 1`.
 fn selector_text(selector: &Selector) -> String {
     [
@@ -211,6 +266,7 @@ pub(crate) fn run(
         .checked_sub(Duration::from_secs(10))
         .unwrap_or_else(Instant::now);
     let mut last_phase = None;
+    let mut last_figures = Progress::default();
     let mut show = |status: &LiveStatus| {
         let phase_changed = last_phase != Some(status.phase);
         if !(tty || phase_changed || last_line.elapsed() >= Duration::from_secs(5)) {
@@ -218,19 +274,7 @@ pub(crate) fn run(
         }
         last_phase = Some(status.phase);
         last_line = Instant::now();
-        let p = &status.progress;
-        let line = format!(
-            "{:<14} {:>4}s left  {:>5.0} ops/s  fail {} (+{})  info {} (+{})  p99 {:.0} ms  faults: {}",
-            format!("{:?}", status.phase).to_lowercase(),
-            status.left.as_secs(),
-            p.ops_per_s,
-            p.fail,
-            p.window_fail,
-            p.info,
-            p.window_info,
-            p.p99_ms,
-            if status.active_faults.is_empty() { "none".to_owned() } else { status.active_faults.join("; ") }
-        );
+        let line = live_line(status, &mut last_figures);
         if tty {
             print!("\r\x1b[2K{line}");
             let _ = std::io::stdout().flush();
@@ -429,6 +473,41 @@ mod tests {
             "{outline}"
         );
         assert_eq!(lines.len(), 6);
+    }
+
+    #[test]
+    fn the_live_line_reads_plainly_and_keeps_its_figures_while_judging() {
+        let mut last = Progress::default();
+        let mut status = LiveStatus {
+            phase: Phase::RecoveryWatch,
+            elapsed: Duration::from_secs(40),
+            left: Duration::from_secs(20),
+            progress: Progress {
+                ops: 5000,
+                ops_per_s: 198.0,
+                fail: 494,
+                window_fail: 54,
+                info: 7,
+                window_info: 1,
+                p99_ms: 12.0,
+                ..Progress::default()
+            },
+            active_faults: vec![],
+        };
+        let line = live_line(&status, &mut last);
+        assert!(line.starts_with("recovery watch "), "{line}");
+        assert!(line.contains("failed 494 (54/s)"), "{line}");
+        assert!(line.contains("unknown outcome 7 (1/s)"), "{line}");
+        assert!(!line.contains("info"), "{line}");
+        // Judging: the load has ended and reports no figures; the last ones stay.
+        status.phase = Phase::Check;
+        status.progress = Progress::default();
+        let line = live_line(&status, &mut last);
+        assert!(line.starts_with("judging "), "{line}");
+        assert!(
+            line.contains("failed 494  unknown outcome 7  p99 12 ms"),
+            "{line}"
+        );
     }
 
     #[test]
