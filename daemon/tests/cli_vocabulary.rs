@@ -201,3 +201,36 @@ fn spec_errors_speak_plainly_and_suggest_the_near_miss() {
         "{stderr}"
     );
 }
+
+#[test]
+fn completion_scripts_load_in_their_shell_and_know_the_commands() {
+    let (code, stderr) = on_empty_root(&["completion", "nosuchshell"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bash"),
+        "the error lists the shells: {stderr}"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_chaosctl"))
+        .args(["completion", "bash"])
+        .output()
+        .expect("completion");
+    assert!(output.status.success());
+    let script = text(&output.stdout);
+    for word in ["inject", "quorum-loss", "--lab", "--max-fault-duration"] {
+        assert!(script.contains(word), "the bash script lacks {word}");
+    }
+    // Sourced by a real bash, it registers a completion for chaosctl.
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("chaosctl.bash");
+    std::fs::write(&path, &script).expect("write");
+    let check = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p chaosctl", path.display()))
+        .output()
+        .expect("bash");
+    assert!(
+        check.status.success() && text(&check.stdout).contains("chaosctl"),
+        "{}",
+        text(&check.stderr)
+    );
+}

@@ -231,6 +231,12 @@ enum Command {
     /// The schedule of unattended suites, and the running `faultlined serve`.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// Print a shell completion script, e.g. `chaosctl completion bash >
+    /// /etc/bash_completion.d/chaosctl`, or `source <(chaosctl completion zsh)`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Revert expired faults and orphaned rules, pauses and cordons now (every command does this
     /// first anyway); prints what it did.
     Reconcile {
@@ -404,6 +410,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Runs(_)
             | Command::Trends(_)
             | Command::Schedule(_)
+            | Command::Completion { .. }
     );
     if touches_system {
         reconcile_all(&host, false);
@@ -426,6 +433,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(args) => runs::runs(&host.state_root, &args),
         Command::Trends(args) => runs::trends(&host.state_root, &args),
         Command::Schedule(command) => schedule::run(&host.state_root, &command),
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "chaosctl",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::List => scenarios::list(),
         Command::Show { name } => scenarios::show(&name),
         Command::Validate { file } => scenarios::validate(&file),
