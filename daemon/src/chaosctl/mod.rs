@@ -387,6 +387,20 @@ fn resume_everything(host: &HostPaths) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `chaosctl revert ID`.
+fn revert_one(host: &HostPaths, id: &str, lab: &str) -> anyhow::Result<ExitCode> {
+    let ctx = LabContext::open(host, lab)?;
+    let reverted = ctx.with_injectors(|env| {
+        faultline_injectors::lifecycle::revert_fault(&ctx.ledger(), env, id)
+    })?;
+    if reverted {
+        println!("reverted {id}");
+    } else {
+        println!("{id} is not active in lab {lab} (already reverted or expired); nothing to do");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs one command; the exit code follows the command's verdict.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let host = host(&cli);
@@ -452,18 +466,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Faults { lab, output } => faults::list(&host, &lab, output),
         Command::Revert { id, lab } => {
             require_root()?;
-            let ctx = LabContext::open(&host, &lab)?;
-            let reverted = ctx.with_injectors(|env| {
-                faultline_injectors::lifecycle::revert_fault(&ctx.ledger(), env, &id)
-            })?;
-            if reverted {
-                println!("reverted {id}");
-            } else {
-                println!(
-                    "{id} is not active in lab {lab} (already reverted or expired); nothing to do"
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            revert_one(&host, &id, &lab)
         }
         Command::Halt => {
             require_root()?;
