@@ -61,6 +61,9 @@ pub struct HaltMarker {
 #[derive(Clone, Debug)]
 pub struct Ledger {
     dir: PathBuf,
+    /// Where the halt marker lives when it is shared with other ledgers (the lab's state root,
+    /// so a halt covers every lab, including labs created after it); `None`: in `dir`.
+    shared_halt: Option<PathBuf>,
 }
 
 /// Proof that the caller holds the ledger's exclusive lock.
@@ -71,7 +74,18 @@ pub struct LedgerLock {
 impl Ledger {
     /// A ledger kept in `dir`. Nothing is created until the first write.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            shared_halt: None,
+        }
+    }
+
+    /// The same ledger, obeying the halt marker at `path`, which other ledgers share. A marker
+    /// in the ledger's own directory (written by earlier versions) still halts it too.
+    #[must_use]
+    pub fn with_shared_halt(mut self, path: impl Into<PathBuf>) -> Self {
+        self.shared_halt = Some(path.into());
+        self
     }
 
     /// The directory holding the records.
@@ -177,32 +191,89 @@ impl Ledger {
         Ok((records, corrupt))
     }
 
-    /// The halt marker, if faults are halted.
+    /// The halt marker, if faults are halted: the shared one first, then the ledger's own.
     pub fn halted(&self) -> Result<Option<HaltMarker>> {
-        let path = self.dir.join(HALT_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes).unwrap_or(HaltMarker { since_unix_ms: 0 }),
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io_error(&path, e)),
+        if let Some(shared) = &self.shared_halt {
+            if let Some(marker) = read_halt_marker(shared)? {
+                return Ok(Some(marker));
+            }
         }
+        read_halt_marker(&self.dir.join(HALT_FILE))
     }
 
-    /// Blocks new faults until [`Ledger::clear_halt`].
+    /// Blocks new faults until [`Ledger::clear_halt`]; with a shared marker, in every ledger
+    /// that shares it.
     pub fn set_halt(&self, _lock: &LedgerLock, marker: &HaltMarker) -> Result<()> {
-        let json = serde_json::to_vec(marker).expect("halt marker always serializes");
-        self.write_durably(HALT_FILE, &json)
+        match &self.shared_halt {
+            Some(shared) => write_halt_marker(shared, marker),
+            None => {
+                let json = serde_json::to_vec(marker).expect("halt marker always serializes");
+                self.write_durably(HALT_FILE, &json)
+            }
+        }
     }
 
-    /// Allows new faults again.
+    /// Allows new faults again: removes the shared marker and the ledger's own.
     pub fn clear_halt(&self, _lock: &LedgerLock) -> Result<()> {
-        let path = self.dir.join(HALT_FILE);
-        match fs::remove_file(&path) {
-            Ok(()) => self.sync_dir(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.io_error(&path, e)),
+        if let Some(shared) = &self.shared_halt {
+            clear_halt_marker(shared)?;
         }
+        clear_halt_marker(&self.dir.join(HALT_FILE))
+    }
+}
+
+fn marker_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Ledger {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads the halt marker at `path`; `None` when there is none. An unreadable marker still
+/// halts (since time 0): a damaged file must never allow faults.
+pub fn read_halt_marker(path: &Path) -> Result<Option<HaltMarker>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes).unwrap_or(HaltMarker { since_unix_ms: 0 }),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(marker_error(path, e)),
+    }
+}
+
+/// Writes the halt marker at `path` durably (temp file, fsync, rename, directory fsync),
+/// creating its directory.
+pub fn write_halt_marker(path: &Path, marker: &HaltMarker) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| marker_error(dir, e))?;
+    let tmp = dir.join(format!(
+        ".tmp-{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(HALT_FILE)
+    ));
+    let json = serde_json::to_vec(marker).expect("halt marker always serializes");
+    let mut file = File::create(&tmp).map_err(|e| marker_error(&tmp, e))?;
+    file.write_all(&json)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| marker_error(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| marker_error(path, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| marker_error(dir, e))
+}
+
+/// Removes the halt marker at `path`; a missing marker counts as removed.
+pub fn clear_halt_marker(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| marker_error(dir, e))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(marker_error(path, e)),
     }
 }
 

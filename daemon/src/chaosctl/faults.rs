@@ -108,6 +108,19 @@ enum FaultCommand {
     },
 }
 
+impl FaultCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Partition { .. } => "partition",
+            Self::Kill { .. } => "kill",
+            Self::Pause { .. } => "pause",
+            Self::Stop { .. } => "stop",
+            Self::QuorumLoss { .. } => "quorum-loss",
+            Self::Drain { .. } => "drain",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ShapeBy {
     Zone,
@@ -156,6 +169,13 @@ pub(crate) fn inject(
     }
     let ctx = LabContext::open(host, &args.lab)?;
     let hint = LabArgs::new(host, &args.lab);
+    // Not into a lab that a run is judging: its checkers would count this fault's damage.
+    let _lock = super::run::lock_lab(
+        host,
+        &args.lab,
+        &format!("inject {}", args.fault.name()),
+        None,
+    )?;
     let record = match args.fault {
         FaultCommand::Partition {
             zone,

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use faultline_experiments::lab::control::{HostPaths, LabContext};
-use faultline_experiments::lab::state::known_labs;
+use faultline_experiments::lab::state::{halt_marker_file, known_labs};
 use faultline_experiments::lab::{is_root, DEFAULT_LAB_NAME, DEFAULT_STATE_ROOT};
 
 const EXAMPLES: &str = "\
@@ -219,10 +219,12 @@ enum Command {
         #[arg(long, env = "FAULTLINE_LAB", default_value = DEFAULT_LAB_NAME, hide_default_value = true)]
         lab: String,
     },
-    /// Revert every active fault in every lab now, and block new faults until `resume`. A
-    /// running `faultlined serve` is halted first: its experiment heals and stops.
+    /// Revert every active fault in every lab now, and block new faults and runs until
+    /// `resume`, in every lab under the state root, labs brought up later included. A running
+    /// `faultlined serve` is halted first: its experiment heals and stops; a running `chaosctl
+    /// run` sees the halt within 0.1 s, ends its fault windows and is marked aborted.
     Halt,
-    /// Allow new faults again after `halt`.
+    /// Allow new faults and runs again after `halt`.
     Resume,
     /// The run index: every run, scheduled or manual, newest first (kubectl-style table).
     Runs(runs::RunsArgs),
@@ -357,33 +359,54 @@ fn run_on_cluster(target: &cluster::Target, command: &Command) -> anyhow::Result
     }
 }
 
-/// `chaosctl halt`: the running daemon first (its experiment heals and stops), then every lab.
+/// `chaosctl halt`: the running daemon first (its experiment heals and stops), then the state
+/// root's halt marker, which every lab obeys (labs brought up later too), then each lab's
+/// faults are reverted.
 fn halt_everything(host: &HostPaths) -> anyhow::Result<ExitCode> {
     schedule::through_daemon(&host.state_root, true)?;
     let now = faultline_injectors::ledger::now_unix_ms();
+    // First the marker: a fault that slips in before it is reverted below, none after it.
+    faultline_injectors::ledger::write_halt_marker(
+        &halt_marker_file(&host.state_root),
+        &faultline_injectors::ledger::HaltMarker { since_unix_ms: now },
+    )?;
     let labs = known_labs(&host.state_root);
     for name in &labs {
-        let ctx = LabContext::open(host, name).with_context(|| format!("lab {name}"))?;
+        let ctx = match LabContext::open(host, name) {
+            Ok(ctx) => ctx,
+            // A lab half torn down has no faults of its own to revert; the marker covers it.
+            Err(faultline_experiments::lab::LabError::NotUp(_)) => continue,
+            Err(error) => return Err(error).with_context(|| format!("lab {name}")),
+        };
         let scope = ctx.reconcile_scope();
         let report = ctx.with_injectors(|env| {
             faultline_injectors::lifecycle::halt(&ctx.ledger(), env, &scope, now)
         })?;
         println!("lab {name}: halted; {}", describe_reconcile(&report));
     }
-    if labs.is_empty() {
-        println!("no lab is up; nothing to halt");
-    }
+    println!(
+        "halted: every lab under {} refuses new faults and runs, including labs brought up \
+         later, until `chaosctl resume`",
+        host.state_root.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-/// `chaosctl resume`: the running daemon, then every lab.
+/// `chaosctl resume`: the running daemon, the state root's halt marker, then every lab's own
+/// marker (left by earlier versions).
 fn resume_everything(host: &HostPaths) -> anyhow::Result<ExitCode> {
     schedule::through_daemon(&host.state_root, false)?;
+    faultline_injectors::ledger::clear_halt_marker(&halt_marker_file(&host.state_root))?;
     for name in known_labs(&host.state_root) {
-        let ctx = LabContext::open(host, &name)?;
+        let Ok(ctx) = LabContext::open(host, &name) else {
+            continue;
+        };
         faultline_injectors::lifecycle::resume(&ctx.ledger())?;
-        println!("lab {name}: new faults allowed again");
     }
+    println!(
+        "resumed: new faults and runs are allowed again in every lab under {}",
+        host.state_root.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,9 +11,10 @@ use anyhow::Context as _;
 use clap::Args;
 use faultline_experiments::checkers::{CheckConfig, ExperimentInfo};
 use faultline_experiments::engine::run::{
-    run_experiment, write_reports, LiveStatus, Phase, RunOptions,
+    make_run_id, run_experiment, write_reports, LiveStatus, Phase, RunOptions,
 };
 use faultline_experiments::lab::control::{HostPaths, LabContext};
+use faultline_experiments::lab::run_lock::{RunHolder, RunLock};
 use faultline_experiments::lab::servers::{self, ResolvedTopology};
 use faultline_experiments::lab::LabError;
 use faultline_experiments::lab::DEFAULT_LAB_NAME;
@@ -21,7 +22,7 @@ use faultline_experiments::report;
 use faultline_experiments::schedule::{Owner, RunIndex, RunResult};
 use faultline_experiments::spec::{ExperimentSpec, FaultKind, Selector};
 use faultline_experiments::workload::stats::Progress;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGPIPE, SIGTERM};
 use signal_hook::iterator::Signals;
 
 #[derive(Args)]
@@ -93,25 +94,59 @@ fn results_root(host: &HostPaths, output_dir: Option<&PathBuf>) -> PathBuf {
         .unwrap_or_else(|| host.state_root.join("runs"))
 }
 
-/// Counts SIGINT and SIGTERM instead of dying, so the engine can heal first.
-fn count_interrupts() -> anyhow::Result<Arc<AtomicUsize>> {
+/// Writes a line to stdout, or nowhere: a closed stdout (`chaosctl run … | head`) must never
+/// end a run. The SIGPIPE that comes with it is counted as an interrupt instead.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// As [`say!`], on stderr (gone with the terminal after a SIGHUP).
+macro_rules! warn {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// The phase the run is in, as the live display last saw it, so that a second signal's
+/// message says what it really does.
+#[derive(Default)]
+struct SharedPhase(AtomicU8);
+
+impl SharedPhase {
+    fn set(&self, phase: Phase) {
+        self.0.store(phase as u8 + 1, Ordering::SeqCst);
+    }
+
+    /// Whether the read-back is over (the run is judging or writing reports).
+    fn past_read_back(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > Phase::ReadBack as u8 + 1
+    }
+}
+
+/// Counts SIGINT, SIGTERM, SIGHUP (the terminal went away) and SIGPIPE (stdout was closed)
+/// instead of dying, so the engine heals first and still writes a partial report.
+fn count_interrupts(phase: Arc<SharedPhase>) -> anyhow::Result<Arc<AtomicUsize>> {
     let count = Arc::new(AtomicUsize::new(0));
-    let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot handle SIGINT/SIGTERM")?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGPIPE])
+        .context("cannot handle SIGINT, SIGTERM, SIGHUP and SIGPIPE")?;
     let counter = Arc::clone(&count);
     std::thread::spawn(move || {
         for signal in signals.forever() {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            let name = if signal == SIGINT {
-                "SIGINT"
-            } else {
-                "SIGTERM"
+            let name = match signal {
+                SIGINT => "SIGINT",
+                SIGTERM => "SIGTERM",
+                SIGHUP => "SIGHUP",
+                _ => "SIGPIPE (stdout closed)",
             };
-            if n == 1 {
-                eprintln!("\nchaosctl: {name}: healing every fault, then writing a partial report (again to skip the read-back)");
+            if phase.past_read_back() {
+                warn!("\nchaosctl: {name}: the faults are healed and the read-back is done; finishing the report, marked aborted");
+            } else if n == 1 {
+                warn!("\nchaosctl: {name}: healing every fault, then writing a partial report (again to skip the read-back)");
             } else {
-                eprintln!(
-                    "\nchaosctl: {name} again: skipping the read-back; still healing before exit"
-                );
+                warn!("\nchaosctl: {name} again: skipping the read-back (or cutting it short); still healing before exit");
             }
         }
     });
@@ -230,18 +265,57 @@ fn selector_text(selector: &Selector) -> String {
     .join(", ")
 }
 
+/// Takes the lab's run lock for `what`, saying so when it takes over from a holder that died.
+pub(crate) fn lock_lab(
+    host: &HostPaths,
+    lab: &str,
+    what: &str,
+    run_id: Option<String>,
+) -> anyhow::Result<RunLock> {
+    let acquired = RunLock::acquire(
+        &host.state_root,
+        lab,
+        &RunHolder::this_process(what, run_id),
+    )?;
+    if let Some(dead) = acquired.took_over {
+        warn!(
+            "chaosctl: took over lab {lab}'s run lock from {}, which ended without releasing it ({})",
+            dead.describe(),
+            if dead.alive(Path::new("/proc")) {
+                "its process no longer holds it"
+            } else {
+                "its process is gone"
+            }
+        );
+    }
+    Ok(acquired.lock)
+}
+
 pub(crate) fn run(
     host: &HostPaths,
     args: &RunArgs,
     max_fault_duration: Duration,
 ) -> anyhow::Result<ExitCode> {
+    // Signals count from here on: whatever comes later heals and marks the run aborted.
+    let phase = Arc::new(SharedPhase::default());
+    let interrupts = count_interrupts(Arc::clone(&phase))?;
     one_experiment_at_a_time(host)?;
+    if let Err(error) = faultline_experiments::lab::control::refuse_if_halted(&host.state_root) {
+        anyhow::bail!("{error}; nothing was started (no lab, no load)");
+    }
     let (mut spec, source) = super::scenarios::load(&args.scenario)?;
     spec.apply_overrides(args.duration, args.tenants, args.rate);
     spec.validate(&source)?;
     let seed = args.seed.unwrap_or(spec.workload.seed);
     let lab_up = LabContext::open(host, &args.lab).is_ok();
     let lab_topology = lab_topology(host, args, &spec, &source, lab_up)?;
+    let run_id = make_run_id(&spec);
+    let _lock = lock_lab(
+        host,
+        &args.lab,
+        &format!("run {}", spec.name),
+        Some(run_id.clone()),
+    )?;
     let options = RunOptions {
         spec,
         source,
@@ -251,16 +325,22 @@ pub(crate) fn run(
         results_root: results_root(host, args.output_dir.as_ref()),
         seed,
         max_fault_duration,
-        interrupts: count_interrupts()?,
+        interrupts: Arc::clone(&interrupts),
+        run_id: Some(run_id),
         lab_topology,
     };
     if let (false, Some(resolved)) = (lab_up, &options.lab_topology) {
-        println!(
+        say!(
             "lab {} is not up: bringing it up with topology {}",
-            args.lab, resolved.source
+            args.lab,
+            resolved.source
         );
     }
-    print!("{}", run_outline(&options.spec, &options.lab, seed));
+    let _ = write!(
+        std::io::stdout(),
+        "{}",
+        run_outline(&options.spec, &options.lab, seed)
+    );
     let tty = std::io::stdout().is_terminal();
     let mut last_line = Instant::now()
         .checked_sub(Duration::from_secs(10))
@@ -268,6 +348,7 @@ pub(crate) fn run(
     let mut last_phase = None;
     let mut last_figures = Progress::default();
     let mut show = |status: &LiveStatus| {
+        phase.set(status.phase);
         let phase_changed = last_phase != Some(status.phase);
         if !(tty || phase_changed || last_line.elapsed() >= Duration::from_secs(5)) {
             return;
@@ -276,16 +357,16 @@ pub(crate) fn run(
         last_line = Instant::now();
         let line = live_line(status, &mut last_figures);
         if tty {
-            print!("\r\x1b[2K{line}");
-            let _ = std::io::stdout().flush();
+            let mut out = std::io::stdout();
+            let _ = write!(out, "\r\x1b[2K{line}").and_then(|()| out.flush());
         } else {
-            println!("{line}");
+            say!("{line}");
         }
     };
     let indexed = index_manual_run(host, &options.spec.name);
     let outcome = run_experiment(&options, &mut show);
     if tty {
-        println!();
+        say!();
     }
     if let Some((index, id)) = &indexed {
         let result = match &outcome {
@@ -293,29 +374,43 @@ pub(crate) fn run(
             Err(error) => RunResult::error(error.to_string()),
         };
         if let Err(error) = index.finish(*id, chrono::Utc::now(), &result) {
-            eprintln!("chaosctl: warning: cannot record the run in the index: {error}");
+            warn!("chaosctl: warning: cannot record the run in the index: {error}");
         }
     }
     let outcome = outcome?;
     super::lab::warn_about_servers(&[], &outcome.record.system_under_test);
     if outcome.record.started_lab {
-        println!(
+        say!(
             "brought lab {} up for this run (it stays up; `chaosctl lab down` removes it)",
             options.lab
         );
     }
     if let Some(report) = &outcome.report {
-        print!("{}", report::terminal_summary(report, tty));
+        let _ = write!(
+            std::io::stdout(),
+            "{}",
+            report::terminal_summary(report, tty)
+        );
     }
     if let Some(reason) = &outcome.record.aborted {
-        println!("ABORTED: {reason}");
+        say!("ABORTED: {reason}");
     }
     for failure in &outcome.record.heal_failures {
-        println!("WARNING: revert failed, the ledger deadline still applies: {failure}");
+        say!("WARNING: revert failed, the ledger deadline still applies: {failure}");
     }
-    println!("results: {}", outcome.dir.display());
-    println!("report:  {}", outcome.html().display());
-    Ok(ExitCode::from(outcome.record.exit_code))
+    say!("results: {}", outcome.dir.display());
+    say!("report:  {}", outcome.html().display());
+    // A signal after the engine wrote its record still makes the run aborted (exit 2); the
+    // record says when signals came earlier.
+    let late = interrupts.load(Ordering::SeqCst) > 0 && outcome.record.aborted.is_none();
+    if late {
+        say!("ABORTED: interrupted after the run was judged; its reports stand as written");
+    }
+    Ok(ExitCode::from(if late {
+        2
+    } else {
+        outcome.record.exit_code
+    }))
 }
 
 /// The topology the run asks for (`--topology`, else the spec's `topology:`), with its
@@ -385,7 +480,7 @@ fn index_manual_run(host: &HostPaths, scenario: &str) -> Option<(RunIndex, i64)>
     match started {
         Ok(pair) => Some(pair),
         Err(error) => {
-            eprintln!("chaosctl: warning: this run will not be in the run index: {error}");
+            warn!("chaosctl: warning: this run will not be in the run index: {error}");
             None
         }
     }

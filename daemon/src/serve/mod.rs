@@ -182,6 +182,29 @@ impl LabRunner {
             },
             None => None,
         };
+        let run_id = faultline_experiments::engine::run::make_run_id(&spec);
+        // One run per lab: a `chaosctl inject` or `run` on it meanwhile is refused.
+        let holder = faultline_experiments::lab::run_lock::RunHolder::this_process(
+            format!("faultlined serve run {}", request.entry.scenario),
+            Some(run_id.clone()),
+        );
+        let _lock = match faultline_experiments::lab::run_lock::RunLock::acquire(
+            &self.host.state_root,
+            &self.lab,
+            &holder,
+        ) {
+            Ok(acquired) => {
+                if let Some(dead) = acquired.took_over {
+                    log(&format!(
+                        "took over lab {}'s run lock from {}, which ended without releasing it",
+                        self.lab,
+                        dead.describe()
+                    ));
+                }
+                acquired.lock
+            }
+            Err(error) => return RunResult::error(error.to_string()),
+        };
         let options = RunOptions {
             spec,
             source: request.entry.source.clone(),
@@ -193,6 +216,7 @@ impl LabRunner {
             max_fault_duration: self.max_fault_duration,
             interrupts: stop.counter(),
             lab_topology,
+            run_id: Some(run_id),
         };
         let mut last_phase = None;
         let id = request.index_id;

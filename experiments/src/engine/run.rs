@@ -53,6 +53,9 @@ pub struct RunOptions {
     /// refused if it is up with another. `None`: the lab that is up, else the built-in
     /// topology with the default NATS server.
     pub lab_topology: Option<ResolvedTopology>,
+    /// The run id, when the caller made it already (to name the run in the lab's run lock);
+    /// `None`: made from the spec's name and the time.
+    pub run_id: Option<String>,
 }
 
 /// The live state shown while a run goes on.
@@ -139,7 +142,8 @@ impl RunOutcome {
     }
 }
 
-fn make_run_id(spec: &ExperimentSpec) -> String {
+/// A run id: the scenario's name and the time, e.g. `az-failure-20261203T073500`.
+pub fn make_run_id(spec: &ExperimentSpec) -> String {
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
         .replace([':', '-'], "")
@@ -207,11 +211,16 @@ pub fn run_experiment(
     on_status: &mut dyn FnMut(&LiveStatus),
 ) -> Result<RunOutcome, EngineError> {
     options.spec.validate(&options.source)?;
+    // Before the lab, the load and the baseline: a halted state root starts nothing.
+    control::refuse_if_halted(&options.host.state_root)?;
     let (ctx, started_lab) = ensure_lab(options)?;
     ctx.reconcile()?;
     let system_under_test = ctx.servers()?;
     let site = LabSite::new(ctx);
-    let run_id = make_run_id(&options.spec);
+    let run_id = options
+        .run_id
+        .clone()
+        .unwrap_or_else(|| make_run_id(&options.spec));
     let settings = RunSettings {
         spec: &options.spec,
         source: &options.source,
@@ -375,7 +384,12 @@ pub fn run_on_site(
     let second_interrupt = settings.interrupts.load(Ordering::SeqCst) >= 2;
     let read_back = watch.is_ok() && record.steady_state.is_none() && !second_interrupt;
     on_status(&status(Phase::ReadBack, &clock, spec, &load, vec![]));
-    let finished = load.finish_with(read_back, Some(settle_until_ns(&record, &clock, spec)));
+    let (finished, read_back_done) = finish_load(
+        load,
+        read_back,
+        settle_until_ns(&record, &clock, spec),
+        settings.interrupts,
+    );
     // After the read-back, so that replacements had the recovery watch and the read-back's
     // settle to become Ready.
     for fault in &mut record.injected {
@@ -383,16 +397,8 @@ pub fn run_on_site(
             .time_to_ready(fault)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     }
-    let interrupts = settings.interrupts.load(Ordering::SeqCst);
-    if interrupts > 0 {
-        record.aborted = Some(format!(
-            "interrupted (signal received {interrupts}x); every fault was healed{}",
-            if read_back {
-                ""
-            } else {
-                "; the final read-back was skipped"
-            }
-        ));
+    if let Some(reason) = interrupted(settings.interrupts, read_back, read_back_done) {
+        record.aborted = Some(reason);
     }
     watch?;
     finished?;
@@ -407,6 +413,11 @@ pub fn run_on_site(
     on_status(&status_without_load(Phase::Report, &clock, spec));
     write_reports(&report, &dir)?;
     site.collect_logs(&dir.join("logs"));
+    // A signal while judging or writing the reports still marks them aborted.
+    if mark_late_interrupt(settings.interrupts, &mut record) {
+        report.experiment = Some(experiment_info(spec, &record));
+        write_reports(&report, &dir)?;
+    }
     record.exit_code = if record.aborted.is_some() || record.steady_state.is_some() {
         2
     } else {
@@ -423,6 +434,70 @@ pub fn run_on_site(
         dir,
         report: Some(report),
     })
+}
+
+/// Why the run was aborted, if a signal came before the read-back ended.
+fn interrupted(interrupts: &AtomicUsize, read_back: bool, read_back_done: bool) -> Option<String> {
+    let interrupts = interrupts.load(Ordering::SeqCst);
+    (interrupts > 0).then(|| {
+        format!(
+            "interrupted (signal received {interrupts}x); every fault was healed{}",
+            if read_back_done {
+                ""
+            } else if read_back {
+                "; the final read-back was cut short"
+            } else {
+                "; the final read-back was skipped"
+            }
+        )
+    })
+}
+
+/// Ends the load: the final read-back when `read_back`, which a second signal skips, or cuts
+/// short if it has begun, whenever it comes. Returns the workload's result and whether the
+/// read-back completed.
+fn finish_load(
+    load: BackgroundWorkload,
+    read_back: bool,
+    settle_until_ns: u64,
+    interrupts: &AtomicUsize,
+) -> (
+    Result<workload::WorkloadReport, workload::WorkloadError>,
+    bool,
+) {
+    let skip = load.read_back_skipper();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let finished = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if interrupts.load(Ordering::SeqCst) >= 2 {
+                    skip.cancel();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let finished = load.finish_with(read_back, Some(settle_until_ns));
+        done.store(true, Ordering::SeqCst);
+        finished
+    });
+    let completed = finished.as_ref().is_ok_and(|r| r.read_back.is_some());
+    (finished, completed)
+}
+
+/// Marks a run aborted by a signal that came after the faults were healed (while judging or
+/// writing the reports): every signal after the start gives `aborted` and exit 2. Returns
+/// whether it changed the record.
+fn mark_late_interrupt(interrupts: &AtomicUsize, record: &mut RunRecord) -> bool {
+    let interrupts = interrupts.load(Ordering::SeqCst);
+    if interrupts == 0 || record.aborted.is_some() {
+        return false;
+    }
+    record.aborted = Some(format!(
+        "interrupted (signal received {interrupts}x) while judging; every fault was healed and \
+         the verdicts are complete, but the run did not finish on its own"
+    ));
+    true
 }
 
 /// The convergence deadline of the final read-back: the last heal plus the spec's `settle`,
@@ -686,6 +761,16 @@ impl Watch {
             if interrupts > 0 {
                 record.aborted = Some(format!(
                     "interrupted (signal received {interrupts}x); every fault was healed"
+                ));
+                return Ok(());
+            }
+            if let Some(since) = site.halted() {
+                // The halt reverted (or is reverting) our faults: their windows end now, not
+                // at their planned ends.
+                record.heal_failures.extend(injected.heal_all());
+                record.aborted = Some(format!(
+                    "halted (`chaosctl halt` at {since}); every fault was reverted by the halt, \
+                     the fault windows end then"
                 ));
                 return Ok(());
             }

@@ -43,4 +43,10 @@ pub trait RunSite {
 
     /// Copies the site's logs into `to`; best effort. Nothing by default.
     fn collect_logs(&self, _to: &Path) {}
+
+    /// When an operator halted every fault on the site (`chaosctl halt`), if they did: the
+    /// run then ends its fault windows and is marked aborted. Never, by default.
+    fn halted(&self) -> Option<String> {
+        None
+    }
 }

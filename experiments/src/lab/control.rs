@@ -72,9 +72,10 @@ impl LabContext {
         })
     }
 
-    /// The lab's fault ledger.
+    /// The lab's fault ledger. Its halt marker is the state root's, so one `chaosctl halt`
+    /// covers every lab, including labs brought up after it.
     pub fn ledger(&self) -> Ledger {
-        Ledger::new(self.paths.ledger_dir())
+        Ledger::new(self.paths.ledger_dir()).with_shared_halt(self.paths.halt_marker_file())
     }
 
     /// The replicas as the agent last wrote them.
@@ -158,7 +159,25 @@ impl LabContext {
     }
 }
 
-/// Brings a lab up, or checks that it is up with the same topology (the same programs too);
+/// Refuses while `chaosctl halt` is in force for `state_root` (every lab under it, including
+/// labs brought up after the halt).
+///
+/// # Errors
+/// [`faultline_injectors::Error::Halted`] with the halt's time; [`LabError::Fault`] when the
+/// marker cannot be read.
+pub fn refuse_if_halted(state_root: &Path) -> Result<(), LabError> {
+    let path = super::state::halt_marker_file(state_root);
+    match faultline_injectors::ledger::read_halt_marker(&path)? {
+        Some(marker) => Err(faultline_injectors::Error::Halted {
+            since: lifecycle::time_and_age(marker.since_unix_ms, now_unix_ms()),
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// Brings a lab up, or checks that it is up with the same topology; starts the agent if it does
+//// Brings a lab up, or checks that it is up with the same topology (the same programs too);
 /// records every service's version; starts the agent if it does not run; waits until every
 /// replica is ready.
 pub fn up(

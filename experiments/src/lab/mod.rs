@@ -19,6 +19,7 @@ pub mod jetstream;
 pub mod net;
 pub mod probe;
 pub mod replica_read;
+pub mod run_lock;
 pub mod scheduler;
 pub mod servers;
 pub mod state;
@@ -119,6 +120,16 @@ pub enum LabError {
     /// A fault primitive failed.
     #[error(transparent)]
     Fault(#[from] faultline_injectors::Error),
+    /// Another run or inject holds the lab's run lock.
+    #[error("lab `{lab}` is busy: {holder} holds its run lock ({path}); one run or inject at a time per lab: wait until it ends, or stop it with Ctrl-C (or `kill -INT` its pid)")]
+    Busy {
+        /// Lab name.
+        lab: String,
+        /// Who holds it, described.
+        holder: String,
+        /// The lock file.
+        path: PathBuf,
+    },
 }
 
 /// Checks a lab name.

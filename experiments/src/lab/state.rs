@@ -29,6 +29,17 @@ impl LabPaths {
         }
     }
 
+    /// The halt marker of the whole state root, shared by every lab (see [`halt_marker_file`]).
+    pub fn halt_marker_file(&self) -> PathBuf {
+        // `dir` is `<state root>/labs/<name>`.
+        halt_marker_file(
+            self.dir
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("/")),
+        )
+    }
+
     /// Topology and digest.
     pub fn lab_file(&self) -> PathBuf {
         self.dir.join("lab.json")
@@ -205,6 +216,18 @@ pub fn topology_digest(topology: &Topology) -> String {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     });
     format!("{hash:016x}")
+}
+
+/// `<state root>/HALTED`: while it exists, no lab under the state root takes a new fault and
+/// no run starts, whether the lab existed when `chaosctl halt` ran or was created after.
+pub fn halt_marker_file(state_root: &Path) -> PathBuf {
+    state_root.join("HALTED")
+}
+
+/// `<state root>/locks/<lab>.lock`: the lab's run lock (see [`super::run_lock`]). Outside the
+/// lab's directory, so that a lab that is not up yet is not listed as one.
+pub fn run_lock_file(state_root: &Path, lab: &str) -> PathBuf {
+    state_root.join("locks").join(format!("{lab}.lock"))
 }
 
 /// Names of the labs that have a state directory under `state_root`.

@@ -87,6 +87,17 @@ impl RunSite for LabSite {
     fn collect_logs(&self, to: &Path) {
         crate::engine::run::copy_lab_logs(&self.ctx, to);
     }
+
+    fn halted(&self) -> Option<String> {
+        // The state root's marker, which `chaosctl halt` writes before it reverts anything.
+        let marker = self.ctx.ledger().halted().ok()??;
+        Some(
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(marker.since_unix_ms),
+            )
+            .to_string(),
+        )
+    }
 }
 
 impl Target for LabContext {

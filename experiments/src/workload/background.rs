@@ -23,6 +23,7 @@ pub struct BackgroundWorkload {
     clock: RunClock,
     observations: ObservationSink,
     cancel: CancellationToken,
+    skip_read_back: CancellationToken,
     progress: std::sync::Arc<std::sync::Mutex<Progress>>,
     proceed: Option<oneshot::Sender<(bool, Option<u64>)>>,
     loaded: Option<mpsc::Receiver<Result<Summary, String>>>,
@@ -52,6 +53,8 @@ pub fn spawn(target: Target, config: WorkloadConfig) -> Result<BackgroundWorkloa
     // clock) when the caller sets one.
     let (proceed_tx, proceed_rx) = oneshot::channel::<(bool, Option<u64>)>();
     let cancel = CancellationToken::new();
+    let skip_read_back = CancellationToken::new();
+    let thread_skip = skip_read_back.clone();
     let progress = std::sync::Arc::new(std::sync::Mutex::new(Progress::default()));
     let thread_cancel = cancel.clone();
     let thread_progress = progress.clone();
@@ -96,7 +99,12 @@ pub fn spawn(target: Target, config: WorkloadConfig) -> Result<BackgroundWorkloa
                     if let Some(deadline_ns) = settle_until {
                         workload.settle_until(deadline_ns);
                     }
-                    workload.read_back().await?;
+                    // Cut short: the report then has no read-back summary, and the values
+                    // no read-back covered are judged unknown, never lost.
+                    tokio::select! {
+                        result = workload.read_back() => { result?; }
+                        () = thread_skip.cancelled() => {}
+                    }
                 }
                 workload.finish().await
             })
@@ -107,6 +115,7 @@ pub fn spawn(target: Target, config: WorkloadConfig) -> Result<BackgroundWorkloa
             clock,
             observations,
             cancel,
+            skip_read_back,
             progress,
             proceed: Some(proceed_tx),
             loaded: Some(loaded_rx),
@@ -137,6 +146,12 @@ impl BackgroundWorkload {
     /// The latest progress.
     pub fn progress(&self) -> Progress {
         self.progress.lock().expect("progress").clone()
+    }
+
+    /// A token that, once cancelled, skips the final read-back, or cuts it short if it has
+    /// begun (a second Ctrl-C).
+    pub fn read_back_skipper(&self) -> CancellationToken {
+        self.skip_read_back.clone()
     }
 
     /// Stops the load now (it also stops by itself when its duration has passed).
