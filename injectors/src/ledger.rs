@@ -204,13 +204,11 @@ impl Ledger {
     /// Blocks new faults until [`Ledger::clear_halt`]; with a shared marker, in every ledger
     /// that shares it.
     pub fn set_halt(&self, _lock: &LedgerLock, marker: &HaltMarker) -> Result<()> {
-        match &self.shared_halt {
-            Some(shared) => write_halt_marker(shared, marker),
-            None => {
-                let json = serde_json::to_vec(marker).expect("halt marker always serializes");
-                self.write_durably(HALT_FILE, &json)
-            }
+        if let Some(shared) = &self.shared_halt {
+            return write_halt_marker(shared, marker);
         }
+        let json = serde_json::to_vec(marker).expect("halt marker always serializes");
+        self.write_durably(HALT_FILE, &json)
     }
 
     /// Allows new faults again: removes the shared marker and the ledger's own.

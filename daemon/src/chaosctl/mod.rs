@@ -173,14 +173,16 @@ enum Command {
     Check(check::CheckArgs),
     /// Run an experiment end to end: bring the lab up if needed, run the tenant load, take a
     /// baseline, inject the faults, heal, watch recovery, read everything back, judge, report.
-    /// Exit code: 0 pass, 1 SLO or consistency failure, 2 error, unknown or aborted. Ctrl-C
-    /// heals every fault and still writes a partial report. The live display counts `failed`
-    /// and `unknown outcome` operations so far, with the last second's rate; an unknown outcome
-    /// is one the client could not learn (a timeout: the write may or may not have happened),
-    /// and the checkers count it as either. With `--context`/`--kubeconfig`,
-    /// creates an Experiment on the cluster and follows it; a spec without a `kubernetes:`
-    /// section (a catalog scenario) gets the cluster's defaults (ConfigMap
-    /// faultline-system/faultline-cluster-defaults).
+    /// Exit code: 0 pass, 1 SLO or consistency failure, 2 error, unknown or aborted. Ctrl-C,
+    /// SIGTERM, SIGHUP and a closed stdout (SIGPIPE) heal every fault and still write a partial
+    /// report, marked aborted (exit 2); a second one skips the read-back. One run or inject per
+    /// lab at a time: refused, naming the holder, while another holds the lab; refused before
+    /// anything starts while halted. The live display counts `failed` and `unknown outcome`
+    /// operations so far, with the last second's rate; an unknown outcome is one the client
+    /// could not learn (a timeout: the write may or may not have happened), and the checkers
+    /// count it as either. With `--context`/`--kubeconfig`, creates an Experiment on the
+    /// cluster and follows it; a spec without a `kubernetes:` section (a catalog scenario) gets
+    /// the cluster's defaults (ConfigMap faultline-system/faultline-cluster-defaults).
     Run(run::RunArgs),
     /// Re-render the reports of an earlier run from its recorded history.
     Report(run::ReportArgs),
@@ -201,6 +203,8 @@ enum Command {
     /// a k6-style summary, and a final read-back through every node.
     Load(load::LoadArgs),
     /// Inject one fault by hand (game days). Prints the fault id and when it will be reverted.
+    /// Refused while a run holds the lab (one run or inject per lab at a time), or while
+    /// halted.
     Inject(faults::InjectArgs),
     /// List the active faults.
     Faults {

@@ -377,12 +377,21 @@ pub(crate) fn run(
             warn!("chaosctl: warning: cannot record the run in the index: {error}");
         }
     }
-    let outcome = outcome?;
+    Ok(print_outcome(&outcome?, &options.lab, tty, &interrupts))
+}
+
+/// Prints how the run ended and where its reports are; returns its exit code.
+fn print_outcome(
+    outcome: &faultline_experiments::engine::run::RunOutcome,
+    lab: &str,
+    tty: bool,
+    interrupts: &AtomicUsize,
+) -> ExitCode {
     super::lab::warn_about_servers(&[], &outcome.record.system_under_test);
     if outcome.record.started_lab {
         say!(
             "brought lab {} up for this run (it stays up; `chaosctl lab down` removes it)",
-            options.lab
+            lab
         );
     }
     if let Some(report) = &outcome.report {
@@ -406,11 +415,7 @@ pub(crate) fn run(
     if late {
         say!("ABORTED: interrupted after the run was judged; its reports stand as written");
     }
-    Ok(ExitCode::from(if late {
-        2
-    } else {
-        outcome.record.exit_code
-    }))
+    ExitCode::from(if late { 2 } else { outcome.record.exit_code })
 }
 
 /// The topology the run asks for (`--topology`, else the spec's `topology:`), with its

@@ -176,13 +176,13 @@ mod tests {
         let first = RunLock::acquire(root.path(), "lab", &holder("first")).expect("first");
         assert!(first.took_over.is_none());
         let refused = RunLock::acquire(root.path(), "lab", &holder("second"));
-        let Err(LabError::Busy { holder, .. }) = refused else {
+        let Err(LabError::Busy { holder: named, .. }) = refused else {
             panic!("the second must be refused");
         };
-        assert!(holder.contains("run first-1"), "{holder}");
+        assert!(named.contains("run first-1"), "{named}");
         assert!(
-            holder.contains(&format!("pid {}", std::process::id())),
-            "{holder}"
+            named.contains(&format!("pid {}", std::process::id())),
+            "{named}"
         );
         // Another lab is independent.
         RunLock::acquire(root.path(), "other", &holder("third")).expect("other lab");
