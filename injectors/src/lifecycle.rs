@@ -438,11 +438,12 @@ mod tests {
     #[test]
     fn a_shared_halt_covers_every_ledger_that_shares_it_even_one_made_after_it() {
         let mut f = Fixture::new();
-        let marker = f._dir.path().join("HALTED");
+        let root = tempfile::tempdir().expect("tempdir");
+        let marker = root.path().join("HALTED");
         f.ledger = f.ledger.clone().with_shared_halt(&marker);
         f.partition(60, 1_000).expect("inject");
         // Another lab's ledger halts the whole state root.
-        let other = Ledger::new(f._dir.path().join("other")).with_shared_halt(&marker);
+        let other = Ledger::new(root.path().join("other")).with_shared_halt(&marker);
         halt(&other, &f.env(), &scope(), 2_000).expect("halt");
         assert!(marker.exists());
         assert_eq!(
@@ -455,7 +456,7 @@ mod tests {
         );
         assert!(matches!(f.partition(60, 3_000), Err(Error::Halted { .. })));
         // A ledger made after the halt is halted too.
-        let later = Ledger::new(f._dir.path().join("later")).with_shared_halt(&marker);
+        let later = Ledger::new(root.path().join("later")).with_shared_halt(&marker);
         assert!(later.halted().expect("read").is_some());
         resume(&later).expect("resume");
         assert!(!marker.exists());
