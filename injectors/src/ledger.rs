@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditEvent, AuditLog};
 use crate::fault::FaultAction;
 use crate::{Error, Result};
 
@@ -64,6 +65,8 @@ pub struct Ledger {
     /// Where the halt marker lives when it is shared with other ledgers (the lab's state root,
     /// so a halt covers every lab, including labs created after it); `None`: in `dir`.
     shared_halt: Option<PathBuf>,
+    /// Where the lifecycle appends what it does; `None`: nowhere.
+    audit: Option<AuditLog>,
 }
 
 /// Proof that the caller holds the ledger's exclusive lock.
@@ -77,6 +80,22 @@ impl Ledger {
         Self {
             dir: dir.into(),
             shared_halt: None,
+            audit: None,
+        }
+    }
+
+    /// The same ledger, with every injection, revert, expiry, halt and resume appended to
+    /// `log`.
+    #[must_use]
+    pub fn with_audit(mut self, log: AuditLog) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// Appends to the audit log, if the ledger has one.
+    pub fn audit(&self, event: AuditEvent, record: Option<&FaultRecord>, outcome: &str) {
+        if let Some(log) = &self.audit {
+            log.record(event, record, outcome);
         }
     }
 

@@ -10,6 +10,7 @@
 //! [`service_stop::ReplicaHolder`]) with a
 //! real implementation and a recording one, so the lifecycle logic is testable without root.
 
+pub mod audit;
 pub mod fault;
 pub mod ledger;
 pub mod lifecycle;

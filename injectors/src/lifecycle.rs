@@ -7,6 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
+use crate::audit::AuditEvent;
 use crate::fault::{FaultAction, Injectors};
 use crate::ledger::{new_fault_id, FaultRecord, HaltMarker, Ledger};
 use crate::net_partition::{PartitionRule, RULE_PRIORITY_SLOTS};
@@ -107,12 +108,18 @@ pub fn start_fault(
     };
     ledger.write(&lock, &record)?;
     if let Err(inject_error) = record.action.inject(env, record.deadline_unix_ms) {
+        ledger.audit(
+            AuditEvent::Inject,
+            Some(&record),
+            &format!("failed: {inject_error}"),
+        );
         // Leave nothing half-made; if even the revert fails, the record stays for reconcile.
         if record.action.revert(env).is_ok() {
             ledger.remove(&lock, &record.id)?;
         }
         return Err(inject_error);
     }
+    ledger.audit(AuditEvent::Inject, Some(&record), "ok");
     if record.action.is_instant() {
         ledger.remove(&lock, &record.id)?;
         return Ok(record);
@@ -154,8 +161,16 @@ pub fn revert_fault(ledger: &Ledger, env: &Injectors<'_>, id: &str) -> Result<bo
     let Some(record) = records.into_iter().find(|record| record.id == id) else {
         return Ok(false);
     };
-    record.action.revert(env)?;
+    if let Err(error) = record.action.revert(env) {
+        ledger.audit(
+            AuditEvent::Revert,
+            Some(&record),
+            &format!("failed: {error}"),
+        );
+        return Err(error);
+    }
     ledger.remove(&lock, &record.id)?;
+    ledger.audit(AuditEvent::Revert, Some(&record), "ok");
     Ok(true)
 }
 
@@ -189,17 +204,31 @@ pub fn reconcile(
             live.push(record);
             continue;
         }
-        if record.action.revert(env).is_ok() {
-            ledger.remove(&lock, &record.id)?;
-            if halted {
-                report.halted.push(record.id);
-            } else {
-                report.expired.push(record.id);
-            }
+        let (event, done) = if halted {
+            (AuditEvent::Revert, "ok (halt)")
         } else {
-            // Keep it live: its objects are still in place and must not look orphaned.
-            report.failed.push(record.id.clone());
-            live.push(record);
+            (AuditEvent::Expire, "ok")
+        };
+        match record.action.revert(env) {
+            Ok(()) => {
+                ledger.remove(&lock, &record.id)?;
+                ledger.audit(event, Some(&record), done);
+                if halted {
+                    report.halted.push(record.id);
+                } else {
+                    report.expired.push(record.id);
+                }
+            }
+            Err(error) => {
+                ledger.audit(
+                    event,
+                    Some(&record),
+                    &format!("failed: {error} (will retry)"),
+                );
+                // Keep it live: its objects are still in place and must not look orphaned.
+                report.failed.push(record.id.clone());
+                live.push(record);
+            }
         }
     }
 
@@ -280,13 +309,16 @@ pub fn halt(
             },
         )?;
     }
+    ledger.audit(AuditEvent::Halt, None, "ok");
     reconcile(ledger, env, scope, now_unix_ms)
 }
 
 /// Allows new faults again after a [`halt`].
 pub fn resume(ledger: &Ledger) -> Result<()> {
     let lock = ledger.lock()?;
-    ledger.clear_halt(&lock)
+    ledger.clear_halt(&lock)?;
+    ledger.audit(AuditEvent::Resume, None, "ok");
+    Ok(())
 }
 
 #[cfg(test)]

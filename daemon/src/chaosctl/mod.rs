@@ -19,8 +19,9 @@ use anyhow::Context as _;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use faultline_experiments::lab::control::{HostPaths, LabContext};
-use faultline_experiments::lab::state::{halt_marker_file, known_labs};
+use faultline_experiments::lab::state::{audit_log_file, halt_marker_file, known_labs};
 use faultline_experiments::lab::{is_root, DEFAULT_LAB_NAME, DEFAULT_STATE_ROOT};
+use faultline_injectors::audit::{read_audit_log, AuditEvent, AuditLog};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -32,6 +33,7 @@ Examples:
   chaosctl inject kill --service nats --replica 1  # SIGKILL one replica; the lab restarts it
   chaosctl faults                                  # what is active, and until when
   chaosctl halt                                    # revert everything now, block new faults
+  chaosctl audit --since 1d                        # who injected, reverted, halted what, when
   chaosctl --context staging run az-failure --duration 10m  # the same on a cluster
   chaosctl --context staging report RUN_ID         # its HTML report, through the API server
   chaosctl --context staging halt                  # revert everything on a cluster
@@ -230,6 +232,16 @@ enum Command {
     Halt,
     /// Allow new faults and runs again after `halt`.
     Resume,
+    /// The audit log (`<state root>/audit.jsonl`): every injection, revert, expiry, halt and
+    /// resume in the labs, with time, uid, command line, fault, target, deadline and outcome.
+    Audit {
+        /// Only entries from this long ago on, e.g. `1h` or `7d`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        /// Output format (`json`: one entry per line, as stored).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// The run index: every run, scheduled or manual, newest first (kubectl-style table).
     Runs(runs::RunsArgs),
     /// TTR (p50 and max) and score per scenario, week by week, as text, JSON or an HTML page.
@@ -374,6 +386,7 @@ fn halt_everything(host: &HostPaths) -> anyhow::Result<ExitCode> {
         &halt_marker_file(&host.state_root),
         &faultline_injectors::ledger::HaltMarker { since_unix_ms: now },
     )?;
+    AuditLog::new(audit_log_file(&host.state_root), "*").record(AuditEvent::Halt, None, "ok");
     let labs = known_labs(&host.state_root);
     for name in &labs {
         let ctx = match LabContext::open(host, name) {
@@ -401,6 +414,7 @@ fn halt_everything(host: &HostPaths) -> anyhow::Result<ExitCode> {
 fn resume_everything(host: &HostPaths) -> anyhow::Result<ExitCode> {
     schedule::through_daemon(&host.state_root, false)?;
     faultline_injectors::ledger::clear_halt_marker(&halt_marker_file(&host.state_root))?;
+    AuditLog::new(audit_log_file(&host.state_root), "*").record(AuditEvent::Resume, None, "ok");
     for name in known_labs(&host.state_root) {
         let Ok(ctx) = LabContext::open(host, &name) else {
             continue;
@@ -424,6 +438,59 @@ fn revert_one(host: &HostPaths, id: &str, lab: &str) -> anyhow::Result<ExitCode>
         println!("reverted {id}");
     } else {
         println!("{id} is not active in lab {lab} (already reverted or expired); nothing to do");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chaosctl audit [--since D]`.
+fn audit(host: &HostPaths, since: Option<Duration>, output: Output) -> anyhow::Result<ExitCode> {
+    let path = audit_log_file(&host.state_root);
+    let from = since.map_or(0, |d| {
+        faultline_injectors::ledger::now_unix_ms().saturating_sub(d.as_millis() as u64)
+    });
+    let entries: Vec<_> = read_audit_log(&path)?
+        .into_iter()
+        .filter(|e| e.unix_ms >= from)
+        .collect();
+    if output == Output::Json {
+        for entry in &entries {
+            println!("{}", serde_json::to_string(entry)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!("no audit entries in {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<5} {:<8} {:<7} {:<18} {:<10} {:<26} {:<20} {:<18} COMMAND",
+        "TIME", "UID", "LAB", "EVENT", "FAULT", "KIND", "TARGET", "DEADLINE", "OUTCOME"
+    );
+    for e in &entries {
+        let deadline = e.deadline_unix_ms.map_or_else(
+            || "-".to_owned(),
+            |ms| {
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+                    .to_string()
+            },
+        );
+        let uid = match &e.sudo_user {
+            Some(user) => format!("{}({user})", e.uid),
+            None => e.uid.to_string(),
+        };
+        println!(
+            "{:<24} {:<5} {:<8} {:<7} {:<18} {:<10} {:<26} {:<20} {:<18} {}",
+            e.time,
+            uid,
+            e.lab,
+            e.event.as_str(),
+            e.fault.as_deref().unwrap_or("-"),
+            e.kind.as_deref().unwrap_or("-"),
+            e.target.as_deref().unwrap_or("-"),
+            deadline,
+            e.outcome,
+            e.command
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -452,6 +519,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Trends(_)
             | Command::Schedule(_)
             | Command::Completion { .. }
+            | Command::Audit { .. }
     );
     if touches_system {
         reconcile_all(&host, false);
@@ -503,6 +571,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             require_root()?;
             resume_everything(&host)
         }
+        Command::Audit { since, output } => audit(&host, since, output),
         Command::Reconcile { output } => {
             require_root()?;
             let done = reconcile_all(&host, true);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use faultline_injectors::audit::AuditLog;
 use faultline_injectors::fault::Injectors;
 use faultline_injectors::ledger::{now_unix_ms, FaultRecord, Ledger};
 use faultline_injectors::lifecycle::{self, ReconcileReport, ReconcileScope};
@@ -75,7 +76,12 @@ impl LabContext {
     /// The lab's fault ledger. Its halt marker is the state root's, so one `chaosctl halt`
     /// covers every lab, including labs brought up after it.
     pub fn ledger(&self) -> Ledger {
-        Ledger::new(self.paths.ledger_dir()).with_shared_halt(self.paths.halt_marker_file())
+        Ledger::new(self.paths.ledger_dir())
+            .with_shared_halt(self.paths.halt_marker_file())
+            .with_audit(AuditLog::new(
+                self.paths.audit_log_file(),
+                self.paths.name.clone(),
+            ))
     }
 
     /// The replicas as the agent last wrote them.

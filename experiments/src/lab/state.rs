@@ -40,6 +40,16 @@ impl LabPaths {
         )
     }
 
+    /// The state root's audit log (see [`audit_log_file`]).
+    pub fn audit_log_file(&self) -> PathBuf {
+        audit_log_file(
+            self.dir
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("/")),
+        )
+    }
+
     /// Topology and digest.
     pub fn lab_file(&self) -> PathBuf {
         self.dir.join("lab.json")
@@ -222,6 +232,12 @@ pub fn topology_digest(topology: &Topology) -> String {
 /// no run starts, whether the lab existed when `chaosctl halt` ran or was created after.
 pub fn halt_marker_file(state_root: &Path) -> PathBuf {
     state_root.join("HALTED")
+}
+
+/// `<state root>/audit.jsonl`: every injection, revert, expiry, halt and resume in every lab,
+/// one fsynced JSON line each (`chaosctl audit` prints it).
+pub fn audit_log_file(state_root: &Path) -> PathBuf {
+    state_root.join("audit.jsonl")
 }
 
 /// `<state root>/locks/<lab>.lock`: the lab's run lock (see [`super::run_lock`]). Outside the
