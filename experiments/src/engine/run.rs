@@ -384,12 +384,8 @@ pub fn run_on_site(
     let second_interrupt = settings.interrupts.load(Ordering::SeqCst) >= 2;
     let read_back = watch.is_ok() && record.steady_state.is_none() && !second_interrupt;
     on_status(&status(Phase::ReadBack, &clock, spec, &load, vec![]));
-    let (finished, read_back_done) = finish_load(
-        load,
-        read_back,
-        settle_until_ns(&record, &clock, spec),
-        settings.interrupts,
-    );
+    let settle = settle_until_ns(&record, &clock, spec);
+    let (finished, completed) = finish_load(load, read_back, settle, settings.interrupts);
     // After the read-back, so that replacements had the recovery watch and the read-back's
     // settle to become Ready.
     for fault in &mut record.injected {
@@ -397,7 +393,7 @@ pub fn run_on_site(
             .time_to_ready(fault)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     }
-    if let Some(reason) = interrupted(settings.interrupts, read_back, read_back_done) {
+    if let Some(reason) = interrupted(settings.interrupts, read_back, completed) {
         record.aborted = Some(reason);
     }
     watch?;

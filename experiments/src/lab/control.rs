@@ -182,8 +182,7 @@ pub fn refuse_if_halted(state_root: &Path) -> Result<(), LabError> {
     }
 }
 
-/// Brings a lab up, or checks that it is up with the same topology; starts the agent if it does
-//// Brings a lab up, or checks that it is up with the same topology (the same programs too);
+/// Brings a lab up, or checks that it is up with the same topology (the same programs too);
 /// records every service's version; starts the agent if it does not run; waits until every
 /// replica is ready.
 pub fn up(
