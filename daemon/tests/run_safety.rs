@@ -221,8 +221,8 @@ fn sigterm_while_judging_marks_the_run_aborted() {
     let _turn = one_at_a_time();
     let lab = TestLab::up();
     let child = run_until_line(&lab, |line, child| {
-        // The live display prints a line at each phase change; `check` is the judging.
-        if line.starts_with("check") {
+        // The live display prints a line at each phase change; `judging` is the checkers.
+        if line.starts_with("check") || line.starts_with("judging") {
             signal(child, Signal::SIGTERM);
             return true;
         }
