@@ -435,11 +435,11 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ),
         (
             &["inject", "partition", "--zone", "a", "--for", "0s"],
-            "must be above 0",
+            "--for 0s: a fault must hold for some time",
         ),
         (
             &["inject", "partition", "--zone", "a", "--for", "3h"],
-            "at most",
+            "--for 3h is longer than the 2h limit",
         ),
         (
             &[
@@ -452,7 +452,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
                 "--for",
                 "0s",
             ],
-            "must be above 0",
+            "--for 0s: a fault must hold for some time",
         ),
     ];
     for (args, expected) in cases {
