@@ -53,6 +53,7 @@ fn every_injection_revert_expiry_halt_and_resume_is_audited() {
     ]);
     let pause_id = fault_id(&pause);
     lab.ok(&["revert", &pause_id]);
+    assert_revert_knows_ended_from_unknown(&lab, &pause_id);
     lab.ok(&["inject", "partition", "--zone", "b", "--for", "60s"]);
     lab.ok(&["halt"]);
     lab.ok(&["resume"]);
@@ -133,4 +134,24 @@ fn fault_id(output: &str) -> String {
         .and_then(|rest| rest.split(':').next())
         .unwrap_or_else(|| panic!("no fault id in {output}"))
         .to_owned()
+}
+
+/// Reverting an ended fault again says it already ended, as the log says; an id never seen is
+/// an error (exit 2).
+fn assert_revert_knows_ended_from_unknown(lab: &TestLab, pause_id: &str) {
+    let again = lab.ok(&["revert", pause_id]);
+    assert!(
+        again.contains(&format!(
+            "{pause_id} already ended in lab {}: revert ok",
+            lab.name
+        )),
+        "{again}"
+    );
+    let output = lab.chaosctl(&["revert", "f-never-was"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no fault `f-never-was`") && stderr.contains("no fault is active"),
+        "{stderr}"
+    );
 }

@@ -436,10 +436,35 @@ fn revert_one(host: &HostPaths, id: &str, lab: &str) -> anyhow::Result<ExitCode>
     })?;
     if reverted {
         println!("reverted {id}");
-    } else {
-        println!("{id} is not active in lab {lab} (already reverted or expired); nothing to do");
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    // Not active: an id the audit log knows has ended; any other id is a mistake.
+    let history = faultline_injectors::audit::read_audit_log(&audit_log_file(&host.state_root))
+        .unwrap_or_default();
+    if let Some(last) = history
+        .iter()
+        .rev()
+        .find(|entry| entry.fault.as_deref() == Some(id))
+    {
+        println!(
+            "{id} already ended in lab {}: {} {} at {}; nothing to do",
+            last.lab,
+            last.event.as_str(),
+            last.outcome,
+            last.time
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (active, _) = ctx.ledger().list()?;
+    let ids: Vec<&str> = active.iter().map(|record| record.id.as_str()).collect();
+    anyhow::bail!(
+        "no fault `{id}` in lab {lab}, active or ended; {}",
+        if ids.is_empty() {
+            "no fault is active there".to_owned()
+        } else {
+            format!("active: {} (`chaosctl faults --lab {lab}`)", ids.join(", "))
+        }
+    )
 }
 
 /// `chaosctl audit [--since D]`.
