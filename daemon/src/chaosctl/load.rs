@@ -135,17 +135,7 @@ fn print_report(report: &WorkloadReport, output: Output) -> anyhow::Result<()> {
             if let Some(rb) = &report.read_back {
                 println!("\n  read-back through every node:");
                 for n in &rb.nodes {
-                    println!(
-                        "     {:<8} {} tenants ok, {} failed, {} records{}",
-                        n.node,
-                        n.ok,
-                        n.failed,
-                        n.records,
-                        n.error
-                            .as_ref()
-                            .map(|e| format!(" ({e})"))
-                            .unwrap_or_default()
-                    );
+                    print_node_read(n);
                 }
                 if !rb.replicas.is_empty() {
                     println!(
@@ -153,17 +143,7 @@ fn print_report(report: &WorkloadReport, output: Output) -> anyhow::Result<()> {
                     );
                 }
                 for n in &rb.replicas {
-                    println!(
-                        "     {:<8} {} tenants ok, {} failed, {} records{}",
-                        n.node,
-                        n.ok,
-                        n.failed,
-                        n.records,
-                        n.error
-                            .as_ref()
-                            .map(|e| format!(" ({e})"))
-                            .unwrap_or_default()
-                    );
+                    print_node_read(n);
                 }
                 println!(
                     "     views through the nodes agree on {} of {} tenants{}",
@@ -275,6 +255,21 @@ pub(crate) fn run(host: &HostPaths, args: &LoadArgs) -> anyhow::Result<ExitCode>
     })?;
     print_report(&report, args.output)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One node's read-back line of the summary.
+fn print_node_read(n: &faultline_experiments::workload::NodeReadBack) {
+    println!(
+        "     {:<8} {} tenants ok, {} failed, {} records{}",
+        n.node,
+        n.ok,
+        n.failed,
+        n.records,
+        n.error
+            .as_ref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    );
 }
 
 #[cfg(test)]

@@ -1315,18 +1315,7 @@ async fn read_back_nats(
         .stream_infos(&target.nats, server, &exec.clock, &sink)
         .await
         .unwrap_or_default();
-    let spec = ConnectSpec {
-        urls: vec![server.url.clone()],
-        name: format!("faultline-readback-{}", server.node),
-        connect_timeout: Duration::from_secs(3),
-        op_timeout: exec.config.op_timeout,
-        ping_interval: exec.config.ping_interval,
-        pinned_node: Some(server.node.clone()),
-        retry_initial: false,
-    };
-    let conn = NatsConn::connect(&spec, target.node_of_host.clone())
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", server.url));
+    let conn = connect_pinned(exec, target, server, "readback").await;
     let reads: Vec<TenantRead> = futures::stream::iter(exec.tenants.iter())
         .map(|t| {
             let conn = conn.clone();
@@ -1460,18 +1449,7 @@ async fn read_alone(
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     };
-    let spec = ConnectSpec {
-        urls: vec![server.url.clone()],
-        name: format!("faultline-readback-replica-{}", server.node),
-        connect_timeout: Duration::from_secs(3),
-        op_timeout: exec.config.op_timeout,
-        ping_interval: exec.config.ping_interval,
-        pinned_node: Some(server.node.clone()),
-        retry_initial: false,
-    };
-    let conn = NatsConn::connect(&spec, target.node_of_host.clone())
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", server.url))?;
+    let conn = connect_pinned(exec, target, server, "readback-replica").await?;
     let budget_end = tokio::time::Instant::now() + REPLICA_READ_BUDGET;
     let reads = futures::stream::iter(exec.tenants.iter())
         .map(|t| {
@@ -1574,6 +1552,27 @@ async fn read_back_http(
         .collect()
         .await;
     record_read_back(exec, &endpoint.node, Pattern::ReadBack, reads, fingerprints).await
+}
+
+/// A read-back connection to one server only, named `faultline-PURPOSE-NODE`.
+async fn connect_pinned(
+    exec: &Exec,
+    target: &Target,
+    server: &super::target::NatsServer,
+    purpose: &str,
+) -> Result<NatsConn, String> {
+    let spec = ConnectSpec {
+        urls: vec![server.url.clone()],
+        name: format!("faultline-{purpose}-{}", server.node),
+        connect_timeout: Duration::from_secs(3),
+        op_timeout: exec.config.op_timeout,
+        ping_interval: exec.config.ping_interval,
+        pinned_node: Some(server.node.clone()),
+        retry_initial: false,
+    };
+    NatsConn::connect(&spec, target.node_of_host.clone())
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", server.url))
 }
 
 #[cfg(test)]
