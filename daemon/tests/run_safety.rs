@@ -15,7 +15,7 @@ use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{can_run_lab, chaosctl_command, wait_until, TestLab};
+use common::{can_run_lab, chaosctl_command, spec_file, wait_until, TestLab};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -26,19 +26,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The catalog spec `name`, shortened, with `edits` applied to its YAML.
-fn spec_file(lab: &TestLab, name: &str, edits: &[(&str, &str)]) -> PathBuf {
-    let mut yaml = lab.ok(&["show", name]);
-    yaml = yaml.replace("baseline: 15s", "baseline: 8s");
-    for (from, to) in edits {
-        assert!(yaml.contains(from), "{name} has no `{from}`:\n{yaml}");
-        yaml = yaml.replace(from, to);
-    }
-    let path = lab.state_root().join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).expect("write spec");
-    path
 }
 
 fn results_dir(lab: &TestLab) -> PathBuf {

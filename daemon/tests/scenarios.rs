@@ -12,7 +12,7 @@ use std::process::Output;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{can_run_lab, wait_until, TestLab};
+use common::{can_run_lab, spec_file, wait_until, TestLab};
 use serde_json::Value;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -62,19 +62,6 @@ impl Run {
             .cloned()
             .unwrap_or_else(|| panic!("no {name} verdict\n{}", self.log()))
     }
-}
-
-/// The catalog spec `name`, shortened for tests, with `edits` applied to its YAML.
-fn spec_file(lab: &TestLab, name: &str, edits: &[(&str, &str)]) -> PathBuf {
-    let mut yaml = lab.ok(&["show", name]);
-    yaml = yaml.replace("baseline: 15s", "baseline: 8s");
-    for (from, to) in edits {
-        assert!(yaml.contains(from), "{name} has no `{from}`:\n{yaml}");
-        yaml = yaml.replace(from, to);
-    }
-    let path = lab.state_root().join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).expect("write spec");
-    path
 }
 
 fn run(lab: &TestLab, spec: &Path, extra: &[&str]) -> Run {

@@ -251,6 +251,20 @@ impl Drop for TestLab {
     }
 }
 
+/// The catalog spec `name`, shortened for tests (an 8 s baseline), with `edits` applied to its
+/// YAML, written into the lab's state root.
+pub fn spec_file(lab: &TestLab, name: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let mut yaml = lab.ok(&["show", name]);
+    yaml = yaml.replace("baseline: 15s", "baseline: 8s");
+    for (from, to) in edits {
+        assert!(yaml.contains(from), "{name} has no `{from}`:\n{yaml}");
+        yaml = yaml.replace(from, to);
+    }
+    let path = lab.state_root().join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).expect("write spec");
+    path
+}
+
 pub fn chaosctl_command(state_root: &Path, lab: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chaosctl"));
     command
