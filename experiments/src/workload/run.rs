@@ -1449,6 +1449,9 @@ async fn read_alone(
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     };
+    // Settling gets at least 10 s, even when the server answered just before the deadline.
+    let settle_by = deadline.max(tokio::time::Instant::now() + Duration::from_secs(10));
+    let last_seqs = settled_stream_state(exec, target, monitor, server, last_seqs, settle_by).await;
     let conn = connect_pinned(exec, target, server, "readback-replica").await?;
     let budget_end = tokio::time::Instant::now() + REPLICA_READ_BUDGET;
     let reads = futures::stream::iter(exec.tenants.iter())
@@ -1486,6 +1489,33 @@ async fn read_alone(
         .collect()
         .await;
     Ok(reads)
+}
+
+/// A server that was paused until a moment ago still holds what its peers sent before they
+/// went down (in its sockets' buffers) and applies it once it runs, so its first answer is not
+/// yet its store. Samples its stream state until two samples 500 ms apart agree (each sample
+/// recorded), or until `deadline`, and returns the last.
+async fn settled_stream_state(
+    exec: &Exec,
+    target: &Target,
+    monitor: &Monitor,
+    server: &super::target::NatsServer,
+    mut last_seqs: BTreeMap<String, u64>,
+    deadline: tokio::time::Instant,
+) -> BTreeMap<String, u64> {
+    let sink = exec.recorder.observations();
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match monitor
+            .stream_infos(&target.nats, server, &exec.clock, &sink)
+            .await
+        {
+            Ok(now) if now == last_seqs => break,
+            Ok(now) => last_seqs = now,
+            Err(_) => {}
+        }
+    }
+    last_seqs
 }
 
 /// Reads one tenant's records through one endpoint, page by page, each page retried 3 times.
