@@ -234,3 +234,53 @@ fn completion_scripts_load_in_their_shell_and_know_the_commands() {
         text(&check.stderr)
     );
 }
+
+/// `chaosctl ARGS` on an empty state root, with stdout.
+fn data_on_empty_root(args: &[&str]) -> Vec<u8> {
+    let root = tempfile::tempdir().expect("state root");
+    let output = Command::new(env!("CARGO_BIN_EXE_chaosctl"))
+        .env("FAULTLINE_STATE_ROOT", root.path())
+        .env_remove("FAULTLINE_LAB")
+        .args(args)
+        .output()
+        .expect("run chaosctl");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        text(&output.stderr)
+    );
+    output.stdout
+}
+
+#[test]
+fn tables_also_come_as_json_and_yaml_with_the_same_content() {
+    for command in [&["list"][..], &["lab", "list"][..], &["audit"][..]] {
+        let json: serde_json::Value = if command == ["audit"] {
+            // The audit log's JSON is one entry per line, like the file; none here.
+            let out = data_on_empty_root(&[command, &["--output", "json"][..]].concat());
+            assert!(out.is_empty(), "{}", text(&out));
+            serde_json::Value::Array(vec![])
+        } else {
+            serde_json::from_slice(&data_on_empty_root(
+                &[command, &["--output", "json"][..]].concat(),
+            ))
+            .expect("json")
+        };
+        let yaml: serde_json::Value = serde_yaml::from_slice(&data_on_empty_root(
+            &[command, &["--output", "yaml"][..]].concat(),
+        ))
+        .unwrap_or_else(|e| panic!("{command:?}: not YAML: {e}"));
+        assert_eq!(yaml, json, "{command:?}");
+    }
+    let scenarios: serde_json::Value =
+        serde_yaml::from_slice(&data_on_empty_root(&["list", "--output", "yaml"])).expect("yaml");
+    let names: Vec<&str> = scenarios
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 6, "{scenarios}");
+    assert!(names.contains(&"az-failure"), "{names:?}");
+    assert_eq!(scenarios[0]["plan_id"], "T6.1");
+}

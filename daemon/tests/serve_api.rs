@@ -3,6 +3,11 @@
 //! resume, reload, /metrics and the page agreeing with the index. The real lab is exercised by
 //! `serve_lab.rs`.
 
+// The page test shares its browser helpers with the report page test.
+#[allow(dead_code)]
+#[path = "../../experiments/tests/browser/mod.rs"]
+mod browser;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -343,37 +348,9 @@ frame.onload = function () {
 };
 </script></body></html>"#;
 
-/// Chromium, if installed (`apt-get install chromium`); the browser test is skipped without it.
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|name| {
-            std::process::Command::new(name)
-                .arg("--version")
-                .output()
-                .is_ok()
-        })
-}
-
-fn dump_dom(browser: &str, url: &str) -> String {
-    let output = std::process::Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            url,
-        ])
-        .output()
-        .expect("run chromium");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[test]
 fn the_page_works_in_headless_chromium_and_its_halt_button_needs_the_token() {
-    let Some(browser) = chromium() else {
+    let Some(chromium) = browser::chromium() else {
         eprintln!("skipping: no chromium (apt-get install chromium)");
         return;
     };
@@ -390,8 +367,8 @@ fn the_page_works_in_headless_chromium_and_its_halt_button_needs_the_token() {
     );
     server.drain();
 
-    let wrong = dump_dom(
-        browser,
+    let wrong = browser::dump_dom(
+        chromium,
         &format!(
             "http://{}/harness?token=wrong-token-000000000",
             server.address
@@ -405,8 +382,8 @@ fn the_page_works_in_headless_chromium_and_its_halt_button_needs_the_token() {
     assert!(!server.halted(), "a wrong token halts nothing");
     assert_eq!(server.target.halts.load(Ordering::SeqCst), 0);
 
-    let right = dump_dom(
-        browser,
+    let right = browser::dump_dom(
+        chromium,
         &format!("http://{}/harness?token={TOKEN}", server.address),
     );
     assert!(right.contains("answer=200"), "{right}");

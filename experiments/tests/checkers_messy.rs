@@ -294,7 +294,8 @@ fn a_large_history_streams() {
     assert_eq!(r.input.values, n);
     // No read-back: consistency cannot rule out loss.
     assert_eq!(r.verdict("consistency").unwrap().status, Status::Unknown);
-    assert!((200..=201).contains(&r.timeline.points.len()));
+    // Sends over 200 s; the bucket of the last send is partial and not plotted.
+    assert_eq!(r.timeline.points.len(), 199);
 }
 
 proptest! {

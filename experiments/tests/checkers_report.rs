@@ -5,6 +5,8 @@
 #[path = "checkers_support/mod.rs"]
 mod support;
 
+mod browser;
+
 use std::path::PathBuf;
 
 use faultline_experiments::checkers::{check_files, CheckReport, Status};
@@ -123,6 +125,115 @@ fn html_is_self_contained() {
     let dir = std::env::temp_dir().join("faultline-report-test");
     std::fs::create_dir_all(&dir).unwrap();
     write_file(&r, ReportFormat::Html, &dir.join("report.html")).unwrap();
+}
+
+/// Loads the report in two iframes, 1400 and 800 px wide, and writes what each shows into the
+/// DOM: how far the page overflows sideways, the SLO table's rows, whether raw JSON shows, and
+/// the headings of every evidence table.
+const REPORT_HARNESS: &str = r#"<!doctype html><html><body>
+<pre id="seen"></pre>
+<iframe id="w1400" src="/report.html" width="1400" height="900"></iframe>
+<iframe id="w800" src="/report.html" width="800" height="900"></iframe>
+<script>
+function look(id) {
+  var d = document.getElementById(id).contentDocument;
+  var e = d.documentElement;
+  var evidence = Array.prototype.map.call(d.querySelectorAll('details table'), function (t) {
+    return Array.prototype.map.call(t.querySelectorAll('th'), function (th) { return th.textContent; }).join(',');
+  });
+  return id + ' overflow=' + (e.scrollWidth - e.clientWidth) +
+    ' slo=' + d.querySelectorAll('table.slo tr').length +
+    ' json=' + (d.body.textContent.indexOf('{"') >= 0 ? 'yes' : 'no') +
+    ' headline=[' + d.querySelector('h1').textContent + ']' +
+    ' evidence=[' + evidence.join(';') + ']';
+}
+window.onload = function () {
+  document.getElementById('seen').textContent = look('w1400') + '\n' + look('w800');
+};
+</script></body></html>"#;
+
+#[test]
+fn the_page_reads_at_1400_and_800_px_in_headless_chromium() {
+    let r = eventful();
+    let mut buf = Vec::new();
+    write_html(&r, &mut buf).unwrap();
+    let html = String::from_utf8(buf).unwrap();
+    // The SLO in words, never as JSON.
+    assert!(html.contains("<h2>SLO</h2>"), "no SLO table");
+    assert!(html.contains("a bucket passes when"), "SLO rows");
+    assert!(
+        !html.contains("recovery_deadline_ms"),
+        "raw SLO field names"
+    );
+    let Some(chromium) = browser::chromium() else {
+        eprintln!("skipping the browser part: no chromium (apt-get install chromium)");
+        return;
+    };
+    let base = browser::serve_pages(vec![
+        ("/harness", REPORT_HARNESS.to_owned()),
+        ("/report.html", html),
+    ]);
+    let dom = browser::dump_dom(chromium, &format!("{base}/harness"));
+    let seen: Vec<&str> = dom
+        .lines()
+        .filter(|l| l.contains("w1400 overflow=") || l.contains("w800 overflow="))
+        .collect();
+    assert_eq!(seen.len(), 2, "the harness saw:\n{dom}");
+    for line in &seen {
+        // No sideways scroll at either width: wide tables scroll inside their own box.
+        assert!(line.contains(" overflow=0 "), "{line}");
+        assert!(line.contains(" json=no "), "{line}");
+        assert!(!line.contains(" slo=0 "), "{line}");
+        assert!(line.contains("headline=[FAILED: "), "{line}");
+        // Each evidence table shows only the columns its rows fill: `lost` has no other tenant;
+        // no table shows every column.
+        let evidence = line.split("evidence=[").nth(1).expect("evidence");
+        assert!(evidence.contains("tenant,value"), "{line}");
+        for table in evidence.trim_end_matches(']').split(';') {
+            assert!(table.split(',').count() < 11, "every column shown: {table}");
+        }
+    }
+}
+
+#[test]
+fn the_timeline_plots_only_whole_buckets_of_the_load() {
+    // Sends from 0.3 s to 20.2 s: the buckets at 0 s and at 20 s hold part of a second each.
+    let mut h = H::clean();
+    for o in &mut h.ops {
+        if o.pattern == faultline_experiments::history::Pattern::Chat {
+            o.invoke_ns += 300 * support::MS;
+            o.complete_ns += 300 * support::MS;
+        }
+    }
+    let r = h.check();
+    let times: Vec<f64> = r.timeline.points.iter().map(|p| p.t_s).collect();
+    assert_eq!(times.first(), Some(&1.0), "{times:?}");
+    assert_eq!(times.last(), Some(&19.0), "{times:?}");
+    // Every point plotted is a whole second of a steady 20 writes/s.
+    for p in &r.timeline.points {
+        assert!((p.throughput - 20.0).abs() < 1e-9, "{p:?}");
+    }
+}
+
+#[test]
+fn evidence_columns_follow_what_the_rows_fill() {
+    let r = eventful();
+    let mut buf = Vec::new();
+    write_html(&r, &mut buf).unwrap();
+    let html = String::from_utf8(buf).unwrap();
+    let lost = html
+        .split("<summary>lost &mdash;")
+        .nth(1)
+        .and_then(|rest| rest.split("</details>").next())
+        .expect("the lost anomaly's evidence");
+    assert!(lost.contains("<th>value</th>"), "{lost}");
+    assert!(!lost.contains("<th>other tenant</th>"), "{lost}");
+    let cross = html
+        .split("<summary>cross-tenant-read &mdash;")
+        .nth(1)
+        .and_then(|rest| rest.split("</details>").next())
+        .expect("the cross-tenant read's evidence");
+    assert!(cross.contains("<th>other tenant</th>"), "{cross}");
 }
 
 #[test]

@@ -221,14 +221,10 @@ pub fn list(target: &Target, output: Output) -> anyhow::Result<ExitCode> {
         .await?;
         let halts: Api<Halt> = Api::all(client);
         let halted = within(target, "listing Halts", halts.list(&ListParams::default())).await?;
-        if output == Output::Json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "halted": !halted.items.is_empty(),
-                    "faults": listed.items,
-                }))?
-            );
+        if output.print_data(&serde_json::json!({
+            "halted": !halted.items.is_empty(),
+            "faults": listed.items,
+        }))? {
             return Ok(ExitCode::SUCCESS);
         }
         if let Some(halt) = halted.items.first() {

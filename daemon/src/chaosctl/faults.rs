@@ -354,9 +354,8 @@ pub(crate) fn print_faults(faults: &[FaultRecord]) {
 pub(crate) fn list(host: &HostPaths, lab: &str, output: Output) -> anyhow::Result<ExitCode> {
     let ctx = LabContext::open(host, lab)?;
     let faults = ctx.faults()?;
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&faults)?),
-        Output::Text => print_faults(&faults),
+    if !output.print_data(&faults)? {
+        print_faults(&faults);
     }
     Ok(ExitCode::SUCCESS)
 }

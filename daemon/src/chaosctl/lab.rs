@@ -166,16 +166,17 @@ pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitC
         LabCommand::Status { name, output } => {
             let ctx = LabContext::open(host, &name)?;
             let status = control::status(&ctx)?;
-            match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-                Output::Text => print_status(&status),
+            if !output.print_data(&status)? {
+                print_status(&status);
             }
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::List { output } => {
             let rows = lab_rows(host);
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Json | Output::Yaml => {
+                    output.print_data(&rows)?;
+                }
                 Output::Text if rows.is_empty() => {
                     println!(
                         "no lab under {}; start one with `chaosctl lab up`",

@@ -129,7 +129,9 @@ fn progress_printer(quiet: bool) -> Option<ProgressFn> {
 
 fn print_report(report: &WorkloadReport, output: Output) -> anyhow::Result<()> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        Output::Json | Output::Yaml => {
+            output.print_data(report)?;
+        }
         Output::Text => {
             print!("{}", report.summary.render());
             if let Some(rb) = &report.read_back {

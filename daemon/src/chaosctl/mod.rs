@@ -189,7 +189,11 @@ enum Command {
     /// Re-render the reports of an earlier run from its recorded history.
     Report(run::ReportArgs),
     /// List the built-in scenarios (the test plan's T6.1-T6.6).
-    List,
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Print a built-in scenario's spec as YAML, ready to copy and edit.
     Show {
         /// Scenario name, e.g. az-failure.
@@ -271,6 +275,26 @@ pub enum Output {
     Text,
     /// For programs.
     Json,
+    /// For programs and people who keep their inventory in YAML.
+    Yaml,
+}
+
+impl Output {
+    /// Prints `value` as JSON or YAML and returns true; returns false for text, which each
+    /// command lays out itself.
+    pub(crate) fn print_data<T: serde::Serialize>(self, value: &T) -> anyhow::Result<bool> {
+        match self {
+            Output::Text => Ok(false),
+            Output::Json => {
+                println!("{}", serde_json::to_string_pretty(value)?);
+                Ok(true)
+            }
+            Output::Yaml => {
+                print!("{}", serde_yaml::to_string(value)?);
+                Ok(true)
+            }
+        }
+    }
 }
 
 fn host(cli: &Cli) -> HostPaths {
@@ -477,10 +501,14 @@ fn audit(host: &HostPaths, since: Option<Duration>, output: Output) -> anyhow::R
         .into_iter()
         .filter(|e| e.unix_ms >= from)
         .collect();
+    // JSON as one entry per line, like the file itself.
     if output == Output::Json {
         for entry in &entries {
             println!("{}", serde_json::to_string(entry)?);
         }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if output.print_data(&entries)? {
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
@@ -536,7 +564,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let touches_system = !matches!(
         cli.command,
         Command::Reconcile { .. }
-            | Command::List
+            | Command::List { .. }
             | Command::Show { .. }
             | Command::Validate { .. }
             | Command::Check(_)
@@ -576,7 +604,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::List => scenarios::list(),
+        Command::List { output } => scenarios::list(output),
         Command::Show { name } => scenarios::show(&name),
         Command::Validate { file } => scenarios::validate(&file),
         Command::Inject(args) => {
@@ -600,20 +628,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reconcile { output } => {
             require_root()?;
             let done = reconcile_all(&host, true);
-            match output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &done
-                            .iter()
-                            .map(|(lab, report)| serde_json::json!({"lab": lab, "report": report}))
-                            .collect::<Vec<_>>()
-                    )?
-                ),
-                Output::Text => {
-                    for (lab, report) in &done {
-                        println!("lab {lab}: {}", describe_reconcile(report));
-                    }
+            let data: Vec<_> = done
+                .iter()
+                .map(|(lab, report)| serde_json::json!({"lab": lab, "report": report}))
+                .collect();
+            if !output.print_data(&data)? {
+                for (lab, report) in &done {
+                    println!("lab {lab}: {}", describe_reconcile(report));
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -241,10 +241,10 @@ fn live_line(status: &LiveStatus, last_figures: &mut Progress) -> String {
         p.info,
         rate(p.window_info),
         p.p99_ms,
-        if status.active_faults.is_empty() {
-            "none".to_owned()
-        } else {
-            status.active_faults.join("; ")
+        match (status.active_faults.is_empty(), status.next_fault_in) {
+            (true, Some(next)) => format!("none yet, next in {} s", next.as_secs()),
+            (true, None) => "none".to_owned(),
+            (false, _) => status.active_faults.join("; "),
         }
     )
 }
@@ -593,9 +593,11 @@ mod tests {
                 ..Progress::default()
             },
             active_faults: vec![],
+            next_fault_in: None,
         };
         let line = live_line(&status, &mut last);
         assert!(line.starts_with("recovery watch "), "{line}");
+        assert!(line.ends_with("faults: none"), "{line}");
         assert!(line.contains("failed 494 (54/s)"), "{line}");
         assert!(line.contains("unknown outcome 7 (1/s)"), "{line}");
         assert!(!line.contains("info"), "{line}");
@@ -608,6 +610,28 @@ mod tests {
             line.contains("failed 494  unknown outcome 7  p99 12 ms"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn before_the_first_fault_the_live_line_counts_down_to_it() {
+        let status = LiveStatus {
+            phase: Phase::Inject,
+            elapsed: Duration::from_secs(16),
+            left: Duration::from_secs(74),
+            progress: Progress::default(),
+            active_faults: vec![],
+            next_fault_in: Some(Duration::from_millis(4_200)),
+        };
+        let line = live_line(&status, &mut Progress::default());
+        assert!(line.starts_with("inject "), "{line}");
+        assert!(line.ends_with("faults: none yet, next in 4 s"), "{line}");
+        // Once one is in effect, it is named.
+        let status = LiveStatus {
+            active_faults: vec!["partition zone a".to_owned()],
+            ..status
+        };
+        let line = live_line(&status, &mut Progress::default());
+        assert!(line.ends_with("faults: partition zone a"), "{line}");
     }
 
     #[test]

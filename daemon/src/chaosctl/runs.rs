@@ -67,6 +67,7 @@ pub(crate) struct TrendsArgs {
 enum TrendsOutput {
     Text,
     Json,
+    Yaml,
     /// A self-contained HTML page with a plot per scenario.
     Html,
 }
@@ -238,9 +239,8 @@ pub(crate) fn runs(state_root: &Path, args: &RunsArgs) -> anyhow::Result<ExitCod
                 index.path().display()
             )
         })?;
-        match output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&row)?),
-            Output::Text => print!("{}", show_text(&row)),
+        if !output.print_data(&row)? {
+            print!("{}", show_text(&row));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -256,14 +256,11 @@ pub(crate) fn runs(state_root: &Path, args: &RunsArgs) -> anyhow::Result<ExitCod
         limit: Some(args.limit),
     };
     let rows = index.list(&filter)?;
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-        Output::Text => {
-            if rows.is_empty() {
-                println!("no runs yet; `chaosctl run NAME` or `faultlined serve` fills the index");
-            } else {
-                print!("{}", table(&rows, now));
-            }
+    if !args.output.print_data(&rows)? {
+        if rows.is_empty() {
+            println!("no runs yet; `chaosctl run NAME` or `faultlined serve` fills the index");
+        } else {
+            print!("{}", table(&rows, now));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -281,6 +278,7 @@ pub(crate) fn trends(state_root: &Path, args: &TrendsArgs) -> anyhow::Result<Exi
     let text = match args.output {
         TrendsOutput::Text => trends::text(&trends),
         TrendsOutput::Json => serde_json::to_string_pretty(&trends)? + "\n",
+        TrendsOutput::Yaml => serde_yaml::to_string(&trends)?,
         TrendsOutput::Html => trends::html(&trends, "Faultline trends"),
     };
     if let Some(path) = &args.out {

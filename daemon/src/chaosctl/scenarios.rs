@@ -7,20 +7,49 @@ use faultline_experiments::schedule;
 use faultline_experiments::spec::catalog::{self, CATALOG};
 use faultline_experiments::spec::ExperimentSpec;
 
-pub(crate) fn list() -> anyhow::Result<ExitCode> {
+use super::Output;
+
+/// One built-in scenario as `chaosctl list` shows it.
+#[derive(serde::Serialize)]
+struct ScenarioRow {
+    name: String,
+    plan_id: Option<String>,
+    faults: Vec<String>,
+    max_ttr: String,
+    description: String,
+}
+
+pub(crate) fn list(output: Output) -> anyhow::Result<ExitCode> {
+    let mut rows = Vec::new();
+    for (name, _) in CATALOG {
+        let spec = catalog::spec(name)?;
+        rows.push(ScenarioRow {
+            name: spec.name.clone(),
+            plan_id: spec.plan_id.clone(),
+            faults: spec
+                .faults
+                .iter()
+                .map(|f| f.kind.as_str().to_owned())
+                .collect(),
+            max_ttr: humantime::format_duration(spec.slo.max_ttr).to_string(),
+            description: spec.description.trim().to_owned(),
+        });
+    }
+    if output.print_data(&rows)? {
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{:<18} {:<5} {:<11} {:<9} DESCRIPTION",
         "NAME", "PLAN", "FAULT", "MAX TTR"
     );
-    for (name, _) in CATALOG {
-        let spec = catalog::spec(name)?;
-        let first_line = spec.description.split(". ").next().unwrap_or_default();
+    for row in &rows {
+        let first_line = row.description.split(". ").next().unwrap_or_default();
         println!(
             "{:<18} {:<5} {:<11} {:<9} {first_line}.",
-            spec.name,
-            spec.plan_id.as_deref().unwrap_or("-"),
-            spec.faults.first().map_or("", |f| f.kind.as_str()),
-            humantime::format_duration(spec.slo.max_ttr).to_string(),
+            row.name,
+            row.plan_id.as_deref().unwrap_or("-"),
+            row.faults.first().map_or("", String::as_str),
+            row.max_ttr,
         );
     }
     println!("\nRun one with `chaosctl run NAME`; print its spec with `chaosctl show NAME`.");

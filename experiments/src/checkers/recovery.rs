@@ -897,10 +897,23 @@ fn tenant_view(
 
 /// The overall timeline, at most [`MAX_TIMELINE_POINTS`] points of equally many buckets: rates
 /// summed over the point's buckets, p50 averaged and p99 and failing tenants maximised over its
-/// buckets that hold data (a gap has no latency and no throughput).
+/// buckets that hold data (a gap has no latency and no throughput). Only whole buckets of the
+/// load are plotted: the bucket of the first send and the one of the last send are partial (a
+/// few operations, or only the fast completions), and would plot as a dip or plunge.
 fn timeline(facts: &Facts, g: &Grid, cfg: &CheckConfig) -> Timeline {
     let bucket_s = facts.bucket_ns as f64 / 1e9;
-    let per_point = g.total.div_ceil(MAX_TIMELINE_POINTS).max(1);
+    let first_whole = if facts.load_first_invoke_ns == u64::MAX {
+        0
+    } else {
+        facts.load_first_invoke_ns.div_ceil(facts.bucket_ns)
+    };
+    // When the load is shorter than two buckets, nothing would be left: plot what there is.
+    let (first_whole, total) = if g.end > first_whole {
+        (first_whole, g.end)
+    } else {
+        (0, g.total)
+    };
+    let per_point = (total - first_whole).div_ceil(MAX_TIMELINE_POINTS).max(1);
     // Per cell: ok completions, fail and info outcomes over every series.
     let mut sums = vec![(0u64, 0u64, 0u64); facts.cells.len()];
     for s in &facts.series {
@@ -934,11 +947,19 @@ fn timeline(facts: &Facts, g: &Grid, cfg: &CheckConfig) -> Timeline {
             n
         })
         .collect();
-    let points_n = g.total.div_ceil(per_point);
+    let points_n = (total - first_whole).div_ceil(per_point);
     let mut points = Vec::with_capacity(points_n as usize);
     let (mut next_cell, mut next_span) = (0usize, 0usize);
+    while g
+        .order
+        .get(next_cell)
+        .is_some_and(|&(b, _)| b < first_whole)
+    {
+        next_cell += 1;
+    }
     for p in 0..points_n {
-        let (lo, hi) = (p * per_point, ((p + 1) * per_point).min(g.total));
+        let lo = first_whole + p * per_point;
+        let hi = (lo + per_point).min(total);
         let (mut done, mut fail, mut info) = (0u64, 0u64, 0u64);
         let (mut p50_sum, mut p50_n, mut p99) = (0.0f64, 0u32, None::<u32>);
         while let Some(&(bucket, cell)) = g.order.get(next_cell) {

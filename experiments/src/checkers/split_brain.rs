@@ -281,10 +281,7 @@ fn divergence(
             node: Some((*na).to_string()),
             other_node: Some((*nb).to_string()),
             stream: Some(stream.to_string()),
-            detail: format!(
-                "final read-back through {na} holds {} values up to seq {}, through {nb} {} values up to seq {}",
-                fa.count, fa.last_seq, fb.count, fb.last_seq
-            ),
+            detail: divergence_detail(na, fa, nb, fb),
             ..Evidence::default()
         });
     }
@@ -294,6 +291,30 @@ fn divergence(
         ));
     }
     anomaly("divergence", buf)
+}
+
+/// What differs between two final read-backs of one stream, in words.
+fn divergence_detail(na: &str, fa: &Fingerprint, nb: &str, fb: &Fingerprint) -> String {
+    if (fa.count, fa.last_seq) == (fb.count, fb.last_seq) {
+        format!(
+            "final read-backs through {na} and {nb} both hold {} values up to seq {}, but not the same ones: at one or more sequences they return different values",
+            fa.count, fa.last_seq
+        )
+    } else if fa.count == fb.count {
+        format!(
+            "final read-backs through {na} and {nb} both hold {} values, but end at different sequences: {na} at seq {}, {nb} at seq {}",
+            fa.count, fa.last_seq, fb.last_seq
+        )
+    } else {
+        format!(
+            "the final read-back through {na} holds {} values (up to seq {}), through {nb} {} (up to seq {}): {} more through {na}",
+            fa.count,
+            fa.last_seq,
+            fb.count,
+            fb.last_seq,
+            fa.count.abs_diff(fb.count)
+        )
+    }
 }
 
 /// One replica's stream state as its server reported it: (last seq, (first seq, messages,
@@ -467,4 +488,29 @@ fn two_leaders(obs: &Observations, cfg: &CheckConfig, notes: &mut Vec<String>) -
         }
     }
     anomaly("two-leaders", buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(count: u64, last_seq: u64, hash: u64) -> Fingerprint {
+        Fingerprint {
+            at_ns: 0,
+            count,
+            hash,
+            last_seq,
+        }
+    }
+
+    #[test]
+    fn a_divergence_says_what_differs() {
+        let same_shape = divergence_detail("a1", &fp(60, 60, 1), "b1", &fp(60, 60, 2));
+        assert!(same_shape.contains("not the same ones"), "{same_shape}");
+        assert!(!same_shape.contains("through b1 60"), "{same_shape}");
+        let shifted = divergence_detail("a1", &fp(60, 61, 1), "b1", &fp(60, 60, 2));
+        assert!(shifted.contains("a1 at seq 61, b1 at seq 60"), "{shifted}");
+        let fewer = divergence_detail("a1", &fp(60, 60, 1), "b1", &fp(58, 60, 2));
+        assert!(fewer.ends_with("2 more through a1"), "{fewer}");
+    }
 }

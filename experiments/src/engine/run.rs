@@ -71,6 +71,8 @@ pub struct LiveStatus {
     pub progress: Progress,
     /// Active faults, described.
     pub active_faults: Vec<String>,
+    /// Until the next planned fault's injection, while one is still to come.
+    pub next_fault_in: Option<Duration>,
 }
 
 /// The phases, in order.
@@ -707,6 +709,7 @@ fn status(
         left: spec.duration.saturating_sub(elapsed),
         progress: load.progress(),
         active_faults: active,
+        next_fault_in: None,
     }
 }
 
@@ -722,6 +725,7 @@ fn status_without_load(
         left: spec.duration.saturating_sub(elapsed),
         progress: Progress::default(),
         active_faults: vec![],
+        next_fault_in: None,
     }
 }
 
@@ -843,7 +847,9 @@ impl Watch {
                 .filter(|f| f.end_ns.is_none())
                 .map(|f| f.description.clone())
                 .collect();
-            on_status(&status(phase, clock, spec, load, active));
+            let mut live = status(phase, clock, spec, load, active);
+            live.next_fault_in = planned.get(next).map(|p| p.at.saturating_sub(elapsed));
+            on_status(&live);
         }
     }
 }

@@ -5,7 +5,7 @@ use std::io;
 
 use plotters::style::RGBColor;
 
-use crate::checkers::{CheckReport, Severity, Status};
+use crate::checkers::{CheckReport, Evidence, Severity, Status};
 
 use super::junit::xml_escape as esc;
 use super::plots::{tenant_heatmap, time_chart, Line, TenantRow};
@@ -32,6 +32,8 @@ details{margin:6px 0 12px}summary{cursor:pointer;font-weight:600}
 .plot{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:6px;margin:8px 0;overflow-x:auto}
 .plot svg{max-width:100%;height:auto}
 .note{color:#5a6472;font-size:13px}
+.wide{overflow-x:auto;max-width:100%}
+td code{word-break:break-all}
 code{font-size:12px}
 ";
 
@@ -227,30 +229,7 @@ fn verdicts(h: &mut String, r: &CheckReport) {
                 }
             );
             if !a.evidence.is_empty() {
-                let _ = writeln!(
-                    h,
-                    "<table><tr><th>t (s)</th><th>tenant</th><th>other tenant</th><th>value</th><th>other value</th>\
-                     <th>node</th><th>other node</th><th>stream</th><th>seq</th><th>line</th><th>detail</th></tr>"
-                );
-                for e in &a.evidence {
-                    let _ = writeln!(
-                        h,
-                        "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td>\
-                         <td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-                        e.at_ns.map(secs).unwrap_or_default(),
-                        opt(e.tenant.as_ref()),
-                        opt(e.other_tenant.as_ref()),
-                        opt(e.value.as_ref()),
-                        opt(e.other_value.as_ref()),
-                        opt(e.node.as_ref()),
-                        opt(e.other_node.as_ref()),
-                        opt(e.stream.as_ref()),
-                        opt(e.seq.as_ref()),
-                        opt(e.line.as_ref()),
-                        esc(&e.detail)
-                    );
-                }
-                let _ = writeln!(h, "</table>");
+                evidence_table(h, &a.evidence);
                 if a.count > a.evidence.len() as u64 {
                     let _ = writeln!(
                         h,
@@ -263,6 +242,118 @@ fn verdicts(h: &mut String, r: &CheckReport) {
             let _ = writeln!(h, "</details>");
         }
     }
+}
+
+/// One evidence column: its heading, whether it is a number, and its cell for one row (empty
+/// when the row has nothing there).
+struct EvidenceColumn {
+    heading: &'static str,
+    numeric: bool,
+    cell: fn(&Evidence) -> String,
+}
+
+/// An "other" cell that repeats the row's own value says nothing: left empty.
+fn other(own: Option<&String>, other: Option<&String>) -> String {
+    match other {
+        Some(o) if Some(o) != own => esc(o),
+        _ => String::new(),
+    }
+}
+
+const EVIDENCE_COLUMNS: [EvidenceColumn; 11] = [
+    EvidenceColumn {
+        heading: "t (s)",
+        numeric: true,
+        cell: |e| e.at_ns.map(secs).unwrap_or_default(),
+    },
+    EvidenceColumn {
+        heading: "tenant",
+        numeric: false,
+        cell: |e| opt(e.tenant.as_ref()),
+    },
+    EvidenceColumn {
+        heading: "other tenant",
+        numeric: false,
+        cell: |e| other(e.tenant.as_ref(), e.other_tenant.as_ref()),
+    },
+    EvidenceColumn {
+        heading: "value",
+        numeric: false,
+        cell: |e| code(&opt(e.value.as_ref())),
+    },
+    EvidenceColumn {
+        heading: "other value",
+        numeric: false,
+        cell: |e| code(&other(e.value.as_ref(), e.other_value.as_ref())),
+    },
+    EvidenceColumn {
+        heading: "node",
+        numeric: false,
+        cell: |e| opt(e.node.as_ref()),
+    },
+    EvidenceColumn {
+        heading: "other node",
+        numeric: false,
+        cell: |e| other(e.node.as_ref(), e.other_node.as_ref()),
+    },
+    EvidenceColumn {
+        heading: "stream",
+        numeric: false,
+        cell: |e| opt(e.stream.as_ref()),
+    },
+    EvidenceColumn {
+        heading: "seq",
+        numeric: true,
+        cell: |e| opt(e.seq.as_ref()),
+    },
+    EvidenceColumn {
+        heading: "line",
+        numeric: true,
+        cell: |e| opt(e.line.as_ref()),
+    },
+    EvidenceColumn {
+        heading: "detail",
+        numeric: false,
+        cell: |e| esc(&e.detail),
+    },
+];
+
+fn code(escaped: &str) -> String {
+    if escaped.is_empty() {
+        String::new()
+    } else {
+        format!("<code>{escaped}</code>")
+    }
+}
+
+/// The evidence of one anomaly kind, with only the columns some row fills: a `lost` value has
+/// no other tenant, a `two-leaders` sample no value.
+fn evidence_table(h: &mut String, evidence: &[Evidence]) {
+    let cells: Vec<Vec<String>> = evidence
+        .iter()
+        .map(|e| EVIDENCE_COLUMNS.iter().map(|c| (c.cell)(e)).collect())
+        .collect();
+    let shown: Vec<usize> = (0..EVIDENCE_COLUMNS.len())
+        .filter(|&i| cells.iter().any(|row| !row[i].is_empty()))
+        .collect();
+    let _ = write!(h, "<div class=\"wide\"><table><tr>");
+    for &i in &shown {
+        let _ = write!(h, "<th>{}</th>", EVIDENCE_COLUMNS[i].heading);
+    }
+    let _ = writeln!(h, "</tr>");
+    for row in &cells {
+        let _ = write!(h, "<tr>");
+        for &i in &shown {
+            let class = if EVIDENCE_COLUMNS[i].numeric {
+                " class=\"num\""
+            } else {
+                ""
+            };
+            let _ = write!(h, "<td{class}>{}</td>", row[i]);
+        }
+        let _ = writeln!(h, "</tr>");
+    }
+    let _ = writeln!(h, "</table></div>");
 }
 
 fn x_max(r: &CheckReport) -> f64 {
@@ -383,7 +474,7 @@ fn faults(h: &mut String, r: &CheckReport) {
     }
     let _ = writeln!(
         h,
-        "<table><tr><th>fault</th><th>kind</th><th>start (s)</th><th>heal (s)</th><th>survivable</th><th>sides / affected</th>\
+        "<div class=\"wide\"><table><tr><th>fault</th><th>kind</th><th>start (s)</th><th>heal (s)</th><th>survivable</th><th>sides / affected</th>\
          <th>time to impact</th><th>TTR</th><th>deadline</th><th>total outage</th><th>impacted tenants</th><th>worst tenant</th></tr>"
     );
     for (w, f) in r.faults.iter().zip(&r.recovery.faults) {
@@ -411,7 +502,7 @@ fn faults(h: &mut String, r: &CheckReport) {
             esc(&w.kind),
             secs(w.start_ns),
             w.end_ns.map(secs).unwrap_or_default(),
-            if w.survivable { "yes" } else { "no" },
+            esc(&survivable_text(w, r.experiment.is_some())),
             esc(&shape),
             f.time_to_impact_ms.map_or_else(|| "no impact".to_string(), ms_as_s),
             ttr,
@@ -424,7 +515,36 @@ fn faults(h: &mut String, r: &CheckReport) {
             })
         );
     }
-    let _ = writeln!(h, "</table>");
+    let _ = writeln!(h, "</table></div>");
+}
+
+/// Whether the system was expected to keep serving, and why: from the spec in an experiment,
+/// from the fault's shape when the windows were recorded by the load alone.
+fn survivable_text(w: &crate::checkers::FaultWindow, from_spec: bool) -> String {
+    match (from_spec, w.survivable) {
+        (true, true) => {
+            "yes: the spec declares it survivable (slo.survivable), so recovery is timed from the injection".to_owned()
+        }
+        (true, false) => {
+            "no: the spec does not declare it survivable (slo.survivable), so recovery is timed from the heal".to_owned()
+        }
+        (false, true) if !w.sides.is_empty() => {
+            "yes: one side keeps a majority of the NATS servers".to_owned()
+        }
+        (false, true) => "yes: one replica of three or more is down".to_owned(),
+        (false, false) if !w.sides.is_empty() => {
+            "no: no side keeps a majority of the NATS servers, so no quorum can form until the heal".to_owned()
+        }
+        (false, false) if w.affected.len() > 1 => format!(
+            "no: {} nodes are down at once ({})",
+            w.affected.len(),
+            w.affected.join(", ")
+        ),
+        (false, false) => {
+            "no: with fewer than three NATS servers, none can be lost without losing the quorum"
+                .to_owned()
+        }
+    }
 }
 
 fn tenants(h: &mut String, r: &CheckReport) -> io::Result<()> {
@@ -449,18 +569,38 @@ fn tenants(h: &mut String, r: &CheckReport) -> io::Result<()> {
     } else {
         let xm = x_max(r);
         let svg = tenant_heatmap(xm, &rows, &fault_ranges(r, xm))?;
+        let failing = r.tenants.iter().filter(|t| t.failing_buckets > 0).count();
+        let which = if failing > rows.len() {
+            format!(
+                "the worst {} of the {failing} tenants that failed at least one bucket",
+                rows.len()
+            )
+        } else {
+            format!(
+                "the {failing} tenant{} that failed at least one bucket, worst first (the others passed every bucket)",
+                if failing == 1 { "" } else { "s" }
+            )
+        };
         let _ = writeln!(
             h,
-            "<div class=\"note\">Buckets in which a tenant failed the SLO (red), worst {} tenants; fault windows shaded.</div>\
+            "<div class=\"note\">Buckets in which a tenant failed the SLO (red): {which}; fault windows shaded.</div>\
              <div class=\"plot\">{svg}</div>",
-            rows.len()
         );
     }
+    let silent = r.input.tenants.saturating_sub(r.tenants.len() as u64);
     let _ = writeln!(
         h,
-        "<details><summary>All {} tenants</summary><table><tr><th>tenant</th><th>operations</th><th>ok</th><th>fail</th><th>info</th>\
+        "<details><summary>All {} tenants with load operations{}</summary><div class=\"wide\"><table><tr><th>tenant</th><th>operations</th><th>ok</th><th>fail</th><th>unknown outcome</th>\
          <th>failing buckets</th><th>worst TTR</th><th>never recovered</th><th>failing before the faults</th><th>anomalies</th></tr>",
-        r.tenants.len()
+        r.tenants.len(),
+        if silent > 0 {
+            format!(
+                " ({silent} of the history's {} tenants sent no load operation: idle tenants wait long between bursts, so they appear only in the read-back)",
+                r.input.tenants
+            )
+        } else {
+            String::new()
+        }
     );
     for t in &r.tenants {
         let _ = writeln!(
@@ -483,7 +623,7 @@ fn tenants(h: &mut String, r: &CheckReport) -> io::Result<()> {
             t.anomalies
         );
     }
-    let _ = writeln!(h, "</table></details>");
+    let _ = writeln!(h, "</table></div></details>");
     Ok(())
 }
 
@@ -523,12 +663,63 @@ fn input(h: &mut String, r: &CheckReport) {
     for (k, n) in &i.defects {
         rows.push(("defect", format!("{k}: {n}")));
     }
-    rows.push((
-        "SLO",
-        serde_json::to_string(&r.config.slo).unwrap_or_default(),
-    ));
     for (k, v) in rows {
         let _ = writeln!(h, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
     }
     let _ = writeln!(h, "</table>");
+    slo(h, r);
+}
+
+/// The SLO the run was judged by, in words: what a passing bucket is, and the deadlines.
+fn slo(h: &mut String, r: &CheckReport) {
+    let slo = &r.config.slo;
+    let mut rows = vec![(
+        "judged with".to_owned(),
+        slo.scenario.as_ref().map_or_else(
+            || "the default SLO".to_owned(),
+            |s| format!("the SLO of {s}"),
+        ),
+    )];
+    rows.push((
+        "recovery deadline".to_owned(),
+        format!(
+            "{} after the heal (after the injection for survivable faults)",
+            ms_as_s(slo.recovery_deadline_ms)
+        ),
+    ));
+    for (kind, ms) in &slo.deadline_by_fault_kind {
+        rows.push((format!("recovery deadline, {kind}"), ms_as_s(*ms)));
+    }
+    rows.push((
+        "a bucket passes when".to_owned(),
+        format!(
+            "at least {} of its operations end ok, its p99 latency is at most {} ms, and its throughput is at least {} of the pre-fault baseline (this last only for series with a baseline of at least {} ok/s)",
+            percent(slo.min_success_rate),
+            slo.max_p99_ms,
+            percent(slo.min_throughput_ratio),
+            slo.min_baseline_ops_per_s
+        ),
+    ));
+    rows.push((
+        "bucket".to_owned(),
+        format!(
+            "{}, per tenant and operation kind",
+            ms_as_s(r.config.bucket_ms)
+        ),
+    ));
+    let _ = writeln!(h, "<h2>SLO</h2><table class=\"slo\">");
+    for (k, v) in rows {
+        let _ = writeln!(h, "<tr><th>{}</th><td>{}</td></tr>", esc(&k), esc(&v));
+    }
+    let _ = writeln!(h, "</table>");
+}
+
+/// A share as a percentage: 0.99 is "99 %", 0.995 is "99.5 %".
+fn percent(share: f64) -> String {
+    let p = (share * 1000.0).round() / 10.0;
+    if p.fract() == 0.0 {
+        format!("{p:.0} %")
+    } else {
+        format!("{p} %")
+    }
 }
