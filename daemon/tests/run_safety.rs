@@ -444,8 +444,17 @@ fn a_halt_holds_for_labs_brought_up_after_it_and_refuses_a_run_before_any_load()
         "{inject}"
     );
     assert!(lab.our_rules().is_empty());
+    // Listing faults and the lab's status say so, naming the way out.
+    let faults = lab.ok(&["faults"]);
+    assert!(
+        faults.contains("HALTED since ") && faults.contains("until `chaosctl resume`"),
+        "{faults}"
+    );
+    let status = lab.ok(&["lab", "status"]);
+    assert!(status.contains("FAULTS HALTED"), "{status}");
 
     lab.ok(&["resume"]);
+    assert!(!lab.ok(&["faults"]).contains("HALTED"));
     lab.ok(&["inject", "partition", "--zone", "a", "--for", "30s"]);
     assert!(!lab.our_rules().is_empty());
     // And a halt reverts it in this lab, which did not exist when the first halt came.

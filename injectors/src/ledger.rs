@@ -45,6 +45,11 @@ pub struct FaultRecord {
 }
 
 impl FaultRecord {
+    /// Parses a record as the ledger stores it (JSON, unknown fields refused).
+    pub fn from_json(bytes: &[u8]) -> std::result::Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
     /// Whether the deadline has passed at `now_unix_ms`.
     pub fn expired(&self, now_unix_ms: u64) -> bool {
         now_unix_ms >= self.deadline_unix_ms
@@ -198,11 +203,11 @@ impl Ledger {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(self.io_error(&path, e)),
             };
-            match serde_json::from_slice::<FaultRecord>(&bytes) {
+            match FaultRecord::from_json(&bytes) {
                 Ok(record) => records.push(record),
-                Err(e) => corrupt.push(Error::CorruptRecord {
+                Err(reason) => corrupt.push(Error::CorruptRecord {
                     path: path.clone(),
-                    reason: e.to_string(),
+                    reason,
                 }),
             }
         }

@@ -356,6 +356,17 @@ pub(crate) fn list(host: &HostPaths, lab: &str, output: Output) -> anyhow::Resul
     let faults = ctx.faults()?;
     if !output.print_data(&faults)? {
         print_faults(&faults);
+        // A halt is the first thing to know when faults are listed: nothing new will start.
+        if let Some(halt) = ctx.ledger().halted()? {
+            println!(
+                "\nHALTED since {}: new faults and runs are refused in every lab under {} until `chaosctl resume`",
+                faultline_injectors::lifecycle::time_and_age(
+                    halt.since_unix_ms,
+                    faultline_injectors::ledger::now_unix_ms()
+                ),
+                host.state_root.display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -242,7 +242,7 @@ fn print_status(status: &LabStatus) {
         status.client_netns,
         status.client_address,
         if status.halted {
-            "  FAULTS HALTED (chaosctl resume)"
+            "  FAULTS HALTED in every lab of this state root (chaosctl resume)"
         } else {
             ""
         }

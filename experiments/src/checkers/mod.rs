@@ -431,21 +431,26 @@ pub fn read_observations(path: &Path, config: &CheckConfig) -> Result<Observatio
         path: path.to_path_buf(),
         source,
     })?;
-    let (list, stats) = reader::read_observations(
-        BufReader::with_capacity(1 << 16, file),
-        path,
-        config.max_line_bytes,
-    )
-    .map_err(|e| match e {
-        CheckError::WrongFormat {
-            expected, found, ..
-        } => CheckError::WrongFormat {
-            path: path.to_path_buf(),
-            expected,
-            found,
-        },
-        other => other,
-    })?;
+    read_observations_from(BufReader::with_capacity(1 << 16, file), path, config)
+}
+
+/// Reads observations from `reader` (named `path` in errors).
+pub fn read_observations_from<R: BufRead>(
+    reader: R,
+    path: &Path,
+    config: &CheckConfig,
+) -> Result<Observations> {
+    let (list, stats) =
+        reader::read_observations(reader, path, config.max_line_bytes).map_err(|e| match e {
+            CheckError::WrongFormat {
+                expected, found, ..
+            } => CheckError::WrongFormat {
+                path: path.to_path_buf(),
+                expected,
+                found,
+            },
+            other => other,
+        })?;
     let mut observations = Observations::from_observations(list).map_err(|e| match e {
         CheckError::UnsupportedVersion {
             found, supported, ..
