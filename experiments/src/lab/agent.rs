@@ -457,6 +457,12 @@ pub fn render_arg(
             .map(|n| n.address.to_string())
             .unwrap_or_default()
     };
+    // The other replicas of this service, in replica order.
+    let peers: Vec<&String> = placements
+        .iter()
+        .filter(|((s, r), _)| *s == service.name && *r != replica)
+        .map(|(_, n)| n)
+        .collect();
     let mut rendered = arg.to_owned();
     for placeholder in placeholders(arg) {
         let parts: Vec<&str> = placeholder.split(':').collect();
@@ -464,6 +470,8 @@ pub fn render_arg(
             ["lab"] => ctx.paths.name.clone(),
             ["service"] => service.name.clone(),
             ["replica"] => replica.to_string(),
+            ["index"] => replica.saturating_sub(1).to_string(),
+            ["replicas"] => service.replicas.to_string(),
             ["node"] => node.to_owned(),
             ["zone"] => topology.node(node).map(|n| n.zone).unwrap_or_default(),
             ["node_ip"] => address_of(node),
@@ -478,12 +486,32 @@ pub fn render_arg(
                 .ok()
                 .and_then(|exe| exe.parent().map(|d| d.display().to_string()))
                 .unwrap_or_default(),
-            ["peers", scheme, port] => placements
+            ["peers", scheme, port] => peers
                 .iter()
-                .filter(|((s, r), _)| *s == service.name && *r != replica)
-                .map(|(_, n)| format!("{scheme}://{}:{port}", address_of(n)))
+                .map(|n| format!("{scheme}://{}:{port}", address_of(n)))
                 .collect::<Vec<_>>()
                 .join(","),
+            ["peers", port] => peers
+                .iter()
+                .map(|n| format!("{}:{port}", address_of(n)))
+                .collect::<Vec<_>>()
+                .join(","),
+            ["peer_ips"] => peers
+                .iter()
+                .map(|n| address_of(n))
+                .collect::<Vec<_>>()
+                .join(","),
+            ["members", scheme, port] => placements
+                .iter()
+                .filter(|((s, _), _)| *s == service.name)
+                .map(|((s, r), n)| format!("{s}{r}={scheme}://{}:{port}", address_of(n)))
+                .collect::<Vec<_>>()
+                .join(","),
+            ["ip", other, wanted] => placements
+                .iter()
+                .find(|((s, r), _)| s == other && wanted.parse() == Ok(*r))
+                .map(|(_, n)| address_of(n))
+                .unwrap_or_default(),
             ["endpoints", other, scheme, port] => placements
                 .iter()
                 .filter(|((s, _), _)| s == other)
@@ -535,12 +563,23 @@ fn start_replica(
         source,
     })?;
     let netns = ctx.paths.netns(node);
+    let env: Vec<(String, String)> = service
+        .env
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.clone(),
+                render_arg(value, ctx, topology, service, replica, node, placements),
+            )
+        })
+        .collect();
     let program = PathBuf::from(&args[0]);
     let rest = args[1..].to_vec();
     // Forked from a thread inside the node's namespace, the child is born there.
     let spawned = run_in_netns(&ctx.netns_dir, &netns, move || {
         Command::new(&program)
             .args(&rest)
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))

@@ -62,12 +62,21 @@ pub struct Service {
     pub placement: Placement,
     /// Program and arguments. A program without a path is resolved when the lab comes up
     /// (`nats-server` by the lab's choice of NATS server, any other on `PATH`) and recorded as
-    /// a full path. Each argument may use the placeholders `{lab}`, `{service}`,
-    /// `{replica}`, `{node}`, `{zone}`, `{node_ip}`, `{data_dir}`, `{bin_dir}` (the directory of the
-    /// running agent, where Faultline's own binaries such as `tenant-gateway` are),
-    /// `{peers:SCHEME:PORT}` (the other replicas of this service as `SCHEME://IP:PORT`,
-    /// comma-separated) and `{endpoints:SERVICE:SCHEME:PORT}` (every replica of SERVICE likewise).
+    /// a full path. Each argument may use the placeholders of [`PLACEHOLDERS`] (listed with
+    /// their meaning in docs/topology.md).
     pub command: Vec<String>,
+    /// Environment variables for each replica, on top of the agent's own; values may use the
+    /// same placeholders as `command`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// How to ask a replica whether it is the primary (leader), for the role selectors
+    /// (`replica: primary`, `zone: {of: primary, service: S}`). None: the service has no roles.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "serde_yaml::with::singleton_map"
+    )]
+    pub role: Option<RoleProbe>,
     /// What the supervisor does when a replica exits.
     #[serde(default)]
     pub restart: RestartPolicy,
@@ -133,6 +142,68 @@ pub enum Readiness {
         monitor_port: u16,
     },
 }
+
+/// How to ask each replica of a service for its role. A replica is the primary when its answer,
+/// trimmed and lowercased, is `primary` or `leader`; any other answer (`replica`, `follower`,
+/// `secondary`, an error) means it is not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RoleProbe {
+    /// `GET path` on this port of each replica, from the client namespace; a 2xx body is the
+    /// answer.
+    Http {
+        /// Port.
+        port: u16,
+        /// Path, e.g. `/role`.
+        path: String,
+    },
+    /// This command, run once per replica in the client namespace with the placeholders
+    /// expanded for that replica (e.g. `{node_ip}`); what it prints on standard output is the
+    /// answer. It must exit 0 within 5 s.
+    Command(Vec<String>),
+    /// A NATS JetStream server: the primary is the server that leads `stream` (by default
+    /// `$meta`, the meta group), as the monitoring port's `/jsz` says.
+    NatsJetstream {
+        /// Monitoring port (`-m`).
+        monitor_port: u16,
+        /// A stream name, or `$meta`.
+        #[serde(default = "meta_group")]
+        stream: String,
+    },
+}
+
+fn meta_group() -> String {
+    super::jetstream::META.to_owned()
+}
+
+/// Whether a role probe's answer says primary.
+pub fn says_primary(answer: &str) -> bool {
+    matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "primary" | "leader"
+    )
+}
+
+/// The placeholders a service's `command`, `env` and role command may use, each with what it
+/// expands to (docs/topology.md repeats this table).
+pub const PLACEHOLDERS: &[(&str, &str)] = &[
+    ("lab", "the lab's name"),
+    ("service", "this service's name"),
+    ("replica", "this replica's number, from 1"),
+    ("index", "this replica's index, from 0 (replica - 1)"),
+    ("replicas", "how many replicas the service has"),
+    ("node", "the node this replica runs on"),
+    ("zone", "that node's zone"),
+    ("node_ip", "that node's address"),
+    ("data_dir", "this replica's data directory (kept across restarts)"),
+    ("bin_dir", "the directory of Faultline's own binaries (e.g. tenant-gateway)"),
+    ("peers:SCHEME:PORT", "the other replicas of this service as SCHEME://IP:PORT, comma-separated"),
+    ("peers:PORT", "the other replicas of this service as IP:PORT, comma-separated"),
+    ("peer_ips", "the other replicas' addresses, comma-separated"),
+    ("members:SCHEME:PORT", "every replica of this service as SERVICEn=SCHEME://IP:PORT, comma-separated (e.g. etcd's --initial-cluster)"),
+    ("endpoints:SERVICE:SCHEME:PORT", "every replica of SERVICE as SCHEME://IP:PORT, comma-separated"),
+    ("ip:SERVICE:REPLICA", "the address of one replica of SERVICE"),
+];
 
 /// One node with its zone and address, resolved from the topology.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,9 +304,37 @@ impl Topology {
             }
         }
         for service in &self.services {
-            for arg in &service.command {
+            let role_command = match &service.role {
+                Some(RoleProbe::Command(command)) => {
+                    if command.is_empty() {
+                        return Err(format!(
+                            "service `{}`: the role command is empty",
+                            service.name
+                        ));
+                    }
+                    command.as_slice()
+                }
+                _ => &[],
+            };
+            for (name, _) in &service.env {
+                let valid = !name.is_empty()
+                    && !name.as_bytes()[0].is_ascii_digit()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !valid {
+                    return Err(format!(
+                        "service `{}`: env name `{name}` is invalid; use letters, digits and `_`, not starting with a digit",
+                        service.name
+                    ));
+                }
+            }
+            let texts = service
+                .command
+                .iter()
+                .chain(service.env.values())
+                .chain(role_command);
+            for arg in texts {
                 for placeholder in placeholders(arg) {
-                    check_placeholder(placeholder, &service_names)
+                    check_placeholder(placeholder, self)
                         .map_err(|e| format!("service `{}`: {e}", service.name))?;
                 }
             }
@@ -329,20 +428,42 @@ pub(crate) fn placeholders(arg: &str) -> impl Iterator<Item = &str> {
         .filter_map(|rest| rest.split_once('}').map(|(inner, _)| inner))
 }
 
-fn check_placeholder(placeholder: &str, services: &BTreeSet<&str>) -> Result<(), String> {
+fn check_placeholder(placeholder: &str, topology: &Topology) -> Result<(), String> {
     let parts: Vec<&str> = placeholder.split(':').collect();
+    let known_service = |service: &str| -> Result<(), String> {
+        if topology.service(service).is_some() {
+            Ok(())
+        } else {
+            Err(format!(
+                "placeholder `{{{placeholder}}}` names unknown service `{service}`"
+            ))
+        }
+    };
+    let port = |port: &str| port.parse::<u16>().is_ok();
     match parts.as_slice() {
-        ["lab" | "service" | "replica" | "node" | "zone" | "node_ip" | "data_dir" | "bin_dir"] => Ok(()),
-        ["peers", _scheme, port] if port.parse::<u16>().is_ok() => Ok(()),
-        ["endpoints", service, _scheme, port] if port.parse::<u16>().is_ok() => {
-            if services.contains(service) {
-                Ok(())
-            } else {
-                Err(format!("placeholder `{{{placeholder}}}` names unknown service `{service}`"))
+        [
+            "lab" | "service" | "replica" | "index" | "replicas" | "node" | "zone" | "node_ip"
+            | "data_dir" | "bin_dir" | "peer_ips",
+        ] => Ok(()),
+        ["peers", p] | ["peers", _, p] | ["members", _, p] if port(p) => Ok(()),
+        ["endpoints", service, _scheme, p] if port(p) => known_service(service),
+        ["ip", service, replica] => {
+            known_service(service)?;
+            let count = topology.service(service).map_or(0, |s| s.replicas);
+            match replica.parse::<u32>() {
+                Ok(r) if (1..=count).contains(&r) => Ok(()),
+                _ => Err(format!(
+                    "placeholder `{{{placeholder}}}`: service `{service}` has replicas 1 to {count}"
+                )),
             }
         }
         _ => Err(format!(
-            "unknown placeholder `{{{placeholder}}}`; known: lab, service, replica, node, zone, node_ip, data_dir, bin_dir, peers:SCHEME:PORT, endpoints:SERVICE:SCHEME:PORT"
+            "unknown placeholder `{{{placeholder}}}`; known: {} (docs/topology.md)",
+            PLACEHOLDERS
+                .iter()
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }
