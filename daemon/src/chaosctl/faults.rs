@@ -36,6 +36,12 @@ enum FaultCommand {
         /// Cut this node off from every other node.
         #[arg(long, group = "partition_target")]
         node: Option<String>,
+        /// Cut off the zone of this service's primary (asked of its role probe now).
+        #[arg(long, value_name = "SERVICE", group = "partition_target")]
+        zone_of_primary: Option<String>,
+        /// Cut off the node of this service's primary (asked of its role probe now).
+        #[arg(long, value_name = "SERVICE", group = "partition_target")]
+        node_of_primary: Option<String>,
         /// Cut each of these nodes off from everyone (comma-separated), e.g. a majority of a
         /// NATS cluster's servers.
         #[arg(long, value_delimiter = ',', group = "partition_target")]
@@ -55,18 +61,20 @@ enum FaultCommand {
         /// Service name, e.g. nats.
         #[arg(long)]
         service: String,
-        /// Replica number, from 1.
+        /// Replica number, from 1, or `primary`: the replica whose role probe says primary
+        /// (or leader) now.
         #[arg(long)]
-        replica: u32,
+        replica: ReplicaArg,
     },
     /// SIGSTOP one replica of a service; SIGCONT when the time is up.
     Pause {
         /// Service name.
         #[arg(long)]
         service: String,
-        /// Replica number, from 1.
+        /// Replica number, from 1, or `primary`: the replica whose role probe says primary
+        /// (or leader) now.
         #[arg(long)]
-        replica: u32,
+        replica: ReplicaArg,
         /// How long it stays paused.
         #[arg(long = "for", value_parser = super::duration_arg, allow_hyphen_values = true)]
         duration: Duration,
@@ -76,9 +84,10 @@ enum FaultCommand {
         /// Service name.
         #[arg(long)]
         service: String,
-        /// Replica number, from 1.
+        /// Replica number, from 1, or `primary`: the replica whose role probe says primary
+        /// (or leader) now.
         #[arg(long)]
-        replica: u32,
+        replica: ReplicaArg,
         /// How long it stays down.
         #[arg(long = "for", value_parser = super::duration_arg, allow_hyphen_values = true)]
         duration: Duration,
@@ -180,11 +189,21 @@ pub(crate) fn inject(
         FaultCommand::Partition {
             zone,
             node,
+            zone_of_primary,
+            node_of_primary,
             isolate,
             shape,
             by,
             duration,
         } => {
+            let zone = match zone_of_primary {
+                Some(service) => Some(announce(ctx.primary_of(&service)?).zone),
+                None => zone,
+            };
+            let node = match node_of_primary {
+                Some(service) => Some(announce(ctx.primary_of(&service)?).node),
+                None => node,
+            };
             let target = match (zone, node, shape) {
                 (Some(zone), _, _) => PartitionTarget::Zone(zone),
                 (_, Some(node), _) => PartitionTarget::Node(node),
@@ -199,18 +218,27 @@ pub(crate) fn inject(
             };
             ctx.inject_partition(&target, duration, max)?
         }
-        FaultCommand::Kill { service, replica } => ctx.inject_kill(&service, replica)?,
+        FaultCommand::Kill { service, replica } => {
+            let replica = replica.resolve(&ctx, &service)?;
+            ctx.inject_kill(&service, replica)?
+        }
         FaultCommand::Pause {
             service,
             replica,
             duration,
-        } => ctx.inject_pause(&service, replica, duration, max)?,
+        } => {
+            let replica = replica.resolve(&ctx, &service)?;
+            ctx.inject_pause(&service, replica, duration, max)?
+        }
         FaultCommand::Drain { node, duration } => ctx.inject_drain(&node, duration, max)?,
         FaultCommand::Stop {
             service,
             replica,
             duration,
-        } => ctx.inject_stop(&service, replica, duration, max)?,
+        } => {
+            let replica = replica.resolve(&ctx, &service)?;
+            ctx.inject_stop(&service, replica, duration, max)?
+        }
         FaultCommand::QuorumLoss {
             stream,
             mode,
@@ -412,4 +440,59 @@ mod tests {
              `chaosctl revert f-0001 --lab default --state-root '/tmp/my labs'` ends it now"
         );
     }
+}
+
+/// A replica on the command line: a number, or `primary`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReplicaArg {
+    Number(u32),
+    Primary,
+}
+
+impl std::str::FromStr for ReplicaArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "primary" | "leader" => Ok(Self::Primary),
+            _ => text.parse().map(Self::Number).map_err(|_| {
+                format!("`{text}`: give a replica number (from 1) or `primary`")
+            }),
+        }
+    }
+}
+
+impl ReplicaArg {
+    /// The replica number, asking the service's role probe for `primary`.
+    fn resolve(
+        self,
+        ctx: &LabContext,
+        service: &str,
+    ) -> Result<u32, faultline_experiments::lab::LabError> {
+        match self {
+            Self::Number(replica) => Ok(replica),
+            Self::Primary => Ok(announce(ctx.primary_of(service)?).replica),
+        }
+    }
+}
+
+/// Says which replica a role selector chose, and what each replica answered.
+fn announce(
+    choice: faultline_experiments::lab::role::RoleChoice,
+) -> faultline_experiments::lab::role::RoleChoice {
+    println!(
+        "primary of {}: {}/{} on {} (zone {}); answers: {}",
+        choice.service,
+        choice.service,
+        choice.replica,
+        choice.node,
+        choice.zone,
+        choice
+            .answers
+            .iter()
+            .map(|(replica, answer)| format!("{replica}={answer}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    choice
 }

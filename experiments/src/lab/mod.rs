@@ -19,6 +19,7 @@ pub mod jetstream;
 pub mod net;
 pub mod probe;
 pub mod replica_read;
+pub mod role;
 pub mod run_lock;
 pub mod scheduler;
 pub mod servers;
@@ -120,6 +121,16 @@ pub enum LabError {
     /// A fault primitive failed.
     #[error(transparent)]
     Fault(#[from] faultline_injectors::Error),
+    /// A role selector could not be resolved.
+    #[error("lab `{lab}`: cannot tell the primary of service `{service}`: {message}")]
+    Role {
+        /// Lab name.
+        lab: String,
+        /// Service name.
+        service: String,
+        /// Why, with every replica's answer where there were some.
+        message: String,
+    },
     /// Another run or inject holds the lab's run lock.
     #[error("lab `{lab}` is busy: {holder} holds its run lock ({path}); one run or inject at a time per lab: wait until it ends, or stop it with Ctrl-C (or `kill -INT` its pid)")]
     Busy {
