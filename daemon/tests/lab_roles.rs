@@ -1,0 +1,112 @@
+//! A user's own replicated service in the lab: its `env:` map and placeholders give each
+//! replica the lab's facts (peers, its own address, index and zone), and its role probe lets
+//! faults pick the current primary: `inject kill --replica primary`, `partition
+//! --zone-of-primary`. The fake store here is a shell script whose replica 2 says `primary`.
+
+mod common;
+
+use common::{can_run_lab, TestLab};
+
+const STORE: &str = r#"zones:
+  - {name: a, nodes: [a1]}
+  - {name: b, nodes: [b1]}
+  - {name: c, nodes: [c1]}
+services:
+  - name: store
+    replicas: 3
+    placement: spread_zones
+    env:
+      STORE_SELF: "{node_ip}:7000"
+      STORE_PEERS: "{peers:7000}"
+      STORE_INDEX: "{index}"
+      STORE_ZONE: "{zone}"
+    command:
+      - /bin/sh
+      - -c
+      - >-
+        mkdir -p {data_dir}/www &&
+        env | grep ^STORE_ | sort > {data_dir}/env &&
+        echo '{members:http:7000}' > {data_dir}/members &&
+        if [ "$STORE_INDEX" = 1 ]; then echo primary; else echo replica; fi > {data_dir}/www/role &&
+        exec /usr/bin/python3 -m http.server --bind {node_ip} 7000 --directory {data_dir}/www
+    ready: {http: {port: 7000, path: /role}}
+    role: {http: {port: 7000, path: /role}}
+  - name: plain
+    command: [/bin/sleep, "100000"]
+"#;
+
+fn up_with_store() -> TestLab {
+    let lab = TestLab::new();
+    let topology = lab.state_root().join("store.yaml");
+    std::fs::write(&topology, STORE).expect("write topology");
+    lab.ok(&["lab", "up", "--topology", topology.to_str().expect("utf8")]);
+    lab
+}
+
+#[test]
+fn each_replica_gets_its_peers_address_index_and_zone_without_a_wrapper() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = up_with_store();
+    let data = lab.lab_dir().join("data");
+    let env = std::fs::read_to_string(data.join("store-1/env")).expect("store/1 env");
+    assert_eq!(
+        env,
+        "STORE_INDEX=0\nSTORE_PEERS=10.203.2.11:7000,10.203.3.11:7000\nSTORE_SELF=10.203.1.11:7000\nSTORE_ZONE=a\n"
+    );
+    let env = std::fs::read_to_string(data.join("store-3/env")).expect("store/3 env");
+    assert!(env.contains("STORE_INDEX=2\n") && env.contains("STORE_ZONE=c\n"), "{env}");
+    assert!(env.contains("STORE_PEERS=10.203.1.11:7000,10.203.2.11:7000\n"), "{env}");
+    let members = std::fs::read_to_string(data.join("store-2/members")).expect("members");
+    assert_eq!(
+        members.trim(),
+        "store1=http://10.203.1.11:7000,store2=http://10.203.2.11:7000,store3=http://10.203.3.11:7000"
+    );
+}
+
+#[test]
+fn role_selectors_hit_the_replica_that_says_primary() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = up_with_store();
+    let replica = |status: &serde_json::Value, key: &str| {
+        status["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .find(|s| s["replica"] == key)
+            .cloned()
+            .unwrap_or_else(|| panic!("{key} not in status"))
+    };
+    let before = lab.status();
+    let out = lab.ok(&["inject", "kill", "--service", "store", "--replica", "primary"]);
+    assert!(
+        out.contains("primary of store: store/2 on b1 (zone b)")
+            && out.contains("store/1=replica")
+            && out.contains("store/2=primary"),
+        "{out}"
+    );
+    // store/2 was killed and restarted; the others were not touched.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = lab.status();
+        if replica(&now, "store/2")["restarts"] == 1 {
+            assert_eq!(replica(&now, "store/1")["pid"], replica(&before, "store/1")["pid"]);
+            assert_eq!(replica(&now, "store/3")["pid"], replica(&before, "store/3")["pid"]);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "store/2 not restarted: {now}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = lab.ok(&["inject", "partition", "--zone-of-primary", "store", "--for", "2s"]);
+    assert!(out.contains("(zone b)"), "{out}");
+    assert!(
+        lab.our_rules().iter().any(|r| r.contains(&lab.netns("b1"))),
+        "no rule in b1: {:?}",
+        lab.our_rules()
+    );
+    let error = lab.fails(&["inject", "kill", "--service", "plain", "--replica", "primary"]);
+    assert!(error.contains("has no role probe"), "{error}");
+}
