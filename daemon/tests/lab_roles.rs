@@ -56,8 +56,14 @@ fn each_replica_gets_its_peers_address_index_and_zone_without_a_wrapper() {
         "STORE_INDEX=0\nSTORE_PEERS=10.203.2.11:7000,10.203.3.11:7000\nSTORE_SELF=10.203.1.11:7000\nSTORE_ZONE=a\n"
     );
     let env = std::fs::read_to_string(data.join("store-3/env")).expect("store/3 env");
-    assert!(env.contains("STORE_INDEX=2\n") && env.contains("STORE_ZONE=c\n"), "{env}");
-    assert!(env.contains("STORE_PEERS=10.203.1.11:7000,10.203.2.11:7000\n"), "{env}");
+    assert!(
+        env.contains("STORE_INDEX=2\n") && env.contains("STORE_ZONE=c\n"),
+        "{env}"
+    );
+    assert!(
+        env.contains("STORE_PEERS=10.203.1.11:7000,10.203.2.11:7000\n"),
+        "{env}"
+    );
     let members = std::fs::read_to_string(data.join("store-2/members")).expect("members");
     assert_eq!(
         members.trim(),
@@ -81,7 +87,14 @@ fn role_selectors_hit_the_replica_that_says_primary() {
             .unwrap_or_else(|| panic!("{key} not in status"))
     };
     let before = lab.status();
-    let out = lab.ok(&["inject", "kill", "--service", "store", "--replica", "primary"]);
+    let out = lab.ok(&[
+        "inject",
+        "kill",
+        "--service",
+        "store",
+        "--replica",
+        "primary",
+    ]);
     assert!(
         out.contains("primary of store: store/2 on b1 (zone b)")
             && out.contains("store/1=replica")
@@ -93,20 +106,43 @@ fn role_selectors_hit_the_replica_that_says_primary() {
     loop {
         let now = lab.status();
         if replica(&now, "store/2")["restarts"] == 1 {
-            assert_eq!(replica(&now, "store/1")["pid"], replica(&before, "store/1")["pid"]);
-            assert_eq!(replica(&now, "store/3")["pid"], replica(&before, "store/3")["pid"]);
+            assert_eq!(
+                replica(&now, "store/1")["pid"],
+                replica(&before, "store/1")["pid"]
+            );
+            assert_eq!(
+                replica(&now, "store/3")["pid"],
+                replica(&before, "store/3")["pid"]
+            );
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "store/2 not restarted: {now}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store/2 not restarted: {now}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let out = lab.ok(&["inject", "partition", "--zone-of-primary", "store", "--for", "2s"]);
+    let out = lab.ok(&[
+        "inject",
+        "partition",
+        "--zone-of-primary",
+        "store",
+        "--for",
+        "2s",
+    ]);
     assert!(out.contains("(zone b)"), "{out}");
     assert!(
         lab.our_rules().iter().any(|r| r.contains(&lab.netns("b1"))),
         "no rule in b1: {:?}",
         lab.our_rules()
     );
-    let error = lab.fails(&["inject", "kill", "--service", "plain", "--replica", "primary"]);
+    let error = lab.fails(&[
+        "inject",
+        "kill",
+        "--service",
+        "plain",
+        "--replica",
+        "primary",
+    ]);
     assert!(error.contains("has no role probe"), "{error}");
 }

@@ -455,9 +455,10 @@ impl std::str::FromStr for ReplicaArg {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "primary" | "leader" => Ok(Self::Primary),
-            _ => text.parse().map(Self::Number).map_err(|_| {
-                format!("`{text}`: give a replica number (from 1) or `primary`")
-            }),
+            _ => text
+                .parse()
+                .map(Self::Number)
+                .map_err(|_| format!("`{text}`: give a replica number (from 1) or `primary`")),
         }
     }
 }

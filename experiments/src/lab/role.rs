@@ -79,11 +79,7 @@ impl LabContext {
                 return Ok(RoleChoice {
                     service: service.to_owned(),
                     replica: *replica,
-                    zone: self
-                        .topology
-                        .node(node)
-                        .map(|n| n.zone)
-                        .unwrap_or_default(),
+                    zone: self.topology.node(node).map(|n| n.zone).unwrap_or_default(),
                     node: node.clone(),
                     answers: answers
                         .iter()
@@ -207,7 +203,8 @@ impl LabContext {
         fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
         // A file, not a pipe: a command that forks would keep a pipe open after it is killed.
         let out_path = scratch.join(format!("{}.out", key.replace('/', "-")));
-        let out = fs::File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
+        let out =
+            fs::File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
         let program = args[0].clone();
         let rest = args[1..].to_vec();
         let child = faultline_injectors::netns::run_in_netns(
@@ -233,7 +230,10 @@ impl LabContext {
                 // Our own child, by its PID.
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("still ran after {} s; killed", COMMAND_TIMEOUT.as_secs()));
+                return Err(format!(
+                    "still ran after {} s; killed",
+                    COMMAND_TIMEOUT.as_secs()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         };

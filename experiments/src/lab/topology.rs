@@ -304,39 +304,39 @@ impl Topology {
             }
         }
         for service in &self.services {
-            let role_command = match &service.role {
-                Some(RoleProbe::Command(command)) => {
-                    if command.is_empty() {
-                        return Err(format!(
-                            "service `{}`: the role command is empty",
-                            service.name
-                        ));
-                    }
-                    command.as_slice()
-                }
-                _ => &[],
-            };
-            for (name, _) in &service.env {
-                let valid = !name.is_empty()
-                    && !name.as_bytes()[0].is_ascii_digit()
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-                if !valid {
-                    return Err(format!(
-                        "service `{}`: env name `{name}` is invalid; use letters, digits and `_`, not starting with a digit",
-                        service.name
-                    ));
-                }
+            self.check_service_texts(service)
+                .map_err(|e| format!("service `{}`: {e}", service.name))?;
+        }
+        Ok(())
+    }
+
+    /// A service's env names, and the placeholders of its command, env values and role command.
+    fn check_service_texts(&self, service: &Service) -> Result<(), String> {
+        let role_command = match &service.role {
+            Some(RoleProbe::Command(command)) if command.is_empty() => {
+                return Err("the role command is empty".into());
             }
-            let texts = service
-                .command
-                .iter()
-                .chain(service.env.values())
-                .chain(role_command);
-            for arg in texts {
-                for placeholder in placeholders(arg) {
-                    check_placeholder(placeholder, self)
-                        .map_err(|e| format!("service `{}`: {e}", service.name))?;
-                }
+            Some(RoleProbe::Command(command)) => command.as_slice(),
+            _ => &[],
+        };
+        for name in service.env.keys() {
+            let valid = !name.is_empty()
+                && !name.as_bytes()[0].is_ascii_digit()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(format!(
+                    "env name `{name}` is invalid; use letters, digits and `_`, not starting with a digit"
+                ));
+            }
+        }
+        let texts = service
+            .command
+            .iter()
+            .chain(service.env.values())
+            .chain(role_command);
+        for text in texts {
+            for placeholder in placeholders(text) {
+                check_placeholder(placeholder, self)?;
             }
         }
         Ok(())
@@ -441,11 +441,9 @@ fn check_placeholder(placeholder: &str, topology: &Topology) -> Result<(), Strin
     };
     let port = |port: &str| port.parse::<u16>().is_ok();
     match parts.as_slice() {
-        [
-            "lab" | "service" | "replica" | "index" | "replicas" | "node" | "zone" | "node_ip"
-            | "data_dir" | "bin_dir" | "peer_ips",
-        ] => Ok(()),
-        ["peers", p] | ["peers", _, p] | ["members", _, p] if port(p) => Ok(()),
+        ["lab" | "service" | "replica" | "index" | "replicas" | "node" | "zone" | "node_ip"
+        | "data_dir" | "bin_dir" | "peer_ips"] => Ok(()),
+        ["peers", p] | ["peers" | "members", _, p] if port(p) => Ok(()),
         ["endpoints", service, _scheme, p] if port(p) => known_service(service),
         ["ip", service, replica] => {
             known_service(service)?;
