@@ -3,7 +3,10 @@
 //! gzip-compressed when it ends, and files older than `keep_for` are removed. Each segment is a
 //! fresh workload, so memory stays flat however long the daemon runs.
 //!
-//! A run pauses it (the run's own load takes over for the run's span) and resumes it after.
+//! A run is a slice of it: the run holds the running segment ([`Background::hold`]), so it
+//! does not rotate under the run, and takes its operations for the run's span; the load is
+//! never paused for it. A run the load cannot serve (another adapter or replica count, or no
+//! segment running) pauses it and starts its own load, as before ([`Background::pause`]).
 //! Before a run, the last minute of the background load is the steady-state check: a loaded
 //! machine or cluster skips the run with the reason, before anything is injected.
 
@@ -19,12 +22,15 @@ use std::time::{Duration, Instant, SystemTime};
 use faultline_experiments::lab::control::{HostPaths, LabContext};
 use faultline_experiments::schedule::file::BackgroundSpec;
 use faultline_experiments::spec::SteadyState;
-use faultline_experiments::workload::{self, AdapterKind, Progress, WorkloadConfig};
+use faultline_experiments::workload::{self, AdapterKind, LiveLoad, Progress, WorkloadConfig};
 
 /// Seconds of per-second samples kept for the steady-state check.
 const RECENT: usize = 60;
 /// How long a segment may go without progress before it is ended.
 const STALLED: Duration = Duration::from_secs(30);
+/// How long a segment's load may run past `rotate_every` while a run holds it; the supervisor
+/// stops it at the rotation, so this only bounds a run's slice.
+const HOLD_ALLOWANCE: Duration = Duration::from_secs(24 * 3600);
 
 /// One second of the background load.
 #[derive(Clone, Copy, Debug, Default)]
@@ -44,6 +50,10 @@ struct State {
     /// Whether a segment is running.
     running: bool,
     paused: bool,
+    /// A run holds the running segment: it does not rotate until released.
+    held: bool,
+    /// The running segment, for a run to take a slice of.
+    live: Option<LiveLoad>,
 }
 
 /// The last minute of the background load, as the steady-state check sees it.
@@ -146,6 +156,34 @@ impl Background {
         }
         state.recent.clear();
         true
+    }
+
+    /// Holds the running segment for a run (it does not rotate until [`Background::release`])
+    /// and returns it, waiting up to `timeout` for one to run. `None` (nothing held) when no
+    /// segment runs by then.
+    pub fn hold(&self, timeout: Duration) -> Option<LiveLoad> {
+        let mut state = self.lock();
+        let deadline = Instant::now() + timeout;
+        while state.live.is_none() || state.paused {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            state = self
+                .state
+                .1
+                .wait_timeout(state, left.min(Duration::from_millis(200)))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        state.held = true;
+        state.live.clone()
+    }
+
+    /// Lets the held segment rotate again.
+    pub fn release(&self) {
+        self.lock().held = false;
+        self.state.1.notify_all();
     }
 
     /// Stops the load for good (its segment is archived), waiting up to `timeout`.
@@ -276,7 +314,7 @@ fn supervise(
             run_id: Some(format!("background-{name}")),
             tenants: spec.tenants,
             rate: spec.rate,
-            duration: spec.rotate_every,
+            duration: spec.rotate_every + HOLD_ALLOWANCE,
             seed: segment,
             adapter: if spec.adapter == "http" {
                 AdapterKind::Http
@@ -301,6 +339,11 @@ fn supervise(
                 continue;
             }
         };
+        {
+            let mut s = lock();
+            s.live = Some(load.live());
+        }
+        state.1.notify_all();
         let mut last = Progress::default();
         let started = Instant::now();
         let mut last_change = Instant::now();
@@ -329,12 +372,17 @@ fn supervise(
                 load.stop();
                 break;
             }
-            if last.elapsed_s >= spec.rotate_every.as_secs_f64() {
+            // A run holding the segment takes its slice from this segment's files: it rotates
+            // once released.
+            let held = lock().held;
+            if last.elapsed_s >= spec.rotate_every.as_secs_f64() && !held {
+                load.stop();
                 break;
             }
             // A load that stopped reporting (its history cannot be written, the disk is full)
             // or overran its segment is ended, so the next segment starts afresh.
-            if last_change.elapsed() >= STALLED || started.elapsed() >= spec.rotate_every + STALLED
+            if last_change.elapsed() >= STALLED
+                || (!held && started.elapsed() >= spec.rotate_every + STALLED)
             {
                 log(&format!(
                     "background load: segment {name} stopped reporting progress; ending it and starting a new one"
@@ -346,6 +394,7 @@ fn supervise(
         let finished = load.finish(false);
         {
             let mut s = lock();
+            s.live = None;
             if let Some(p) = s.current.take() {
                 add_progress(&mut s.done, &p);
             }

@@ -33,6 +33,8 @@ use faultline_experiments::schedule::{
     load_schedule, shipped_schedule, Event, RunIndex, RunRequest, RunResult, RunStatus, Schedule,
     Scheduler, StopSignal, SuiteRunner, SystemClock,
 };
+use faultline_experiments::spec::ExperimentSpec;
+use faultline_experiments::workload::{AdapterKind, LiveLoad};
 
 use api::{AppState, ServeTarget};
 
@@ -144,7 +146,7 @@ pub struct LabRunner {
 impl SuiteRunner for LabRunner {
     fn run(&self, request: &RunRequest, stop: &StopSignal) -> RunResult {
         let Some(background) = &self.background else {
-            return self.run_engine(request, stop);
+            return self.run_engine(request, stop, None);
         };
         // The background load's last minute is the steady-state check: a loaded machine or
         // cluster skips the run here, with the reason, before anything is touched.
@@ -158,17 +160,67 @@ impl SuiteRunner for LabRunner {
                 };
             }
         }
+        // The run is a slice of the background load when the load can serve it: one load,
+        // never paused.
+        if let Some(live) = background.hold(Duration::from_secs(60)) {
+            match slice_refusal(&live, &request.entry.spec) {
+                None => {
+                    let result = self.run_engine(request, stop, Some(live));
+                    background.release();
+                    return result;
+                }
+                Some(why) => {
+                    background.release();
+                    log(&format!(
+                        "run {} ({}): {why}; pausing the background load and starting the run's own",
+                        request.index_id, request.entry.scenario
+                    ));
+                }
+            }
+        } else {
+            log("no background segment runs; pausing it and starting the run's own load");
+        }
         if !background.pause(Duration::from_secs(60)) {
             log("background load did not pause within 60 s; running anyway");
         }
-        let result = self.run_engine(request, stop);
+        let result = self.run_engine(request, stop, None);
         background.resume();
         result
     }
 }
 
+/// Why the background load cannot serve a run's slice, if it cannot: a slice reads NATS
+/// streams back, and the scenario's load must be the background load's kind.
+fn slice_refusal(live: &LiveLoad, spec: &ExperimentSpec) -> Option<String> {
+    let wanted = if spec.workload.adapter == "http" {
+        AdapterKind::Http
+    } else {
+        AdapterKind::Nats
+    };
+    if live.adapter() != AdapterKind::Nats || wanted != AdapterKind::Nats {
+        return Some(format!(
+            "the scenario's load uses the {} adapter and the background load the {}; a slice needs both on NATS",
+            wanted.name(),
+            live.adapter().name()
+        ));
+    }
+    if live.stream_replicas() != spec.workload.stream_replicas as usize {
+        return Some(format!(
+            "the scenario asks for {} stream replicas and the background load has {}",
+            spec.workload.stream_replicas,
+            live.stream_replicas()
+        ));
+    }
+    None
+}
+
 impl LabRunner {
-    fn run_engine(&self, request: &RunRequest, stop: &StopSignal) -> RunResult {
+    fn run_engine(
+        &self,
+        request: &RunRequest,
+        stop: &StopSignal,
+        slice_of: Option<LiveLoad>,
+    ) -> RunResult {
         let spec = request.entry.spec.clone();
         let seed = spec.workload.seed;
         // A suite's spec that names a topology gets it, or is refused if the lab runs another.
@@ -217,6 +269,7 @@ impl LabRunner {
             interrupts: stop.counter(),
             lab_topology,
             run_id: Some(run_id),
+            slice_of,
         };
         let mut last_phase = None;
         let id = request.index_id;
