@@ -190,7 +190,10 @@ fn a_scheduled_run_is_a_slice_of_the_background_load() {
             .expect("header"),
     )
     .expect("json");
-    assert_eq!(header["run_id"], row.run_id.clone().expect("run id").as_str());
+    assert_eq!(
+        header["run_id"],
+        row.run_id.clone().expect("run id").as_str()
+    );
     let tenants: HashSet<&str> = slice.iter().map(|o| o.tenant.as_str()).collect();
     assert!(
         tenants.len() <= 6,
@@ -217,12 +220,13 @@ fn a_scheduled_run_is_a_slice_of_the_background_load() {
         .filter(|o| o.pattern == Pattern::ReadBack)
         .count();
     assert_eq!(read_backs, 6 * 3, "every tenant through each of 3 servers");
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("report.json")).expect("report"),
-    )
-    .expect("json");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report"))
+            .expect("json");
     assert!(
-        report.to_string().contains("acknowledged writes, none lost"),
+        report
+            .to_string()
+            .contains("acknowledged writes, none lost"),
         "the consistency verdict judged the slice's writes"
     );
 
@@ -230,17 +234,29 @@ fn a_scheduled_run_is_a_slice_of_the_background_load() {
     // rotated, and its operations continue after the run's end.
     let ended = row.ended_at.expect("ended").timestamp_millis() as u64;
     let started = row.started_at.expect("started").timestamp_millis() as u64;
-    wait_until(Duration::from_secs(30), "background operations after the run", || {
-        operations(&segment)
-            .iter()
-            .any(|o| o.invoke_unix_ms > ended + 1_000)
-    });
-    assert_eq!(background_files(&lab).len(), 1, "{:?}", background_files(&lab));
+    wait_until(
+        Duration::from_secs(30),
+        "background operations after the run",
+        || {
+            operations(&segment)
+                .iter()
+                .any(|o| o.invoke_unix_ms > ended + 1_000)
+        },
+    );
+    assert_eq!(
+        background_files(&lab).len(),
+        1,
+        "{:?}",
+        background_files(&lab)
+    );
     let during = background
         .iter()
         .filter(|o| (started..ended).contains(&o.invoke_unix_ms))
         .count();
-    assert!(during > 100, "{during} background operations during the run");
+    assert!(
+        during > 100,
+        "{during} background operations during the run"
+    );
     assert!(
         background.iter().all(|o| !o.pattern.is_read_back()),
         "the slice's read-back is not in the background history"
