@@ -179,7 +179,15 @@ fn a_scheduled_run_is_a_slice_of_the_background_load() {
     );
     assert!(!log.contains("pausing"), "the load was not paused:\n{log}");
 
-    // The run's history is the slice: the background load's operations, of its tenants.
+    assert_the_history_is_the_backgrounds_slice(&row, &segment);
+    assert_the_background_load_went_on(&lab, &row, &segment);
+    drop(daemon);
+    assert!(lab.our_rules().is_empty());
+}
+
+/// The run's history is the slice: the background load's operations, of its tenants, with a
+/// read-back through each server, judged.
+fn assert_the_history_is_the_backgrounds_slice(row: &RunRow, segment: &Path) {
     let dir = PathBuf::from(row.dir.as_deref().expect("dir"));
     let slice = operations(&dir.join("history.jsonl"));
     let header: serde_json::Value = serde_json::from_str(
@@ -199,7 +207,7 @@ fn a_scheduled_run_is_a_slice_of_the_background_load() {
         tenants.len() <= 6,
         "only the background load's 6 tenants, not the scenario's 40: {tenants:?}"
     );
-    let background = operations(&segment);
+    let background = operations(segment);
     let background_writes: HashSet<&str> = background
         .iter()
         .filter(|o| o.kind == OpKind::Write)
@@ -229,25 +237,28 @@ fn a_scheduled_run_is_a_slice_of_the_background_load() {
             .contains("acknowledged writes, none lost"),
         "the consistency verdict judged the slice's writes"
     );
+}
 
-    // The background load goes on across the run, in the same segment: never paused, never
-    // rotated, and its operations continue after the run's end.
+/// The background load goes on across the run, in the same segment: never paused, never
+/// rotated, and its operations continue after the run's end.
+fn assert_the_background_load_went_on(lab: &TestLab, row: &RunRow, segment: &Path) {
+    let background = operations(segment);
     let ended = row.ended_at.expect("ended").timestamp_millis() as u64;
     let started = row.started_at.expect("started").timestamp_millis() as u64;
     wait_until(
         Duration::from_secs(30),
         "background operations after the run",
         || {
-            operations(&segment)
+            operations(segment)
                 .iter()
                 .any(|o| o.invoke_unix_ms > ended + 1_000)
         },
     );
     assert_eq!(
-        background_files(&lab).len(),
+        background_files(lab).len(),
         1,
         "{:?}",
-        background_files(&lab)
+        background_files(lab)
     );
     let during = background
         .iter()
@@ -261,6 +272,4 @@ fn a_scheduled_run_is_a_slice_of_the_background_load() {
         background.iter().all(|o| !o.pattern.is_read_back()),
         "the slice's read-back is not in the background history"
     );
-    drop(daemon);
-    assert!(lab.our_rules().is_empty());
 }
