@@ -181,6 +181,7 @@ fn a_scheduled_run_is_a_slice_of_the_background_load() {
 
     assert_the_history_is_the_backgrounds_slice(&row, &segment);
     assert_the_background_load_went_on(&lab, &row, &segment);
+    assert_a_reload_restarts_the_load_with_new_settings(&lab, &schedule, address);
     drop(daemon);
     assert!(lab.our_rules().is_empty());
 }
@@ -271,5 +272,52 @@ fn assert_the_background_load_went_on(lab: &TestLab, row: &RunRow, segment: &Pat
     assert!(
         background.iter().all(|o| !o.pattern.is_read_back()),
         "the slice's read-back is not in the background history"
+    );
+}
+
+/// A reload with other background settings ends the segment and starts one with them.
+fn assert_a_reload_restarts_the_load_with_new_settings(
+    lab: &TestLab,
+    schedule: &Path,
+    address: std::net::SocketAddr,
+) {
+    std::fs::write(schedule, SCHEDULE.replace("tenants: 6", "tenants: 3")).expect("schedule");
+    let answer = request(
+        address,
+        "POST",
+        "/api/v1/schedule/reload",
+        Some(TOKEN),
+        None,
+    )
+    .expect("reload");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        answer.body.contains("now 3 tenants at 30 ops/s"),
+        "{}",
+        answer.body
+    );
+    wait_until(Duration::from_secs(60), "a new segment", || {
+        background_files(lab)
+            .iter()
+            .any(|n| n.ends_with(".jsonl.gz"))
+            && background_files(lab).len() == 2
+    });
+    let newest = background_files(lab)
+        .into_iter()
+        .find(|n| Path::new(n).extension().is_some_and(|e| e == "jsonl"))
+        .expect("the live segment");
+    let path = lab.state_root().join("background").join(newest);
+    wait_until(
+        Duration::from_secs(30),
+        "the new segment's operations",
+        || operations(&path).len() > 30,
+    );
+    let tenants: HashSet<String> = operations(&path).into_iter().map(|o| o.tenant).collect();
+    assert!(
+        !tenants.is_empty()
+            && tenants
+                .iter()
+                .all(|t| t[1..].parse::<u32>().is_ok_and(|i| (1..=3).contains(&i))),
+        "only the 3 tenants of the new settings: {tenants:?}"
     );
 }

@@ -54,6 +54,11 @@ struct State {
     held: bool,
     /// The running segment, for a run to take a slice of.
     live: Option<LiveLoad>,
+    /// The settings; the next segment starts with them.
+    spec: Option<BackgroundSpec>,
+    /// Bumped by each reload that changes the settings: a segment started with an older one
+    /// ends (once no run holds it).
+    generation: u64,
 }
 
 /// The last minute of the background load, as the steady-state check sees it.
@@ -113,14 +118,21 @@ impl Background {
         log: fn(&str),
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        let state = Arc::new((Mutex::new(State::default()), Condvar::new()));
+        let state = Arc::new((
+            Mutex::new(State {
+                paused: !spec.enabled,
+                spec: Some(spec),
+                ..State::default()
+            }),
+            Condvar::new(),
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let state = Arc::clone(&state);
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("background-load".to_owned())
-                .spawn(move || supervise(&host, &lab, &spec, &dir, &state, &stop, log))?
+                .spawn(move || supervise(&host, &lab, &dir, &state, &stop, log))?
         };
         Ok(Self {
             state,
@@ -193,10 +205,40 @@ impl Background {
         self.pause(timeout)
     }
 
-    /// Lets segments run again.
+    /// Lets segments run again (unless a reload disabled the load).
     pub fn resume(&self) {
-        self.lock().paused = false;
+        let mut state = self.lock();
+        state.paused = !state.spec.as_ref().is_some_and(|s| s.enabled);
+        drop(state);
         self.state.1.notify_all();
+    }
+
+    /// Takes the settings of a reloaded schedule: when they differ, the running segment ends
+    /// (after the run that holds it, if one does) and the next starts with them; `enabled:
+    /// false` stops the load until a reload enables it. Returns what changed, if anything.
+    pub fn reconfigure(&self, spec: BackgroundSpec) -> Option<String> {
+        let mut state = self.lock();
+        if state.spec.as_ref() == Some(&spec) {
+            return None;
+        }
+        let what = if spec.enabled {
+            format!(
+                "background load: now {} tenants at {} ops/s on {}, rotated every {}, kept {}",
+                spec.tenants,
+                spec.rate,
+                spec.adapter,
+                humantime::format_duration(spec.rotate_every),
+                humantime::format_duration(spec.keep_for)
+            )
+        } else {
+            "background load: disabled".to_owned()
+        };
+        state.paused = !spec.enabled;
+        state.spec = Some(spec);
+        state.generation += 1;
+        drop(state);
+        self.state.1.notify_all();
+        Some(what)
     }
 
     /// The last minute, if the load has run in it.
@@ -257,7 +299,6 @@ fn stamp() -> String {
 fn supervise(
     host: &HostPaths,
     lab: &str,
-    spec: &BackgroundSpec,
     dir: &Path,
     state: &(Mutex<State>, Condvar),
     stop: &AtomicBool,
@@ -305,6 +346,10 @@ fn supervise(
                 sleep_unless(stop, Duration::from_secs(10));
                 continue;
             }
+        };
+        let (spec, generation) = {
+            let s = lock();
+            (s.spec.clone().unwrap_or_default(), s.generation)
         };
         segment += 1;
         let name = stamp();
@@ -374,8 +419,11 @@ fn supervise(
             }
             // A run holding the segment takes its slice from this segment's files: it rotates
             // once released.
-            let held = lock().held;
-            if last.elapsed_s >= spec.rotate_every.as_secs_f64() && !held {
+            let (held, respec) = {
+                let s = lock();
+                (s.held, s.generation != generation)
+            };
+            if (respec || last.elapsed_s >= spec.rotate_every.as_secs_f64()) && !held {
                 load.stop();
                 break;
             }

@@ -404,13 +404,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload_requested))
         .context("cannot handle SIGHUP")?;
 
-    let schedule_path = args.schedule.clone();
-    let reload: Arc<api::Reload> = Arc::new(move |scheduler: &mut Scheduler| {
-        let schedule = load(schedule_path.as_deref())?;
-        let what = format!("{} ({} suites)", schedule.source, schedule.suites.len());
-        scheduler.reload(schedule);
-        Ok(what)
-    });
+    let reload = reloader(args.schedule.clone(), background.clone());
     let state = Arc::new(AppState {
         scheduler: Arc::clone(&scheduler),
         target: Arc::new(LabTarget {
@@ -467,6 +461,33 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_file(client::info_path(&args.state_root));
     log("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-reads the schedule file (or the shipped schedule): the scheduler takes its suites,
+/// blackouts and retention, the background load its settings.
+fn reloader(
+    schedule_path: Option<PathBuf>,
+    reloaded_background: Option<Arc<background::Background>>,
+) -> Arc<api::Reload> {
+    Arc::new(move |scheduler: &mut Scheduler| {
+        let schedule = load(schedule_path.as_deref())?;
+        let mut what = format!("{} ({} suites)", schedule.source, schedule.suites.len());
+        match &reloaded_background {
+            Some(background) => {
+                if let Some(change) = background.reconfigure(schedule.background.clone()) {
+                    what = format!("{what}; {change}");
+                }
+            }
+            None if schedule.background.enabled => {
+                what = format!(
+                    "{what}; the background load is enabled now but was not at the start: restart the daemon to start it"
+                );
+            }
+            None => {}
+        }
+        scheduler.reload(schedule);
+        Ok(what)
+    })
 }
 
 /// Opens the index, starts the scheduler on the lab (missed runs, orphaned runs), with webhooks
