@@ -328,6 +328,8 @@ pub(crate) fn run(
         interrupts: Arc::clone(&interrupts),
         run_id: Some(run_id),
         lab_topology,
+        // By hand the run starts its own load.
+        slice_of: None,
     };
     if let (false, Some(resolved)) = (lab_up, &options.lab_topology) {
         say!(

@@ -3,7 +3,10 @@
 //! gzip-compressed when it ends, and files older than `keep_for` are removed. Each segment is a
 //! fresh workload, so memory stays flat however long the daemon runs.
 //!
-//! A run pauses it (the run's own load takes over for the run's span) and resumes it after.
+//! A run is a slice of it: the run holds the running segment ([`Background::hold`]), so it
+//! does not rotate under the run, and takes its operations for the run's span; the load is
+//! never paused for it. A run the load cannot serve (another adapter or replica count, or no
+//! segment running) pauses it and starts its own load, as before ([`Background::pause`]).
 //! Before a run, the last minute of the background load is the steady-state check: a loaded
 //! machine or cluster skips the run with the reason, before anything is injected.
 
@@ -19,12 +22,15 @@ use std::time::{Duration, Instant, SystemTime};
 use faultline_experiments::lab::control::{HostPaths, LabContext};
 use faultline_experiments::schedule::file::BackgroundSpec;
 use faultline_experiments::spec::SteadyState;
-use faultline_experiments::workload::{self, AdapterKind, Progress, WorkloadConfig};
+use faultline_experiments::workload::{self, AdapterKind, LiveLoad, Progress, WorkloadConfig};
 
 /// Seconds of per-second samples kept for the steady-state check.
 const RECENT: usize = 60;
 /// How long a segment may go without progress before it is ended.
 const STALLED: Duration = Duration::from_secs(30);
+/// How long a segment's load may run past `rotate_every` while a run holds it; the supervisor
+/// stops it at the rotation, so this only bounds a run's slice.
+const HOLD_ALLOWANCE: Duration = Duration::from_secs(24 * 3600);
 
 /// One second of the background load.
 #[derive(Clone, Copy, Debug, Default)]
@@ -44,6 +50,15 @@ struct State {
     /// Whether a segment is running.
     running: bool,
     paused: bool,
+    /// A run holds the running segment: it does not rotate until released.
+    held: bool,
+    /// The running segment, for a run to take a slice of.
+    live: Option<LiveLoad>,
+    /// The settings; the next segment starts with them.
+    spec: Option<BackgroundSpec>,
+    /// Bumped by each reload that changes the settings: a segment started with an older one
+    /// ends (once no run holds it).
+    generation: u64,
 }
 
 /// The last minute of the background load, as the steady-state check sees it.
@@ -103,14 +118,21 @@ impl Background {
         log: fn(&str),
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        let state = Arc::new((Mutex::new(State::default()), Condvar::new()));
+        let state = Arc::new((
+            Mutex::new(State {
+                paused: !spec.enabled,
+                spec: Some(spec),
+                ..State::default()
+            }),
+            Condvar::new(),
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let state = Arc::clone(&state);
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("background-load".to_owned())
-                .spawn(move || supervise(&host, &lab, &spec, &dir, &state, &stop, log))?
+                .spawn(move || supervise(&host, &lab, &dir, &state, &stop, log))?
         };
         Ok(Self {
             state,
@@ -148,6 +170,34 @@ impl Background {
         true
     }
 
+    /// Holds the running segment for a run (it does not rotate until [`Background::release`])
+    /// and returns it, waiting up to `timeout` for one to run. `None` (nothing held) when no
+    /// segment runs by then.
+    pub fn hold(&self, timeout: Duration) -> Option<LiveLoad> {
+        let mut state = self.lock();
+        let deadline = Instant::now() + timeout;
+        while state.live.is_none() || state.paused {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            state = self
+                .state
+                .1
+                .wait_timeout(state, left.min(Duration::from_millis(200)))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        state.held = true;
+        state.live.clone()
+    }
+
+    /// Lets the held segment rotate again.
+    pub fn release(&self) {
+        self.lock().held = false;
+        self.state.1.notify_all();
+    }
+
     /// Stops the load for good (its segment is archived), waiting up to `timeout`.
     pub fn shutdown(&self, timeout: Duration) -> bool {
         self.stop.store(true, Ordering::SeqCst);
@@ -155,10 +205,40 @@ impl Background {
         self.pause(timeout)
     }
 
-    /// Lets segments run again.
+    /// Lets segments run again (unless a reload disabled the load).
     pub fn resume(&self) {
-        self.lock().paused = false;
+        let mut state = self.lock();
+        state.paused = !state.spec.as_ref().is_some_and(|s| s.enabled);
+        drop(state);
         self.state.1.notify_all();
+    }
+
+    /// Takes the settings of a reloaded schedule: when they differ, the running segment ends
+    /// (after the run that holds it, if one does) and the next starts with them; `enabled:
+    /// false` stops the load until a reload enables it. Returns what changed, if anything.
+    pub fn reconfigure(&self, spec: BackgroundSpec) -> Option<String> {
+        let mut state = self.lock();
+        if state.spec.as_ref() == Some(&spec) {
+            return None;
+        }
+        let what = if spec.enabled {
+            format!(
+                "background load: now {} tenants at {} ops/s on {}, rotated every {}, kept {}",
+                spec.tenants,
+                spec.rate,
+                spec.adapter,
+                humantime::format_duration(spec.rotate_every),
+                humantime::format_duration(spec.keep_for)
+            )
+        } else {
+            "background load: disabled".to_owned()
+        };
+        state.paused = !spec.enabled;
+        state.spec = Some(spec);
+        state.generation += 1;
+        drop(state);
+        self.state.1.notify_all();
+        Some(what)
     }
 
     /// The last minute, if the load has run in it.
@@ -219,7 +299,6 @@ fn stamp() -> String {
 fn supervise(
     host: &HostPaths,
     lab: &str,
-    spec: &BackgroundSpec,
     dir: &Path,
     state: &(Mutex<State>, Condvar),
     stop: &AtomicBool,
@@ -268,6 +347,10 @@ fn supervise(
                 continue;
             }
         };
+        let (spec, generation) = {
+            let s = lock();
+            (s.spec.clone().unwrap_or_default(), s.generation)
+        };
         segment += 1;
         let name = stamp();
         let history = dir.join(format!("history-{name}.jsonl"));
@@ -276,7 +359,7 @@ fn supervise(
             run_id: Some(format!("background-{name}")),
             tenants: spec.tenants,
             rate: spec.rate,
-            duration: spec.rotate_every,
+            duration: spec.rotate_every + HOLD_ALLOWANCE,
             seed: segment,
             adapter: if spec.adapter == "http" {
                 AdapterKind::Http
@@ -301,6 +384,11 @@ fn supervise(
                 continue;
             }
         };
+        {
+            let mut s = lock();
+            s.live = Some(load.live());
+        }
+        state.1.notify_all();
         let mut last = Progress::default();
         let started = Instant::now();
         let mut last_change = Instant::now();
@@ -329,12 +417,20 @@ fn supervise(
                 load.stop();
                 break;
             }
-            if last.elapsed_s >= spec.rotate_every.as_secs_f64() {
+            // A run holding the segment takes its slice from this segment's files: it rotates
+            // once released.
+            let (held, respec) = {
+                let s = lock();
+                (s.held, s.generation != generation)
+            };
+            if (respec || last.elapsed_s >= spec.rotate_every.as_secs_f64()) && !held {
+                load.stop();
                 break;
             }
             // A load that stopped reporting (its history cannot be written, the disk is full)
             // or overran its segment is ended, so the next segment starts afresh.
-            if last_change.elapsed() >= STALLED || started.elapsed() >= spec.rotate_every + STALLED
+            if last_change.elapsed() >= STALLED
+                || (!held && started.elapsed() >= spec.rotate_every + STALLED)
             {
                 log(&format!(
                     "background load: segment {name} stopped reporting progress; ending it and starting a new one"
@@ -346,6 +442,7 @@ fn supervise(
         let finished = load.finish(false);
         {
             let mut s = lock();
+            s.live = None;
             if let Some(p) = s.current.take() {
                 add_progress(&mut s.done, &p);
             }

@@ -33,6 +33,8 @@ use faultline_experiments::schedule::{
     load_schedule, shipped_schedule, Event, RunIndex, RunRequest, RunResult, RunStatus, Schedule,
     Scheduler, StopSignal, SuiteRunner, SystemClock,
 };
+use faultline_experiments::spec::ExperimentSpec;
+use faultline_experiments::workload::{AdapterKind, LiveLoad};
 
 use api::{AppState, ServeTarget};
 
@@ -144,7 +146,7 @@ pub struct LabRunner {
 impl SuiteRunner for LabRunner {
     fn run(&self, request: &RunRequest, stop: &StopSignal) -> RunResult {
         let Some(background) = &self.background else {
-            return self.run_engine(request, stop);
+            return self.run_engine(request, stop, None);
         };
         // The background load's last minute is the steady-state check: a loaded machine or
         // cluster skips the run here, with the reason, before anything is touched.
@@ -158,17 +160,67 @@ impl SuiteRunner for LabRunner {
                 };
             }
         }
+        // The run is a slice of the background load when the load can serve it: one load,
+        // never paused.
+        if let Some(live) = background.hold(Duration::from_secs(60)) {
+            match slice_refusal(&live, &request.entry.spec) {
+                None => {
+                    let result = self.run_engine(request, stop, Some(live));
+                    background.release();
+                    return result;
+                }
+                Some(why) => {
+                    background.release();
+                    log(&format!(
+                        "run {} ({}): {why}; pausing the background load and starting the run's own",
+                        request.index_id, request.entry.scenario
+                    ));
+                }
+            }
+        } else {
+            log("no background segment runs; pausing it and starting the run's own load");
+        }
         if !background.pause(Duration::from_secs(60)) {
             log("background load did not pause within 60 s; running anyway");
         }
-        let result = self.run_engine(request, stop);
+        let result = self.run_engine(request, stop, None);
         background.resume();
         result
     }
 }
 
+/// Why the background load cannot serve a run's slice, if it cannot: a slice reads NATS
+/// streams back, and the scenario's load must be the background load's kind.
+fn slice_refusal(live: &LiveLoad, spec: &ExperimentSpec) -> Option<String> {
+    let wanted = if spec.workload.adapter == "http" {
+        AdapterKind::Http
+    } else {
+        AdapterKind::Nats
+    };
+    if live.adapter() != AdapterKind::Nats || wanted != AdapterKind::Nats {
+        return Some(format!(
+            "the scenario's load uses the {} adapter and the background load the {}; a slice needs both on NATS",
+            wanted.name(),
+            live.adapter().name()
+        ));
+    }
+    if live.stream_replicas() != spec.workload.stream_replicas as usize {
+        return Some(format!(
+            "the scenario asks for {} stream replicas and the background load has {}",
+            spec.workload.stream_replicas,
+            live.stream_replicas()
+        ));
+    }
+    None
+}
+
 impl LabRunner {
-    fn run_engine(&self, request: &RunRequest, stop: &StopSignal) -> RunResult {
+    fn run_engine(
+        &self,
+        request: &RunRequest,
+        stop: &StopSignal,
+        slice_of: Option<LiveLoad>,
+    ) -> RunResult {
         let spec = request.entry.spec.clone();
         let seed = spec.workload.seed;
         // A suite's spec that names a topology gets it, or is refused if the lab runs another.
@@ -217,6 +269,7 @@ impl LabRunner {
             interrupts: stop.counter(),
             lab_topology,
             run_id: Some(run_id),
+            slice_of,
         };
         let mut last_phase = None;
         let id = request.index_id;
@@ -351,13 +404,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload_requested))
         .context("cannot handle SIGHUP")?;
 
-    let schedule_path = args.schedule.clone();
-    let reload: Arc<api::Reload> = Arc::new(move |scheduler: &mut Scheduler| {
-        let schedule = load(schedule_path.as_deref())?;
-        let what = format!("{} ({} suites)", schedule.source, schedule.suites.len());
-        scheduler.reload(schedule);
-        Ok(what)
-    });
+    let reload = reloader(args.schedule.clone(), background.clone());
     let state = Arc::new(AppState {
         scheduler: Arc::clone(&scheduler),
         target: Arc::new(LabTarget {
@@ -414,6 +461,33 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_file(client::info_path(&args.state_root));
     log("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-reads the schedule file (or the shipped schedule): the scheduler takes its suites,
+/// blackouts and retention, the background load its settings.
+fn reloader(
+    schedule_path: Option<PathBuf>,
+    reloaded_background: Option<Arc<background::Background>>,
+) -> Arc<api::Reload> {
+    Arc::new(move |scheduler: &mut Scheduler| {
+        let schedule = load(schedule_path.as_deref())?;
+        let mut what = format!("{} ({} suites)", schedule.source, schedule.suites.len());
+        match &reloaded_background {
+            Some(background) => {
+                if let Some(change) = background.reconfigure(schedule.background.clone()) {
+                    what = format!("{what}; {change}");
+                }
+            }
+            None if schedule.background.enabled => {
+                what = format!(
+                    "{what}; the background load is enabled now but was not at the start: restart the daemon to start it"
+                );
+            }
+            None => {}
+        }
+        scheduler.reload(schedule);
+        Ok(what)
+    })
 }
 
 /// Opens the index, starts the scheduler on the lab (missed runs, orphaned runs), with webhooks

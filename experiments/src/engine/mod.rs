@@ -2,6 +2,7 @@
 //! read-back, check, report. The final heal always runs.
 
 pub mod execute;
+pub mod load;
 pub mod plan;
 pub mod run;
 pub mod site;

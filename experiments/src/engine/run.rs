@@ -20,9 +20,10 @@ use crate::lab::target::LabSite;
 use crate::lab::topology::{Topology, DEFAULT_TOPOLOGY_SOURCE};
 use crate::report::{self, ReportFormat};
 use crate::spec::ExperimentSpec;
-use crate::workload::{self, AdapterKind, BackgroundWorkload, Progress, WorkloadConfig};
+use crate::workload::{self, AdapterKind, LiveLoad, Progress, WorkloadConfig};
 
 use super::execute::{Injected, InjectedFault};
+use super::load::RunLoad;
 use super::plan::{plan, PlannedFault};
 use super::site::RunSite;
 use super::EngineError;
@@ -56,6 +57,9 @@ pub struct RunOptions {
     /// The run id, when the caller made it already (to name the run in the lab's run lock);
     /// `None`: made from the spec's name and the time.
     pub run_id: Option<String>,
+    /// A load that keeps running (the daemon's background load): the run is a slice of it
+    /// instead of starting its own. `None`: the run starts its own load, as `chaosctl run`.
+    pub slice_of: Option<LiveLoad>,
 }
 
 /// The live state shown while a run goes on.
@@ -233,6 +237,7 @@ pub fn run_experiment(
         run_id,
         started_lab,
         system_under_test,
+        slice_of: options.slice_of.clone(),
     };
     run_on_site(&site, &settings, on_status)
 }
@@ -292,6 +297,7 @@ pub fn run_on_cluster(
         started_lab: false,
         // Not probed on a cluster yet: the report says nothing rather than something wrong.
         system_under_test: vec![],
+        slice_of: None,
     };
     run_on_site(&site, &settings, on_status)
 }
@@ -316,6 +322,8 @@ pub struct RunSettings<'a> {
     pub started_lab: bool,
     /// The system under test: every service's program and version, as far as the site knows.
     pub system_under_test: Vec<ServerVersion>,
+    /// A running load the run is a slice of, instead of starting its own.
+    pub slice_of: Option<LiveLoad>,
 }
 
 /// The phases of one run on `site`: plan (refusals happen here, before anything is touched),
@@ -365,7 +373,7 @@ pub fn run_on_site(
         heal_failures: vec![],
         exit_code: 2,
     };
-    let mut load = site.spawn_load(config)?;
+    let load = RunLoad::start(site, settings.slice_of.as_ref(), config)?;
     let clock = load.clock();
     let now_ns = || clock.now_ns();
     let mut injected = Injected::new(site.target(), settings.max_fault_duration, &now_ns);
@@ -373,11 +381,11 @@ pub fn run_on_site(
         settings,
         site,
         &planned,
-        &mut load,
+        &load,
         &mut injected,
         &clock,
         on_status,
-        &recovery_rule(&dir, spec),
+        &recovery_rule(load.live_files(&dir), spec),
         &mut record,
     );
     // The final heal runs whatever happened above.
@@ -385,9 +393,10 @@ pub fn run_on_site(
     load.stop();
     let second_interrupt = settings.interrupts.load(Ordering::SeqCst) >= 2;
     let read_back = watch.is_ok() && record.steady_state.is_none() && !second_interrupt;
-    on_status(&status(Phase::ReadBack, &clock, spec, &load, vec![]));
+    on_status(&status(Phase::ReadBack, spec, &load, vec![]));
+    let start_ns = load.start_ns();
     let settle = settle_until_ns(&record, &clock, spec);
-    let (finished, completed) = finish_load(load, read_back, settle, settings.interrupts);
+    let (finished, completed) = load.finish(read_back, settle, settings.interrupts, &dir, &run_id);
     // After the read-back, so that replacements had the recovery watch and the read-back's
     // settle to become Ready.
     for fault in &mut record.injected {
@@ -401,14 +410,15 @@ pub fn run_on_site(
     watch?;
     finished?;
 
-    on_status(&status_without_load(Phase::Check, &clock, spec));
+    let elapsed = Duration::from_nanos(clock.now_ns().saturating_sub(start_ns));
+    on_status(&status_without_load(Phase::Check, elapsed, spec));
     let mut report = checkers::check_files(
         &dir.join("history.jsonl"),
         Some(&dir.join("observations.jsonl")),
         &check_config(spec),
     )?;
     report.experiment = Some(experiment_info(spec, &record));
-    on_status(&status_without_load(Phase::Report, &clock, spec));
+    on_status(&status_without_load(Phase::Report, elapsed, spec));
     write_reports(&report, &dir)?;
     site.collect_logs(&dir.join("logs"));
     // A signal while judging or writing the reports still marks them aborted.
@@ -451,38 +461,6 @@ fn interrupted(interrupts: &AtomicUsize, read_back: bool, read_back_done: bool) 
     })
 }
 
-/// Ends the load: the final read-back when `read_back`, which a second signal skips, or cuts
-/// short if it has begun, whenever it comes. Returns the workload's result and whether the
-/// read-back completed.
-fn finish_load(
-    load: BackgroundWorkload,
-    read_back: bool,
-    settle_until_ns: u64,
-    interrupts: &AtomicUsize,
-) -> (
-    Result<workload::WorkloadReport, workload::WorkloadError>,
-    bool,
-) {
-    let skip = load.read_back_skipper();
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let finished = std::thread::scope(|scope| {
-        scope.spawn(|| {
-            while !done.load(Ordering::SeqCst) {
-                if interrupts.load(Ordering::SeqCst) >= 2 {
-                    skip.cancel();
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        let finished = load.finish_with(read_back, Some(settle_until_ns));
-        done.store(true, Ordering::SeqCst);
-        finished
-    });
-    let completed = finished.as_ref().is_ok_and(|r| r.read_back.is_some());
-    (finished, completed)
-}
-
 /// Marks a run aborted by a signal that came after the faults were healed (while judging or
 /// writing the reports): every signal after the start gives `aborted` and exit 2. Returns
 /// whether it changed the record.
@@ -512,8 +490,10 @@ fn settle_until_ns(record: &RunRecord, clock: &workload::RunClock, spec: &Experi
 
 /// The recovery checker's own rule, on the run's history so far: the recovery watch ends when
 /// it holds for every fault.
-fn recovery_rule(dir: &Path, spec: &ExperimentSpec) -> impl Fn(&[InjectedFault]) -> bool {
-    let (history, observations) = (dir.join("history.jsonl"), dir.join("observations.jsonl"));
+fn recovery_rule(
+    (history, observations): (PathBuf, PathBuf),
+    spec: &ExperimentSpec,
+) -> impl Fn(&[InjectedFault]) -> bool {
     let judge = check_config(spec);
     move |faults: &[InjectedFault]| {
         let windows: Vec<FaultWindow> = faults.iter().map(fault_window).collect();
@@ -695,14 +675,8 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     })
 }
 
-fn status(
-    phase: Phase,
-    clock: &workload::RunClock,
-    spec: &ExperimentSpec,
-    load: &BackgroundWorkload,
-    active: Vec<String>,
-) -> LiveStatus {
-    let elapsed = Duration::from_nanos(clock.now_ns());
+fn status(phase: Phase, spec: &ExperimentSpec, load: &RunLoad, active: Vec<String>) -> LiveStatus {
+    let elapsed = load.elapsed();
     LiveStatus {
         phase,
         elapsed,
@@ -713,12 +687,7 @@ fn status(
     }
 }
 
-fn status_without_load(
-    phase: Phase,
-    clock: &workload::RunClock,
-    spec: &ExperimentSpec,
-) -> LiveStatus {
-    let elapsed = Duration::from_nanos(clock.now_ns());
+fn status_without_load(phase: Phase, elapsed: Duration, spec: &ExperimentSpec) -> LiveStatus {
     LiveStatus {
         phase,
         elapsed,
@@ -738,7 +707,7 @@ impl Watch {
         settings: &RunSettings<'_>,
         site: &dyn RunSite,
         planned: &[PlannedFault],
-        load: &mut BackgroundWorkload,
+        load: &RunLoad,
         injected: &mut Injected<'_>,
         clock: &workload::RunClock,
         on_status: &mut dyn FnMut(&LiveStatus),
@@ -847,7 +816,7 @@ impl Watch {
                 .filter(|f| f.end_ns.is_none())
                 .map(|f| f.description.clone())
                 .collect();
-            let mut live = status(phase, clock, spec, load, active);
+            let mut live = status(phase, spec, load, active);
             live.next_fault_in = planned.get(next).map(|p| p.at.saturating_sub(elapsed));
             on_status(&live);
         }

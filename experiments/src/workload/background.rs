@@ -14,6 +14,7 @@ use super::clock::RunClock;
 use super::config::WorkloadConfig;
 use super::recorder::ObservationSink;
 use super::run::{ProgressFn, Workload, WorkloadReport};
+use super::slice::LiveLoad;
 use super::stats::{Progress, Summary};
 use super::target::{enter_netns, Target};
 use super::WorkloadError;
@@ -28,6 +29,7 @@ pub struct BackgroundWorkload {
     proceed: Option<oneshot::Sender<(bool, Option<u64>)>>,
     loaded: Option<mpsc::Receiver<Result<Summary, String>>>,
     thread: Option<JoinHandle<Result<WorkloadReport, WorkloadError>>>,
+    live: LiveLoad,
 }
 
 /// Starts `config` against the lab `ctx` on a dedicated thread that enters the lab's client
@@ -45,9 +47,15 @@ pub fn spawn_in_lab(
 /// from the caller's network namespace. Returns once the workload has started (tenants
 /// provisioned, clock running) or failed to.
 pub fn spawn(target: Target, config: WorkloadConfig) -> Result<BackgroundWorkload, WorkloadError> {
+    type Started = (
+        RunClock,
+        ObservationSink,
+        std::sync::Arc<Vec<super::schedule::TenantSpec>>,
+    );
     let netns = target.client_netns();
-    let (started_tx, started_rx) =
-        mpsc::channel::<Result<(RunClock, ObservationSink), WorkloadError>>();
+    let (started_tx, started_rx) = mpsc::channel::<Result<Started, WorkloadError>>();
+    let live_target = target.clone();
+    let live_config = config.clone();
     let (loaded_tx, loaded_rx) = mpsc::channel::<Result<Summary, String>>();
     // Whether to read back, and the convergence deadline to settle until (ns on the run's
     // clock) when the caller sets one.
@@ -80,7 +88,11 @@ pub fn spawn(target: Target, config: WorkloadConfig) -> Result<BackgroundWorkloa
                     Ok(w) => w,
                     Err(e) => return Err(fail_start(e)),
                 };
-                let _ = started.send(Ok((workload.clock(), workload.observations())));
+                let _ = started.send(Ok((
+                    workload.clock(),
+                    workload.observations(),
+                    std::sync::Arc::new(workload.tenants().to_vec()),
+                )));
                 let shared = thread_progress.clone();
                 let f: ProgressFn = std::sync::Arc::new(move |p: &Progress| {
                     *shared.lock().expect("progress") = p.clone();
@@ -111,7 +123,15 @@ pub fn spawn(target: Target, config: WorkloadConfig) -> Result<BackgroundWorkloa
         })
         .map_err(WorkloadError::Runtime)?;
     match started_rx.recv() {
-        Ok(Ok((clock, observations))) => Ok(BackgroundWorkload {
+        Ok(Ok((clock, observations, tenants))) => Ok(BackgroundWorkload {
+            live: LiveLoad::new(
+                clock,
+                observations.clone(),
+                progress.clone(),
+                &live_config,
+                tenants,
+                live_target,
+            ),
             clock,
             observations,
             cancel,
@@ -141,6 +161,11 @@ impl BackgroundWorkload {
     /// Where to record observations such as fault windows.
     pub fn observations(&self) -> ObservationSink {
         self.observations.clone()
+    }
+
+    /// The running load as a run that is a slice of it takes it.
+    pub fn live(&self) -> LiveLoad {
+        self.live.clone()
     }
 
     /// The latest progress.

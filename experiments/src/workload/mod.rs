@@ -31,6 +31,7 @@ pub mod recorder;
 pub mod rng;
 pub mod run;
 pub mod schedule;
+pub mod slice;
 pub mod stats;
 pub mod target;
 
@@ -41,6 +42,7 @@ pub use clock::RunClock;
 pub use config::{AdapterKind, Tier, WorkloadConfig};
 pub use recorder::ObservationSink;
 pub use run::{NodeReadBack, ProgressFn, ReadBackSummary, Workload, WorkloadReport};
+pub use slice::{LiveLoad, SliceSpan};
 pub use stats::{Progress, Summary};
 pub use target::Target;
 pub use tokio_util::sync::CancellationToken;
