@@ -199,7 +199,10 @@ fn zone_clients_share_their_zones_fate_and_go_at_lab_down() {
         .into_iter()
         .filter(|n| names.contains(&n.as_str()))
         .collect();
-    assert!(left.is_empty(), "zone client namespaces left after lab down: {left:?}");
+    assert!(
+        left.is_empty(),
+        "zone client namespaces left after lab down: {left:?}"
+    );
 }
 
 #[test]

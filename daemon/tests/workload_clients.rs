@@ -113,7 +113,10 @@ fn per_zone_clients_in_a_cut_zone_with_an_unsafe_gateway_lose_acknowledged_write
     let zones: BTreeSet<&String> = zone_of.values().collect();
     let mut seen = BTreeSet::new();
     for op in history.load() {
-        let zone = op.client_zone.as_ref().expect("client_zone on a per-zone run");
+        let zone = op
+            .client_zone
+            .as_ref()
+            .expect("client_zone on a per-zone run");
         assert!(zones.contains(zone), "{op:?}");
         seen.insert(zone);
     }

@@ -285,7 +285,10 @@ fn print_status(status: &LabStatus) {
     for client in &status.zone_clients {
         println!(
             "{:<9} {:<5} {:<14} {:<22} {}",
-            "", client.zone, client.address, client.netns,
+            "",
+            client.zone,
+            client.address,
+            client.netns,
             if client.present { "ok" } else { "MISSING" }
         );
     }

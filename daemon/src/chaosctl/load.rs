@@ -12,8 +12,8 @@ use anyhow::Context as _;
 use clap::Args;
 use faultline_experiments::lab::control::{HostPaths, LabContext};
 use faultline_experiments::lab::DEFAULT_LAB_NAME;
-use faultline_experiments::workload::recorder::check_writable;
 use faultline_experiments::workload::clients::Clients;
+use faultline_experiments::workload::recorder::check_writable;
 use faultline_experiments::workload::target::enter_netns;
 use faultline_experiments::workload::{
     AdapterKind, CancellationToken, Progress, ProgressFn, Target, Workload, WorkloadConfig,

@@ -85,7 +85,9 @@ pub struct ClientSite {
 
 impl std::fmt::Debug for ClientSite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientSite").field("zone", &self.zone).finish()
+        f.debug_struct("ClientSite")
+            .field("zone", &self.zone)
+            .finish()
     }
 }
 

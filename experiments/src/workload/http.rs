@@ -24,11 +24,11 @@ use hyper::{Method, StatusCode};
 
 use crate::history::Outcome;
 
+use super::clients::ClientSite;
 use super::contract::{
     records_path, tenant_path, RecordList, WriteAck, IDEMPOTENCY_HEADER, KIND_HEADER,
     MAX_READ_LIMIT, TENANT_HEADER,
 };
-use super::clients::ClientSite;
 use super::httpc::{Failure, Pool};
 use super::target::HttpEndpoint;
 

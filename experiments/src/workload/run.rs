@@ -82,7 +82,9 @@ pub struct WorkloadReport {
 }
 
 enum Adapter {
-    Nats { conns: Vec<NatsConn> },
+    Nats {
+        conns: Vec<NatsConn>,
+    },
     Http {
         /// The lab's client namespace's client (provisioning, the read-back).
         client: Arc<HttpClient>,
