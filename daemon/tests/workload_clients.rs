@@ -56,11 +56,35 @@ fn most_common_stream_leader(files: &Files) -> String {
         .expect("leader samples of the tenants' streams")
 }
 
-#[test]
-fn per_zone_clients_in_a_cut_zone_with_an_unsafe_gateway_lose_acknowledged_writes() {
-    if !can_run_lab() {
-        return;
+/// When the run's partition was in effect, ns since the run start.
+fn partition_window(files: &Files) -> (u64, u64) {
+    observations(&files.observations)
+        .iter()
+        .find_map(|o| match o {
+            Observation::Fault {
+                kind,
+                start_ns,
+                end_ns,
+                ..
+            } if kind == "partition" => Some((*start_ns, end_ns.expect("healed in the run"))),
+            _ => None,
+        })
+        .expect("a partition fault observation")
+}
+
+/// Every value some node's final read-back returned.
+fn read_back_values(history: &History) -> BTreeSet<String> {
+    let mut present = BTreeSet::new();
+    for tenants in history.read_back().values() {
+        for items in tenants.values().flatten() {
+            present.extend(items.iter().map(|(_, v)| v.clone()));
+        }
     }
+    present
+}
+
+/// A lab whose tenant gateways acknowledge writes before they are stored (`--unsafe-ack`).
+fn lab_with_unsafe_gateway() -> TestLab {
     let lab = TestLab::new();
     let topology = lab.state_root().join("unsafe.yaml");
     let yaml = DEFAULT_TOPOLOGY_YAML.replace(
@@ -73,6 +97,15 @@ fn per_zone_clients_in_a_cut_zone_with_an_unsafe_gateway_lose_acknowledged_write
     );
     std::fs::write(&topology, yaml).expect("write topology");
     lab.ok(&["lab", "up", "--topology", topology.to_str().expect("utf-8")]);
+    lab
+}
+
+#[test]
+fn per_zone_clients_in_a_cut_zone_with_an_unsafe_gateway_lose_acknowledged_writes() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = lab_with_unsafe_gateway();
     let zone_of = zones_of_nodes(&lab);
 
     let files = Files::new(&lab, "per-zone");
@@ -122,18 +155,7 @@ fn per_zone_clients_in_a_cut_zone_with_an_unsafe_gateway_lose_acknowledged_write
     }
     assert_eq!(seen, zones, "every zone's clients issued operations");
 
-    let (start, end) = observations(&files.observations)
-        .iter()
-        .find_map(|o| match o {
-            Observation::Fault {
-                kind,
-                start_ns,
-                end_ns,
-                ..
-            } if kind == "partition" => Some((*start_ns, end_ns.expect("healed in the run"))),
-            _ => None,
-        })
-        .expect("a partition fault observation");
+    let (start, end) = partition_window(&files);
     let acked_inside: BTreeSet<String> = history
         .load()
         .filter(|o| {
@@ -162,12 +184,7 @@ fn per_zone_clients_in_a_cut_zone_with_an_unsafe_gateway_lose_acknowledged_write
     assert!(lost["count"].as_u64() > Some(0), "{lost:#}");
     // The judge's evidence is a sample; which acknowledged-inside writes are gone is read from
     // the history's own read-back, and the judge must count at least those.
-    let mut present = BTreeSet::new();
-    for tenants in history.read_back().values() {
-        for items in tenants.values().flatten() {
-            present.extend(items.iter().map(|(_, v)| v.clone()));
-        }
-    }
+    let present = read_back_values(&history);
     let lost_inside: Vec<&String> = acked_inside.difference(&present).collect();
     assert!(
         !lost_inside.is_empty(),

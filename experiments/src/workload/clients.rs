@@ -74,6 +74,9 @@ impl std::str::FromStr for Clients {
     }
 }
 
+/// A client site with its zone's nodes, whose endpoints its clients try first.
+pub type SiteWithNodes = (std::sync::Arc<ClientSite>, Vec<String>);
+
 type SocketRequest = mpsc::Sender<std::io::Result<TcpSocket>>;
 
 /// A thread standing in one client namespace that makes sockets there.
@@ -87,7 +90,7 @@ impl std::fmt::Debug for ClientSite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientSite")
             .field("zone", &self.zone)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

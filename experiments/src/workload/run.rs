@@ -21,7 +21,7 @@ use crate::history::{
     HISTORY_FORMAT_VERSION,
 };
 
-use super::clients::ClientSite;
+use super::clients::SiteWithNodes;
 use super::clock::RunClock;
 use super::config::{AdapterKind, WorkloadConfig};
 use super::http::{parse_ack, parse_records, HttpClient};
@@ -667,7 +667,7 @@ async fn connect_http(
     config: &WorkloadConfig,
     target: &Target,
     tenants: &Arc<Vec<TenantSpec>>,
-    sites: Vec<(Arc<ClientSite>, Vec<String>)>,
+    sites: Vec<SiteWithNodes>,
 ) -> Result<(Adapter, Vec<(usize, PullConsumer)>), WorkloadError> {
     if target.gateways.is_empty() {
         return Err(WorkloadError::Config(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::lab::control::LabContext;
 use crate::lab::topology::{zone_client_name, Readiness, Service};
 
-use super::clients::{ClientSite, Clients};
+use super::clients::{ClientSite, Clients, SiteWithNodes};
 
 use super::WorkloadError;
 
@@ -223,10 +223,7 @@ impl Target {
     ///
     /// # Errors
     /// Not a lab, an unknown zone, or a zone client namespace that cannot be entered.
-    pub fn client_sites(
-        &self,
-        clients: &Clients,
-    ) -> Result<Vec<(Arc<ClientSite>, Vec<String>)>, WorkloadError> {
+    pub fn client_sites(&self, clients: &Clients) -> Result<Vec<SiteWithNodes>, WorkloadError> {
         if *clients == Clients::Majority {
             return Ok(Vec::new());
         }
