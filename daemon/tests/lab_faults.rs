@@ -118,11 +118,12 @@ fn zone_partition_cuts_the_zone_off_both_ways_and_keeps_each_side_whole() {
     checks(false);
     let out = lab.ok(&["inject", "partition", "--zone", "a", "--for", "60s"]);
     assert!(
-        out.contains("zone a vs rest") && out.contains("20 rules"),
+        out.contains("zone a vs rest") && out.contains("36 rules"),
         "{out}"
     );
-    // 16 between the zones, 4 between zone a and the client namespace.
-    assert_eq!(lab.our_rules().len(), 20, "{:#?}", lab.our_rules());
+    // 16 between the zones, 4 between zone a and the client namespace, 8 between zone a's
+    // client namespace and zones b and c, 4 + 4 between zone a and the other zones' clients.
+    assert_eq!(lab.our_rules().len(), 36, "{:#?}", lab.our_rules());
     assert!(lab
         .our_rules()
         .iter()
@@ -134,6 +135,77 @@ fn zone_partition_cuts_the_zone_off_both_ways_and_keeps_each_side_whole() {
 }
 
 #[test]
+fn zone_clients_share_their_zones_fate_and_go_at_lab_down() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let status = lab.status();
+    let zone_clients: Vec<(String, String)> = status["zone_clients"]
+        .as_array()
+        .expect("zone_clients")
+        .iter()
+        .map(|c| {
+            assert_eq!(c["present"], true, "{c}");
+            (
+                c["zone"].as_str().expect("zone").to_owned(),
+                c["netns"].as_str().expect("netns").to_owned(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = zone_clients.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [lab.netns("c-a"), lab.netns("c-b"), lab.netns("c-c")],
+        "one client namespace per zone"
+    );
+    let a2_listener = listen_in(&lab.netns("a2"), "10.203.1.12:7000");
+    // NATS monitors listen on a1, b1 and c1.
+    let (a1, a2, b1, c1) = (
+        "10.203.1.11:8222",
+        "10.203.1.12:7000",
+        "10.203.2.11:8222",
+        "10.203.3.11:8222",
+    );
+    let reach = |zone: &str, addr: &str| tcp_reachable(&lab.netns(&format!("c-{zone}")), addr);
+    for zone in ["a", "b", "c"] {
+        for addr in [a1, a2, b1, c1] {
+            assert!(reach(zone, addr), "c-{zone} -> {addr} before the partition");
+        }
+    }
+    let out = lab.ok(&["inject", "partition", "--zone", "a", "--for", "60s"]);
+    // The cut zone's clients reach their own zone only, the others' clients everything else.
+    assert!(reach("a", a1), "c-a -> a1");
+    assert!(reach("a", a2), "c-a -> a2");
+    assert!(!reach("a", b1), "c-a -> b1 during the partition");
+    assert!(!reach("a", c1), "c-a -> c1 during the partition");
+    for zone in ["b", "c"] {
+        assert!(!reach(zone, a1), "c-{zone} -> a1 during the partition");
+        assert!(!reach(zone, a2), "c-{zone} -> a2 during the partition");
+        assert!(reach(zone, b1), "c-{zone} -> b1");
+        assert!(reach(zone, c1), "c-{zone} -> c1");
+    }
+    // The majority's client namespace stands with b and c, as before.
+    assert!(!tcp_reachable(&lab.netns("client"), a1), "client -> a1");
+    assert!(tcp_reachable(&lab.netns("client"), b1), "client -> b1");
+    lab.ok(&["revert", &injected_id(&out)]);
+    assert!(reach("a", b1), "c-a -> b1 after the revert");
+    assert!(reach("b", a1), "c-b -> a1 after the revert");
+
+    drop(a2_listener);
+    lab.ok(&["lab", "down"]);
+    let left: Vec<String> = lab
+        .namespaces()
+        .into_iter()
+        .filter(|n| names.contains(&n.as_str()))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "zone client namespaces left after lab down: {left:?}"
+    );
+}
+
+#[test]
 fn deadlines_survive_sigkill_of_every_faultline_process() {
     if !can_run_lab() {
         return;
@@ -141,8 +213,11 @@ fn deadlines_survive_sigkill_of_every_faultline_process() {
     let lab = TestLab::up();
     let short = injected_id(&lab.ok(&["inject", "partition", "--zone", "b", "--for", "5s"]));
     let long = injected_id(&lab.ok(&["inject", "partition", "--node", "c2", "--for", "120s"]));
-    let short_rules = 20;
-    let long_rules = 12;
+    // Zone b: 20 among the nodes and the client namespace, 16 with the zones' client
+    // namespaces. Node c2: 12 among the nodes and the client namespace, 2 with each zone's
+    // client namespace (every zone's first node is cut off from c2).
+    let short_rules = 36;
+    let long_rules = 18;
     assert_eq!(lab.our_rules().len(), short_rules + long_rules);
 
     let _b1 = listen_in(&lab.netns("b1"), "10.203.2.11:7001");

@@ -164,6 +164,11 @@ pub struct Operation {
     /// When `reconnected`: the server the connection was on when the operation was sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_node: Option<String>,
+    /// The zone the client that issued it stood in, when the load's clients stood per zone or
+    /// in one zone (`clients: per-zone` or `{zone: X}`); absent when they stood with the
+    /// majority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_zone: Option<String>,
     /// What it did.
     pub kind: OpKind,
     /// Which workload pattern issued it.

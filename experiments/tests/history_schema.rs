@@ -23,6 +23,7 @@ fn write(reconnected: bool) -> Operation {
         node: "a1".into(),
         reconnected,
         sent_node: reconnected.then(|| "c1".into()),
+        client_zone: None,
         kind: OpKind::Write,
         pattern: Pattern::Chat,
         value: Some("t001/c1/1".into()),

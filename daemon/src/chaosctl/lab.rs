@@ -281,6 +281,17 @@ fn print_status(status: &LabStatus) {
             node.name, node.zone, node.address, node.netns
         );
     }
+    println!("\nZONE CLIENTS (clients: per-zone)");
+    for client in &status.zone_clients {
+        println!(
+            "{:<9} {:<5} {:<14} {:<22} {}",
+            "",
+            client.zone,
+            client.address,
+            client.netns,
+            if client.present { "ok" } else { "MISSING" }
+        );
+    }
     println!("\nSERVICE      NODE      HEALTH    PID      RESTARTS  ENDPOINTS");
     for service in &status.services {
         let endpoints: Vec<String> = service

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::Args;
 use faultline_experiments::lab::control::{HostPaths, LabContext};
 use faultline_experiments::lab::DEFAULT_LAB_NAME;
+use faultline_experiments::workload::clients::Clients;
 use faultline_experiments::workload::recorder::check_writable;
 use faultline_experiments::workload::target::enter_netns;
 use faultline_experiments::workload::{
@@ -51,6 +52,12 @@ pub(crate) struct LoadArgs {
     /// Seed of the schedule; the same seed gives the same schedule.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Where the clients stand during a partition: `majority` (with the largest side),
+    /// `per-zone` (one client namespace per zone, sharing its zone's fate, using its own
+    /// zone's gateways first; tenant i in zone i mod zones) or `zone:NAME` (all in that zone).
+    /// Other than majority: --adapter http on a lab.
+    #[arg(long, default_value = "majority")]
+    clients: Clients,
     /// Replicas of each tenant's stream.
     #[arg(long, default_value_t = 3)]
     replicas: usize,
@@ -179,6 +186,7 @@ pub(crate) fn run(host: &HostPaths, args: &LoadArgs) -> anyhow::Result<ExitCode>
         duration: args.duration,
         seed: args.seed,
         adapter: args.adapter,
+        clients: args.clients.clone(),
         stream_replicas: args.replicas,
         connections: args.connections,
         ping_interval: args.ping_interval,

@@ -138,6 +138,9 @@ pub(crate) struct RawOp<'a> {
     #[allow(dead_code)]
     // Part of the format; the checkers only need to know the node is uncertain.
     sent_node: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    #[allow(dead_code)] // Part of the format; reports read it from the history's operations.
+    client_zone: Option<Cow<'a, str>>,
     kind: OpKind,
     pattern: Pattern,
     #[serde(borrow, default)]
@@ -438,6 +441,7 @@ mod tests {
             node: "n1".into(),
             reconnected: true,
             sent_node: Some("n0".into()),
+            client_zone: None,
             kind: OpKind::Read,
             pattern: Pattern::ReadBack,
             value: Some("t1/p1/3".into()),

@@ -559,6 +559,8 @@ pub struct LabStatus {
     pub client_netns: String,
     /// The client namespace's address.
     pub client_address: String,
+    /// One client namespace per zone, where a `per-zone` workload's clients run.
+    pub zone_clients: Vec<ZoneClientStatus>,
     /// Nodes.
     pub nodes: Vec<NodeStatus>,
     /// Replicas.
@@ -567,6 +569,19 @@ pub struct LabStatus {
     pub faults: Vec<FaultRecord>,
     /// Whether new faults are halted.
     pub halted: bool,
+}
+
+/// One zone's client namespace in `lab status`.
+#[derive(Debug, Serialize)]
+pub struct ZoneClientStatus {
+    /// The zone.
+    pub zone: String,
+    /// The namespace.
+    pub netns: String,
+    /// Its address.
+    pub address: String,
+    /// Whether the namespace exists.
+    pub present: bool,
 }
 
 /// Collects the status of a lab.
@@ -614,6 +629,20 @@ pub fn status(ctx: &LabContext) -> Result<LabStatus, LabError> {
         },
         client_netns: ctx.paths.netns("client"),
         client_address: CLIENT_ADDRESS.to_string(),
+        zone_clients: ctx
+            .topology
+            .zone_clients()
+            .into_iter()
+            .map(|client| {
+                let netns = ctx.paths.netns(&client.name);
+                ZoneClientStatus {
+                    present: present.contains(&netns),
+                    zone: client.zone,
+                    netns,
+                    address: client.address.to_string(),
+                }
+            })
+            .collect(),
         nodes,
         services,
         faults: ctx.faults()?,

@@ -256,16 +256,29 @@ impl LabContext {
         };
         let majority = largest_connected_group(&nodes, &grudge);
         let mut endpoint_grudge = endpoint_grudge;
+        let mut cut = |a: &Endpoint, b: &Endpoint| {
+            endpoint_grudge
+                .entry(a.clone())
+                .or_default()
+                .insert(b.clone());
+            endpoint_grudge
+                .entry(b.clone())
+                .or_default()
+                .insert(a.clone());
+        };
         for node in nodes.iter().filter(|n| !majority.contains(n)) {
-            let endpoint = endpoints[node].clone();
-            endpoint_grudge
-                .entry(endpoint.clone())
-                .or_default()
-                .insert(client.clone());
-            endpoint_grudge
-                .entry(client.clone())
-                .or_default()
-                .insert(endpoint);
+            cut(&endpoints[node], &client);
+        }
+        // Each zone's clients share their zone's fate: cut off from whatever the zone's first
+        // node is cut off from.
+        for zone_client in self.topology.zone_clients() {
+            let endpoint = Endpoint {
+                netns: self.paths.netns(&zone_client.name),
+                address: zone_client.address,
+            };
+            for node in zone_client_cut(&zone_client.anchor, &nodes, &grudge) {
+                cut(&endpoint, &endpoints[&node]);
+            }
         }
         self.start(description, duration, max, move |slot| {
             FaultAction::Partition {
@@ -506,6 +519,19 @@ pub fn largest_connected_group(nodes: &[String], grudge: &Grudge<String>) -> Vec
     best
 }
 
+/// The nodes a client standing with `anchor` cannot reach under `grudge`: those `anchor` cannot
+/// reach, in either direction.
+pub fn zone_client_cut(anchor: &str, nodes: &[String], grudge: &Grudge<String>) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|node| {
+            grudge.get(anchor).is_some_and(|b| b.contains(*node))
+                || grudge.get(*node).is_some_and(|b| b.contains(anchor))
+        })
+        .cloned()
+        .collect()
+}
+
 /// The distinct views of a partition: for each node, the set of nodes it still reaches
 /// (itself included), deduplicated. Isolating a zone gives two sides; a bridge gives three.
 pub fn sides_of(nodes: &[String], grudge: &Grudge<String>) -> Vec<Vec<String>> {
@@ -543,6 +569,30 @@ mod tests {
             sides_of(&nodes, &grudge),
             vec![names(&["a1", "a2"]), names(&["b1", "b2"])]
         );
+    }
+
+    #[test]
+    fn zone_client_cut_table() {
+        let nodes = names(&["a1", "a2", "b1", "b2", "c1", "c2"]);
+        let zone_a = net_partition::isolate(&names(&["a1", "a2"]), &nodes).expect("shape");
+        let a1_alone = net_partition::isolate(&names(&["a1"]), &nodes).expect("shape");
+        let a2_alone = net_partition::isolate(&names(&["a2"]), &nodes).expect("shape");
+        let cases: [(&str, &Grudge<String>, &[&str]); 6] = [
+            ("a1", &zone_a, &["b1", "b2", "c1", "c2"]),
+            ("b1", &zone_a, &["a1", "a2"]),
+            ("c1", &zone_a, &["a1", "a2"]),
+            // A zone split by a node partition: its clients stay on its first node's side.
+            ("a1", &a1_alone, &["a2", "b1", "b2", "c1", "c2"]),
+            ("a1", &a2_alone, &["a2"]),
+            ("a1", &Grudge::new(), &[]),
+        ];
+        for (anchor, grudge, expected) in cases {
+            assert_eq!(
+                zone_client_cut(anchor, &nodes, grudge),
+                names(expected),
+                "{anchor} under {grudge:?}"
+            );
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! - `ledger/`: the fault ledger.
 //!
 //! Namespaces are named `fl-<lab>-<node>`, plus `fl-<lab>-sw` (the switch, holding the bridge)
-//! and `fl-<lab>-client` (where the workload and probes run). Lab and node names are lowercase
+//! and `fl-<lab>-client` (where the workload and probes run; it stands with the largest side of
+//! a partition), and `fl-<lab>-c-<zone>` per zone (where a `per-zone` workload's clients run;
+//! each shares its zone's fate). Lab and node names are lowercase
 //! letters and digits only, so the prefix `fl-<lab>-` names exactly one lab's namespaces.
 
 pub mod agent;

@@ -1,5 +1,6 @@
 //! Building and removing the lab network: one namespace per node, a switch namespace with a
-//! bridge, and a client namespace.
+//! bridge, the client namespace (clients standing with the largest side of a partition) and
+//! one client namespace per zone (clients sharing their zone's fate).
 //!
 //! The topology is built once per `lab up` with iproute2 (`ip netns add`, `ip link add`). That
 //! is set-up, not a fault: faults never exec `ip`, they speak netlink (see
@@ -46,15 +47,27 @@ pub fn build(paths: &LabPaths, topology: &Topology) -> Result<(), LabError> {
     ip(&["-n", &switch, "link", "set", "lo", "up"])?;
     ip(&["-n", &switch, "link", "add", BRIDGE, "type", "bridge"])?;
     ip(&["-n", &switch, "link", "set", BRIDGE, "up"])?;
-    let mut members: Vec<(String, String)> = topology
+    // (namespace name, switch port, address). Ports are at most 15 bytes: `v-` plus a node name
+    // of at most 12, `vc-` plus a zone name of at most 12.
+    let mut members: Vec<(String, String, String)> = topology
         .nodes()
         .into_iter()
-        .map(|node| (node.name, node.address.to_string()))
+        .map(|node| {
+            let port = format!("v-{}", node.name);
+            (node.name, port, node.address.to_string())
+        })
         .collect();
-    members.push(("client".to_owned(), CLIENT_ADDRESS.to_string()));
-    for (name, address) in members {
+    members.push((
+        "client".to_owned(),
+        "v-client".to_owned(),
+        CLIENT_ADDRESS.to_string(),
+    ));
+    members.extend(topology.zone_clients().into_iter().map(|client| {
+        let port = format!("vc-{}", client.zone);
+        (client.name, port, client.address.to_string())
+    }));
+    for (name, port, address) in members {
         let netns = paths.netns(&name);
-        let port = format!("v-{name}");
         let cidr = format!("{address}/{LAB_PREFIX_LEN}");
         ip(&["netns", "add", &netns])?;
         ip(&["-n", &netns, "link", "set", "lo", "up"])?;

@@ -18,6 +18,12 @@ pub const LAB_BLOCK: [u8; 2] = [10, 203];
 pub const LAB_PREFIX_LEN: u8 = 16;
 /// Address of the client namespace.
 pub const CLIENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
+/// What a zone's client namespace is called among the lab's namespaces: `c-<zone>`. The hyphen
+/// keeps it apart from node names, which are letters and digits only.
+pub fn zone_client_name(zone: &str) -> String {
+    format!("c-{zone}")
+}
+
 /// Longest node name: node names become veth names (`v-NAME`, at most 15 bytes).
 pub const MAX_NODE_NAME: usize = 12;
 
@@ -216,6 +222,20 @@ pub struct NodeInfo {
     pub address: Ipv4Addr,
 }
 
+/// A zone's client namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ZoneClient {
+    /// Its name among the lab's namespaces, `c-<zone>` (the namespace is `fl-<lab>-c-<zone>`).
+    pub name: String,
+    /// The zone.
+    pub zone: String,
+    /// Address.
+    pub address: Ipv4Addr,
+    /// The node whose fate it shares in partitions: its zone's first node. A partition that
+    /// splits a zone leaves the zone's clients on that node's side.
+    pub anchor: String,
+}
+
 impl Topology {
     /// The default topology.
     pub fn default_lab() -> Self {
@@ -361,6 +381,21 @@ impl Topology {
                             (node_index + 11) as u8,
                         ),
                     })
+            })
+            .collect()
+    }
+
+    /// One client namespace per zone, where a `per-zone` workload's clients of that zone stand:
+    /// `c-<zone>` at 10.203.`i+1`.2, inside its zone's /24 (nodes start at host 11).
+    pub fn zone_clients(&self) -> Vec<ZoneClient> {
+        self.zones
+            .iter()
+            .enumerate()
+            .map(|(zone_index, zone)| ZoneClient {
+                name: zone_client_name(&zone.name),
+                zone: zone.name.clone(),
+                address: Ipv4Addr::new(LAB_BLOCK[0], LAB_BLOCK[1], (zone_index + 1) as u8, 2),
+                anchor: zone.nodes[0].clone(),
             })
             .collect()
     }

@@ -241,6 +241,10 @@ pub struct WorkloadSpec {
     pub rate: f64,
     /// `nats` (JetStream, built in) or `http` (the tenant-records contract).
     pub adapter: String,
+    /// Where the clients stand during a partition: `majority` (default: with the largest
+    /// side), `per-zone` (one client namespace per zone, sharing its zone's fate, using its
+    /// own zone's endpoints first; HTTP adapter) or `{zone: X}` (every client in zone X).
+    pub clients: crate::workload::clients::Clients,
     /// Replicas of each tenant's stream.
     pub stream_replicas: u32,
     /// Seed of the arrival schedule.
@@ -258,6 +262,7 @@ impl Default for WorkloadSpec {
             tenants: 100,
             rate: 200.0,
             adapter: "nats".to_owned(),
+            clients: crate::workload::clients::Clients::Majority,
             stream_replicas: 3,
             seed: 1,
             replica_read_back: true,
@@ -606,6 +611,20 @@ impl ExperimentSpec {
                 format!(
                     "`{}` is not an adapter; use nats or http",
                     self.workload.adapter
+                ),
+            ));
+        }
+        if let Err(problem) = self.workload.clients.validate() {
+            return Err(invalid("workload.clients".into(), problem));
+        }
+        if self.workload.clients != crate::workload::clients::Clients::Majority
+            && self.workload.adapter != "http"
+        {
+            return Err(invalid(
+                "workload.clients".into(),
+                format!(
+                    "`{}` needs `adapter: http` for now; the NATS adapter's clients stand with the majority",
+                    self.workload.clients.describe()
                 ),
             ));
         }

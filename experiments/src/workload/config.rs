@@ -229,6 +229,8 @@ pub struct WorkloadConfig {
     pub seed: u64,
     /// Which system the load goes to.
     pub adapter: AdapterKind,
+    /// Where the clients stand during a partition: `majority`, `per-zone` or `{zone: X}`.
+    pub clients: super::clients::Clients,
     /// Replicas of each tenant's stream (NATS adapter and the lab gateway).
     pub stream_replicas: usize,
     /// NATS connections the tenants share (tenant `i` uses connection `i mod n`). Connection `k`
@@ -297,6 +299,7 @@ impl Default for WorkloadConfig {
             duration: Duration::from_secs(60),
             seed: 1,
             adapter: AdapterKind::Nats,
+            clients: super::clients::Clients::Majority,
             stream_replicas: 3,
             connections: 3,
             op_timeout: Duration::from_secs(2),
@@ -348,6 +351,15 @@ impl WorkloadConfig {
         }
         if self.duration.is_zero() {
             problems.push("--duration must be longer than 0".to_owned());
+        }
+        if let Err(problem) = self.clients.validate() {
+            problems.push(format!("--clients: {problem}"));
+        }
+        if self.clients != super::clients::Clients::Majority && self.adapter == AdapterKind::Nats {
+            problems.push(format!(
+                "--clients {} works with --adapter http only for now; the NATS adapter's clients stand with the majority",
+                self.clients.describe()
+            ));
         }
         if self.stream_replicas == 0 || self.stream_replicas > 5 {
             problems.push(format!(

@@ -24,6 +24,7 @@ use hyper::{Method, StatusCode};
 
 use crate::history::Outcome;
 
+use super::clients::ClientSite;
 use super::contract::{
     records_path, tenant_path, RecordList, WriteAck, IDEMPOTENCY_HEADER, KIND_HEADER,
     MAX_READ_LIMIT, TENANT_HEADER,
@@ -41,10 +42,10 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(e: &HttpEndpoint) -> Self {
+    fn new(e: &HttpEndpoint, site: Option<&Arc<ClientSite>>) -> Self {
         Self {
             node: e.node.clone(),
-            pool: Pool::new(e.addr, 256),
+            pool: Pool::new(e.addr, 256).at_site(site.cloned()),
             down_until: Mutex::new(None),
         }
     }
@@ -102,6 +103,10 @@ pub fn failure_outcome(failure: &Failure) -> Outcome {
 pub struct HttpClient {
     endpoints: RwLock<Vec<Arc<Endpoint>>>,
     next: AtomicUsize,
+    /// Nodes whose endpoints are tried first, in order (a zone's nodes).
+    near: Vec<String>,
+    /// The client site its sockets are made at; its zone's endpoints are tried first.
+    site: Option<Arc<ClientSite>>,
     /// Request timeout.
     pub timeout: Duration,
     /// Retries after the first attempt.
@@ -115,28 +120,56 @@ impl HttpClient {
             endpoints: RwLock::new(
                 endpoints
                     .iter()
-                    .map(|e| Arc::new(Endpoint::new(e)))
+                    .map(|e| Arc::new(Endpoint::new(e, None)))
                     .collect(),
             ),
             next: AtomicUsize::new(0),
+            near: Vec::new(),
+            site: None,
             timeout,
             retries,
         }
     }
 
+    /// A client standing at `site`: its sockets are made in the site's namespace, and it tries
+    /// the endpoints of `near` (the site's zone's nodes) first, in order, before the others.
+    pub fn at_site(
+        endpoints: &[HttpEndpoint],
+        timeout: Duration,
+        retries: u32,
+        site: Arc<ClientSite>,
+        near: Vec<String>,
+    ) -> Self {
+        let client = Self::new(&[], timeout, retries);
+        let client = Self {
+            site: Some(site),
+            near,
+            ..client
+        };
+        client.set_endpoints(endpoints);
+        client
+    }
+
+    /// The zone its clients stand in, when at a site.
+    pub fn zone(&self) -> Option<&str> {
+        self.site.as_ref().map(|s| s.zone.as_str())
+    }
+
     /// Replaces the endpoint list (replicas moved), keeping the pools of unchanged ones.
     pub fn set_endpoints(&self, endpoints: &[HttpEndpoint]) {
         let mut current = self.endpoints.write().expect("endpoints");
-        let next: Vec<Arc<Endpoint>> = endpoints
+        let mut next: Vec<Arc<Endpoint>> = endpoints
             .iter()
             .map(|e| {
                 current
                     .iter()
                     .find(|c| c.pool.addr() == e.addr && c.node == e.node)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Endpoint::new(e)))
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(e, self.site.as_ref())))
             })
             .collect();
+        // Near endpoints first; the sort is stable, so the given order stays otherwise.
+        next.sort_by_key(|e| !self.near.contains(&e.node));
         *current = next;
     }
 
@@ -152,7 +185,12 @@ impl HttpClient {
             return None;
         }
         let now = Instant::now();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // A zone's clients go to the first endpoint up, their own zone's when it is up.
+        let start = if self.near.is_empty() {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            0
+        };
         (0..endpoints.len())
             .map(|i| &endpoints[(start + i) % endpoints.len()])
             .find(|e| !e.is_down(now))

@@ -61,6 +61,8 @@ impl Failure {
 /// Keep-alive connections to one endpoint.
 pub struct Pool {
     addr: SocketAddr,
+    /// Where its sockets are made, when not in the calling thread's namespace.
+    site: Option<std::sync::Arc<super::clients::ClientSite>>,
     host: String,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     max_idle: usize,
@@ -71,10 +73,18 @@ impl Pool {
     pub fn new(addr: SocketAddr, max_idle: usize) -> Self {
         Self {
             addr,
+            site: None,
             host: addr.to_string(),
             idle: Mutex::new(Vec::new()),
             max_idle,
         }
+    }
+
+    /// The same pool, making its sockets at `site` (in that zone's client namespace).
+    #[must_use]
+    pub fn at_site(mut self, site: Option<std::sync::Arc<super::clients::ClientSite>>) -> Self {
+        self.site = site;
+        self
     }
 
     /// The endpoint.
@@ -99,7 +109,13 @@ impl Pool {
                 None => break,
             }
         }
-        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(self.addr))
+        let connect = async {
+            match &self.site {
+                None => TcpStream::connect(self.addr).await,
+                Some(site) => site.socket()?.connect(self.addr).await,
+            }
+        };
+        let stream = tokio::time::timeout(connect_timeout, connect)
             .await
             .map_err(|_| Failure::NotSent("connect timed out".to_owned()))?
             .map_err(|e| Failure::NotSent(e.to_string()))?;

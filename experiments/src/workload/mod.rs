@@ -19,6 +19,7 @@
 //! [`background::spawn_in_lab`] from anywhere.
 
 pub mod background;
+pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod contract;

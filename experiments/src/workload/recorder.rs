@@ -497,6 +497,7 @@ mod tests {
             node: "a1".into(),
             reconnected: false,
             sent_node: None,
+            client_zone: None,
             kind: OpKind::Write,
             pattern: Pattern::Chat,
             value: Some(format!("t001/c1/{i}")),

@@ -21,6 +21,7 @@ use crate::history::{
     HISTORY_FORMAT_VERSION,
 };
 
+use super::clients::SiteWithNodes;
 use super::clock::RunClock;
 use super::config::{AdapterKind, WorkloadConfig};
 use super::http::{parse_ack, parse_records, HttpClient};
@@ -81,8 +82,29 @@ pub struct WorkloadReport {
 }
 
 enum Adapter {
-    Nats { conns: Vec<NatsConn> },
-    Http { client: Arc<HttpClient> },
+    Nats {
+        conns: Vec<NatsConn>,
+    },
+    Http {
+        /// The lab's client namespace's client (provisioning, the read-back).
+        client: Arc<HttpClient>,
+        /// One client per client site when the load's clients stand in zones: tenant `i` uses
+        /// `zones[i mod len]`. Empty when they stand with the majority.
+        zones: Vec<Arc<HttpClient>>,
+    },
+}
+
+/// The HTTP client of tenant `index`.
+fn http_client_of<'a>(
+    client: &'a Arc<HttpClient>,
+    zones: &'a [Arc<HttpClient>],
+    index: u32,
+) -> &'a HttpClient {
+    if zones.is_empty() {
+        client
+    } else {
+        &zones[index as usize % zones.len()]
+    }
 }
 
 struct Exec {
@@ -137,11 +159,17 @@ impl Workload {
         config.validate()?;
         super::recorder::check_writable("history", &config.history)?;
         super::recorder::check_writable("observations", &config.observations)?;
-        let tenant_specs = Arc::new(tenants(&config));
+        let sites = target.client_sites(&config.clients)?;
+        let mut tenant_specs = tenants(&config);
+        for tenant in tenant_specs.iter_mut().filter(|_| !sites.is_empty()) {
+            let (site, _) = &sites[tenant.index as usize % sites.len()];
+            tenant.client_zone = Some(site.zone.clone());
+        }
+        let tenant_specs = Arc::new(tenant_specs);
         let run_id = config.run_id.clone().unwrap_or_else(run_id_now);
         let (adapter, consumers) = match config.adapter {
             AdapterKind::Nats => connect_nats(&config, &target, &tenant_specs).await?,
-            AdapterKind::Http => connect_http(&config, &target, &tenant_specs).await?,
+            AdapterKind::Http => connect_http(&config, &target, &tenant_specs, sites).await?,
         };
         let clock = RunClock::start_now();
         let header = HistoryHeader {
@@ -319,10 +347,13 @@ impl Workload {
             origin,
             background.clone(),
         )));
-        if let (Adapter::Http { client }, true) = (&exec.adapter, self.target.lab().is_some()) {
+        if let (Adapter::Http { client, zones }, true) =
+            (&exec.adapter, self.target.lab().is_some())
+        {
+            let clients = std::iter::once(client).chain(zones).cloned().collect();
             tasks.push(tokio::spawn(refresh_endpoints(
                 self.target.clone(),
-                client.clone(),
+                clients,
                 background.clone(),
             )));
         }
@@ -402,7 +433,7 @@ impl Workload {
                 }
                 replicas = self.read_back_replicas().await;
             }
-            Adapter::Http { client } => {
+            Adapter::Http { client, .. } => {
                 // Stream state as each NATS server sees it, when the servers are known.
                 for server in &self.target.nats {
                     let _ = self
@@ -636,6 +667,7 @@ async fn connect_http(
     config: &WorkloadConfig,
     target: &Target,
     tenants: &Arc<Vec<TenantSpec>>,
+    sites: Vec<SiteWithNodes>,
 ) -> Result<(Adapter, Vec<(usize, PullConsumer)>), WorkloadError> {
     if target.gateways.is_empty() {
         return Err(WorkloadError::Config(
@@ -683,7 +715,19 @@ async fn connect_http(
     for r in results {
         r?;
     }
-    Ok((Adapter::Http { client }, Vec::new()))
+    let zones = sites
+        .into_iter()
+        .map(|(site, near)| {
+            Arc::new(HttpClient::at_site(
+                &target.gateways,
+                config.http_timeout,
+                config.http_retries,
+                site,
+                near,
+            ))
+        })
+        .collect();
+    Ok((Adapter::Http { client, zones }, Vec::new()))
 }
 
 /// A payload of `size` bytes that names its value and tenant.
@@ -768,6 +812,7 @@ impl Meta<'_> {
             node: d.node,
             reconnected: d.reconnected,
             sent_node: d.sent_node,
+            client_zone: self.tenant.client_zone.clone(),
             kind: d.kind,
             pattern: self.pattern,
             value: d.value,
@@ -907,7 +952,8 @@ impl Exec {
                 self.write_nats(meta, conn, kind, value, body, intended_ns)
                     .await
             }
-            Adapter::Http { client } => {
+            Adapter::Http { client, zones } => {
+                let client = http_client_of(client, zones, meta.tenant.index);
                 self.write_http(meta, client, kind, &value, body, intended_ns)
                     .await
             }
@@ -1039,7 +1085,8 @@ impl Exec {
                     .op(meta.op(&self.clock, done), meta.tenant.tier)
                     .await;
             }
-            Adapter::Http { client } => {
+            Adapter::Http { client, zones } => {
+                let client = http_client_of(client, zones, meta.tenant.index);
                 self.read_http(meta, client, from, limit, intended_ns).await;
             }
         }
@@ -1219,14 +1266,20 @@ async fn progress_loop(
     }
 }
 
-async fn refresh_endpoints(mut target: Target, client: Arc<HttpClient>, stop: CancellationToken) {
+async fn refresh_endpoints(
+    mut target: Target,
+    clients: Vec<Arc<HttpClient>>,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
         if target.refresh().is_ok() && !target.gateways.is_empty() {
-            client.set_endpoints(&target.gateways);
+            for client in &clients {
+                client.set_endpoints(&target.gateways);
+            }
         }
     }
 }
@@ -1276,10 +1329,12 @@ async fn record_read_back(
             None
         };
         let result = result.map(|(records, served)| (items(&records), served));
-        let op = meta.op(
+        let mut op = meta.op(
             &exec.clock,
             Done::read(node.to_owned(), 1, invoke, complete, result),
         );
+        // The read-back runs from the lab's client namespace, after every fault has healed.
+        op.client_zone = None;
         fingerprints.entry(index).or_default().push(print);
         exec.recorder.read_back(op, t.tier).await;
     }

@@ -32,6 +32,8 @@ pub struct TenantSpec {
     pub jobs: bool,
     /// Its stream, `FL_<id>`.
     pub stream: String,
+    /// The zone its clients stand in, when the load's clients are per zone or in one zone.
+    pub client_zone: Option<String>,
 }
 
 impl TenantSpec {
@@ -126,6 +128,7 @@ pub fn tenants(config: &WorkloadConfig) -> Vec<TenantSpec> {
                 idle: is_idle || !has_active_mix,
                 rate: 0.0,
                 jobs: !is_idle && tc.mix.jobs > 0.0,
+                client_zone: None,
             });
         }
         index += count;

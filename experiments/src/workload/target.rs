@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::lab::control::LabContext;
-use crate::lab::topology::{Readiness, Service};
+use crate::lab::topology::{zone_client_name, Readiness, Service};
+
+use super::clients::{ClientSite, Clients, SiteWithNodes};
 
 use super::WorkloadError;
 
@@ -213,6 +215,47 @@ impl Target {
     pub fn nats_urls_for(&self, k: usize) -> Vec<String> {
         let n = self.nats.len();
         (0..n).map(|i| self.nats[(k + i) % n].url.clone()).collect()
+    }
+
+    /// The client sites of `clients`, each with its zone's nodes: none for `majority` (the
+    /// load runs in the lab's client namespace), one per zone for `per-zone`, one for
+    /// `zone: X`.
+    ///
+    /// # Errors
+    /// Not a lab, an unknown zone, or a zone client namespace that cannot be entered.
+    pub fn client_sites(&self, clients: &Clients) -> Result<Vec<SiteWithNodes>, WorkloadError> {
+        if *clients == Clients::Majority {
+            return Ok(Vec::new());
+        }
+        let Some(ctx) = &self.lab else {
+            return Err(WorkloadError::Config(format!(
+                "--clients {} needs a lab (its zones' client namespaces); with --nats or --gateway URLs the load runs where chaosctl runs",
+                clients.describe()
+            )));
+        };
+        let zones: Vec<&crate::lab::topology::Zone> = match clients {
+            Clients::Zone(name) => vec![ctx.topology.zone(name).ok_or_else(|| {
+                WorkloadError::Config(format!(
+                    "--clients zone:{name}: lab `{}` has no zone `{name}`; its zones: {}",
+                    ctx.paths.name,
+                    ctx.topology
+                        .zones
+                        .iter()
+                        .map(|z| z.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?],
+            _ => ctx.topology.zones.iter().collect(),
+        };
+        zones
+            .into_iter()
+            .map(|zone| {
+                let netns = ctx.paths.netns(&zone_client_name(&zone.name));
+                let site = ClientSite::start(&ctx.netns_dir, &netns, &zone.name)?;
+                Ok((Arc::new(site), zone.nodes.clone()))
+            })
+            .collect()
     }
 
     /// The network namespace directory and client namespace of the lab, if any.

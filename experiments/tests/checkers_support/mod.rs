@@ -45,6 +45,7 @@ pub fn op(
         node: node.into(),
         reconnected: false,
         sent_node: None,
+        client_zone: None,
         kind,
         pattern,
         value: None,

@@ -1,0 +1,179 @@
+//! Where the load's clients stand: the `clients` setting, and the client sites (a thread in a
+//! zone's client namespace) that make the sockets of the clients standing there.
+//!
+//! A socket belongs to the network namespace of the thread that created it, so a client site
+//! is a thread that entered its namespace once and creates sockets on request; the sockets are
+//! then connected and used from the workload's own runtime like any other.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpSocket;
+
+use super::target::enter_netns;
+use super::WorkloadError;
+
+/// Where the load's clients stand during a partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Clients {
+    /// One client namespace standing with the largest side of any partition.
+    #[default]
+    Majority,
+    /// One client namespace per zone, each sharing its zone's fate and using its own zone's
+    /// endpoints first; tenant `i` stands in zone `i mod zones`.
+    PerZone,
+    /// Every client in this zone's client namespace.
+    Zone(String),
+}
+
+impl Clients {
+    /// How it is written on the command line and in the history header.
+    pub fn describe(&self) -> String {
+        match self {
+            Clients::Majority => "majority".to_owned(),
+            Clients::PerZone => "per-zone".to_owned(),
+            Clients::Zone(zone) => format!("zone:{zone}"),
+        }
+    }
+
+    /// Pure checks: a zone name is 1 to 12 lowercase letters or digits, starting with a letter.
+    ///
+    /// # Errors
+    /// The problem, naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Clients::Zone(zone) => crate::lab::topology::check_name("clients zone", zone, 12),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::str::FromStr for Clients {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let clients = match s {
+            "majority" => Clients::Majority,
+            "per-zone" => Clients::PerZone,
+            other => match other
+                .strip_prefix("zone:")
+                .or_else(|| other.strip_prefix("zone="))
+            {
+                Some(zone) => Clients::Zone(zone.to_owned()),
+                None => {
+                    return Err(format!(
+                        "unknown clients setting `{other}`; use majority, per-zone or zone:NAME"
+                    ))
+                }
+            },
+        };
+        clients.validate()?;
+        Ok(clients)
+    }
+}
+
+/// A client site with its zone's nodes, whose endpoints its clients try first.
+pub type SiteWithNodes = (std::sync::Arc<ClientSite>, Vec<String>);
+
+type SocketRequest = mpsc::Sender<std::io::Result<TcpSocket>>;
+
+/// A thread standing in one client namespace that makes sockets there.
+pub struct ClientSite {
+    /// The zone it stands in.
+    pub zone: String,
+    requests: std::sync::Mutex<mpsc::Sender<SocketRequest>>,
+}
+
+impl std::fmt::Debug for ClientSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSite")
+            .field("zone", &self.zone)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientSite {
+    /// Starts the thread and enters `netns_dir/netns`. The thread ends when the site is
+    /// dropped.
+    ///
+    /// # Errors
+    /// The namespace cannot be entered (not root, or the lab has no such namespace: run
+    /// `chaosctl lab up` again to create the zones' client namespaces).
+    pub fn start(netns_dir: &Path, netns: &str, zone: &str) -> Result<Self, WorkloadError> {
+        let (requests, incoming) = mpsc::channel::<SocketRequest>();
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (dir, name) = (netns_dir.to_owned(), netns.to_owned());
+        std::thread::Builder::new()
+            .name(format!("clients-{zone}"))
+            .spawn(move || {
+                let entered = enter_netns(&dir, &name);
+                let ok = entered.is_ok();
+                let _ = entered_tx.send(entered);
+                if ok {
+                    for reply in incoming {
+                        let _ = reply.send(TcpSocket::new_v4());
+                    }
+                }
+            })
+            .map_err(WorkloadError::Runtime)?;
+        entered_rx
+            .recv()
+            .map_err(|_| WorkloadError::Config(format!("the client thread for {netns} died")))??;
+        Ok(Self {
+            zone: zone.to_owned(),
+            requests: std::sync::Mutex::new(requests),
+        })
+    }
+
+    /// A new, unconnected IPv4 TCP socket in the site's namespace.
+    ///
+    /// # Errors
+    /// The socket could not be made, or the site's thread is gone.
+    pub fn socket(&self) -> std::io::Result<TcpSocket> {
+        let (reply, answer) = mpsc::channel();
+        self.requests
+            .lock()
+            .map_err(|_| std::io::Error::other("client site lock poisoned"))?
+            .send(reply)
+            .map_err(|_| std::io::Error::other("the client site's thread is gone"))?;
+        answer
+            .recv()
+            .map_err(|_| std::io::Error::other("the client site's thread is gone"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_parse_table() {
+        let cases = [
+            ("majority", Ok(Clients::Majority)),
+            ("per-zone", Ok(Clients::PerZone)),
+            ("zone:b", Ok(Clients::Zone("b".to_owned()))),
+            ("zone=b", Ok(Clients::Zone("b".to_owned()))),
+            ("zone:", Err("invalid")),
+            ("zone:B", Err("invalid")),
+            ("everywhere", Err("use majority, per-zone or zone:NAME")),
+        ];
+        for (text, expected) in cases {
+            match (text.parse::<Clients>(), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{text}: {got}"),
+                (got, want) => panic!("{text}: {got:?}, expected {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn clients_yaml_forms() {
+        let parse = |yaml: &str| serde_yaml::from_str::<Clients>(yaml).map_err(|e| e.to_string());
+        assert_eq!(parse("majority"), Ok(Clients::Majority));
+        assert_eq!(parse("per-zone"), Ok(Clients::PerZone));
+        assert_eq!(parse("{zone: a}"), Ok(Clients::Zone("a".to_owned())));
+        assert!(parse("somewhere").is_err());
+    }
+}
