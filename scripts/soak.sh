@@ -17,7 +17,7 @@ set -euo pipefail
 minutes=${FAULTLINE_SOAK_MINUTES:-60}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bin=${FAULTLINE_SOAK_BIN_DIR:-$repo/target/debug}
-[ -x "$bin/chaosctl" ] && [ -x "$bin/faultlined" ] || (cd "$repo" && cargo build --bins)
+[ -x "$bin/chaosctl" ] && [ -x "$bin/faultlined" ] && [ -x "$bin/tenant-gateway" ] || (cd "$repo" && cargo build --bins)
 
 export FAULTLINE_STATE_ROOT
 FAULTLINE_STATE_ROOT=$(mktemp -d /tmp/faultline-soak.XXXXXX)
