@@ -275,6 +275,7 @@ fn read_back_op(
         error,
         read,
         served_tenant,
+        client_zone: None,
     }
 }
 
@@ -500,6 +501,7 @@ mod tests {
             error: None,
             read: None,
             served_tenant: None,
+            client_zone: None,
         }
     }
 
