@@ -170,7 +170,8 @@ enum Command {
     /// Manage the embedded lab: network namespaces as nodes and zones, real services.
     #[command(subcommand)]
     Lab(lab::LabCommand),
-    /// Re-run the checkers on a recorded history. Exit code: 0 valid, 1 invalid (an SLO or
+    /// Re-run the checkers on a recorded history, or on a run directory with the SLOs of its
+    /// spec (says on stderr which it used). Exit code: 0 valid, 1 invalid (an SLO or
     /// consistency failure), 2 unknown or error.
     Check(check::CheckArgs),
     /// Run an experiment end to end: bring the lab up if needed, run the tenant load, take a

@@ -196,7 +196,10 @@ fn ensure_lab(options: &RunOptions) -> Result<(LabContext, bool), EngineError> {
     }
 }
 
-fn check_config(spec: &ExperimentSpec) -> CheckConfig {
+/// The checker configuration a run of `spec` judges with: the scenario's seed SLO overridden by
+/// the spec's `slo` (recovery deadline, success rate, p99, throughput) and its `settle` as the
+/// convergence deadline. `chaosctl check RUN_DIR` judges a recorded run with the same.
+pub fn check_config(spec: &ExperimentSpec) -> CheckConfig {
     let mut config = CheckConfig::for_scenario(&spec.name);
     config.slo.recovery_deadline_ms = spec.slo.max_ttr.as_millis() as u64;
     config.slo.min_success_rate = spec.slo.min_success_rate;
