@@ -3,6 +3,7 @@
 mod check;
 pub mod cluster;
 pub mod cluster_run;
+mod contract;
 mod faults;
 mod lab;
 mod load;
@@ -209,6 +210,10 @@ enum Command {
     /// Run the multi-tenant background load on its own and record its history: live progress,
     /// a k6-style summary, and a final read-back through every node.
     Load(load::LoadArgs),
+    /// The HTTP tenant-records contract (docs/workload.md) that your own services implement
+    /// for the `http` adapter.
+    #[command(subcommand)]
+    Contract(contract::ContractCommand),
     /// Inject one fault by hand (game days). Prints the fault id and when it will be reverted.
     /// Refused while a run holds the lab (one run or inject per lab at a time), or while
     /// halted.
@@ -569,6 +574,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Show { .. }
             | Command::Validate { .. }
             | Command::Check(_)
+            | Command::Contract(_)
             | Command::Runs(_)
             | Command::Trends(_)
             | Command::Schedule(_)
@@ -588,6 +594,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lab(command) => lab::run(&host, command),
         Command::Load(args) => load::run(&host, &args),
         Command::Check(args) => Ok(check::run(&args)),
+        Command::Contract(command) => contract::run(&host, &command),
         Command::Run(args) => {
             require_root()?;
             run::run(&host, &args, cli.max_fault_duration)
