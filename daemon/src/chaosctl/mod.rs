@@ -592,7 +592,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match command {
         Command::Lab(command) => lab::run(&host, command),
-        Command::Load(args) => load::run(&host, &args),
+        Command::Load(args) => load::run(&host, &args, cli.lab_named),
         Command::Check(args) => Ok(check::run(&args)),
         Command::Contract(command) => contract::run(&host, &command),
         Command::Run(args) => {

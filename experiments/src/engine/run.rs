@@ -610,6 +610,7 @@ fn workload_config(spec: &ExperimentSpec, run_id: &str, dir: &Path, seed: u64) -
             AdapterKind::Nats
         },
         stream_replicas: spec.workload.stream_replicas as usize,
+        http_services: spec.workload.services.clone(),
         replica_read_back: spec.workload.replica_read_back,
         history: dir.join("history.jsonl"),
         observations: dir.join("observations.jsonl"),

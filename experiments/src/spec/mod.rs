@@ -241,6 +241,10 @@ pub struct WorkloadSpec {
     pub rate: f64,
     /// `nats` (JetStream, built in) or `http` (the tenant-records contract).
     pub adapter: String,
+    /// With `adapter: http`: the services that serve the tenant-records contract, on the lab
+    /// the topology's service names, on a cluster names in `kubernetes.workloads`; the load
+    /// goes to every replica (pod) of each. Default `[gateway]`.
+    pub services: Vec<String>,
     /// Replicas of each tenant's stream.
     pub stream_replicas: u32,
     /// Seed of the arrival schedule.
@@ -258,6 +262,7 @@ impl Default for WorkloadSpec {
             tenants: 100,
             rate: 200.0,
             adapter: "nats".to_owned(),
+            services: vec![crate::workload::target::GATEWAY_SERVICE.to_owned()],
             stream_replicas: 3,
             seed: 1,
             replica_read_back: true,
@@ -599,6 +604,17 @@ impl ExperimentSpec {
                 "workload.rate".into(),
                 "must be above 0 operations per second".into(),
             ));
+        }
+        if self.workload.adapter == "http"
+            && (self.workload.services.is_empty()
+                || self.workload.services.iter().any(String::is_empty))
+        {
+            return Err(SpecError::Invalid {
+                source_name: source_name.to_owned(),
+                field: "workload.services".into(),
+                message: "name at least one service that serves the HTTP contract, e.g. [gateway]"
+                    .into(),
+            });
         }
         if !matches!(self.workload.adapter.as_str(), "nats" | "http") {
             return Err(invalid(
