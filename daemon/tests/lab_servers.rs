@@ -191,3 +191,32 @@ fn the_revert_hint_of_inject_is_a_command_that_works_as_printed() {
         "the hint reverted the fault"
     );
 }
+
+#[test]
+fn a_lab_without_nats_shows_how_to_reach_its_own_service_not_nats() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::new();
+    let topology = lab.state_root().join("web-only.yaml");
+    std::fs::write(
+        &topology,
+        "zones:\n  - {name: a, nodes: [a1]}\nservices:\n  - name: web\n    command: [/usr/bin/python3, -m, http.server, '8000', --bind, '{node_ip}']\n    ready: {http: {port: 8000, path: /}}\n    ports: {http: 8000}\n",
+    )
+    .expect("write topology");
+    let stdout = lab.ok(&["lab", "up", "--topology", topology.to_str().expect("utf8")]);
+    assert!(
+        !stdout.contains("/jsz"),
+        "no NATS hint on a lab without NATS:\n{stdout}"
+    );
+    assert!(!stdout.contains(":8222"), "{stdout}");
+    let address = lab.status()["nodes"][0]["address"]
+        .as_str()
+        .expect("address")
+        .to_owned();
+    assert!(
+        stdout.contains(&format!("curl -s http://{address}:8000/")),
+        "the hint reaches the lab's own service:\n{stdout}"
+    );
+    lab.ok(&["lab", "down"]);
+}

@@ -481,7 +481,11 @@ fn main() {
     let (ctx, _) =
         control::up(&host, LAB, &resolved, &agent, Duration::from_secs(90)).expect("lab up");
     let guard = LabGuard { host, _root: root };
-    let target = Target::from_lab(&ctx).expect("target");
+    let target = Target::from_lab(
+        &ctx,
+        &[faultline_experiments::workload::target::GATEWAY_SERVICE.to_owned()],
+    )
+    .expect("target");
     let netns = target.client_netns().expect("a lab target");
     let want = |name: &str| a.only.as_deref().is_none_or(|o| o == name);
     let mut rows: Vec<String> = Vec::new();

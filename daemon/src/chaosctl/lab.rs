@@ -133,15 +133,12 @@ pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitC
             let status = control::status(&ctx)?;
             print_status(&status);
             warn_about_servers(&resolved.warnings, &status.servers);
-            println!(
-                "\nServices are reachable from the lab's client namespace, e.g.\n  ip netns exec {} curl -s http://{}:8222/jsz",
-                status.client_netns,
-                status
-                    .nodes
-                    .iter()
-                    .find(|n| status.services.iter().any(|s| s.node == n.name))
-                    .map_or("10.203.1.11", |n| n.address.as_str())
-            );
+            if let Some(example) = reach_example(&resolved.topology, &status) {
+                println!(
+                    "\nServices are reachable from the lab's client namespace, e.g.\n  ip netns exec {} {example}",
+                    status.client_netns
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Down { name } => {
@@ -209,6 +206,45 @@ pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitC
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A command that reaches one of this lab's own services from the client namespace: a NATS
+/// server's `/jsz` if the lab runs NATS, else the readiness URL of an HTTP service, else a TCP
+/// port; `None` when no service has a port to show.
+fn reach_example(
+    topology: &faultline_experiments::lab::topology::Topology,
+    status: &LabStatus,
+) -> Option<String> {
+    use faultline_experiments::lab::topology::Readiness;
+    let address = |service: &str| {
+        let replica = status
+            .services
+            .iter()
+            .find(|r| r.replica.split('/').next() == Some(service))?;
+        status
+            .nodes
+            .iter()
+            .find(|n| n.name == replica.node)
+            .map(|n| n.address.clone())
+    };
+    let jetstream = topology.services.iter().find_map(|s| match &s.ready {
+        Readiness::NatsJetstream { monitor_port } => Some((s, format!(":{monitor_port}/jsz"))),
+        _ => None,
+    });
+    let http = || {
+        topology.services.iter().find_map(|s| match &s.ready {
+            Readiness::Http { port, path } => Some((s, format!(":{port}{path}"))),
+            _ => None,
+        })
+    };
+    if let Some((service, tail)) = jetstream.or_else(http) {
+        return Some(format!("curl -s http://{}{tail}", address(&service.name)?));
+    }
+    let (service, port) = topology
+        .services
+        .iter()
+        .find_map(|s| s.ports.values().next().map(|p| (s, *p)))?;
+    Some(format!("nc -zv {} {port}", address(&service.name)?))
 }
 
 /// The topology of `path` (else the built-in one) with every program resolved: the NATS

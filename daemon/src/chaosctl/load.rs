@@ -1,6 +1,8 @@
 //! `chaosctl load`: the tenant workload on its own, with a live progress line and a k6-style
 //! summary. Inside a lab it enters the lab's client namespace (once, before its runtime starts,
-//! so every thread is there); with `--nats`/`--gateway` URLs it stays where it is.
+//! so every thread is there) and records fault windows from the lab's ledger; with
+//! `--nats`/`--gateway` URLs it loads those, from inside the lab when `--lab` names one, else
+//! from where it is.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -72,10 +74,15 @@ pub(crate) struct LoadArgs {
     /// the current network namespace.
     #[arg(long, value_delimiter = ',')]
     nats: Vec<String>,
-    /// Tenant-records endpoints to load instead of the lab's gateways (http://IP:PORT,
-    /// comma-separated), with `--adapter http`. Runs in the current network namespace.
+    /// Tenant-records endpoints to load instead of the lab's services (http://IP:PORT,
+    /// comma-separated), with `--adapter http`. With `--lab` (or FAULTLINE_LAB) it runs in that
+    /// lab's client namespace and records its fault windows; else in the current namespace.
     #[arg(long, value_delimiter = ',')]
     gateway: Vec<String>,
+    /// With `--adapter http` on a lab: the lab services that serve the HTTP tenant-records
+    /// contract (comma-separated); the load goes to every replica of each.
+    #[arg(long = "service", value_delimiter = ',', default_value = "gateway")]
+    services: Vec<String>,
     /// Skip the final read-back through every node.
     #[arg(long)]
     no_read_back: bool,
@@ -175,7 +182,7 @@ fn print_report(report: &WorkloadReport, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn run(host: &HostPaths, args: &LoadArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(host: &HostPaths, args: &LoadArgs, lab_named: bool) -> anyhow::Result<ExitCode> {
     let observations = args
         .observations
         .clone()
@@ -188,6 +195,7 @@ pub(crate) fn run(host: &HostPaths, args: &LoadArgs) -> anyhow::Result<ExitCode>
         adapter: args.adapter,
         clients: args.clients.clone(),
         stream_replicas: args.replicas,
+        http_services: args.services.clone(),
         connections: args.connections,
         ping_interval: args.ping_interval,
         settle: args.settle,
@@ -203,12 +211,17 @@ pub(crate) fn run(host: &HostPaths, args: &LoadArgs) -> anyhow::Result<ExitCode>
     check_writable("history", &config.history)?;
     check_writable("observations", &config.observations)?;
     let external = !args.nats.is_empty() || !args.gateway.is_empty();
-    let target = if external {
+    let target = if external && !lab_named {
         Target::from_urls(&args.nats, &args.gateway)?
+    } else if external {
+        // The user's endpoints, from inside the lab: its network, its fault windows.
+        let urls = Target::from_urls(&args.nats, &args.gateway)?;
+        super::require_root()?;
+        urls.in_lab(&LabContext::open(host, &args.lab)?)
     } else {
         super::require_root()?;
         let ctx = LabContext::open(host, &args.lab)?;
-        Target::from_lab(&ctx)?
+        Target::from_lab(&ctx, config.lab_http_services())?
     };
     if let Some((netns_dir, netns)) = target.client_netns() {
         // Before the runtime exists, so every one of its threads is born in the namespace.

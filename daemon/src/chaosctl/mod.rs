@@ -3,6 +3,7 @@
 mod check;
 pub mod cluster;
 pub mod cluster_run;
+mod contract;
 mod faults;
 mod lab;
 mod load;
@@ -170,7 +171,8 @@ enum Command {
     /// Manage the embedded lab: network namespaces as nodes and zones, real services.
     #[command(subcommand)]
     Lab(lab::LabCommand),
-    /// Re-run the checkers on a recorded history. Exit code: 0 valid, 1 invalid (an SLO or
+    /// Re-run the checkers on a recorded history, or on a run directory with the SLOs of its
+    /// spec (says on stderr which it used). Exit code: 0 valid, 1 invalid (an SLO or
     /// consistency failure), 2 unknown or error.
     Check(check::CheckArgs),
     /// Run an experiment end to end: bring the lab up if needed, run the tenant load, take a
@@ -208,6 +210,10 @@ enum Command {
     /// Run the multi-tenant background load on its own and record its history: live progress,
     /// a k6-style summary, and a final read-back through every node.
     Load(load::LoadArgs),
+    /// The HTTP tenant-records contract (docs/workload.md) that your own services implement
+    /// for the `http` adapter.
+    #[command(subcommand)]
+    Contract(contract::ContractCommand),
     /// Inject one fault by hand (game days). Prints the fault id and when it will be reverted.
     /// Refused while a run holds the lab (one run or inject per lab at a time), or while
     /// halted.
@@ -568,6 +574,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Show { .. }
             | Command::Validate { .. }
             | Command::Check(_)
+            | Command::Contract(_)
             | Command::Runs(_)
             | Command::Trends(_)
             | Command::Schedule(_)
@@ -585,8 +592,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match command {
         Command::Lab(command) => lab::run(&host, command),
-        Command::Load(args) => load::run(&host, &args),
+        Command::Load(args) => load::run(&host, &args, cli.lab_named),
         Command::Check(args) => Ok(check::run(&args)),
+        Command::Contract(command) => contract::run(&host, &command),
         Command::Run(args) => {
             require_root()?;
             run::run(&host, &args, cli.max_fault_duration)

@@ -200,7 +200,10 @@ fn ensure_lab(options: &RunOptions) -> Result<(LabContext, bool), EngineError> {
     }
 }
 
-fn check_config(spec: &ExperimentSpec) -> CheckConfig {
+/// The checker configuration a run of `spec` judges with: the scenario's seed SLO overridden by
+/// the spec's `slo` (recovery deadline, success rate, p99, throughput) and its `settle` as the
+/// convergence deadline. `chaosctl check RUN_DIR` judges a recorded run with the same.
+pub fn check_config(spec: &ExperimentSpec) -> CheckConfig {
     let mut config = CheckConfig::for_scenario(&spec.name);
     config.slo.recovery_deadline_ms = spec.slo.max_ttr.as_millis() as u64;
     config.slo.min_success_rate = spec.slo.min_success_rate;
@@ -588,6 +591,7 @@ fn workload_config(spec: &ExperimentSpec, run_id: &str, dir: &Path, seed: u64) -
         },
         stream_replicas: spec.workload.stream_replicas as usize,
         clients: spec.workload.clients.clone(),
+        http_services: spec.workload.services.clone(),
         replica_read_back: spec.workload.replica_read_back,
         history: dir.join("history.jsonl"),
         observations: dir.join("observations.jsonl"),

@@ -26,7 +26,7 @@ use crate::lab::jetstream::{merge_jsz, ALL_STREAMS};
 use crate::spec::{
     label_selector, ExperimentSpec, KubernetesSpec, Probe, DEFAULT_WORKLOAD_HTTP_PORT,
 };
-use crate::workload::target::{HttpEndpoint, NatsServer, GATEWAY_SERVICE};
+use crate::workload::target::{HttpEndpoint, NatsServer};
 use crate::workload::{self, AdapterKind, BackgroundWorkload, WorkloadConfig};
 
 use super::target::{http_get, monitor_json, ClusterTarget};
@@ -138,7 +138,11 @@ impl ClusterSite {
 
     /// Where the load goes: the NATS pods (always, for observations), and the gateway pods
     /// for the `http` adapter.
-    fn load_target(&self, adapter: AdapterKind) -> Result<workload::Target, String> {
+    fn load_target(
+        &self,
+        adapter: AdapterKind,
+        services: &[String],
+    ) -> Result<workload::Target, String> {
         let (nats_pods, client_port, monitor_port) = self.nats_pods()?;
         let mut node_of = HashMap::new();
         let nats = nats_pods
@@ -153,19 +157,18 @@ impl ClusterSite {
                 }
             })
             .collect();
-        let gateways = if adapter == AdapterKind::Http {
-            let (pods, port) = self.workload_pods(GATEWAY_SERVICE).map_err(|e| {
-                format!("{e}; the http adapter sends the load to the `gateway` workload's pods (or use workload.adapter: nats)")
-            })?;
-            pods.iter()
-                .map(|pod| HttpEndpoint {
+        let mut gateways = Vec::new();
+        if adapter == AdapterKind::Http {
+            for service in services {
+                let (pods, port) = self.workload_pods(service).map_err(|e| {
+                    format!("{e}; the http adapter sends the load to the pods of workload.services ({}) (or use workload.adapter: nats)", services.join(", "))
+                })?;
+                gateways.extend(pods.iter().map(|pod| HttpEndpoint {
                     node: pod.node.clone(),
                     addr: SocketAddr::new(pod.ip, port),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+                }));
+            }
+        }
         Ok(workload::Target::from_servers(nats, gateways, node_of))
     }
 
@@ -227,7 +230,7 @@ impl RunSite for ClusterSite {
 
     fn spawn_load(&self, config: WorkloadConfig) -> Result<BackgroundWorkload, EngineError> {
         let target = self
-            .load_target(config.adapter)
+            .load_target(config.adapter, &config.http_services)
             .map_err(EngineError::Cluster)?;
         Ok(workload::spawn(target, config)?)
     }

@@ -245,6 +245,10 @@ pub struct WorkloadSpec {
     /// side), `per-zone` (one client namespace per zone, sharing its zone's fate, using its
     /// own zone's endpoints first; HTTP adapter) or `{zone: X}` (every client in zone X).
     pub clients: crate::workload::clients::Clients,
+    /// With `adapter: http`: the services that serve the tenant-records contract, on the lab
+    /// the topology's service names, on a cluster names in `kubernetes.workloads`; the load
+    /// goes to every replica (pod) of each. Default `[gateway]`.
+    pub services: Vec<String>,
     /// Replicas of each tenant's stream.
     pub stream_replicas: u32,
     /// Seed of the arrival schedule.
@@ -263,6 +267,7 @@ impl Default for WorkloadSpec {
             rate: 200.0,
             adapter: "nats".to_owned(),
             clients: crate::workload::clients::Clients::Majority,
+            services: vec![crate::workload::target::GATEWAY_SERVICE.to_owned()],
             stream_replicas: 3,
             seed: 1,
             replica_read_back: true,
@@ -530,6 +535,40 @@ pub mod duration_text {
     }
 }
 
+impl WorkloadSpec {
+    /// The adapter, the services it loads and where its clients stand; the field at fault and
+    /// the problem otherwise.
+    fn validate_clients_and_services(&self) -> Result<(), (&'static str, String)> {
+        if self.adapter == "http"
+            && (self.services.is_empty() || self.services.iter().any(String::is_empty))
+        {
+            return Err((
+                "workload.services",
+                "name at least one service that serves the HTTP contract, e.g. [gateway]".into(),
+            ));
+        }
+        if !matches!(self.adapter.as_str(), "nats" | "http") {
+            return Err((
+                "workload.adapter",
+                format!("`{}` is not an adapter; use nats or http", self.adapter),
+            ));
+        }
+        self.clients
+            .validate()
+            .map_err(|problem| ("workload.clients", problem))?;
+        if self.clients != crate::workload::clients::Clients::Majority && self.adapter != "http" {
+            return Err((
+                "workload.clients",
+                format!(
+                    "`{}` needs `adapter: http` for now; the NATS adapter's clients stand with the majority",
+                    self.clients.describe()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl ExperimentSpec {
     /// Parses YAML; unknown fields are errors with line and column.
     pub fn parse(yaml: &str, source_name: &str) -> Result<Self, SpecError> {
@@ -605,29 +644,9 @@ impl ExperimentSpec {
                 "must be above 0 operations per second".into(),
             ));
         }
-        if !matches!(self.workload.adapter.as_str(), "nats" | "http") {
-            return Err(invalid(
-                "workload.adapter".into(),
-                format!(
-                    "`{}` is not an adapter; use nats or http",
-                    self.workload.adapter
-                ),
-            ));
-        }
-        if let Err(problem) = self.workload.clients.validate() {
-            return Err(invalid("workload.clients".into(), problem));
-        }
-        if self.workload.clients != crate::workload::clients::Clients::Majority
-            && self.workload.adapter != "http"
-        {
-            return Err(invalid(
-                "workload.clients".into(),
-                format!(
-                    "`{}` needs `adapter: http` for now; the NATS adapter's clients stand with the majority",
-                    self.workload.clients.describe()
-                ),
-            ));
-        }
+        self.workload
+            .validate_clients_and_services()
+            .map_err(|(field, message)| invalid(field.into(), message))?;
         if self.settle > MAX_SETTLE {
             return Err(invalid(
                 "settle".into(),

@@ -39,7 +39,7 @@ pub fn spawn_in_lab(
     ctx: &LabContext,
     config: WorkloadConfig,
 ) -> Result<BackgroundWorkload, WorkloadError> {
-    spawn(Target::from_lab(ctx)?, config)
+    spawn(Target::from_lab(ctx, config.lab_http_services())?, config)
 }
 
 /// Starts `config` against `target` on a dedicated thread with its own runtime (two workers).

@@ -233,6 +233,10 @@ pub struct WorkloadConfig {
     pub clients: super::clients::Clients,
     /// Replicas of each tenant's stream (NATS adapter and the lab gateway).
     pub stream_replicas: usize,
+    /// With the `http` adapter on a lab: the lab services that serve the HTTP tenant-records
+    /// contract; the load goes to every replica of each (default: `gateway`, the reference
+    /// gateway of the built-in topology).
+    pub http_services: Vec<String>,
     /// NATS connections the tenants share (tenant `i` uses connection `i mod n`). Connection `k`
     /// prefers server `k mod servers`.
     pub connections: usize,
@@ -301,6 +305,7 @@ impl Default for WorkloadConfig {
             adapter: AdapterKind::Nats,
             clients: super::clients::Clients::Majority,
             stream_replicas: 3,
+            http_services: vec![super::target::GATEWAY_SERVICE.to_owned()],
             connections: 3,
             op_timeout: Duration::from_secs(2),
             ping_interval: super::nats::DEFAULT_PING_INTERVAL,
@@ -323,6 +328,16 @@ impl Default for WorkloadConfig {
 }
 
 impl WorkloadConfig {
+    /// The lab services the load goes to: the `http_services` with the `http` adapter, none
+    /// with NATS (whose servers are found by their readiness).
+    pub fn lab_http_services(&self) -> &[String] {
+        if self.adapter == AdapterKind::Http {
+            &self.http_services
+        } else {
+            &[]
+        }
+    }
+
     /// The tier config.
     pub fn tier(&self, tier: Tier) -> &TierConfig {
         &self.tiers[tier.index()]
@@ -332,6 +347,11 @@ impl WorkloadConfig {
     #[allow(clippy::too_many_lines)] // One check per field, in field order; splitting would scatter them.
     pub fn validate(&self) -> Result<(), WorkloadError> {
         let mut problems = Vec::new();
+        if self.adapter == AdapterKind::Http && self.http_services.is_empty() {
+            problems.push(
+                "the http adapter needs at least one service to load (--service NAME)".to_owned(),
+            );
+        }
         if self.tenants == 0 {
             problems.push("--tenants must be at least 1".to_owned());
         }

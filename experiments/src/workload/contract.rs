@@ -13,8 +13,9 @@
 //!   on, in order, at most M: 200 with a [`RecordList`].
 //!
 //! Every request carries the tenant twice, in the path and in `X-Tenant-Id`; a service must
-//! refuse a request where they differ (400). Responses name the replica that served them in
-//! `X-Served-By`.
+//! refuse a request where they differ (400). Responses name the lab node of the replica that
+//! served them in `X-Served-By`. Tenant ids, unknown tenants and sequence numbers are as
+//! docs/workload.md states; [`super::conformance`] checks a running endpoint against all of it.
 
 use serde::{Deserialize, Serialize};
 

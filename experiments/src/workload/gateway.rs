@@ -302,6 +302,15 @@ impl Gateway {
     }
 
     async fn provision(&self, tenant: &str) -> Response<Full<Bytes>> {
+        // JetStream answers a create of an identical stream with success, so the contract's
+        // "200 already there" needs a look first.
+        if self.nats.js.get_stream(stream_name(tenant)).await.is_ok() {
+            return json(
+                StatusCode::OK,
+                &self.node,
+                &serde_json::json!({"tenant": tenant, "created": false}),
+            );
+        }
         match self
             .nats
             .js

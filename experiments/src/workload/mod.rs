@@ -22,6 +22,7 @@ pub mod background;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod conformance;
 pub mod contract;
 pub mod gateway;
 pub mod http;

@@ -487,7 +487,11 @@ impl Workload {
         let Some(ctx) = self
             .target
             .lab()
-            .filter(|_| exec.config.replica_read_back && self.target.nats.len() > 1)
+            .filter(|_| {
+                exec.config.replica_read_back
+                    && self.target.nats.len() > 1
+                    && self.target.from_topology()
+            })
             .cloned()
         else {
             return replicas;
@@ -671,7 +675,10 @@ async fn connect_http(
 ) -> Result<(Adapter, Vec<(usize, PullConsumer)>), WorkloadError> {
     if target.gateways.is_empty() {
         return Err(WorkloadError::Config(
-            "the target has no tenant gateways (give --gateway URLs or a lab with a `gateway` service)".to_owned(),
+            format!(
+                "the target has no HTTP endpoints: give --gateway URLs, or name the lab services that serve the HTTP contract (--service, or workload.services in the spec; now: {})",
+                config.http_services.join(", ")
+            ),
         ));
     }
     let client = Arc::new(HttpClient::new(

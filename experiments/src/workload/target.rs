@@ -14,7 +14,8 @@ use super::clients::{ClientSite, Clients, SiteWithNodes};
 
 use super::WorkloadError;
 
-/// Name of the lab service that implements the HTTP tenant-records contract.
+/// Name of the lab service that implements the HTTP tenant-records contract unless the spec
+/// (`workload.services`) or `chaosctl load --service` names others.
 pub const GATEWAY_SERVICE: &str = "gateway";
 
 /// One NATS server.
@@ -49,6 +50,11 @@ pub struct Target {
     /// Server address to node name.
     pub node_of_host: Arc<HashMap<String, String>>,
     lab: Option<LabContext>,
+    /// The lab services whose replicas serve the HTTP contract.
+    http_services: Vec<String>,
+    /// Whether the endpoints come from the lab's topology (and follow its replicas when they
+    /// move); false for URLs given by the user, loaded from inside a lab.
+    from_topology: bool,
 }
 
 fn nats_ports(service: &Service) -> Option<(u16, Option<u16>)> {
@@ -79,9 +85,26 @@ fn gateway_port(service: &Service) -> u16 {
 
 impl Target {
     /// The target of a lab: its NATS servers (services whose readiness is
-    /// `nats_jetstream`), its `gateway` service, and its fault ledger, placed where the agent
-    /// last put them.
-    pub fn from_lab(ctx: &LabContext) -> Result<Self, WorkloadError> {
+    /// `nats_jetstream`), the replicas of `http_services` (the HTTP contract's endpoints), and
+    /// its fault ledger, placed where the agent last put them. A named service the topology
+    /// lacks is an error that lists the ones it has.
+    pub fn from_lab(ctx: &LabContext, http_services: &[String]) -> Result<Self, WorkloadError> {
+        for name in http_services {
+            if ctx.topology.service(name).is_none() {
+                return Err(WorkloadError::Config(format!(
+                    "lab {} has no service `{name}` to send the http load to; its services: {}; \
+                     name the services that serve the HTTP contract with workload.services in \
+                     the spec or --service on chaosctl load",
+                    ctx.paths.name,
+                    ctx.topology
+                        .services
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
         let node_of_host = ctx
             .topology
             .nodes()
@@ -94,9 +117,45 @@ impl Target {
             ledger_dir: Some(ctx.paths.ledger_dir()),
             node_of_host: Arc::new(node_of_host),
             lab: Some(ctx.clone()),
+            http_services: http_services.to_vec(),
+            from_topology: true,
         };
         target.refresh()?;
         Ok(target)
+    }
+
+    /// These URLs loaded from inside the lab `ctx`: the load runs in its client namespace,
+    /// records its fault windows from its ledger, and names an endpoint whose address is a
+    /// lab node's by that node (as the fault windows do). The endpoints stay the given ones.
+    #[must_use]
+    pub fn in_lab(mut self, ctx: &LabContext) -> Self {
+        let node_of: HashMap<String, String> = ctx
+            .topology
+            .nodes()
+            .into_iter()
+            .map(|n| (n.address.to_string(), n.name))
+            .collect();
+        for server in &mut self.nats {
+            let host = server.node.split(':').next().unwrap_or_default();
+            if let Some(node) = node_of.get(host) {
+                server.node.clone_from(node);
+            }
+        }
+        for endpoint in &mut self.gateways {
+            if let Some(node) = node_of.get(&endpoint.addr.ip().to_string()) {
+                endpoint.node.clone_from(node);
+            }
+        }
+        self.node_of_host = Arc::new(node_of);
+        self.ledger_dir = Some(ctx.paths.ledger_dir());
+        self.lab = Some(ctx.clone());
+        self.from_topology = false;
+        self
+    }
+
+    /// Whether the endpoints are the lab topology's own (not URLs given by the user).
+    pub fn from_topology(&self) -> bool {
+        self.from_topology
     }
 
     /// A target from URLs: `nats://host:port` servers and `http://host:port` gateways. The node
@@ -161,6 +220,8 @@ impl Target {
             ledger_dir: None,
             node_of_host: Arc::new(node_of_host),
             lab: None,
+            http_services: Vec::new(),
+            from_topology: false,
         }
     }
 
@@ -172,7 +233,9 @@ impl Target {
     /// Re-reads where the lab's replicas run now (they move when a node is drained). A no-op
     /// outside a lab.
     pub fn refresh(&mut self) -> Result<(), WorkloadError> {
-        let Some(ctx) = &self.lab else { return Ok(()) };
+        let Some(ctx) = self.lab.as_ref().filter(|_| self.from_topology) else {
+            return Ok(());
+        };
         let placements = ctx.services()?;
         let address = |node: &str| ctx.topology.node(node).map(|n| n.address);
         let mut nats = Vec::new();
@@ -198,7 +261,7 @@ impl Target {
                         monitor: monitor.map(|m| SocketAddr::from((ip, m))),
                         node: node.clone(),
                     });
-                } else if service.name == GATEWAY_SERVICE {
+                } else if self.http_services.contains(&service.name) {
                     gateways.push(HttpEndpoint {
                         node: node.clone(),
                         addr: SocketAddr::from((ip, gateway_port(service))),
@@ -309,6 +372,7 @@ pub fn enter_netns(netns_dir: &Path, name: &str) -> Result<(), WorkloadError> {
 mod tests {
     use super::*;
     use crate::lab::topology::Topology;
+    use crate::workload::WorkloadConfig;
 
     #[test]
     fn prefer_near_puts_the_zone_first() {
@@ -358,6 +422,11 @@ mod tests {
     #[test]
     fn the_default_lab_has_nats_and_gateway_services() {
         let topology = Topology::default_lab();
+        assert_eq!(
+            WorkloadConfig::default().http_services,
+            [GATEWAY_SERVICE],
+            "the default http load goes to the built-in gateway"
+        );
         let nats = topology.services.iter().filter_map(nats_ports).count();
         assert_eq!(nats, 1);
         let gateway = topology.service(GATEWAY_SERVICE).expect("gateway service");
