@@ -155,10 +155,12 @@ fn check_settle(obs: &[Observation]) {
         at_settle, 300,
         "stream info of 100 streams from 3 nodes at the settle"
     );
-    assert_eq!(
-        infos.len(),
-        900,
-        "and again at each server's read-back, through it and of its replica alone"
+    // And again at each server's read-back through it, and of its replica alone: there at
+    // least twice, since a lone server is read once two samples agree.
+    assert!(
+        infos.len() >= 1200 && infos.len() % 300 == 0,
+        "stream info of 100 streams from 3 nodes: {} samples",
+        infos.len()
     );
     assert!(infos.iter().all(|(_, bytes)| bytes.is_some()));
 }
