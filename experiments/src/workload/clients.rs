@@ -14,9 +14,10 @@ use tokio::net::TcpSocket;
 use super::target::enter_netns;
 use super::WorkloadError;
 
-/// Where the load's clients stand during a partition.
+/// Where the load's clients stand during a partition. In YAML and JSON: `majority`,
+/// `per-zone` or `{zone: X}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(try_from = "ClientsForm", into = "ClientsForm")]
 pub enum Clients {
     /// One client namespace standing with the largest side of any partition.
     #[default]
@@ -46,6 +47,40 @@ impl Clients {
         match self {
             Clients::Zone(zone) => crate::lab::topology::check_name("clients zone", zone, 12),
             _ => Ok(()),
+        }
+    }
+}
+
+/// How a spec writes [`Clients`]: a word, or a map naming the zone (serde_yaml's own enum
+/// form would be a `!zone` tag, which nobody writes by hand).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum ClientsForm {
+    Word(String),
+    Zone { zone: String },
+}
+
+impl TryFrom<ClientsForm> for Clients {
+    type Error = String;
+
+    fn try_from(form: ClientsForm) -> Result<Self, Self::Error> {
+        match form {
+            ClientsForm::Word(word) if word == "majority" => Ok(Clients::Majority),
+            ClientsForm::Word(word) if word == "per-zone" => Ok(Clients::PerZone),
+            ClientsForm::Word(word) => Err(format!(
+                "unknown clients setting `{word}`; use majority, per-zone or {{zone: NAME}}"
+            )),
+            ClientsForm::Zone { zone } => Ok(Clients::Zone(zone)),
+        }
+    }
+}
+
+impl From<Clients> for ClientsForm {
+    fn from(clients: Clients) -> Self {
+        match clients {
+            Clients::Majority => ClientsForm::Word("majority".to_owned()),
+            Clients::PerZone => ClientsForm::Word("per-zone".to_owned()),
+            Clients::Zone(zone) => ClientsForm::Zone { zone },
         }
     }
 }
@@ -175,5 +210,14 @@ mod tests {
         assert_eq!(parse("per-zone"), Ok(Clients::PerZone));
         assert_eq!(parse("{zone: a}"), Ok(Clients::Zone("a".to_owned())));
         assert!(parse("somewhere").is_err());
+        // Written as it is read, so a run's spec.yaml reads back.
+        for clients in [
+            Clients::Majority,
+            Clients::PerZone,
+            Clients::Zone("b".to_owned()),
+        ] {
+            let yaml = serde_yaml::to_string(&clients).expect("yaml");
+            assert_eq!(parse(&yaml), Ok(clients), "{yaml}");
+        }
     }
 }
