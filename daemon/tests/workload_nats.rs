@@ -158,7 +158,7 @@ fn check_settle(obs: &[Observation]) {
     // And again at each server's read-back through it, and of its replica alone: there at
     // least twice, since a lone server is read once two samples agree.
     assert!(
-        infos.len() >= 1200 && infos.len() % 300 == 0,
+        infos.len() >= 1200 && infos.len().is_multiple_of(300),
         "stream info of 100 streams from 3 nodes: {} samples",
         infos.len()
     );
