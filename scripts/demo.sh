@@ -67,3 +67,8 @@ if [ -n "$report" ]; then
   echo "Look first at the report: $report"
   echo "(open it in a browser; the verdict table is at the top, the fault windows are shaded in the plots)"
 fi
+# A run that was interrupted or could not be judged ends the demo with its code: bash does not
+# run the INT trap when the run caught the Ctrl-C itself (it heals and exits 2).
+if [ "$status" -gt 1 ]; then
+  exit "$status"
+fi

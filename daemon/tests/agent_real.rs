@@ -1,7 +1,8 @@
 //! The real `faultlined agent` process against the in-memory API server served over loopback
 //! HTTP, acting on real kernel objects: partition rules (nf_tables over netlink) in a real network
 //! namespace standing in for the node's own, and SIGSTOP/SIGCONT of a real process placed in a
-//! kubelet-shaped cgroup. The agent is killed with SIGKILL mid-fault and restarted.
+//! kubelet-shaped cgroup. The agent is killed with SIGKILL mid-fault and restarted; the real
+//! controller is killed with SIGKILL mid-experiment and the agent still heals at the deadline.
 //!
 //! Needs root (skips with a message otherwise). The node's namespace is `fl-ag<pid>-<n>`, passed
 //! with `--host-netns`, so nothing touches the host's own namespace. Every namespace, cgroup and
@@ -413,6 +414,114 @@ async fn real_agent_pauses_a_pod_process_found_through_its_cgroup_and_resumes_it
         "reverted with reason deadline",
         Duration::from_secs(5),
         || cluster.node_status("pause-cart")["reason"] == "deadline",
+    )
+    .await;
+    drop(agent);
+}
+
+/// A running `faultlined controller` (one replica); SIGKILLed on drop.
+struct Controller {
+    child: Child,
+}
+
+impl Controller {
+    fn start(cluster: &Cluster, reports: &Path) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_faultlined"))
+            .args(["controller", "--kubeconfig"])
+            .arg(&cluster.kubeconfig)
+            .args(["--identity", "ctl-0", "--namespace", "faultline-system"])
+            .args(["--listen", "127.0.0.1:0", "--lease-duration", "2s"])
+            .args(["--renew-every", "300ms", "--tick", "200ms", "--reports-dir"])
+            .arg(reports)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start faultlined controller");
+        Self { child }
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_experiment_leaves_the_agent_to_heal_at_the_deadline() {
+    if !root_or_skip("a_controller_killed_mid_experiment_leaves_the_agent_to_heal_at_the_deadline")
+    {
+        return;
+    }
+    let _one_node = ONE_NODE.lock().await;
+    let cluster = Cluster::start().await;
+    cluster.api.put(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "ctl-0", "namespace": "faultline-system"},
+        "spec": {"containers": [{"name": "controller", "image": "registry.example/faultlined:9"}]}}));
+    let node = NodeNetns::new();
+    let state = tempfile::tempdir().expect("state");
+    let agent = Agent::start(&cluster, &node, state.path(), free_port());
+    let controller = Controller::start(&cluster, &state.path().join("reports"));
+
+    let mut spec = serde_json::to_value(
+        faultline_experiments::spec::catalog::spec("az-failure").expect("catalog"),
+    )
+    .expect("json");
+    spec["target"] = json!("kubernetes");
+    cluster
+        .api
+        .put(json!({"apiVersion": FAULTS, "kind": "Experiment",
+        "metadata": {"name": "gameday", "namespace": "shop"}, "spec": spec}));
+    eventually(
+        "the leader starts a runner Job",
+        Duration::from_secs(20),
+        || !cluster.api.list("batch/v1", "jobs").is_empty(),
+    )
+    .await;
+
+    // What the runner creates for the zone cut: a Fault of the Experiment with an 8 s deadline.
+    let deadline = SystemTime::now() + Duration::from_secs(8);
+    let mut fault = partition(
+        "gameday-cut-a",
+        &humantime::format_rfc3339_millis(deadline).to_string(),
+    );
+    fault["spec"]["experiment"] = json!("shop/gameday");
+    cluster.create(fault).await;
+    eventually(
+        "rules in the node's namespace",
+        Duration::from_secs(10),
+        || node.rules().len() == 2,
+    )
+    .await;
+
+    controller.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        node.rules().len(),
+        2,
+        "the controller's death heals nothing early"
+    );
+    eventually(
+        "healed by the agent at the deadline",
+        Duration::from_secs(20),
+        || node.rules().is_empty(),
+    )
+    .await;
+    // The deadline is stored at millisecond precision; the heal cannot come before it.
+    assert!(
+        SystemTime::now() + Duration::from_millis(5) >= deadline,
+        "healed before the deadline"
+    );
+    eventually(
+        "reverted with reason deadline",
+        Duration::from_secs(10),
+        || cluster.node_status("gameday-cut-a")["reason"] == "deadline",
     )
     .await;
     drop(agent);

@@ -124,6 +124,7 @@ fn run_dir_recovering_in_40s() -> tempfile::TempDir {
             sides: vec![vec!["a1".into()], vec!["b1".into(), "c1".into()]],
             affected: vec!["a1".into()],
             survivable: false,
+            chosen: None,
         },
     ];
     let text: String = observations

@@ -216,9 +216,27 @@ fn a_broken_endpoint_fails_with_each_deviation_named() {
         );
     }
 
+    // It answers 404 on the chat socket's path: not offered, so those checks are skipped.
+    for check in [
+        "chat-upgrade",
+        "chat-write",
+        "chat-duplicate",
+        "chat-read",
+        "chat-bad-frame",
+        "chat-tenant-mismatch",
+        "chat-no-upgrade",
+    ] {
+        assert_eq!(
+            found.get(check).map(String::as_str),
+            Some("skipped"),
+            "{check}: {found:?}"
+        );
+    }
+
     let out = run("text");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("FAIL write-duplicate"), "{text}");
+    assert!(text.contains("skip chat-upgrade"), "{text}");
     assert!(text.contains("12 deviation(s): "), "{text}");
     assert!(text.contains("docs/workload.md"), "{text}");
 }
@@ -272,5 +290,79 @@ fn the_reference_gateway_conforms_and_names_lab_nodes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(found.values().all(|v| v == "conforms"), "{found:?}");
-    assert!(found.len() >= 20, "every check ran: {found:?}");
+    assert!(found.len() >= 27, "every check ran: {found:?}");
+    // The chat socket is offered and exercised.
+    for check in [
+        "chat-upgrade",
+        "chat-write",
+        "chat-duplicate",
+        "chat-read",
+        "chat-bad-frame",
+    ] {
+        assert_eq!(
+            found.get(check).map(String::as_str),
+            Some("conforms"),
+            "{check}: {found:?}"
+        );
+    }
+}
+
+/// The negative control for the chat socket's checks: a gateway that acknowledges before
+/// storing (`--unsafe-ack`, no `seq`) deviates on the socket as over HTTP.
+#[test]
+fn an_unsafe_gateway_deviates_on_the_chat_socket_too() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::new();
+    let topology = lab.state_root().join("unsafe.yaml");
+    let yaml = faultline_experiments::lab::topology::DEFAULT_TOPOLOGY_YAML.replace(
+        "      - --replicas=3\n",
+        "      - --replicas=3\n      - --unsafe-ack\n",
+    );
+    assert!(
+        yaml.contains("--unsafe-ack"),
+        "the default topology's gateway command changed"
+    );
+    std::fs::write(&topology, yaml).expect("write topology");
+    lab.ok(&["lab", "up", "--topology", topology.to_str().expect("utf-8")]);
+    let status = lab.status();
+    let endpoint = status["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| {
+            s["replica"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("gateway"))
+        })
+        .and_then(|s| s["endpoints"]["http"].as_str())
+        .unwrap_or_else(|| panic!("no gateway in {status}"))
+        .to_owned();
+    let out = lab.chaosctl(&[
+        "contract",
+        "check",
+        &format!("http://{endpoint}"),
+        "--lab",
+        &lab.name,
+        "--read-wait",
+        "1s",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "deviations found");
+    let found = findings(&out.stdout);
+    // The socket is offered and works; its acknowledgements lack the position.
+    assert_eq!(
+        found.get("chat-upgrade").map(String::as_str),
+        Some("conforms"),
+        "{found:?}"
+    );
+    for check in ["write", "chat-write"] {
+        assert_eq!(
+            found.get(check).map(String::as_str),
+            Some("deviates"),
+            "{check}: {found:?}"
+        );
+    }
 }

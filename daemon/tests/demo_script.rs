@@ -1,6 +1,7 @@
 //! `scripts/demo.sh`, the README's main job: it honours the user's lab name and tears down the
-//! lab it brought up on every exit path. The release build is skipped
-//! (`FAULTLINE_DEMO_BIN_DIR` points at this build's binaries); everything else is real.
+//! lab it brought up on every exit path, and a run interrupted by Ctrl-C ends it non-zero. The
+//! release build is skipped (`FAULTLINE_DEMO_BIN_DIR` points at this build's binaries);
+//! everything else is real.
 
 mod common;
 
@@ -101,25 +102,70 @@ fn a_failing_lab_up_leaves_no_lab_behind() {
     assert_no_lab_left(&lab, &output);
 }
 
+/// The demo on `lab`, sent a Ctrl-C (to its whole group, as a terminal does) once `ready`
+/// holds; what it wrote and how it ended.
+fn demo_interrupted_when(
+    lab: &TestLab,
+    never: &str,
+    poll: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Output {
+    let child = demo(lab, Path::new(env!("CARGO_BIN_EXE_faultlined")));
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < Duration::from_secs(180), "{never}");
+        std::thread::sleep(poll);
+    }
+    killpg(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("Ctrl-C");
+    finish(child, Duration::from_secs(120))
+}
+
 #[test]
 fn ctrl_c_while_the_lab_comes_up_leaves_no_lab_behind() {
     if !can_run_lab() {
         return;
     }
     let lab = TestLab::new();
-    let child = demo(&lab, Path::new(env!("CARGO_BIN_EXE_faultlined")));
-    let group = Pid::from_raw(child.id() as i32);
-    // Ctrl-C as soon as the lab has begun to exist, as a terminal sends it: to the whole group.
-    let start = Instant::now();
-    while lab.namespaces().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "the demo never began to bring the lab up"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    killpg(group, Signal::SIGINT).expect("Ctrl-C");
-    let output = finish(child, Duration::from_secs(120));
+    // Ctrl-C as soon as the lab has begun to exist. On a busy machine it may land after
+    // `lab up`, in the run, which heals and exits 2; the demo must end non-zero and clean
+    // either way.
+    let output = demo_interrupted_when(
+        &lab,
+        "the demo never began to bring the lab up",
+        Duration::from_millis(5),
+        || !lab.namespaces().is_empty(),
+    );
     assert_ne!(output.status.code(), Some(0));
+    assert_no_lab_left(&lab, &output);
+}
+
+#[test]
+fn ctrl_c_during_the_run_ends_the_demo_non_zero_and_clean() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::new();
+    // Ctrl-C while the zone is cut off: the run catches it, heals and exits 2. Bash then runs
+    // its INT trap (130) or, having seen the run handle the signal, skips it; then the demo
+    // must pass the run's code on itself. Never 0.
+    let lab_is_up = || {
+        common::chaosctl_command(lab.state_root(), &lab.name)
+            .args(["lab", "status"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    // Rules are listed only once the lab is whole: namespaces still being made cannot be read.
+    let output = demo_interrupted_when(
+        &lab,
+        "the demo's run never cut the zone off",
+        Duration::from_millis(100),
+        || lab_is_up() && !lab.our_rules().is_empty(),
+    );
+    assert!(
+        matches!(output.status.code(), Some(2 | 130)),
+        "{:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout)
+    );
     assert_no_lab_left(&lab, &output);
 }

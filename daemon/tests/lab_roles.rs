@@ -146,3 +146,73 @@ fn role_selectors_hit_the_replica_that_says_primary() {
     ]);
     assert!(error.contains("has no role probe"), "{error}");
 }
+
+/// A spec's `replica: primary` on the built-in lab: the engine asks NATS's role probe (the
+/// JetStream meta leader) when the fault is injected, pauses that server, and the run's record
+/// says whom it chose and what every server answered.
+#[test]
+fn a_spec_pauses_the_replica_the_role_probe_names_when_the_fault_is_injected() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let spec = lab.state_root().join("pause-leader.yaml");
+    std::fs::write(
+        &spec,
+        "name: pause-leader
+description: pause whichever NATS server leads the meta group
+workload: {tenants: 5, rate: 30, replica_read_back: false}
+faults:
+  - kind: pause
+    selector: {service: nats, replica: primary}
+    start: 2s
+    duration: 4s
+baseline: 5s
+duration: 25s
+recovery_deadline: 15s
+slo: {max_ttr: 15s}
+",
+    )
+    .expect("write spec");
+    let results = lab.state_root().join("runs");
+    let output = lab.chaosctl(&[
+        "run",
+        spec.to_str().expect("utf8"),
+        "--output-dir",
+        results.to_str().expect("utf8"),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("results: "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no results line\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    let run: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(dir).join("run.json")).expect("run.json"),
+    )
+    .expect("json");
+    let injected = &run["injected"][0];
+    let replica = injected["role"]["replica"].as_u64().expect("role.replica");
+    let answers = injected["role"]["answers"].as_object().expect("answers");
+    assert_eq!(answers.len(), 3, "{injected}");
+    for (key, answer) in answers {
+        let leads = key == &format!("nats/{replica}");
+        assert_eq!(answer == "leader", leads, "{key}: {answer} in {injected}");
+    }
+    assert!(
+        injected["chosen"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(&format!("primary of nats = replica {replica} ("))),
+        "{injected}"
+    );
+    assert!(
+        injected["description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with(&format!("SIGSTOP nats/{replica} for 4s"))),
+        "{injected}"
+    );
+}

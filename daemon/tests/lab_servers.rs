@@ -220,3 +220,34 @@ fn a_lab_without_nats_shows_how_to_reach_its_own_service_not_nats() {
     );
     lab.ok(&["lab", "down"]);
 }
+
+#[test]
+fn a_service_whose_program_is_missing_is_named_with_its_command() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::new();
+    let topology = lab.state_root().join("missing-program.yaml");
+    std::fs::write(
+        &topology,
+        "zones:\n  - {name: a, nodes: [a1]}\nservices:\n  - name: web\n    command: [/nonexistent/faultline-web, '{node_ip}']\n    ready: {http: {port: 8000, path: /}}\n    ports: {http: 8000}\n",
+    )
+    .expect("write topology");
+    // The agent keeps retrying the start, so `lab up` ends at its timeout, with the reason.
+    let output = lab.chaosctl(&[
+        "lab",
+        "up",
+        "--timeout",
+        "5s",
+        "--topology",
+        topology.to_str().expect("utf8"),
+    ]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot start web/1: `/nonexistent/faultline-web`")
+            && stderr.contains("check the service's command in the topology"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("lab state"), "{stderr}");
+}

@@ -54,6 +54,11 @@ fn bad_input_is_refused_with_a_clear_error() {
             "must be nats://IP:PORT",
         ),
         (vec!["--adapter", "smtp"], "unknown adapter `smtp`"),
+        (
+            vec!["--chat", "websocket"],
+            "--chat websocket needs --adapter http",
+        ),
+        (vec!["--chat", "carrier-pigeon"], "unknown chat mode"),
     ];
     for (extra, expected) in cases {
         let mut args = vec!["load", "--quiet"];

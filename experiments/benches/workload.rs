@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release --bins
-//! cargo bench -p faultline-experiments --bench workload -- [--seconds S] [--rss-seconds R] [--only throughput|http|rss]
+//! cargo bench -p faultline-experiments --bench workload -- [--seconds S] [--rss-seconds R] [--only throughput|http|websocket|rss]
 //! ```
 //!
 //! 1. **throughput**: the generator recording the full history (batch pattern only, so every
@@ -12,7 +12,11 @@
 //!    the same streams. Figures are acknowledged writes per second.
 //! 2. **http**: the generator's HTTP adapter against `wrk` on the same gateway replica, the same
 //!    record size and the same number of connections.
-//! 3. **rss**: the generator's resident memory at the start and the end of a longer run at a
+//! 3. **websocket**: chat over WebSocket (`--chat websocket`, chat sessions only, 5-10
+//!    messages each, no think time) against a bare loop of the same sessions on the same
+//!    gateway replica: open a socket, a write frame and a read frame per message, close.
+//!    Figures are acknowledged chat messages per second.
+//! 4. **rss**: the generator's resident memory at the start and the end of a longer run at a
 //!    moderate rate, with the default tenants and patterns.
 //!
 //! The agent is `FAULTLINE_AGENT`, else `faultlined` in the directory above this bench binary
@@ -33,7 +37,9 @@ use faultline_experiments::workload::nats::{
 };
 use faultline_experiments::workload::schedule::{subject, tenants};
 use faultline_experiments::workload::target::{enter_netns, Target};
-use faultline_experiments::workload::{AdapterKind, CancellationToken, Workload, WorkloadConfig};
+use faultline_experiments::workload::{
+    AdapterKind, CancellationToken, ChatMode, Workload, WorkloadConfig,
+};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
@@ -43,6 +49,13 @@ const IN_FLIGHT_PER_CONNECTION: usize = 128;
 const TENANTS: u32 = 30;
 const PAYLOAD: usize = 256;
 const HTTP_CONNECTIONS: usize = 32;
+/// Chat sessions the bare WebSocket loop keeps open at once.
+const CHAT_SESSIONS: usize = 32;
+/// Tenants of the WebSocket benchmark, all of one weight: enough that two sessions of one
+/// tenant rarely overlap on either side. A reply read covers the tenant's records from the
+/// session's first on, so overlapping sessions would make the generator's reads longer than
+/// the bare loop's.
+const CHAT_TENANTS: u32 = 200;
 
 struct Args {
     seconds: u64,
@@ -166,6 +179,28 @@ fn acked_per_second(history: &Path) -> (f64, u64, u64) {
     }
     let span = (last.saturating_sub(first)).max(1) as f64 / 1e9;
     (ok as f64 / span, ok, other)
+}
+
+/// Acknowledged writes per second within the first `seconds` of the run (from the first
+/// intended send): what the system did while the generator offered its load. An open-loop
+/// chat load offered above capacity leaves a backlog of sessions that finish later; counting
+/// up to the last completion would charge that backlog to the generator.
+fn acked_within(history: &Path, seconds: u64) -> (f64, u64, u64) {
+    let text = std::fs::read_to_string(history).expect("history");
+    let ops: Vec<faultline_experiments::history::Operation> = text
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).expect("op"))
+        .filter(|o: &faultline_experiments::history::Operation| o.kind == OpKind::Write)
+        .collect();
+    let first = ops.iter().map(|o| o.invoke_ns).min().unwrap_or(0);
+    let end = first + seconds * 1_000_000_000;
+    let ok = ops
+        .iter()
+        .filter(|o| o.outcome == Outcome::Ok && o.complete_ns <= end)
+        .count() as u64;
+    let other = ops.iter().filter(|o| o.outcome != Outcome::Ok).count() as u64;
+    (ok as f64 / seconds as f64, ok, other)
 }
 
 async fn generator(config: WorkloadConfig, target: Target) -> (f64, u64, u64) {
@@ -373,6 +408,122 @@ fn bench_http(target: &Target, netns: &(PathBuf, String), dir: &Path, seconds: u
     )
 }
 
+/// The bare WebSocket loop: `CHAT_SESSIONS` loops, each opening a socket, sending 5 to 10
+/// messages (a write frame, then a read frame from the session's first seq, each awaiting its
+/// reply) and closing it, for `seconds`. Acknowledged messages per second.
+async fn bare_chat_loop(addr: std::net::SocketAddr, seconds: u64) -> (f64, u64, u64) {
+    use futures::SinkExt;
+    use tokio_websockets::{ClientBuilder, Message};
+    let acked = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..CHAT_SESSIONS {
+        let (acked, failed) = (acked.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let payload = "x".repeat(PAYLOAD);
+            let mut session = 0u64;
+            while Instant::now() < stop {
+                session += 1;
+                let tenant = format!(
+                    "t{:03}",
+                    (k + CHAT_SESSIONS * session as usize) % CHAT_TENANTS as usize + 1
+                );
+                let uri = format!("ws://{addr}/v1/tenants/{tenant}/chat");
+                let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                let _ = stream.set_nodelay(true);
+                let (mut ws, _) = ClientBuilder::new()
+                    .uri(&uri)
+                    .expect("uri")
+                    .add_header(
+                        http::HeaderName::from_static("x-tenant-id"),
+                        http::HeaderValue::from_str(&tenant).expect("tenant"),
+                    )
+                    .expect("header")
+                    .connect_on(stream)
+                    .await
+                    .expect("upgrade");
+                let mut first = None;
+                for m in 0..5 + session % 6 {
+                    let id = format!("{tenant}/bare{k}-{session}/{m}");
+                    let write = serde_json::json!({"op": "write", "id": id, "payload": payload});
+                    ws.send(Message::text(write.to_string())).await.expect("send");
+                    let reply: serde_json::Value = loop {
+                        let frame = ws.next().await.expect("open").expect("frame");
+                        if let Some(text) = frame.as_text() {
+                            break serde_json::from_str(text).expect("reply");
+                        }
+                    };
+                    if reply["op"] == "ack" {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                        first = first.or(reply["seq"].as_u64());
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let read = serde_json::json!({"op": "read", "from_seq": first.unwrap_or(1), "limit": 50});
+                    ws.send(Message::text(read.to_string())).await.expect("send");
+                    while ws.next().await.expect("open").expect("frame").as_text().is_none() {}
+                }
+                let _ = ws.close().await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("bare chat task");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let ok = acked.load(Ordering::Relaxed);
+    (ok as f64 / secs, ok, failed.load(Ordering::Relaxed))
+}
+
+fn bench_websocket(target: &Target, netns: &(PathBuf, String), dir: &Path, seconds: u64) -> String {
+    let (t, d) = (http_target(target), dir.to_path_buf());
+    let addr = target.gateways[0].addr;
+    let (bare, ours) = in_client_ns(netns, move || async move {
+        // Provision the tenants through the gateway (fresh streams) first.
+        let mut config = writes_only(AdapterKind::Http, 1.0, 1, 8, &d, "ws-provision");
+        config.tenants = CHAT_TENANTS;
+        drop(
+            Workload::start(config, t.clone())
+                .await
+                .expect("provision tenants"),
+        );
+        let (bare, bare_ok, bare_failed) = bare_chat_loop(addr, seconds).await;
+        println!("bare chat loop: {bare:.0} acked messages/s ({bare_ok} ok, {bare_failed} not)");
+        let mut config = writes_only(AdapterKind::Http, 1.0, seconds, 4096, &d, "websocket");
+        config.chat = ChatMode::Websocket;
+        config.fresh = false;
+        config.tenants = CHAT_TENANTS;
+        for tier in Tier::ALL {
+            let t = &mut config.tiers[tier.index()];
+            t.mix = PatternMix {
+                chat: 1.0,
+                batch: 0.0,
+                jobs: 0.0,
+            };
+            t.weight = 1.0;
+        }
+        config.patterns.think_min = Duration::from_millis(1);
+        config.patterns.think_max = Duration::from_millis(1);
+        config.patterns.reply_after = Duration::from_millis(1);
+        // Two operations (a write and a read) per message; at most 1.1x the bare loop's.
+        config.rate = bare * 2.0 * 1.1;
+        let history = config.history.clone();
+        let (all, all_ok, _) = generator(config, t).await;
+        let (ours, ok, other) = acked_within(&history, seconds);
+        println!(
+            "generator: {ours:.0} acked chat messages/s in its {seconds} s ({ok} ok, {other} not ok; {all_ok} in all, {all:.0}/s to the last completion), full history; ratio {:.2}",
+            ours / bare
+        );
+        (bare, ours)
+    });
+    format!(
+        "| Chat over WebSocket vs a bare loop of the same sessions (1 gateway replica, 5-10 messages a session, a write and a read frame each, {CHAT_TENANTS} tenants, {PAYLOAD} B, {seconds} s each) | {bare:.0} acked messages/s | {ours:.0} acked messages/s | {:.2}x |",
+        ours / bare
+    )
+}
+
 fn bench_throughput(
     target: &Target,
     netns: &(PathBuf, String),
@@ -491,6 +642,9 @@ fn main() {
     let mut rows: Vec<String> = Vec::new();
     if want("http") {
         rows.push(bench_http(&target, &netns, &dir, a.seconds));
+    }
+    if want("websocket") {
+        rows.push(bench_websocket(&target, &netns, &dir, a.seconds));
     }
     if want("throughput") {
         rows.push(bench_throughput(&target, &netns, &dir, a.seconds));

@@ -1,6 +1,6 @@
 //! The operation history: the public, versioned record of every operation the workload issued.
 //!
-//! # Format (version 2)
+//! # Format (version 3)
 //! JSON Lines. The first line is a [`HistoryHeader`]; every following line is one
 //! [`Operation`], written when the operation completes, so lines are in completion order, not
 //! invoke order. Readers must not assume any order and must tolerate a truncated last line
@@ -11,7 +11,12 @@
 //! logical write is a new [`Operation`] with the same value and a higher `attempt`.
 //!
 //! # Versions
-//! - **2** (written now). An operation's `node` is the server that answered it, taken when the
+//! - **3** (written now). Version 2 plus the operation kind `connect`: a chat client opening
+//!   its WebSocket (`--chat websocket`), `ok` once the socket works, `fail` when it could not be
+//!   opened, so the time to a working socket after a fault is in the history; and the pattern
+//!   `initial_state`: a run that is a slice of a load that keeps running (the daemon's
+//!   background load) records what each tenant's stream held when it began, as reads of it.
+//! - **2**. An operation's `node` is the server that answered it, taken when the
 //!   answer arrived. An operation during which the client reconnected says so
 //!   (`reconnected: true`) and also names the server it was sent through (`sent_node`): it may
 //!   have been served by either, so no verdict about sides rests on it. The header records the
@@ -31,7 +36,7 @@ use serde::{Deserialize, Serialize};
 /// The format name written in every header.
 pub const HISTORY_FORMAT: &str = "faultline-history";
 /// The current history format version (also written in the observations header).
-pub const HISTORY_FORMAT_VERSION: u32 = 2;
+pub const HISTORY_FORMAT_VERSION: u32 = 3;
 /// The oldest history (and observations) format version readers still accept.
 pub const OLDEST_HISTORY_FORMAT_VERSION: u32 = 1;
 /// The format name of the observations file.
@@ -93,6 +98,10 @@ pub enum OpKind {
     Read,
     /// A consumer received a value (background jobs); duplicates here are reported, not invalid.
     Deliver,
+    /// A chat client opened its WebSocket (version 3 on): `ok` when the upgrade was accepted
+    /// and the socket works, `fail` when it could not be opened (nothing was sent). No value;
+    /// `node` is the replica that accepted it (or the endpoint tried).
+    Connect,
 }
 
 /// Which workload pattern produced an operation.
@@ -113,12 +122,23 @@ pub enum Pattern {
     /// The final read-back of one replica alone: the stream's other replicas were held down
     /// (paused), so `node`'s own store answered. What one node holds.
     ReadBackReplica,
+    /// What a tenant's stream held when the run began, read through one node (version 3 on).
+    /// Only a run that is a slice of a load that keeps running has it: the load wrote those
+    /// values before the run. They count as written and acknowledged before the run, so each
+    /// must still be in the final read-back, and reading one is not `unexpected`.
+    InitialState,
 }
 
 impl Pattern {
     /// Whether it is part of the final read-back (through the cluster or of one replica).
     pub fn is_read_back(self) -> bool {
         matches!(self, Self::ReadBack | Self::ReadBackReplica)
+    }
+
+    /// Whether the tenant load issued it (not the read-backs or the initial-state read, which
+    /// the run issued to judge the load).
+    pub fn is_load(self) -> bool {
+        !self.is_read_back() && self != Self::InitialState
     }
 }
 
@@ -265,6 +285,10 @@ pub enum Observation {
         /// not from heal).
         #[serde(default)]
         survivable: bool,
+        /// For a fault aimed by a role selector: what the role probe chose and why, e.g. `zone
+        /// of primary of etcd = b (etcd/2 on b1 said leader; etcd/1: follower, ...)`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chosen: Option<String>,
     },
     /// Stream state as one node reported it during the final read-back.
     StreamInfo {

@@ -6,6 +6,17 @@
 //! its own with `setsid(2)` between fork and exec (`lab/agent.rs`), which `std` offers only
 //! through the unsafe `pre_exec`.
 
+/// Writes a line to stderr, or nowhere when stderr is gone (a closed pipe, a dropped SSH
+/// session): a diagnostic must never end a process that holds or heals faults, and
+/// `eprintln!` panics on a closed pipe.
+#[macro_export]
+macro_rules! stderr_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod checkers;
 pub mod engine;
 pub mod history;

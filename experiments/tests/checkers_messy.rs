@@ -10,6 +10,7 @@ use std::path::Path;
 use faultline_experiments::checkers::{
     check_files, check_reader, read_observations, CheckConfig, CheckError, Observations, Status,
 };
+use faultline_experiments::history::HISTORY_FORMAT_VERSION;
 use proptest::prelude::*;
 use support::H;
 
@@ -142,29 +143,35 @@ fn corrupt_middle_line_is_an_error_with_its_position() {
     assert_eq!(err.metric_label(), "bad_line");
 }
 
+/// The file with its header's version replaced; fails if the header does not carry this
+/// build's version (so the test cannot quietly check an unchanged file).
+fn with_version(file: &str, version: &str) -> String {
+    let current = format!("\"version\":{HISTORY_FORMAT_VERSION}");
+    assert!(file.contains(&current), "no {current} in the header");
+    file.replacen(&current, &format!("\"version\":{version}"), 1)
+}
+
 #[test]
 fn foreign_and_future_files_are_refused_clearly() {
     let (history, _) = H::clean().to_jsonl();
-    let future = history.replacen("\"version\":2", "\"version\":3", 1);
+    let current = HISTORY_FORMAT_VERSION;
+    let next = current + 1;
+    let future = with_version(&history, &next.to_string());
     let err = from_bytes(future.as_bytes()).unwrap_err();
-    assert!(matches!(
-        err,
-        CheckError::UnsupportedVersion {
-            found: 3,
-            supported: 2,
-            ..
-        }
-    ));
+    assert!(
+        matches!(err, CheckError::UnsupportedVersion { found, supported, .. } if found == next && supported == current),
+        "{err}"
+    );
     assert!(
         err.to_string()
-            .contains("format version 3 is not supported"),
+            .contains(&format!("format version {next} is not supported")),
         "{err}"
     );
     // A newer header with fields we do not know still gets the version error.
-    let newer = history.replacen("\"version\":2", "\"version\":4,\"compression\":\"zstd\"", 1);
+    let newer = with_version(&history, &format!("{},\"compression\":\"zstd\"", next + 1));
     assert!(matches!(
         from_bytes(newer.as_bytes()),
-        Err(CheckError::UnsupportedVersion { found: 4, .. })
+        Err(CheckError::UnsupportedVersion { found, .. }) if found == next + 1
     ));
     let foreign = history.replacen("faultline-history", "jepsen-history", 1);
     let err = from_bytes(foreign.as_bytes()).unwrap_err();
@@ -244,7 +251,7 @@ fn observations_files_are_checked_too() {
         Err(CheckError::RunMismatch { .. })
     ));
     // Future version.
-    let future = observations.replacen("\"version\":2", "\"version\":9", 1);
+    let future = with_version(&observations, "9");
     let op = write(dir.path(), "o3.jsonl", future.as_bytes());
     let err = check_files(&hp, Some(&op), &h.config).unwrap_err();
     assert!(
@@ -348,6 +355,7 @@ fn an_internal_failure_is_unknown_never_valid() {
         read: None,
         served_tenant: None,
         node_uncertain: false,
+        client_zone: None,
         line: 42,
     });
     let r = checks.finish();

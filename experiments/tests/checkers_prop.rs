@@ -167,6 +167,7 @@ fn simulate_with_quorum(
                 .map(|n| NODES[n].to_string())
                 .collect(),
             survivable: false,
+            chosen: None,
         });
     }
     for (t, log) in logs.iter().enumerate() {

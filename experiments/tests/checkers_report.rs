@@ -383,3 +383,102 @@ fn render_recorded_history() {
         .unwrap();
     }
 }
+
+/// The clean history with its tenants' clients in zones `t1 → zone_t1`, `t2 → zone_t2`; zone
+/// `t2`'s clients saw 5 writes end with an unknown outcome and lost one acknowledged write.
+fn per_zone(zone_t1: Option<&str>, zone_t2: Option<&str>) -> support::H {
+    let mut h = H::clean();
+    for o in h.ops.iter_mut().filter(|o| !o.pattern.is_read_back()) {
+        o.client_zone = match o.tenant.as_str() {
+            "t1" => zone_t1,
+            _ => zone_t2,
+        }
+        .map(str::to_owned);
+    }
+    for i in 50..55 {
+        h.write_of(&format!("t2/p/{i}")).outcome = faultline_experiments::history::Outcome::Info;
+    }
+    h.drop_from_readbacks("s-t2", None, "t2/p/120");
+    h
+}
+
+#[test]
+fn reports_break_the_load_down_by_client_zone() {
+    let h = per_zone(Some("a"), Some("c"));
+    let r = h.check();
+    let zones: Vec<(&str, u64, u64, u64, u64, u64)> = r
+        .client_zones
+        .iter()
+        .map(|z| {
+            (
+                z.zone.as_str(),
+                z.tenants,
+                z.operations,
+                z.acked_writes,
+                z.unknown,
+                z.failed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        zones,
+        [("a", 1, 200, 200, 0, 0), ("c", 1, 200, 195, 5, 0)],
+        "{:#?}",
+        r.client_zones
+    );
+    assert_eq!(r.client_zones[0].anomalies, 0);
+    assert!(r.client_zones[1].anomalies >= 1, "{:#?}", r.client_zones);
+    validate(&r);
+
+    // The streaming reader gives the same breakdown as the in-memory path.
+    let (history, observations) = h.to_jsonl();
+    let dir = tempfile::tempdir().unwrap();
+    let (hp, op) = (dir.path().join("h.jsonl"), dir.path().join("o.jsonl"));
+    std::fs::write(&hp, history).unwrap();
+    std::fs::write(&op, observations).unwrap();
+    let from_files = check_files(&hp, Some(&op), &h.config).unwrap();
+    assert_eq!(from_files.client_zones, r.client_zones);
+
+    let mut json = Vec::new();
+    write_json(&r, &mut json).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json["client_zones"][1]["zone"], "c");
+    assert_eq!(json["client_zones"][1]["acked_writes"], 195);
+
+    let mut html = Vec::new();
+    write_html(&r, &mut html).unwrap();
+    let html = String::from_utf8(html).unwrap();
+    assert!(
+        html.contains("<h2>Client zones</h2>"),
+        "no client zone section"
+    );
+    assert!(
+        html.contains(
+            "<tr><td>c</td><td class=\"num\">1</td><td class=\"num\">200</td><td class=\"num\">195</td>"
+        ),
+        "no row for zone c"
+    );
+
+    let text = terminal_summary(&r, false);
+    assert!(text.contains("client zones:\n"), "{text}");
+    assert!(
+        text.contains("  c: 1 tenants, 200 operations, 195 writes acknowledged, 0 failed, 5 unknown outcome, "),
+        "{text}"
+    );
+
+    // One zone, or clients with the majority: nothing to break down.
+    for (t1, t2) in [(Some("b"), Some("b")), (None, None)] {
+        let r = per_zone(t1, t2).check();
+        assert!(
+            r.client_zones.is_empty(),
+            "{t1:?} {t2:?}: {:#?}",
+            r.client_zones
+        );
+        let mut html = Vec::new();
+        write_html(&r, &mut html).unwrap();
+        assert!(!String::from_utf8(html).unwrap().contains("Client zones"));
+        assert!(!terminal_summary(&r, false).contains("client zones:"));
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json.get("client_zones").is_none());
+    }
+}

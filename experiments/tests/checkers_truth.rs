@@ -261,6 +261,7 @@ fn memory_follows_the_data_not_the_timestamps() {
             read: o.read.as_ref().map(|_| &read[..]),
             served_tenant: None,
             node_uncertain: o.reconnected,
+            client_zone: None,
             line: 0,
         };
         facts.ingest(&op);

@@ -67,12 +67,21 @@ fn recorded_lines_match_the_schema_and_wrong_ones_do_not() {
         value: "t001/c1/1".into(),
     }]);
     read.served_tenant = Some("t001".into());
+    // Version 3: a chat socket opened (no value).
+    let mut connect = write(false);
+    connect.kind = OpKind::Connect;
+    connect.value = None;
+    let mut initial = read.clone();
+    initial.pattern = Pattern::InitialState;
     let lines = [
         serde_json::to_value(&header).unwrap(),
         serde_json::to_value(write(false)).unwrap(),
         serde_json::to_value(write(true)).unwrap(),
         serde_json::to_value(&read).unwrap(),
+        serde_json::to_value(&connect).unwrap(),
+        serde_json::to_value(&initial).unwrap(),
     ];
+    assert_eq!(lines[4]["kind"], "connect");
     for line in &lines {
         let errors: Vec<String> = v.iter_errors(line).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{line}: {errors:#?}");
@@ -91,6 +100,12 @@ fn recorded_lines_match_the_schema_and_wrong_ones_do_not() {
     wrong["client"]["ping_every"] = serde_json::json!(1);
     assert!(!v.is_valid(&wrong));
     let mut wrong = lines[0].clone();
-    wrong["version"] = serde_json::json!(3);
+    wrong["version"] = serde_json::json!(4);
+    assert!(!v.is_valid(&wrong));
+    let mut wrong = lines[4].clone();
+    wrong["kind"] = serde_json::json!("open");
+    assert!(!v.is_valid(&wrong));
+    let mut wrong = lines[5].clone();
+    wrong["pattern"] = serde_json::json!("initial");
     assert!(!v.is_valid(&wrong));
 }

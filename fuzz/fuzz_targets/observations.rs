@@ -10,7 +10,7 @@ use faultline_experiments::checkers::{check_reader, read_observations_from, Chec
 use libfuzzer_sys::fuzz_target;
 
 const HISTORY: &str = concat!(
-    r#"{"format":"faultline-history","version":2,"run_id":"fuzz","started_at_unix_ms":0,"adapter":"nats"}"#,
+    r#"{"format":"faultline-history","version":3,"run_id":"fuzz","started_at_unix_ms":0,"adapter":"nats"}"#,
     "\n",
     r#"{"tenant":"t1","process":"p","node":"a1","kind":"write","pattern":"chat","value":"t1/p/0","stream":"s1","seq":1,"invoke_ns":1000000,"complete_ns":2000000,"invoke_unix_ms":0,"complete_unix_ms":0,"outcome":"ok"}"#,
     "\n"

@@ -17,6 +17,7 @@ pub mod health;
 pub mod journal;
 pub mod node;
 
+use faultline_experiments::stderr_line;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -197,7 +198,7 @@ impl Core {
 
     fn journal_update(&self, uid: &str, change: impl FnOnce(&mut Entry)) {
         if let Err(error) = self.journal().update(uid, change) {
-            eprintln!("faultlined agent: cannot write the journal: {error}");
+            stderr_line!("faultlined agent: cannot write the journal: {error}");
         }
     }
 
@@ -206,7 +207,7 @@ impl Core {
     pub fn safety_pass(&self, now_ms: u64) {
         self.heartbeat_ms.store(now_ms, Ordering::Relaxed);
         if let Err(error) = lifecycle::reconcile(&self.ledger, &self.env(), &self.scope(), now_ms) {
-            eprintln!("faultlined agent: reconcile failed: {error}");
+            stderr_line!("faultlined agent: reconcile failed: {error}");
         }
         self.kill_held_pods();
         self.settle_journal(now_ms);
@@ -248,7 +249,7 @@ impl Core {
         for uid in self.holder.held_pod_uids() {
             for process in self.privileged.processes.pod_processes(&uid) {
                 if let Err(error) = self.privileged.signals.signal(&process, Signal::SIGKILL) {
-                    eprintln!("faultlined agent: cannot keep pod {uid} down: {error}");
+                    stderr_line!("faultlined agent: cannot keep pod {uid} down: {error}");
                 }
             }
         }
@@ -259,17 +260,21 @@ impl Core {
         match self.ledger.halted() {
             Ok(Some(_)) => return,
             Ok(None) => {}
-            Err(error) => eprintln!("faultlined agent: cannot read the halt marker: {error}"),
+            Err(error) => stderr_line!("faultlined agent: cannot read the halt marker: {error}"),
         }
         match lifecycle::halt(&self.ledger, &self.env(), &self.scope(), now_ms) {
             Ok(report) if !report.halted.is_empty() => {
-                eprintln!(
+                stderr_line!(
                     "faultlined agent: halted: reverted {}",
                     report.halted.join(", ")
                 );
             }
-            Ok(_) => eprintln!("faultlined agent: halted: nothing was active"),
-            Err(error) => eprintln!("faultlined agent: halt failed: {error}"),
+            Ok(_) => {
+                stderr_line!("faultlined agent: halted: nothing was active");
+            }
+            Err(error) => {
+                stderr_line!("faultlined agent: halt failed: {error}");
+            }
         }
         self.settle_journal(now_ms);
     }
@@ -278,9 +283,9 @@ impl Core {
     pub fn resume(&self) {
         if matches!(self.ledger.halted(), Ok(Some(_))) {
             if let Err(error) = lifecycle::resume(&self.ledger) {
-                eprintln!("faultlined agent: resume failed: {error}");
+                stderr_line!("faultlined agent: resume failed: {error}");
             } else {
-                eprintln!("faultlined agent: resumed");
+                stderr_line!("faultlined agent: resumed");
             }
         }
     }
@@ -424,7 +429,7 @@ impl Core {
     }
 
     fn refuse(&self, uid: &str, name: &str, deadline_ms: u64, now_ms: u64, reason: String) {
-        eprintln!(
+        stderr_line!(
             "faultlined agent: refused Fault {name} on node {}: {reason}",
             self.config.node_name
         );
@@ -725,7 +730,7 @@ impl NodeAgent {
 
     fn api_failed(&self, what: &str) {
         if self.api_reachable.swap(false, Ordering::Relaxed) {
-            eprintln!("faultlined agent: API server unreachable ({what}); deadlines still heal on this node's clock");
+            stderr_line!("faultlined agent: API server unreachable ({what}); deadlines still heal on this node's clock");
         }
     }
 
@@ -948,7 +953,7 @@ impl NodeAgent {
                 Err(_) => return,
             }
             if let Err(error) = self.core.journal().mark_clean(&uid) {
-                eprintln!("faultlined agent: cannot write the journal: {error}");
+                stderr_line!("faultlined agent: cannot write the journal: {error}");
             }
         }
     }
@@ -1016,7 +1021,7 @@ impl NodeAgent {
                 || now_ms < entry.deadline_unix_ms
         });
         if let Err(error) = result {
-            eprintln!("faultlined agent: cannot write the journal: {error}");
+            stderr_line!("faultlined agent: cannot write the journal: {error}");
         }
     }
 }
@@ -1029,7 +1034,7 @@ impl Core {
                 continue;
             };
             if let Err(error) = lifecycle::revert_fault(&self.ledger, &self.env(), &record.id) {
-                eprintln!("faultlined agent: cannot revert {}: {error}", record.id);
+                stderr_line!("faultlined agent: cannot revert {}: {error}", record.id);
                 continue;
             }
             if self.records_of(&uid).is_empty() {

@@ -1,6 +1,7 @@
 //! The agent's view of its own node below the API: which processes belong to which pod, the
 //! network namespace entries the rule table enters, and the holds that keep stopped pods down.
 
+use faultline_experiments::stderr_line;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
@@ -217,7 +218,9 @@ impl NodeProcesses for ProcNodeProcesses {
         match find_pod(self.netns.proc_root(), &uid) {
             Ok(processes) => Self::targets(processes),
             Err(error) => {
-                eprintln!("faultlined agent: cannot list the processes of pod {pod_uid}: {error}");
+                stderr_line!(
+                    "faultlined agent: cannot list the processes of pod {pod_uid}: {error}"
+                );
                 Vec::new()
             }
         }
@@ -227,7 +230,7 @@ impl NodeProcesses for ProcNodeProcesses {
         match faultline_injectors::pod_discovery::discover_pods(self.netns.proc_root()) {
             Ok(pods) => pods.into_values().flat_map(Self::targets).collect(),
             Err(error) => {
-                eprintln!("faultlined agent: cannot list pod processes: {error}");
+                stderr_line!("faultlined agent: cannot list pod processes: {error}");
                 Vec::new()
             }
         }
@@ -236,7 +239,7 @@ impl NodeProcesses for ProcNodeProcesses {
     fn refresh_namespaces(&self) -> Vec<String> {
         use faultline_injectors::pod_discovery::{pod_entry_name, NODE_ENTRY};
         if let Err(error) = self.netns.sync() {
-            eprintln!("faultlined agent: cannot refresh the namespace entries: {error}");
+            stderr_line!("faultlined agent: cannot refresh the namespace entries: {error}");
         }
         let mut names = vec![NODE_ENTRY.to_owned()];
         names.extend(

@@ -1,5 +1,6 @@
 //! `chaosctl`: run chaos experiments, inject faults by hand, and manage the embedded lab.
 
+use faultline_experiments::stderr_line;
 use std::process::ExitCode;
 
 /// Lets `chaosctl … | head` end quietly, as command-line tools do, instead of panicking on a
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
     match faultline_daemon::chaosctl::run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("chaosctl: error: {error:#}");
+            stderr_line!("chaosctl: error: {error:#}");
             ExitCode::from(2)
         }
     }

@@ -2,6 +2,7 @@
 //! fault deadlines; in serve mode it runs suites unattended on a schedule; on a cluster it runs
 //! as a privileged DaemonSet on every node.
 
+use faultline_experiments::stderr_line;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -107,7 +108,7 @@ fn main() -> ExitCode {
         Mode::Serve(args) => match faultline_daemon::serve::run(&args) {
             Ok(code) => code,
             Err(error) => {
-                eprintln!("faultlined serve: error: {error:#}");
+                stderr_line!("faultlined serve: error: {error:#}");
                 ExitCode::from(2)
             }
         },
@@ -115,7 +116,7 @@ fn main() -> ExitCode {
             let stop = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 if let Err(error) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
-                    eprintln!("faultlined: cannot handle signal {signal}: {error}");
+                    stderr_line!("faultlined: cannot handle signal {signal}: {error}");
                     return ExitCode::from(2);
                 }
             }
@@ -124,7 +125,7 @@ fn main() -> ExitCode {
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    eprintln!("faultlined: {error}");
+                    stderr_line!("faultlined: {error}");
                     ExitCode::from(2)
                 }
             }
@@ -132,21 +133,21 @@ fn main() -> ExitCode {
         Mode::Controller(args) => match faultline_daemon::controller::main(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("faultlined controller: {error:#}");
+                stderr_line!("faultlined controller: {error:#}");
                 ExitCode::from(2)
             }
         },
         Mode::Run(args) => match faultline_daemon::run::main(&args) {
             Ok(code) => code,
             Err(error) => {
-                eprintln!("faultlined run: {error:#}");
+                stderr_line!("faultlined run: {error:#}");
                 ExitCode::from(2)
             }
         },
         Mode::Agent(args) => match run_node_agent(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("faultlined agent: {error:#}");
+                stderr_line!("faultlined agent: {error:#}");
                 ExitCode::from(2)
             }
         },
@@ -207,14 +208,14 @@ fn run_node_agent(args: AgentArgs) -> anyhow::Result<()> {
         let _health = faultline_daemon::agent::health::serve(Arc::clone(&agent), args.health_addr)
             .await
             .with_context(|| format!("binding the health address {}", args.health_addr))?;
-        eprintln!(
+        stderr_line!(
             "faultlined agent: node {} ready to watch Faults (health on {})",
             agent.core().config().node_name,
             args.health_addr
         );
         agent.run(Arc::clone(&stop)).await;
         let _ = safety.join();
-        eprintln!("faultlined agent: stopped; this node's faults are healed");
+        stderr_line!("faultlined agent: stopped; this node's faults are healed");
         Ok(())
     })
 }

@@ -1,6 +1,8 @@
 //! `tenant-gateway`: the lab's reference implementation of the HTTP tenant-records contract on
-//! NATS JetStream (docs/workload.md). Stateless; the lab runs one replica per zone.
+//! NATS JetStream (docs/workload.md), chat socket (`GET /v1/tenants/{t}/chat`, WebSocket)
+//! included. Stateless; the lab runs one replica per zone.
 
+use faultline_experiments::stderr_line;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,7 +11,8 @@ use clap::Parser;
 use faultline_experiments::workload::gateway::{serve, GatewayConfig};
 use faultline_experiments::workload::CancellationToken;
 
-/// Serves tenants' records over HTTP on top of NATS JetStream.
+/// Serves tenants' records over HTTP (and chat sessions over WebSocket) on top of NATS
+/// JetStream.
 #[derive(Parser)]
 #[command(name = "tenant-gateway", version, about)]
 struct Args {
@@ -46,7 +49,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("tenant-gateway: error: cannot start the runtime: {e}");
+            stderr_line!("tenant-gateway: error: cannot start the runtime: {e}");
             return ExitCode::from(2);
         }
     };
@@ -83,7 +86,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tenant-gateway: error: {e}");
+            stderr_line!("tenant-gateway: error: {e}");
             ExitCode::from(2)
         }
     }

@@ -1,6 +1,7 @@
 //! `chaosctl check`: re-run the checkers on a recorded history, or on a run directory with the
 //! SLOs of the spec it ran.
 
+use faultline_experiments::stderr_line;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -47,7 +48,7 @@ pub(crate) fn run(args: &CheckArgs) -> ExitCode {
     match check(args) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("chaosctl: error: {error}");
+            stderr_line!("chaosctl: error: {error}");
             ExitCode::from(CheckError::EXIT_CODE.clamp(0, 255) as u8)
         }
     }
@@ -113,7 +114,7 @@ fn inputs(args: &CheckArgs) -> (PathBuf, Option<PathBuf>) {
 fn check(args: &CheckArgs) -> Result<u8, CheckError> {
     let (config, source) = choose_config(args)?;
     // On stderr, so that --output json|html|junit on stdout stays a clean document.
-    eprintln!(
+    stderr_line!(
         "chaosctl: judging with {source}: recovery within {}, success rate at least {}, p99 at most {}",
         humantime::format_duration(std::time::Duration::from_millis(config.slo.recovery_deadline_ms)),
         config.slo.min_success_rate,

@@ -2,6 +2,7 @@
 //! of Faults, through the API server (`run`, `report` and `runs` are in `cluster_run`). Every request has a deadline, so an unreachable cluster gives
 //! a clear error in seconds instead of a hang.
 
+use faultline_experiments::stderr_line;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -179,7 +180,7 @@ pub fn halt(target: &Target, reason: &str) -> anyhow::Result<ExitCode> {
             }
             if start.elapsed() > HALT_WAIT {
                 for (fault, node) in &active {
-                    eprintln!("chaosctl: {fault} on {node}: not reported reverted yet (the agent may be cut off; it heals at the deadline on its own)");
+                    stderr_line!("chaosctl: {fault} on {node}: not reported reverted yet (the agent may be cut off; it heals at the deadline on its own)");
                 }
                 return Ok(ExitCode::from(1));
             }

@@ -1,5 +1,6 @@
 //! `chaosctl lab up | down | status | list | topology`.
 
+use faultline_experiments::stderr_line;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -259,10 +260,10 @@ pub(crate) fn resolve_topology(
 /// Prints what resolving the programs said, and each known defect of a server that runs.
 pub(crate) fn warn_about_servers(warnings: &[String], versions: &[ServerVersion]) {
     for warning in warnings {
-        eprintln!("chaosctl: warning: {warning}");
+        stderr_line!("chaosctl: warning: {warning}");
     }
     for defect in versions.iter().filter_map(servers::known_defect) {
-        eprintln!("chaosctl: warning: {defect}");
+        stderr_line!("chaosctl: warning: {defect}");
     }
 }
 

@@ -4,6 +4,7 @@
 //! `--nats`/`--gateway` URLs it loads those, from inside the lab when `--lab` names one, else
 //! from where it is.
 
+use faultline_experiments::stderr_line;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,8 +19,8 @@ use faultline_experiments::workload::clients::Clients;
 use faultline_experiments::workload::recorder::check_writable;
 use faultline_experiments::workload::target::enter_netns;
 use faultline_experiments::workload::{
-    AdapterKind, CancellationToken, Progress, ProgressFn, Target, Workload, WorkloadConfig,
-    WorkloadReport,
+    AdapterKind, CancellationToken, ChatMode, Progress, ProgressFn, Target, Workload,
+    WorkloadConfig, WorkloadReport,
 };
 
 use super::Output;
@@ -56,8 +57,8 @@ pub(crate) struct LoadArgs {
     seed: u64,
     /// Where the clients stand during a partition: `majority` (with the largest side),
     /// `per-zone` (one client namespace per zone, sharing its zone's fate, using its own
-    /// zone's gateways first; tenant i in zone i mod zones) or `zone:NAME` (all in that zone).
-    /// Other than majority: --adapter http on a lab.
+    /// zone's servers or gateways first; tenant i in zone i mod zones) or `zone:NAME` (all in
+    /// that zone). Other than majority: on a lab.
     #[arg(long, default_value = "majority")]
     clients: Clients,
     /// Replicas of each tenant's stream.
@@ -83,6 +84,10 @@ pub(crate) struct LoadArgs {
     /// contract (comma-separated); the load goes to every replica of each.
     #[arg(long = "service", value_delimiter = ',', default_value = "gateway")]
     services: Vec<String>,
+    /// With `--adapter http`: chat sessions as HTTP requests (`http`) or over one WebSocket per
+    /// session (`websocket`: the contract's chat socket; opening it is a `connect` operation).
+    #[arg(long, default_value = "http")]
+    chat: ChatMode,
     /// Skip the final read-back through every node.
     #[arg(long)]
     no_read_back: bool,
@@ -196,6 +201,7 @@ pub(crate) fn run(host: &HostPaths, args: &LoadArgs, lab_named: bool) -> anyhow:
         clients: args.clients.clone(),
         stream_replicas: args.replicas,
         http_services: args.services.clone(),
+        chat: args.chat,
         connections: args.connections,
         ping_interval: args.ping_interval,
         settle: args.settle,
@@ -241,7 +247,7 @@ pub(crate) fn run(host: &HostPaths, args: &LoadArgs, lab_named: bool) -> anyhow:
         let on_interrupt = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
+                stderr_line!(
                     "\nchaosctl: interrupted; stopping the load (in-flight operations finish first; \
                      interrupt again to quit at once)"
                 );
@@ -249,12 +255,12 @@ pub(crate) fn run(host: &HostPaths, args: &LoadArgs, lab_named: bool) -> anyhow:
             }
             if tokio::signal::ctrl_c().await.is_ok() {
                 // The history is flushed every 200 ms; readers tolerate a truncated last line.
-                eprintln!("\nchaosctl: interrupted twice; quitting");
+                stderr_line!("\nchaosctl: interrupted twice; quitting");
                 std::process::exit(130);
             }
         });
         if !args.quiet {
-            eprintln!(
+            stderr_line!(
                 "load: {} tenants, {} ops/s, {} via {}, seed {}; history {}",
                 config.tenants,
                 config.rate,
@@ -266,11 +272,11 @@ pub(crate) fn run(host: &HostPaths, args: &LoadArgs, lab_named: bool) -> anyhow:
         }
         workload.run(cancel).await?;
         if !args.quiet && std::io::stderr().is_terminal() {
-            eprintln!();
+            stderr_line!();
         }
         if !args.no_read_back {
             if !args.quiet {
-                eprintln!("load: reading every tenant back through every node");
+                stderr_line!("load: reading every tenant back through every node");
             }
             workload.read_back().await?;
         }

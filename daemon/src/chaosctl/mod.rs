@@ -12,6 +12,7 @@ mod runs;
 mod scenarios;
 mod schedule;
 
+use faultline_experiments::stderr_line;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -139,7 +140,7 @@ fn choose_lab(host: &HostPaths, lab: &mut String) -> anyhow::Result<()> {
         return Ok(());
     }
     if let [only] = up.as_slice() {
-        eprintln!("chaosctl: using lab {only}, the only lab up (choose with --lab NAME)");
+        stderr_line!("chaosctl: using lab {only}, the only lab up (choose with --lab NAME)");
         only.clone_into(lab);
         return Ok(());
     }
@@ -324,14 +325,16 @@ fn reconcile_all(
         match ctx.reconcile() {
             Ok(report) => {
                 if !report.is_empty() && !quiet {
-                    eprintln!(
+                    stderr_line!(
                         "chaosctl: reconciled lab {name}: {}",
                         describe_reconcile(&report)
                     );
                 }
                 done.push((name, report));
             }
-            Err(error) => eprintln!("chaosctl: warning: reconcile of lab {name} failed: {error}"),
+            Err(error) => {
+                stderr_line!("chaosctl: warning: reconcile of lab {name} failed: {error}");
+            }
         }
     }
     done

@@ -251,13 +251,17 @@ fn live_line(status: &LiveStatus, last_figures: &mut Progress) -> String {
 
 /// A fault's selector in a few words, e.g. `zone a` or `service nats, replica 1`.
 fn selector_text(selector: &Selector) -> String {
+    let text = |value: &Option<String>| value.clone();
+    let place = |value: &Option<faultline_experiments::spec::Place>| {
+        value.as_ref().map(ToString::to_string)
+    };
     [
-        ("zone", &selector.zone),
-        ("node", &selector.node),
-        ("service", &selector.service),
-        ("replica", &selector.replica),
-        ("stream", &selector.stream),
-        ("shape", &selector.shape),
+        ("zone", place(&selector.zone)),
+        ("node", place(&selector.node)),
+        ("service", text(&selector.service)),
+        ("replica", text(&selector.replica)),
+        ("stream", text(&selector.stream)),
+        ("shape", text(&selector.shape)),
     ]
     .iter()
     .filter_map(|(field, value)| value.as_ref().map(|v| format!("{field} {v}")))

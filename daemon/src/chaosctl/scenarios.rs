@@ -102,6 +102,26 @@ pub(crate) fn validate(file_or_name: &str) -> anyhow::Result<ExitCode> {
         }
     }
     let (spec, source) = load(file_or_name)?;
+    // Role selectors need the topology's role probes: checked when the spec names its topology
+    // (else when the run plans, against the lab's).
+    if let Some(path) = spec.topology_path(&source) {
+        let yaml = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{source}: topology: cannot read {}; the path is relative to the spec file",
+                path.display()
+            )
+        })?;
+        let topology = faultline_experiments::lab::topology::Topology::parse(
+            &yaml,
+            &path.display().to_string(),
+        )?;
+        let services: Vec<(String, bool)> = topology
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.role.is_some()))
+            .collect();
+        spec.validate_roles(&source, &services)?;
+    }
     println!(
         "{source}: valid ({} fault{}, {} total, baseline {})",
         spec.faults.len(),

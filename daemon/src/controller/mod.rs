@@ -24,6 +24,7 @@ pub mod reconcile;
 pub mod reports;
 pub mod schedule;
 
+use faultline_experiments::stderr_line;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -139,7 +140,7 @@ impl ControllerConfig {
 
 /// Writes one line of the controller's log, stamped.
 pub fn log(identity: &str, message: &str) {
-    eprintln!(
+    stderr_line!(
         "{} faultlined controller {identity}: {message}",
         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
     );

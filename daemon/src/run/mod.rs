@@ -8,6 +8,7 @@
 //! `chaosctl run`) is passed to the engine as an interrupt: it heals and ends early, and the
 //! status says Healing, then Aborted.
 
+use faultline_experiments::stderr_line;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -527,7 +528,7 @@ pub fn main(args: &RunArgs) -> anyhow::Result<std::process::ExitCode> {
             }),
         )
         .await?;
-        eprintln!(
+        stderr_line!(
             "faultlined run: experiment {}: {} ({})",
             args.experiment,
             outcome.status.phase.unwrap_or_default().as_str(),

@@ -13,6 +13,7 @@ pub mod client;
 pub mod metrics;
 pub mod page;
 
+use faultline_experiments::stderr_line;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -70,7 +71,7 @@ pub struct ServeArgs {
 }
 
 fn log(message: &str) {
-    eprintln!(
+    stderr_line!(
         "{} faultlined serve: {message}",
         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
     );

@@ -190,6 +190,7 @@ pub fn assert_summary_matches(
             OpKind::Write => "write",
             OpKind::Read => "read",
             OpKind::Deliver => "deliver",
+            OpKind::Connect => "connect",
         };
         *by_row
             .entry((tier_of(&o.tenant), kind.to_owned()))

@@ -82,6 +82,24 @@ fn value_evidence(
     }
 }
 
+/// Whether the stream held the value when the run began and the run did not write it (a slice
+/// of a load that keeps running): it counts as acknowledged before the run.
+fn held_before(f: &ValueFacts) -> bool {
+    f.flags & (flag::INITIAL | flag::ATTEMPTED) == flag::INITIAL
+}
+
+/// Where an acknowledged value came from, for evidence.
+fn origin(syms: &Symbols, f: &ValueFacts) -> String {
+    if held_before(f) {
+        format!(
+            "held when the run began (read through {})",
+            syms.node(f.read_node)
+        )
+    } else {
+        format!("acknowledged through {}", syms.node(f.write_node))
+    }
+}
+
 /// Lost writes, each classified as prefix, middle or postfix of its producer's acknowledged
 /// values by counter.
 fn lost_anomaly(
@@ -124,8 +142,13 @@ fn lost_anomaly(
         *by_tenant.entry(f.tenant).or_default() += 1;
         lost.buf.count += 1;
         *lost.categories.entry(category.to_string()).or_default() += 1;
-        if lost.buf.wants(f.ack_ns) {
-            let seen = if f.flags & flag::READ != 0 {
+        let (at, node) = if held_before(f) {
+            (f.read_ns, f.read_node)
+        } else {
+            (f.ack_ns, f.write_node)
+        };
+        if lost.buf.wants(at) {
+            let seen = if f.flags & flag::READ != 0 && !held_before(f) {
                 format!(
                     " (it was read through {} during the run)",
                     syms.node(f.read_node)
@@ -134,11 +157,11 @@ fn lost_anomaly(
                 String::new()
             };
             let d = format!(
-                "acknowledged through {} but absent from every final read-back; {category} loss{seen}",
-                syms.node(f.write_node)
+                "{} but absent from every final read-back; {category} loss{seen}",
+                origin(syms, f)
             );
             lost.buf
-                .push_sample(value_evidence(syms, v, f, f.ack_ns, f.write_node, d));
+                .push_sample(value_evidence(syms, v, f, at, node, d));
         }
     }
     lost.into_anomaly("lost")
@@ -180,6 +203,12 @@ fn notes(facts: &Facts, unchecked: u64, acked: u64) -> (Vec<String>, bool) {
             "{failed} final read-backs (tenant, stream, node) failed; those views were not checked"
         ));
     }
+    if facts.initial_failed > 0 {
+        notes.push(format!(
+            "{} initial-state reads failed; values only those views held when the run began were not checked",
+            facts.initial_failed
+        ));
+    }
     if acked == 0 {
         notes.push("no acknowledged writes".to_string());
     }
@@ -201,6 +230,8 @@ pub fn check(facts: &Facts, cfg: &CheckConfig) -> ConsistencyOutput {
     let mut by_tenant: FxHashMap<Sym, u64> = FxHashMap::default();
     let mut unchecked = 0u64;
     let mut acked = 0u64;
+    // Values the streams held when the run began (among `acked`).
+    let mut held_count = 0u64;
     // Lost values, classified per producer afterwards.
     let mut lost_ids: Vec<ValueId> = Vec::new();
     let mut survived = vec![false; facts.values.len()];
@@ -212,7 +243,10 @@ pub fn check(facts: &Facts, cfg: &CheckConfig) -> ConsistencyOutput {
         let fl = f.flags;
         let seen = fl & (flag::READ | flag::DELIVERED) != 0;
         let tenant = f.tenant;
-        if fl & flag::ATTEMPTED == 0 {
+        let held = held_before(f);
+        if held {
+            held_count += 1;
+        } else if fl & flag::ATTEMPTED == 0 {
             if seen {
                 *by_tenant.entry(tenant).or_default() += 1;
                 unexpected.buf.count += 1;
@@ -230,7 +264,7 @@ pub fn check(facts: &Facts, cfg: &CheckConfig) -> ConsistencyOutput {
             }
             continue;
         }
-        if f.deliveries > 1 {
+        if !held && f.deliveries > 1 {
             dup_delivered.buf.count += 1;
             if dup_delivered.buf.wants(f.read_ns) {
                 let d = format!("delivered {} times", f.deliveries);
@@ -244,7 +278,7 @@ pub fn check(facts: &Facts, cfg: &CheckConfig) -> ConsistencyOutput {
                 ));
             }
         }
-        if fl & flag::OK == 0 {
+        if !held && fl & flag::OK == 0 {
             if fl & flag::INFO != 0 {
                 let (acc, d) = if seen {
                     (&mut recovered, "outcome info, but read: it happened")
@@ -276,7 +310,12 @@ pub fn check(facts: &Facts, cfg: &CheckConfig) -> ConsistencyOutput {
         }
         acked += 1;
         let present = fl & (flag::READBACK | flag::DELIVERED) != 0;
-        let key = (tenant, f.write_stream);
+        let stream = if held {
+            f.stored_stream
+        } else {
+            f.write_stream
+        };
+        let key = (tenant, stream);
         if key != coverage_cache.0 {
             coverage_cache = (key, facts.coverage.get(&key).copied().unwrap_or(0));
         }
@@ -314,19 +353,20 @@ pub fn check(facts: &Facts, cfg: &CheckConfig) -> ConsistencyOutput {
                 if lost_on_node.buf.wants(f.ack_ns) {
                     let d = if replica_views == 0 {
                         format!(
-                            "acknowledged through {}, missing from the final read-back through {}",
-                            syms.node(f.write_node),
+                            "{}, missing from the final read-back through {}",
+                            origin(syms, f),
                             syms.node(node)
                         )
                     } else {
                         format!(
-                            "acknowledged through {}, missing from {}'s own replica (read alone, the other replicas held down)",
-                            syms.node(f.write_node),
+                            "{}, missing from {}'s own replica (read alone, the other replicas held down)",
+                            origin(syms, f),
                             syms.node(node)
                         )
                     };
                     let mut e = value_evidence(syms, v, f, f.ack_ns, node, d);
-                    e.other_node = Some(syms.node(f.write_node).to_string());
+                    e.other_node =
+                        (f.write_node != NO_SYM).then(|| syms.node(f.write_node).to_string());
                     lost_on_node.buf.push_sample(e);
                 }
             }
@@ -361,8 +401,13 @@ pub fn check(facts: &Facts, cfg: &CheckConfig) -> ConsistencyOutput {
     };
     let mut verdict = Verdict::from_anomalies(NAME, anomalies, notes, fallback);
     if verdict.status == Status::Valid {
+        let held = if held_count > 0 {
+            format!(" ({held_count} of them held when the run began)")
+        } else {
+            String::new()
+        };
         verdict.summary = format!(
-            "{acked} acknowledged writes, none lost; {}",
+            "{acked} acknowledged writes{held}, none lost; {}",
             verdict.summary
         );
     }

@@ -63,8 +63,23 @@ pub struct Op<'a> {
     /// Whether `node` may not be the node that served it (the client reconnected while the
     /// operation was under way). No verdict about sides rests on such an operation.
     pub node_uncertain: bool,
+    /// The zone its client stood in (`clients: per-zone` or `{zone: X}`), if any.
+    pub client_zone: Option<Sym>,
     /// Line in the history file (1-based), 0 when unknown.
     pub line: u64,
+}
+
+/// The load operations of the clients standing in one zone, by how they ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZoneCounts {
+    /// Load operations (read-back excluded).
+    pub operations: u64,
+    /// Writes acknowledged.
+    pub acked_writes: u64,
+    /// Operations that ended `fail`.
+    pub failed: u64,
+    /// Operations that ended `info`.
+    pub unknown: u64,
 }
 
 /// "No sequence" in packed tables.
@@ -90,6 +105,8 @@ pub mod flag {
     pub const JOB: u16 = 1 << 7;
     /// Already reported as stored at two sequences.
     pub const STORED_DUP: u16 = 1 << 8;
+    /// Seen by an `ok` initial-state read: the stream held it when the run began.
+    pub const INITIAL: u16 = 1 << 9;
 }
 
 /// Everything known about one value.
@@ -413,8 +430,14 @@ pub struct Facts {
     pub cross_tenant: EvidenceBuf,
     /// Per tenant, cross-tenant reads it did or suffered.
     pub cross_tenant_by_tenant: FxHashMap<Sym, u64>,
+    /// Load operations per client zone; operations that name no zone are not counted here.
+    pub by_zone: FxHashMap<Sym, ZoneCounts>,
+    /// Which zones each tenant's clients stood in, as `(tenant, zone)`.
+    pub tenant_zones: FxHashSet<(Sym, Sym)>,
     /// Read values with no tenant prefix.
     pub unattributable_reads: u64,
+    /// Initial-state reads that failed: what those views held when the run began is unknown.
+    pub initial_failed: u64,
     /// Acknowledgements inside a partition window through a node on no side of it.
     pub unplaced_partition_acks: u64,
     /// Acknowledgements inside a partition window whose node is uncertain (the client
@@ -540,7 +563,10 @@ impl Facts {
             ack_without_quorum: EvidenceBuf::new(cap),
             cross_tenant: EvidenceBuf::new(cap),
             cross_tenant_by_tenant: FxHashMap::default(),
+            by_zone: FxHashMap::default(),
+            tenant_zones: FxHashSet::default(),
             unattributable_reads: 0,
+            initial_failed: 0,
             unplaced_partition_acks: 0,
             uncertain_node_acks: 0,
             partly_in_effect_acks: 0,
@@ -660,10 +686,27 @@ impl Facts {
             OpKind::Write => self.ingest_write(op),
             OpKind::Read => self.ingest_read(op),
             OpKind::Deliver => self.ingest_deliver(op),
+            // Opening a socket stores and reads nothing; it counts as load (recovery) only.
+            OpKind::Connect => {}
         }
-        if !op.pattern.is_read_back() {
+        if op.pattern.is_load() {
+            if let Some(zone) = op.client_zone {
+                self.ingest_zone(op, zone);
+            }
             self.ingest_load(op);
         }
+    }
+
+    fn ingest_zone(&mut self, op: &Op<'_>, zone: Sym) {
+        let counts = self.by_zone.entry(zone).or_default();
+        counts.operations += 1;
+        match op.outcome {
+            Outcome::Ok if op.kind == OpKind::Write => counts.acked_writes += 1,
+            Outcome::Ok => {}
+            Outcome::Fail => counts.failed += 1,
+            Outcome::Info => counts.unknown += 1,
+        }
+        self.tenant_zones.insert((op.tenant, zone));
     }
 
     fn ingest_write(&mut self, op: &Op<'_>) {
@@ -915,6 +958,11 @@ impl Facts {
     fn ingest_read(&mut self, op: &Op<'_>) {
         let readback = op.pattern.is_read_back();
         let replica = op.pattern == Pattern::ReadBackReplica;
+        let initial = if op.pattern == Pattern::InitialState {
+            flag::INITIAL
+        } else {
+            0
+        };
         let items = match (op.outcome, op.read) {
             (Outcome::Ok, Some(items)) => items,
             (outcome, items) => {
@@ -927,6 +975,9 @@ impl Facts {
                 }
                 if outcome == Outcome::Ok {
                     self.defect("read-without-items", op.line);
+                }
+                if initial != 0 {
+                    self.initial_failed += 1;
                 }
                 if readback {
                     if let Some(bit) = self.readback_bit(op.node, replica) {
@@ -988,7 +1039,7 @@ impl Facts {
                         MULTI_TENANT
                     };
                 }
-                f.flags |= flag::READ;
+                f.flags |= flag::READ | initial;
                 if op.invoke_ns < f.read_ns {
                     f.read_ns = op.invoke_ns;
                     f.read_node = op.node;

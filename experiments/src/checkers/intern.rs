@@ -311,6 +311,8 @@ pub struct Symbols {
     pub streams: Interner,
     /// Client process names.
     pub processes: Interner,
+    /// Client zones (where a load operation's client stood).
+    pub zones: Interner,
     producers: Vec<Producer>,
     producer_index: FxHashMap<Box<str>, u32>,
     values: Vec<ValueInfo>,

@@ -34,9 +34,9 @@ pub use config::{CheckConfig, Slo};
 pub use facts::{Item, Op};
 pub use intern::{Symbols, ValueId};
 pub use model::{
-    Anomaly, CheckReport, Evidence, ExperimentInfo, FaultRecovery, FaultWindow, InputSummary,
-    RecoverySummary, RunInfo, ServerVersion, Severity, Status, TenantSummary, Timeline,
-    TimelinePoint, Verdict, REPORT_FORMAT, REPORT_SCHEMA_VERSION,
+    Anomaly, CheckReport, ClientZoneSummary, Evidence, ExperimentInfo, FaultRecovery, FaultWindow,
+    InputSummary, RecoverySummary, RunInfo, ServerVersion, Severity, Status, TenantSummary,
+    Timeline, TimelinePoint, Verdict, REPORT_FORMAT, REPORT_SCHEMA_VERSION,
 };
 pub use observations::Observations;
 
@@ -258,6 +258,7 @@ impl Checks {
             read: op.read.as_ref().map(|_| &scratch[..]),
             served_tenant: op.served_tenant.as_deref().map(|t| s.tenants.intern(t)),
             node_uncertain: op.reconnected,
+            client_zone: op.client_zone.as_deref().map(|z| s.zones.intern(z)),
             line: 0,
         };
         self.push(&op);
@@ -319,6 +320,7 @@ impl Checks {
                 t.anomalies = by_tenant.get(&sym).copied().unwrap_or(0);
             }
         }
+        let client_zones = client_zone_summaries(f, &by_tenant);
         tenants.sort_by(|a, b| {
             b.anomalies
                 .cmp(&a.anomalies)
@@ -342,9 +344,48 @@ impl Checks {
             recovery: summary,
             tenants,
             timeline,
+            client_zones,
             experiment: None,
         }
     }
+}
+
+/// The load broken down by the zone its clients stood in, when they stood in more than one
+/// (nothing to compare otherwise). A zone's anomalies are its tenants' (as
+/// [`TenantSummary::anomalies`]): all of a tenant's clients stand in one zone.
+fn client_zone_summaries(
+    f: &Facts,
+    anomalies_by_tenant: &rustc_hash::FxHashMap<intern::Sym, u64>,
+) -> Vec<ClientZoneSummary> {
+    if f.by_zone.len() < 2 {
+        return Vec::new();
+    }
+    let mut zones: Vec<ClientZoneSummary> = f
+        .by_zone
+        .iter()
+        .map(|(zone, counts)| {
+            let tenants: Vec<intern::Sym> = f
+                .tenant_zones
+                .iter()
+                .filter(|(_, z)| z == zone)
+                .map(|(t, _)| *t)
+                .collect();
+            ClientZoneSummary {
+                zone: f.symbols.zones.name(*zone).to_owned(),
+                tenants: tenants.len() as u64,
+                operations: counts.operations,
+                acked_writes: counts.acked_writes,
+                failed: counts.failed,
+                unknown: counts.unknown,
+                anomalies: tenants
+                    .iter()
+                    .filter_map(|t| anomalies_by_tenant.get(t))
+                    .sum(),
+            }
+        })
+        .collect();
+    zones.sort_by(|a, b| a.zone.cmp(&b.zone));
+    zones
 }
 
 /// Notes the observations' cut-off last line on every verdict. If it may have been a fault

@@ -393,6 +393,27 @@ pub struct TenantSummary {
     pub anomalies: u64,
 }
 
+/// How the clients standing in one zone fared (`clients: per-zone`): with a zone cut off,
+/// its clients fail or stall while the others' keep being acknowledged.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientZoneSummary {
+    /// The zone the clients stood in.
+    pub zone: String,
+    /// Tenants whose clients stood there.
+    pub tenants: u64,
+    /// Their load operations (read-back excluded).
+    pub operations: u64,
+    /// Their writes acknowledged (`ok`).
+    pub acked_writes: u64,
+    /// Their operations that ended `fail`.
+    pub failed: u64,
+    /// Their operations whose outcome is unknown (`info`).
+    pub unknown: u64,
+    /// Anomalies whose evidence names their tenants (as [`TenantSummary::anomalies`]).
+    pub anomalies: u64,
+}
+
 /// One point of the overall timeline (all tenants).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -461,6 +482,10 @@ pub struct CheckReport {
     pub tenants: Vec<TenantSummary>,
     /// Overall time series.
     pub timeline: Timeline,
+    /// The load by the zone its clients stood in, zone by zone, when they stood in more than
+    /// one (`clients: per-zone`); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_zones: Vec<ClientZoneSummary>,
     /// The experiment that produced the history, when the report comes from `chaosctl run`
     /// (absent for `chaosctl check` on a bare history).
     #[serde(default, skip_serializing_if = "Option::is_none")]

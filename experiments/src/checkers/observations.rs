@@ -141,6 +141,7 @@ impl Observations {
                 sides,
                 affected,
                 survivable,
+                chosen: _,
             } => self.faults.push(FaultWindow {
                 fault_id,
                 kind,

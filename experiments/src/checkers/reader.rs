@@ -139,7 +139,6 @@ pub(crate) struct RawOp<'a> {
     // Part of the format; the checkers only need to know the node is uncertain.
     sent_node: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    #[allow(dead_code)] // Part of the format; reports read it from the history's operations.
     client_zone: Option<Cow<'a, str>>,
     kind: OpKind,
     pattern: Pattern,
@@ -201,6 +200,7 @@ pub(crate) fn intern_op<'s>(
             .as_deref()
             .map(|t| symbols.tenants.intern(t)),
         node_uncertain: raw.reconnected,
+        client_zone: raw.client_zone.as_deref().map(|z| symbols.zones.intern(z)),
         line,
     }
 }

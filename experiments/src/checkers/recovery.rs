@@ -1015,16 +1015,18 @@ pub fn pattern_name(p: crate::history::Pattern) -> &'static str {
         Pattern::Idle => "idle",
         Pattern::ReadBack => "read_back",
         Pattern::ReadBackReplica => "read_back_replica",
+        Pattern::InitialState => "initial_state",
     }
 }
 
-/// `write`, `read` or `deliver`.
+/// `write`, `read`, `deliver` or `connect`.
 pub fn kind_name(k: crate::history::OpKind) -> &'static str {
     use crate::history::OpKind;
     match k {
         OpKind::Write => "write",
         OpKind::Read => "read",
         OpKind::Deliver => "deliver",
+        OpKind::Connect => "connect",
     }
 }
 

@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use crate::lab::faults::PartitionTarget;
 
-use super::plan::{Action, PlannedFault};
+use crate::lab::role::RoleChoice;
+
+use super::plan::{affected_nodes, resolve_primary, Action, PlannedFault};
 use super::target::{Injection, Target};
 use super::EngineError;
 
@@ -39,6 +41,13 @@ pub struct InjectedFault {
     pub survivable: bool,
     /// What it did, for people.
     pub description: String,
+    /// For a role selector: what the role probe chose and why, e.g. `zone of primary of etcd
+    /// = b (etcd/2 on b1 said leader; etcd/1: follower, etcd/3: follower)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<String>,
+    /// For a role selector: the primary found and every replica's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<RoleChoice>,
     /// For pods deleted through the API: from the first deletion until every replacement was
     /// Ready, in ms, as the site measured it after the recovery watch (absent when the
     /// replacements were not all Ready by then).
@@ -88,19 +97,32 @@ impl<'a> Injected<'a> {
         planned: &PlannedFault,
     ) -> Result<&InjectedFault, EngineError> {
         let injecting_ns = (self.now_ns)();
+        // A role selector is resolved now, not when the run was planned: the primary may have
+        // changed since (an earlier fault may have moved it).
+        let (action, role, affected) = match &planned.action {
+            Action::OfPrimary { service, then } => {
+                let choice = self.target.primary_of(service)?;
+                let facts = self.target.facts()?;
+                let action = resolve_primary(&facts, *then, &choice);
+                let affected = affected_nodes(self.target, &facts, &action)?;
+                let chosen = choice.sentence(then.place());
+                (action, Some((choice, chosen)), affected)
+            }
+            other => (other.clone(), None, planned.affected_nodes.clone()),
+        };
         let mut injection = Injection::default();
         // The target records every id as soon as it exists, so a failure halfway still heals
         // what was made.
-        let result = self.target.inject(
-            &planned.action,
-            planned.duration,
-            self.max_duration,
-            &mut injection,
-        );
+        let result =
+            self.target
+                .inject(&action, planned.duration, self.max_duration, &mut injection);
         // Every rule is installed and every process stopped once the calls above returned.
         let applied_ns = (self.now_ns)();
-        let description = describe(&planned.action, planned.duration);
-        let instant = matches!(planned.action, Action::Kill { .. });
+        let mut description = describe(&action, planned.duration);
+        if let Some((_, chosen)) = &role {
+            description = format!("{description}; {chosen}");
+        }
+        let instant = matches!(action, Action::Kill { .. });
         self.faults.push(InjectedFault {
             plan_index,
             kind: planned.kind.clone(),
@@ -110,11 +132,11 @@ impl<'a> Injected<'a> {
             reverting_ns: instant.then_some(applied_ns),
             end_ns: instant.then_some(applied_ns),
             sides: injection.sides,
-            affected: injection
-                .affected
-                .unwrap_or_else(|| planned.affected_nodes.clone()),
+            affected: injection.affected.unwrap_or(affected),
             survivable: planned.survivable,
             description,
+            chosen: role.as_ref().map(|(_, chosen)| chosen.clone()),
+            role: role.map(|(choice, _)| choice),
             time_to_ready_ms: None,
         });
         match result {
@@ -168,7 +190,7 @@ impl Drop for Injected<'_> {
     fn drop(&mut self) {
         if self.any_active() {
             for failure in self.heal_all() {
-                eprintln!("faultline: heal on drop failed: {failure}");
+                stderr_line!("faultline: heal on drop failed: {failure}");
             }
         }
     }
@@ -208,6 +230,9 @@ fn describe(action: &Action, duration: Duration) -> String {
         Action::Drain { node } => format!("drain {node} for {lasting}"),
         Action::QuorumLoss { stream, mode } => {
             format!("quorum loss on {stream} ({mode:?}) for {lasting}").to_lowercase()
+        }
+        Action::OfPrimary { service, then } => {
+            format!("{then:?} on the primary of {service} for {lasting}").to_lowercase()
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::workload::slice::{self, CutFiles, LiveLoad, SliceSpan};
+use crate::workload::slice::{self, CutFiles, InitialRead, LiveLoad, SliceSpan};
 use crate::workload::{
     self, BackgroundWorkload, Progress, RunClock, WorkloadConfig, WorkloadError,
 };
@@ -27,6 +27,8 @@ pub enum RunLoad {
         start_ns: u64,
         /// The load's progress at the start, subtracted from its counts.
         at_start: Progress,
+        /// What the tenants' streams held at the start, being read.
+        initial: Result<InitialRead, WorkloadError>,
     },
 }
 
@@ -41,7 +43,10 @@ impl RunLoad {
         config: WorkloadConfig,
     ) -> Result<Self, EngineError> {
         Ok(match live {
-            Some(live) => Self::slice_of(live.clone()),
+            Some(live) => {
+                let dir = config.history.parent().unwrap_or(Path::new("."));
+                Self::slice_of(live.clone(), dir)
+            }
             None => Self::Own(site.spawn_load(config)?),
         })
     }
@@ -54,14 +59,17 @@ impl RunLoad {
         }
     }
 
-    /// Begins a slice of `live` now.
-    pub fn slice_of(live: LiveLoad) -> Self {
+    /// Begins a slice of `live` now, and starts reading what its tenants' streams hold (into
+    /// `dir`, the run's directory, until the cut).
+    pub fn slice_of(live: LiveLoad, dir: &Path) -> Self {
         let start_ns = live.clock().now_ns();
         let at_start = live.progress();
+        let initial = live.read_initial_state(dir.join(INITIAL_STATE_FILE));
         Self::Slice {
             live,
             start_ns,
             at_start,
+            initial,
         }
     }
 
@@ -136,8 +144,18 @@ impl RunLoad {
     ) -> (Result<(), WorkloadError>, bool) {
         match self {
             Self::Own(load) => finish_own(load, read_back, settle_until_ns, interrupts),
-            Self::Slice { live, start_ns, .. } => {
-                finish_slice(&live, start_ns, read_back, settle_until_ns, dir, run_id)
+            Self::Slice {
+                live,
+                start_ns,
+                initial,
+                ..
+            } => {
+                let slice = Slice {
+                    live: &live,
+                    start_ns,
+                    initial,
+                };
+                finish_slice(slice, read_back, settle_until_ns, dir, run_id)
             }
         }
     }
@@ -169,27 +187,52 @@ fn finish_own(
     (finished.map(|_| ()), completed)
 }
 
+/// The slice's initial-state reads until the cut, in the run's directory.
+const INITIAL_STATE_FILE: &str = "initial-state.jsonl";
+/// The slice's read-back until the cut, in the run's directory.
+const READ_BACK_FILE: &str = "read-back.jsonl";
+
 /// How long after the slice's end its last operations are surely in the load's files (the
 /// recorder flushes every 200 ms).
 const FLUSHED_AFTER: Duration = Duration::from_secs(1);
 
-fn finish_slice(
-    live: &LiveLoad,
+/// A slice being finished.
+struct Slice<'a> {
+    live: &'a LiveLoad,
     start_ns: u64,
+    initial: Result<InitialRead, WorkloadError>,
+}
+
+fn finish_slice(
+    slice: Slice<'_>,
     read_back: bool,
     settle_until_ns: u64,
     dir: &Path,
     run_id: &str,
 ) -> (Result<(), WorkloadError>, bool) {
+    let Slice {
+        live,
+        start_ns,
+        initial,
+    } = slice;
     let clock = live.clock();
     let cut_ns = clock.now_ns();
+    if let Err(e) = initial.and_then(InitialRead::wait) {
+        return (Err(e), false);
+    }
+    let initial_file = dir.join(INITIAL_STATE_FILE);
+    let read_back_file = dir.join(READ_BACK_FILE);
+    let mut views = vec![initial_file.as_path()];
     let read_backs = if read_back {
-        match live.read_back(settle_until_ns) {
-            Ok(ops) => ops,
+        match live.read_back(settle_until_ns, &read_back_file) {
+            Ok(count) => {
+                views.push(&read_back_file);
+                count
+            }
             Err(e) => return (Err(e), false),
         }
     } else {
-        vec![]
+        0
     };
     let end_ns = clock.now_ns();
     std::thread::sleep(FLUSHED_AFTER);
@@ -204,9 +247,11 @@ fn finish_slice(
         history_out: &dir.join("history.jsonl"),
         observations_out: &dir.join("observations.jsonl"),
     };
-    let completed = read_back && !read_backs.is_empty();
-    (
-        slice::cut(&files, span, run_id, read_backs).map(|_| ()),
-        completed,
-    )
+    let completed = read_back && read_backs > 0;
+    let cut = slice::cut(&files, span, run_id, &views).map(|_| ());
+    // They are in the run's history now.
+    for view in views {
+        let _ = std::fs::remove_file(view);
+    }
+    (cut, completed)
 }

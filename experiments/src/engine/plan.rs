@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::lab::faults::{largest_connected_group, PartitionTarget, QuorumLossMode, Shape};
 use crate::lab::jetstream::ALL_STREAMS;
-use crate::spec::{ExperimentSpec, FaultKind, FaultSpec};
+use crate::lab::role::{PrimaryPlace, RoleChoice};
+use crate::spec::{ExperimentSpec, FaultKind, FaultSpec, Place, PRIMARY};
 
 use super::target::{Facts, Target};
 use super::EngineError;
@@ -56,6 +57,91 @@ pub enum Action {
         /// How the peers are taken out.
         mode: QuorumLossMode,
     },
+    /// A fault on a service's primary, resolved when it is injected: the engine asks the
+    /// target ([`Target::primary_of`]) which replica is the primary at that moment, then
+    /// injects [`resolve_primary`]'s action on it.
+    OfPrimary {
+        /// The service whose role probe is asked.
+        service: String,
+        /// What to do to the primary.
+        then: OnPrimary,
+    },
+}
+
+/// What a role selector does to the primary it finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnPrimary {
+    /// Cut off its zone; with `stop_services`, also hold down every replica in that zone.
+    PartitionZone {
+        /// az-failure's `stop_services`.
+        stop_services: bool,
+    },
+    /// Cut off its node.
+    PartitionNode,
+    /// SIGKILL it.
+    Kill,
+    /// SIGSTOP it.
+    Pause,
+    /// Drain its node.
+    Drain,
+}
+
+impl OnPrimary {
+    /// Which of the primary's places the action takes.
+    pub fn place(self) -> PrimaryPlace {
+        match self {
+            OnPrimary::PartitionZone { .. } => PrimaryPlace::Zone,
+            OnPrimary::PartitionNode | OnPrimary::Drain => PrimaryPlace::Node,
+            OnPrimary::Kill | OnPrimary::Pause => PrimaryPlace::Replica,
+        }
+    }
+}
+
+/// The action a role selector stands for, once the primary is known: its zone cut off, its
+/// node drained, the replica itself killed. Pure; `facts` are the target's when it is injected
+/// (for the replicas a zone's `stop_services` holds down).
+pub fn resolve_primary(facts: &Facts, then: OnPrimary, primary: &RoleChoice) -> Action {
+    let service = primary.service.clone();
+    match then {
+        OnPrimary::PartitionZone { stop_services } => Action::Partition {
+            target: PartitionTarget::Zone(primary.zone.clone()),
+            stop: if stop_services {
+                zone_replicas(facts, &primary.zone)
+            } else {
+                vec![]
+            },
+        },
+        OnPrimary::PartitionNode => Action::Partition {
+            target: PartitionTarget::Node(primary.node.clone()),
+            stop: vec![],
+        },
+        OnPrimary::Kill => Action::Kill {
+            service,
+            replicas: vec![primary.replica],
+        },
+        OnPrimary::Pause => Action::Pause {
+            service,
+            replica: primary.replica,
+        },
+        OnPrimary::Drain => Action::Drain {
+            node: primary.node.clone(),
+        },
+    }
+}
+
+/// Every replica the target lists on a zone's nodes.
+fn zone_replicas(facts: &Facts, zone: &str) -> Vec<(String, u32)> {
+    let zone_nodes = facts
+        .zone(zone)
+        .map(|z| z.nodes.clone())
+        .unwrap_or_default();
+    facts
+        .replicas
+        .iter()
+        .filter(|r| r.listed && zone_nodes.contains(&r.node))
+        .map(|r| (r.service.clone(), r.replica))
+        .collect()
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)]
@@ -99,7 +185,30 @@ pub fn plan<T: Target + ?Sized>(
     let mut planned = Vec::new();
     for (index, fault) in spec.faults.iter().enumerate() {
         let action = resolve(&facts, index, fault, &mut rng)?;
-        let affected_nodes = affected_nodes(target, &facts, &action)?;
+        let affected_nodes = if let Action::OfPrimary { service, then } = &action {
+            // Whichever replica turns out to be the primary, the fault stays within limits.
+            let mut worst: Vec<String> = Vec::new();
+            for candidate in candidate_primaries(&facts, service) {
+                let resolved = resolve_primary(&facts, *then, &candidate);
+                let affected = affected_nodes(target, &facts, &resolved)?;
+                check_blast_radius(&facts, spec, index, &affected).map_err(|e| match e {
+                    EngineError::BlastRadius { fault, message } => EngineError::BlastRadius {
+                        fault,
+                        message: format!(
+                            "if {}/{} on {} is the primary when it is injected, {message}",
+                            candidate.service, candidate.replica, candidate.node
+                        ),
+                    },
+                    other => other,
+                })?;
+                if affected.len() > worst.len() {
+                    worst = affected;
+                }
+            }
+            worst
+        } else {
+            affected_nodes(target, &facts, &action)?
+        };
         check_blast_radius(&facts, spec, index, &affected_nodes)?;
         let times = fault.repeat.as_ref().map_or(1, |r| r.times);
         for repetition in 0..times {
@@ -122,6 +231,68 @@ pub fn plan<T: Target + ?Sized>(
     planned.sort_by_key(|p| p.at);
     target.check_plan(spec, &facts, &planned)?;
     Ok(planned)
+}
+
+/// Every replica of `service` that could be its primary, as a choice the role probe could make
+/// (for checking each possible outcome before anything is touched).
+fn candidate_primaries(facts: &Facts, service: &str) -> Vec<RoleChoice> {
+    facts
+        .replicas
+        .iter()
+        .filter(|r| r.service == service)
+        .map(|r| RoleChoice {
+            service: service.to_owned(),
+            replica: r.replica,
+            node: r.node.clone(),
+            zone: facts.zone_of(&r.node).unwrap_or_default().to_owned(),
+            answers: std::collections::BTreeMap::new(),
+        })
+        .collect()
+}
+
+/// A role selector's service, checked against the target: known, with a role probe.
+fn role_service(
+    facts: &Facts,
+    index: usize,
+    field: &str,
+    service: &str,
+) -> Result<String, EngineError> {
+    let known = || {
+        facts
+            .services
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if facts.service(service).is_none() {
+        return Err(selector_error(
+            facts,
+            index,
+            field,
+            format!(
+                "`{service}` matches no service in {}; known: {}",
+                facts.place(),
+                known()
+            ),
+        ));
+    }
+    if !facts.roles.iter().any(|s| s == service) {
+        return Err(selector_error(
+            facts,
+            index,
+            field,
+            if facts.name == super::target::CLUSTER_NAME {
+                format!("the primary of `{service}` cannot be resolved on the cluster: workloads have no role probe there; name a zone, node or replica instead")
+            } else {
+                format!(
+                    "`{service}` has no role probe in {}'s topology, so its primary cannot be asked; add `role:` to the service (docs/topology.md, Role probes)",
+                    facts.place()
+                )
+            },
+        ));
+    }
+    Ok(service.to_owned())
 }
 
 fn selector_error(facts: &Facts, index: usize, field: &str, message: String) -> EngineError {
@@ -181,6 +352,9 @@ fn resolve(
             (1..=svc.replicas).map(|r| r.to_string()).collect()
         })
     };
+    if let Some(action) = resolve_of_primary(facts, index, fault)? {
+        return Ok(action);
+    }
     Ok(match fault.kind {
         FaultKind::Partition => resolve_partition(facts, index, fault, &zones, &nodes, rng)?,
         FaultKind::Kill | FaultKind::Pause => {
@@ -210,7 +384,7 @@ fn resolve(
         }
         FaultKind::Drain => {
             // `random` drains a node that runs something: draining an empty node tests nothing.
-            let wanted = s.node.as_deref().unwrap_or_default();
+            let wanted = s.node.as_ref().and_then(Place::name).unwrap_or_default();
             let busy: Vec<String> = facts
                 .replicas
                 .iter()
@@ -248,6 +422,51 @@ fn resolve(
     })
 }
 
+/// A role selector's fault, left for the engine to resolve at injection; `None` for any
+/// other selector.
+fn resolve_of_primary(
+    facts: &Facts,
+    index: usize,
+    fault: &FaultSpec,
+) -> Result<Option<Action>, EngineError> {
+    let s = &fault.selector;
+    let zone_of = s.zone.as_ref().and_then(Place::primary_of);
+    let node_of = s.node.as_ref().and_then(Place::primary_of);
+    let (field, service, then) = match fault.kind {
+        FaultKind::Kill | FaultKind::Pause if s.replica.as_deref() == Some(PRIMARY) => (
+            "service",
+            s.service.as_deref().unwrap_or_default(),
+            if fault.kind == FaultKind::Kill {
+                OnPrimary::Kill
+            } else {
+                OnPrimary::Pause
+            },
+        ),
+        FaultKind::Partition if zone_of.is_some() => (
+            "zone.service",
+            zone_of.unwrap_or_default(),
+            OnPrimary::PartitionZone {
+                stop_services: fault.stop_services,
+            },
+        ),
+        FaultKind::Partition if node_of.is_some() => (
+            "node.service",
+            node_of.unwrap_or_default(),
+            OnPrimary::PartitionNode,
+        ),
+        FaultKind::Drain if node_of.is_some() => (
+            "node.service",
+            node_of.unwrap_or_default(),
+            OnPrimary::Drain,
+        ),
+        _ => return Ok(None),
+    };
+    Ok(Some(Action::OfPrimary {
+        service: role_service(facts, index, field, service)?,
+        then,
+    }))
+}
+
 fn resolve_partition(
     facts: &Facts,
     index: usize,
@@ -258,8 +477,12 @@ fn resolve_partition(
 ) -> Result<Action, EngineError> {
     let s = &fault.selector;
     let target = match (&s.zone, &s.node, s.shape.as_deref()) {
-        (Some(zone), _, _) => PartitionTarget::Zone(pick(facts, index, "zone", zone, zones, rng)?),
-        (_, Some(node), _) => PartitionTarget::Node(pick(facts, index, "node", node, nodes, rng)?),
+        (Some(Place::Named(zone)), _, _) => {
+            PartitionTarget::Zone(pick(facts, index, "zone", zone, zones, rng)?)
+        }
+        (_, Some(Place::Named(node)), _) => {
+            PartitionTarget::Node(pick(facts, index, "node", node, nodes, rng)?)
+        }
         (_, _, Some("one-vs-rest")) => {
             PartitionTarget::Zone(pick(facts, index, "zone", "random", zones, rng)?)
         }
@@ -282,16 +505,7 @@ fn resolve_partition(
         let PartitionTarget::Zone(zone) = &target else {
             unreachable!("validated: stop_services needs a zone")
         };
-        let zone_nodes = facts
-            .zone(zone)
-            .map(|z| z.nodes.clone())
-            .unwrap_or_default();
-        facts
-            .replicas
-            .iter()
-            .filter(|r| r.listed && zone_nodes.contains(&r.node))
-            .map(|r| (r.service.clone(), r.replica))
-            .collect()
+        zone_replicas(facts, zone)
     } else {
         vec![]
     };
@@ -336,6 +550,13 @@ pub fn affected_nodes<T: Target + ?Sized>(
         }
         Action::Drain { node } => {
             affected.insert(node.clone());
+        }
+        Action::OfPrimary { service, then } => {
+            // Unknown until injection: every node a candidate's action could touch.
+            for candidate in candidate_primaries(facts, service) {
+                let resolved = resolve_primary(facts, *then, &candidate);
+                affected.extend(affected_nodes(target, facts, &resolved)?);
+            }
         }
         Action::QuorumLoss { .. } => {
             // The peers are chosen at injection; a majority of the JetStream servers' nodes.
@@ -457,6 +678,125 @@ mod tests {
             error.contains("faults[0].selector.node") && error.contains("a1, a2"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn role_selectors_wait_for_injection_and_are_checked_for_every_candidate() {
+        let (_dir, ctx) = lab();
+        let zone_of =
+            "  - {kind: partition, selector: {zone: {of: primary, service: nats}}, duration: 5s}";
+        let planned = plan(&ctx, &spec(zone_of, ""), 1).expect("plan");
+        assert_eq!(
+            planned[0].action,
+            Action::OfPrimary {
+                service: "nats".into(),
+                then: OnPrimary::PartitionZone {
+                    stop_services: false
+                }
+            }
+        );
+        assert_eq!(planned[0].affected_nodes.len(), 2, "{planned:?}");
+        let kill = "  - {kind: kill, selector: {service: nats, replica: primary}}";
+        assert_eq!(
+            plan(&ctx, &spec(kill, ""), 1).expect("plan")[0].action,
+            Action::OfPrimary {
+                service: "nats".into(),
+                then: OnPrimary::Kill
+            }
+        );
+        let error = plan(
+            &ctx,
+            &spec(
+                "  - {kind: pause, selector: {service: gateway, replica: primary}, duration: 5s}",
+                "",
+            ),
+            1,
+        )
+        .expect_err("gateway has no role probe")
+        .to_string();
+        assert!(
+            error.contains(
+                "faults[0].selector.service: `gateway` has no role probe in lab `plan`'s topology"
+            ),
+            "{error}"
+        );
+        let error = plan(
+            &ctx,
+            &spec(
+                "  - {kind: drain, selector: {node: {of: primary, service: etcd}}, duration: 5s}",
+                "",
+            ),
+            1,
+        )
+        .expect_err("no etcd here")
+        .to_string();
+        assert!(
+            error.contains("faults[0].selector.node.service: `etcd` matches no service in lab `plan`; known: nats, gateway"),
+            "{error}"
+        );
+        let az = "  - {kind: partition, selector: {zone: {of: primary, service: nats}}, stop_services: true, duration: 5s}";
+        let error = plan(&ctx, &spec(az, "blast_radius: {max_nodes: 1}"), 1)
+            .expect_err("a zone is two nodes")
+            .to_string();
+        assert!(
+            error
+                .contains("if nats/1 on a1 is the primary when it is injected, it affects 2 nodes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn resolve_primary_table() {
+        let (_dir, ctx) = lab();
+        let facts = ctx.facts().expect("facts");
+        let primary = RoleChoice {
+            service: "nats".into(),
+            replica: 2,
+            node: "b1".into(),
+            zone: "b".into(),
+            answers: std::collections::BTreeMap::new(),
+        };
+        let zone_b = PartitionTarget::Zone("b".into());
+        let cases = [
+            (
+                OnPrimary::PartitionZone {
+                    stop_services: false,
+                },
+                Action::Partition {
+                    target: zone_b.clone(),
+                    stop: vec![],
+                },
+            ),
+            (
+                OnPrimary::PartitionNode,
+                Action::Partition {
+                    target: PartitionTarget::Node("b1".into()),
+                    stop: vec![],
+                },
+            ),
+            (
+                OnPrimary::Kill,
+                Action::Kill {
+                    service: "nats".into(),
+                    replicas: vec![2],
+                },
+            ),
+            (
+                OnPrimary::Pause,
+                Action::Pause {
+                    service: "nats".into(),
+                    replica: 2,
+                },
+            ),
+            (OnPrimary::Drain, Action::Drain { node: "b1".into() }),
+        ];
+        for (then, expected) in cases {
+            assert_eq!(
+                resolve_primary(&facts, then, &primary),
+                expected,
+                "{then:?}"
+            );
+        }
     }
 
     #[test]

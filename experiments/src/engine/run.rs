@@ -545,6 +545,7 @@ fn record_fault_windows(faults: &[InjectedFault], sink: &workload::ObservationSi
             sides: w.sides,
             affected: w.affected,
             survivable: w.survivable,
+            chosen: fault.chosen.clone(),
         });
     }
 }
@@ -592,6 +593,7 @@ fn workload_config(spec: &ExperimentSpec, run_id: &str, dir: &Path, seed: u64) -
         stream_replicas: spec.workload.stream_replicas as usize,
         clients: spec.workload.clients.clone(),
         http_services: spec.workload.services.clone(),
+        chat: spec.workload.chat,
         replica_read_back: spec.workload.replica_read_back,
         history: dir.join("history.jsonl"),
         observations: dir.join("observations.jsonl"),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use faultline_injectors::net_partition::{self, Grudge};
 
 use crate::lab::faults::{PartitionTarget, Shape};
+use crate::lab::role::RoleChoice;
 use crate::spec::ExperimentSpec;
 
 use super::plan::{Action, PlannedFault};
@@ -28,6 +29,9 @@ pub struct Facts {
     pub replicas: Vec<ReplicaFacts>,
     /// The service that runs JetStream, if any.
     pub jetstream: Option<String>,
+    /// Services whose primary can be asked ([`Target::primary_of`]): on the lab, those with a
+    /// role probe in the topology; none on a cluster.
+    pub roles: Vec<String>,
 }
 
 /// The [`Facts::name`] of a cluster.
@@ -154,6 +158,24 @@ pub trait Target {
         _planned: &[PlannedFault],
     ) -> Result<(), EngineError> {
         Ok(())
+    }
+
+    /// Which replica of `service` is its primary now, asked of the replicas themselves (the
+    /// lab's role probes). The engine calls it when a role selector's fault is injected.
+    /// A target without role probes refuses, which is the default.
+    ///
+    /// # Errors
+    /// The service has no role probe here, or no single replica said primary.
+    fn primary_of(&self, service: &str) -> Result<RoleChoice, EngineError> {
+        let facts = self.facts()?;
+        Err(EngineError::Selector {
+            lab: facts.name.clone(),
+            field: "selector".into(),
+            message: format!(
+                "the primary of `{service}` cannot be resolved on {}: it has no role probes; name a zone, node or replica instead",
+                facts.place()
+            ),
+        })
     }
 
     /// Injects one planned action for `duration` (capped at `max`), recording each id in `into`

@@ -334,6 +334,8 @@ impl ClusterTarget {
                 services,
                 replicas,
                 jetstream: self.kube.nats.as_ref().map(|_| NATS_SERVICE.to_owned()),
+                // Workloads have no role probe: a role selector is refused on a cluster.
+                roles: Vec::new(),
             },
             nodes: infos,
             pods: selected,
@@ -921,7 +923,7 @@ impl ClusterTarget {
 impl Drop for ClusterTarget {
     fn drop(&mut self) {
         for failure in self.heal_all() {
-            eprintln!("faultline: heal on drop failed: {failure}");
+            stderr_line!("faultline: heal on drop failed: {failure}");
         }
     }
 }
@@ -961,7 +963,7 @@ impl Target for ClusterTarget {
                 Action::Kill { service, .. } | Action::Pause { service, .. } => vec![service],
                 Action::Partition { stop, .. } => stop.iter().map(|(s, _)| s.as_str()).collect(),
                 Action::QuorumLoss { .. } => vec![NATS_SERVICE],
-                Action::Drain { .. } => vec![],
+                Action::Drain { .. } | Action::OfPrimary { .. } => vec![],
             };
             for service in services {
                 let namespace = self.namespace_of(service).unwrap_or_default();
@@ -1065,6 +1067,9 @@ impl Target for ClusterTarget {
             Action::QuorumLoss { stream, mode } => {
                 self.inject_quorum_loss(&snapshot, stream, *mode, lasting, into)
             }
+            Action::OfPrimary { service, .. } => Err(EngineError::Cluster(format!(
+                "the primary of `{service}` cannot be resolved on a cluster: workloads have no role probe; name a zone, node or replica instead"
+            ))),
         }
     }
 

@@ -78,7 +78,7 @@ pub fn run_agent(ctx: &LabContext, stop: &AtomicBool) -> Result<(), LabError> {
             source,
         })?;
     let Ok(_lock) = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) else {
-        eprintln!(
+        stderr_line!(
             "faultlined: another agent already supervises lab `{}`",
             paths.name
         );
@@ -112,7 +112,7 @@ pub fn run_agent(ctx: &LabContext, stop: &AtomicBool) -> Result<(), LabError> {
 
     while !stop.load(Ordering::Relaxed) {
         if !paths.lab_file().exists() {
-            eprintln!("faultlined: lab `{}` is gone; exiting", paths.name);
+            stderr_line!("faultlined: lab `{}` is gone; exiting", paths.name);
             break;
         }
         let cordoned: CordonedNodes = read_json(&paths.cordoned_file())?.unwrap_or_default();
@@ -127,13 +127,13 @@ pub fn run_agent(ctx: &LabContext, stop: &AtomicBool) -> Result<(), LabError> {
             last_reconcile = Instant::now();
             match ctx.reconcile() {
                 Ok(report) if !report.is_empty() => {
-                    eprintln!(
+                    stderr_line!(
                         "faultlined: reconcile: {}",
                         serde_json::to_string(&report).unwrap_or_default()
                     );
                 }
                 Ok(_) => {}
-                Err(error) => eprintln!("faultlined: reconcile failed: {error}"),
+                Err(error) => stderr_line!("faultlined: reconcile failed: {error}"),
             }
         }
         let snapshot: Vec<ReplicaState> = replicas.iter().map(|r| r.state.clone()).collect();
@@ -299,7 +299,7 @@ fn notice_exit(
     } else {
         (replica.backoff * 2).min(MAX_BACKOFF)
     };
-    eprintln!("faultlined: {} (pid {pid}) {reason}", replica.state.key());
+    stderr_line!("faultlined: {} (pid {pid}) {reason}", replica.state.key());
     replica.child = None;
     replica.started = None;
     replica.state.pid = None;
@@ -419,7 +419,7 @@ fn start_due(
                         node: node.clone(),
                     });
                 }
-                eprintln!(
+                stderr_line!(
                     "faultlined: started {} on {node} (pid {pid})",
                     replica.state.key()
                 );
@@ -586,8 +586,10 @@ fn start_replica(
             .in_own_session()
             .spawn()
     })?;
-    spawned.map_err(|source| LabError::State {
-        path: PathBuf::from(&args[0]),
+    spawned.map_err(|source| LabError::ServiceStart {
+        service: service.name.clone(),
+        replica,
+        program: args[0].clone(),
         source,
     })
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::control::LabContext;
 use super::jetstream::{most_common_group, Server};
-use super::topology::CLIENT_ADDRESS;
+use super::topology::{RoleProbe, CLIENT_ADDRESS};
 use super::LabError;
 
 /// Which partition to make.
@@ -380,10 +380,24 @@ impl LabContext {
         max: Duration,
     ) -> Result<QuorumLoss, LabError> {
         let placements = self.jetstream_placements(stream)?;
-        let group = most_common_group(&placements)
+        let mut group = most_common_group(&placements)
             .expect("placements are never empty")
             .clone();
         let servers = self.jetstream_servers()?;
+        // The leader is what the JetStream role probe says for this stream: the question
+        // `replica: primary` and `zone: {of: primary}` ask, not a special case.
+        let (service, monitor_port) = self.jetstream_service()?;
+        let probe = RoleProbe::NatsJetstream {
+            monitor_port,
+            stream: stream.to_owned(),
+        };
+        group.leader = self.primary_now(&service, &probe)?.and_then(|primary| {
+            let replica = format!("{service}/{}", primary.replica);
+            servers
+                .iter()
+                .find(|s| s.replica == replica)
+                .map(|s| s.name.clone())
+        });
         let chosen: Vec<Server> = group
             .majority()
             .iter()

@@ -120,6 +120,18 @@ pub enum LabError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A service replica's command could not be started (its program is missing, say).
+    #[error("cannot start {service}/{replica}: `{program}`: {source}; check the service's command in the topology (is the program installed, and on PATH or given by its full path?)")]
+    ServiceStart {
+        /// The service.
+        service: String,
+        /// The replica.
+        replica: u32,
+        /// The program the command names.
+        program: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// A fault primitive failed.
     #[error(transparent)]
     Fault(#[from] faultline_injectors::Error),

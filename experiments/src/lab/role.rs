@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::agent::render_arg;
 use super::control::LabContext;
+use super::jetstream::most_common_group;
 use super::probe::http_get;
 use super::topology::{says_primary, RoleProbe};
 use super::LabError;
@@ -36,6 +37,52 @@ pub struct RoleChoice {
     pub zone: String,
     /// Each running replica's answer, by `service/replica` (errors as `error: ...`).
     pub answers: BTreeMap<String, String>,
+}
+
+/// What a role selector took from the primary: its zone, its node, or the replica itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrimaryPlace {
+    /// The primary's zone.
+    Zone,
+    /// The primary's node.
+    Node,
+    /// The primary replica.
+    Replica,
+}
+
+impl RoleChoice {
+    /// What was chosen and why, for people and the record, e.g. `zone of primary of etcd = b
+    /// (etcd/2 on b1 said leader; etcd/1: follower, etcd/3: follower)`.
+    pub fn sentence(&self, place: PrimaryPlace) -> String {
+        let key = format!("{}/{}", self.service, self.replica);
+        let said = self.answers.get(&key).map_or("primary", String::as_str);
+        let others = self
+            .answers
+            .iter()
+            .filter(|(replica, _)| **replica != key)
+            .map(|(replica, answer)| format!("{replica}: {answer}"))
+            .collect::<Vec<_>>();
+        let why = if others.is_empty() {
+            format!("{key} on {} said {said}", self.node)
+        } else {
+            format!("{key} on {} said {said}; {}", self.node, others.join(", "))
+        };
+        match place {
+            PrimaryPlace::Zone => format!(
+                "zone of primary of {} = {} ({why})",
+                self.service, self.zone
+            ),
+            PrimaryPlace::Node => format!(
+                "node of primary of {} = {} ({why})",
+                self.service, self.node
+            ),
+            PrimaryPlace::Replica => format!(
+                "primary of {} = replica {} ({why})",
+                self.service, self.replica
+            ),
+        }
+    }
 }
 
 impl LabContext {
@@ -71,23 +118,11 @@ impl LabContext {
         let deadline = Instant::now() + SETTLE;
         loop {
             let answers = self.ask_roles(service, probe)?;
-            let primaries: Vec<&(u32, String, String)> = answers
-                .iter()
-                .filter(|(_, _, answer)| says_primary(answer))
-                .collect();
-            if let [(replica, node, _)] = primaries.as_slice() {
-                return Ok(RoleChoice {
-                    service: service.to_owned(),
-                    replica: *replica,
-                    zone: self.topology.node(node).map(|n| n.zone).unwrap_or_default(),
-                    node: node.clone(),
-                    answers: answers
-                        .iter()
-                        .map(|(r, _, a)| (format!("{service}/{r}"), a.clone()))
-                        .collect(),
-                });
+            if let Some(choice) = self.only_primary(service, &answers) {
+                return Ok(choice);
             }
             if Instant::now() >= deadline {
+                let primaries = answers.iter().filter(|(_, _, a)| says_primary(a)).count();
                 let listed = answers
                     .iter()
                     .map(|(r, _, a)| format!("{service}/{r}: {a}"))
@@ -98,7 +133,7 @@ impl LabContext {
                     service: service.to_owned(),
                     message: format!(
                         "{} replicas said primary after {} s of asking, not exactly one ({}); check the role probe and that the service has elected a primary",
-                        primaries.len(),
+                        primaries,
                         SETTLE.as_secs(),
                         if listed.is_empty() { "no replica runs".to_owned() } else { listed }
                     ),
@@ -106,6 +141,38 @@ impl LabContext {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// The primary by `probe` (which need not be the service's own), asked once: `None` when
+    /// not exactly one replica says primary. A quorum loss asks its stream's leader this way.
+    ///
+    /// # Errors
+    /// The lab's state cannot be read.
+    pub fn primary_now(
+        &self,
+        service: &str,
+        probe: &RoleProbe,
+    ) -> Result<Option<RoleChoice>, LabError> {
+        let answers = self.ask_roles(service, probe)?;
+        Ok(self.only_primary(service, &answers))
+    }
+
+    /// The choice when exactly one of `answers` says primary, with every replica's answer.
+    fn only_primary(&self, service: &str, answers: &[(u32, String, String)]) -> Option<RoleChoice> {
+        let mut primaries = answers.iter().filter(|(_, _, answer)| says_primary(answer));
+        let (Some((replica, node, _)), None) = (primaries.next(), primaries.next()) else {
+            return None;
+        };
+        Some(RoleChoice {
+            service: service.to_owned(),
+            replica: *replica,
+            zone: self.topology.node(node).map(|n| n.zone).unwrap_or_default(),
+            node: node.clone(),
+            answers: answers
+                .iter()
+                .map(|(r, _, a)| (format!("{service}/{r}"), a.clone()))
+                .collect(),
+        })
     }
 
     /// Each running replica's answer: `(replica, node, answer)`, in replica order.
@@ -122,10 +189,12 @@ impl LabContext {
             .collect();
         running.sort_by_key(|r| r.replica);
         let jetstream_leader = match probe {
+            // For `tenants` (every tenant stream), the leader of the peer group most streams
+            // share: the group a quorum loss attacks.
             RoleProbe::NatsJetstream { stream, .. } => self
                 .jetstream_placements(stream)
                 .ok()
-                .and_then(|p| p.into_iter().find_map(|p| p.leader))
+                .and_then(|p| most_common_group(&p).and_then(|g| g.leader.clone()))
                 .and_then(|leader| {
                     self.jetstream_servers()
                         .ok()?
@@ -243,5 +312,39 @@ impl LabContext {
         } else {
             Err(format!("exited with {status}: {}", text.trim()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_choice_says_what_was_chosen_and_every_answer() {
+        let choice = RoleChoice {
+            service: "etcd".into(),
+            replica: 2,
+            node: "b1".into(),
+            zone: "b".into(),
+            answers: [
+                ("etcd/1", "follower"),
+                ("etcd/2", "leader"),
+                ("etcd/3", "follower"),
+            ]
+            .into_iter()
+            .map(|(r, a)| (r.to_owned(), a.to_owned()))
+            .collect(),
+        };
+        assert_eq!(
+            choice.sentence(PrimaryPlace::Zone),
+            "zone of primary of etcd = b (etcd/2 on b1 said leader; etcd/1: follower, etcd/3: follower)"
+        );
+        assert_eq!(
+            choice.sentence(PrimaryPlace::Node),
+            "node of primary of etcd = b1 (etcd/2 on b1 said leader; etcd/1: follower, etcd/3: follower)"
+        );
+        assert!(choice
+            .sentence(PrimaryPlace::Replica)
+            .starts_with("primary of etcd = replica 2 (etcd/2 on b1 said leader"));
     }
 }

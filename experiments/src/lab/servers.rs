@@ -184,7 +184,14 @@ pub fn resolve_file(
                 source_name: source.clone(),
                 message: format!("cannot read it: {e}"),
             })?;
-            (Topology::parse(&yaml, &source)?, source)
+            let dir = std::path::absolute(path)
+                .ok()
+                .and_then(|file| file.parent().map(Path::to_path_buf))
+                .unwrap_or_default();
+            (
+                Topology::parse(&yaml, &source)?.with_topology_dir(&dir),
+                source,
+            )
         }
         None => (Topology::default_lab(), DEFAULT_TOPOLOGY_SOURCE.to_owned()),
     };

@@ -18,6 +18,7 @@ use crate::workload::{BackgroundWorkload, WorkloadConfig};
 
 use super::control::LabContext;
 use super::faults::PartitionTarget;
+use super::role::RoleChoice;
 
 /// An open lab as the site of a run.
 pub struct LabSite {
@@ -153,7 +154,18 @@ impl Target for LabContext {
                 .collect(),
             replicas,
             jetstream: self.jetstream_service().ok().map(|(service, _)| service),
+            roles: self
+                .topology
+                .services
+                .iter()
+                .filter(|s| s.role.is_some())
+                .map(|s| s.name.clone())
+                .collect(),
         })
+    }
+
+    fn primary_of(&self, service: &str) -> Result<RoleChoice, EngineError> {
+        Ok(LabContext::primary_of(self, service)?)
     }
 
     fn partition_grudge(&self, target: &PartitionTarget) -> Result<Grudge<String>, EngineError> {
@@ -190,6 +202,13 @@ impl Target for LabContext {
             }
             Action::Drain { node } => {
                 into.ids.push(self.inject_drain(node, duration, max)?.id);
+            }
+            Action::OfPrimary { service, .. } => {
+                return Err(EngineError::Selector {
+                    lab: self.paths.name.clone(),
+                    field: "selector".into(),
+                    message: format!("the primary of `{service}` is resolved by the engine before injection; this is a bug in Faultline, please report it"),
+                })
             }
             Action::QuorumLoss { stream, mode } => {
                 let loss = self.inject_quorum_loss(stream, *mode, duration, max)?;

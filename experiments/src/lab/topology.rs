@@ -203,6 +203,7 @@ pub const PLACEHOLDERS: &[(&str, &str)] = &[
     ("node_ip", "that node's address"),
     ("data_dir", "this replica's data directory (kept across restarts)"),
     ("bin_dir", "the directory of Faultline's own binaries (e.g. tenant-gateway)"),
+    ("topology_dir", "the directory of the topology file, absolute (for scripts shipped next to it)"),
     ("peers:SCHEME:PORT", "the other replicas of this service as SCHEME://IP:PORT, comma-separated"),
     ("peers:PORT", "the other replicas of this service as IP:PORT, comma-separated"),
     ("peer_ips", "the other replicas' addresses, comma-separated"),
@@ -362,6 +363,23 @@ impl Topology {
         Ok(())
     }
 
+    /// Expands `{topology_dir}` in every command, `env` value and role command to `dir` (the
+    /// file's directory, absolute), once, when the file is read: the agent and the role probes
+    /// run elsewhere, and the recorded topology then says exactly what runs.
+    #[must_use]
+    pub fn with_topology_dir(mut self, dir: &std::path::Path) -> Self {
+        let dir = dir.display().to_string();
+        let expand = |text: &mut String| *text = text.replace("{topology_dir}", &dir);
+        for service in &mut self.services {
+            service.command.iter_mut().for_each(expand);
+            service.env.values_mut().for_each(expand);
+            if let Some(RoleProbe::Command(command)) = &mut service.role {
+                command.iter_mut().for_each(expand);
+            }
+        }
+        self
+    }
+
     /// Every node with its zone and address, in address order.
     pub fn nodes(&self) -> Vec<NodeInfo> {
         self.zones
@@ -477,7 +495,7 @@ fn check_placeholder(placeholder: &str, topology: &Topology) -> Result<(), Strin
     let port = |port: &str| port.parse::<u16>().is_ok();
     match parts.as_slice() {
         ["lab" | "service" | "replica" | "index" | "replicas" | "node" | "zone" | "node_ip"
-        | "data_dir" | "bin_dir" | "peer_ips"] => Ok(()),
+        | "data_dir" | "bin_dir" | "peer_ips" | "topology_dir"] => Ok(()),
         ["peers", p] | ["peers" | "members", _, p] if port(p) => Ok(()),
         ["endpoints", service, _scheme, p] if port(p) => known_service(service),
         ["ip", service, replica] => {
@@ -556,5 +574,20 @@ mod tests {
             let error = Topology::parse(yaml, "t.yaml").expect_err(yaml).to_string();
             assert!(error.contains(expected), "{yaml}: {error}");
         }
+    }
+
+    #[test]
+    fn topology_dir_is_expanded_when_the_file_is_read() {
+        let yaml = "zones:\n  - {name: a, nodes: [a1]}\nservices:\n  - name: s\n    command: [python3, \"{topology_dir}/s.py\", \"{node_ip}\"]\n    env: {HOME_DIR: \"{topology_dir}\"}\n    role: {command: [\"{topology_dir}/role\"]}\n";
+        let topology = Topology::parse(yaml, "t.yaml")
+            .expect("valid")
+            .with_topology_dir(std::path::Path::new("/srv/lab"));
+        let service = topology.service("s").expect("s");
+        assert_eq!(service.command, ["python3", "/srv/lab/s.py", "{node_ip}"]);
+        assert_eq!(service.env["HOME_DIR"], "/srv/lab");
+        assert_eq!(
+            service.role,
+            Some(RoleProbe::Command(vec!["/srv/lab/role".to_owned()]))
+        );
     }
 }

@@ -164,6 +164,7 @@ pub(crate) fn render(r: &CheckReport) -> io::Result<String> {
     verdicts(&mut h, r);
     plots(&mut h, r)?;
     faults(&mut h, r);
+    client_zones(&mut h, r);
     tenants(&mut h, r)?;
     input(&mut h, r);
     let _ = writeln!(
@@ -545,6 +546,35 @@ fn survivable_text(w: &crate::checkers::FaultWindow, from_spec: bool) -> String 
                 .to_owned()
         }
     }
+}
+
+/// The load by the zone its clients stood in, when they stood in more than one.
+fn client_zones(h: &mut String, r: &CheckReport) {
+    if r.client_zones.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        h,
+        "<h2>Client zones</h2><div class=\"note\">Where the load's clients stood (clients: per-zone): \
+         a zone cut off by a partition shares its fate with its clients.</div>\
+         <table><tr><th>client zone</th><th>tenants</th><th>operations</th><th>acknowledged writes</th>\
+         <th>fail</th><th>unknown outcome</th><th>anomalies</th></tr>"
+    );
+    for z in &r.client_zones {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(&z.zone),
+            z.tenants,
+            z.operations,
+            z.acked_writes,
+            z.failed,
+            z.unknown,
+            z.anomalies
+        );
+    }
+    let _ = writeln!(h, "</table>");
 }
 
 fn tenants(h: &mut String, r: &CheckReport) -> io::Result<()> {

@@ -28,6 +28,21 @@ fn fault_lines(s: &mut String, report: &CheckReport) {
     }
 }
 
+/// The load by client zone, when it stood in more than one.
+fn client_zone_lines(s: &mut String, report: &CheckReport) {
+    if report.client_zones.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "client zones:");
+    for z in &report.client_zones {
+        let _ = writeln!(
+            s,
+            "  {}: {} tenants, {} operations, {} writes acknowledged, {} failed, {} unknown outcome, {} anomalies",
+            z.zone, z.tenants, z.operations, z.acked_writes, z.failed, z.unknown, z.anomalies
+        );
+    }
+}
+
 /// A plain-text summary for a terminal: the overall status and score, one line per verdict with
 /// its invalid anomalies and a few pieces of evidence, recovery figures per fault, and what was
 /// read. With `color`, statuses are coloured with ANSI escapes.
@@ -99,6 +114,7 @@ pub fn terminal_summary(report: &CheckReport, color: bool) -> String {
         let _ = writeln!(s, "faults:");
     }
     fault_lines(&mut s, report);
+    client_zone_lines(&mut s, report);
     let i = &report.input;
     let mut extra = Vec::new();
     if i.out_of_order_lines > 0 {

@@ -119,8 +119,14 @@ impl MissedRuns {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
-    /// `http://` URL that receives a POST with the run summary as JSON.
+    /// `http://` or `https://` URL that receives a POST with the run summary as JSON. An
+    /// `https://` receiver's certificate is verified (against the system's roots, or
+    /// `ca_file`).
     pub url: String,
+    /// For `https://`: a PEM file of the CA certificates that sign the receiver's certificate
+    /// (an internal CA), relative to the schedule file; they replace the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A freeze period: either recurring (`cron` + `duration`) or fixed (`from` + `until`).
@@ -420,7 +426,16 @@ impl ScheduleFile {
                 zone: suite.time_zone.unwrap_or(self.time_zone),
                 missed_runs: suite.missed_runs.unwrap_or(self.missed_runs),
                 entries,
-                webhook: suite.webhook.clone(),
+                webhook: suite
+                    .webhook
+                    .as_ref()
+                    .map(|hook| resolve_webhook(hook, base_dir))
+                    .transpose()
+                    .map_err(|message| ScheduleError::Invalid {
+                        source_name: source_name.to_owned(),
+                        field: format!("suites[{i}].webhook.ca_file"),
+                        message,
+                    })?,
                 enabled: suite.enabled,
             });
         }
@@ -514,17 +529,38 @@ fn validate_suite(suite: &SuiteSpec) -> Result<(), (String, String)> {
         }
     }
     if let Some(hook) = &suite.webhook {
-        if !hook.url.starts_with("http://") {
+        let https = hook.url.starts_with("https://");
+        if !https && !hook.url.starts_with("http://") {
             return Err((
                 "webhook.url".into(),
+                format!("`{}` is not an http:// or https:// URL", hook.url),
+            ));
+        }
+        if hook.ca_file.is_some() && !https {
+            return Err((
+                "webhook.ca_file".into(),
                 format!(
-                    "`{}` is not an http:// URL (https is not supported yet)",
+                    "a CA file only applies to an https:// URL, and `{}` is not one",
                     hook.url
                 ),
             ));
         }
     }
     Ok(())
+}
+
+/// The webhook with its CA file relative to `base_dir`, read once so that a missing or empty
+/// file is an error now rather than at the first failed delivery.
+fn resolve_webhook(hook: &WebhookSpec, base_dir: &Path) -> Result<WebhookSpec, String> {
+    let Some(ca_file) = &hook.ca_file else {
+        return Ok(hook.clone());
+    };
+    let path = base_dir.join(ca_file);
+    super::webhook::load_roots(&path)?;
+    Ok(WebhookSpec {
+        url: hook.url.clone(),
+        ca_file: Some(path),
+    })
 }
 
 fn looks_like_file(scenario: &str) -> bool {
@@ -707,6 +743,16 @@ suites:
                 "    scenarios:",
                 "    webhook: {url: \"ftp://x\"}\n    scenarios:",
                 "webhook.url",
+            ),
+            (
+                "    scenarios:",
+                "    webhook: {url: \"http://x\", ca_file: ca.pem}\n    scenarios:",
+                "webhook.ca_file",
+            ),
+            (
+                "    scenarios:",
+                "    webhook: {url: \"https://x\", ca_file: missing-ca.pem}\n    scenarios:",
+                "cannot read the CA file",
             ),
         ];
         for (from, to, expected) in cases {

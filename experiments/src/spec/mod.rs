@@ -243,12 +243,16 @@ pub struct WorkloadSpec {
     pub adapter: String,
     /// Where the clients stand during a partition: `majority` (default: with the largest
     /// side), `per-zone` (one client namespace per zone, sharing its zone's fate, using its
-    /// own zone's endpoints first; HTTP adapter) or `{zone: X}` (every client in zone X).
+    /// own zone's endpoints first) or `{zone: X}` (every client in zone X). Other than
+    /// `majority`: on the lab only.
     pub clients: crate::workload::clients::Clients,
     /// With `adapter: http`: the services that serve the tenant-records contract, on the lab
     /// the topology's service names, on a cluster names in `kubernetes.workloads`; the load
     /// goes to every replica (pod) of each. Default `[gateway]`.
     pub services: Vec<String>,
+    /// With `adapter: http`: `http` (default: each chat message is an HTTP request) or
+    /// `websocket` (one WebSocket per chat session, docs/workload.md).
+    pub chat: crate::workload::ChatMode,
     /// Replicas of each tenant's stream.
     pub stream_replicas: u32,
     /// Seed of the arrival schedule.
@@ -268,6 +272,7 @@ impl Default for WorkloadSpec {
             adapter: "nats".to_owned(),
             clients: crate::workload::clients::Clients::Majority,
             services: vec![crate::workload::target::GATEWAY_SERVICE.to_owned()],
+            chat: crate::workload::ChatMode::Http,
             stream_replicas: 3,
             seed: 1,
             replica_read_back: true,
@@ -340,6 +345,21 @@ pub struct FaultSpec {
     pub stop_services: bool,
 }
 
+impl FaultSpec {
+    /// The service whose primary this fault's selector follows, if any (`replica: primary`, or
+    /// a zone or node `{of: primary, service: S}`).
+    pub fn role_service(&self) -> Option<&str> {
+        let s = &self.selector;
+        if s.replica.as_deref() == Some(PRIMARY) {
+            return s.service.as_deref();
+        }
+        s.zone
+            .as_ref()
+            .and_then(Place::primary_of)
+            .or_else(|| s.node.as_ref().and_then(Place::primary_of))
+    }
+}
+
 /// Fault kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -373,16 +393,19 @@ impl FaultKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
-    /// A zone by name, or `random`.
+    /// A zone by name, `random`, or `{of: primary, service: S}`: the zone of S's primary when
+    /// the fault is injected.
     #[serde(default)]
-    pub zone: Option<String>,
-    /// A node by name, or `random`.
+    pub zone: Option<Place>,
+    /// A node by name, `random`, or `{of: primary, service: S}`: the node of S's primary when
+    /// the fault is injected.
     #[serde(default)]
-    pub node: Option<String>,
+    pub node: Option<Place>,
     /// A service.
     #[serde(default)]
     pub service: Option<String>,
-    /// A replica number, `random` or `all`.
+    /// A replica number, `random`, `all`, or `primary` (the one the service's role probe names
+    /// when the fault is injected).
     #[serde(default)]
     pub replica: Option<String>,
     /// A stream (tenant stream name, `tenants` for all of them, or `$meta`).
@@ -391,6 +414,124 @@ pub struct Selector {
     /// A partition shape: `halves`, `majorities-ring`, `bridge`, `one-vs-rest`.
     #[serde(default)]
     pub shape: Option<String>,
+}
+
+/// The `replica` value that asks the service's role probe at injection.
+pub const PRIMARY: &str = "primary";
+
+/// A zone or node in a selector: by name (or `random`), or wherever a service's primary runs
+/// when the fault is injected (`{of: primary, service: S}`, asked through S's role probe).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A name, or `random`.
+    Named(String),
+    /// Where the primary of this service runs at injection.
+    OfPrimary {
+        /// The service whose role probe is asked.
+        service: String,
+    },
+}
+
+impl Place {
+    /// The name, when the place is named.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Place::Named(name) => Some(name),
+            Place::OfPrimary { .. } => None,
+        }
+    }
+
+    /// The service whose primary it follows, when it follows one.
+    pub fn primary_of(&self) -> Option<&str> {
+        match self {
+            Place::Named(_) => None,
+            Place::OfPrimary { service } => Some(service),
+        }
+    }
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Named(name) => f.write_str(name),
+            Place::OfPrimary { service } => write!(f, "of the primary of {service}"),
+        }
+    }
+}
+
+impl From<&str> for Place {
+    fn from(name: &str) -> Self {
+        Place::Named(name.to_owned())
+    }
+}
+
+impl Serialize for Place {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Place::Named(name) => serializer.serialize_str(name),
+            Place::OfPrimary { service } => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("of", PRIMARY)?;
+                map.serialize_entry("service", service)?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Place {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PlaceVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for PlaceVisitor {
+            type Value = Place;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a name, `random`, or `{of: primary, service: SERVICE}`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Place, E> {
+                Ok(Place::Named(name.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Place, A::Error> {
+                use serde::de::Error;
+                let mut of: Option<String> = None;
+                let mut service: Option<String> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "of" => of = Some(map.next_value()?),
+                        "service" => service = Some(map.next_value()?),
+                        other => {
+                            return Err(A::Error::custom(format!(
+                                "unknown field `{other}` in a role selector; write `{{of: primary, service: SERVICE}}`"
+                            )))
+                        }
+                    }
+                }
+                match (of.as_deref(), service) {
+                    (Some(PRIMARY), Some(service)) if !service.is_empty() => {
+                        Ok(Place::OfPrimary { service })
+                    }
+                    (Some(PRIMARY), _) => Err(A::Error::custom(
+                        "a role selector names its service: `{of: primary, service: SERVICE}` (a service with a `role:` probe in the topology)",
+                    )),
+                    (Some(other), _) => Err(A::Error::custom(format!(
+                        "`of: {other}` is not a role; the only role a probe answers is `primary` (docs/topology.md, Role probes)"
+                    ))),
+                    (None, _) => Err(A::Error::custom(
+                        "a role selector says whose place it is: `{of: primary, service: SERVICE}`",
+                    )),
+                }
+            }
+        }
+
+        deserializer.deserialize_any(PlaceVisitor)
+    }
 }
 
 /// Repetition of a fault.
@@ -553,18 +694,16 @@ impl WorkloadSpec {
                 format!("`{}` is not an adapter; use nats or http", self.adapter),
             ));
         }
+        if self.chat == crate::workload::ChatMode::Websocket && self.adapter != "http" {
+            return Err((
+                "workload.chat",
+                "`websocket` needs `adapter: http` (the chat socket is part of the HTTP contract)"
+                    .into(),
+            ));
+        }
         self.clients
             .validate()
             .map_err(|problem| ("workload.clients", problem))?;
-        if self.clients != crate::workload::clients::Clients::Majority && self.adapter != "http" {
-            return Err((
-                "workload.clients",
-                format!(
-                    "`{}` needs `adapter: http` for now; the NATS adapter's clients stand with the majority",
-                    self.clients.describe()
-                ),
-            ));
-        }
         Ok(())
     }
 }
@@ -647,6 +786,17 @@ impl ExperimentSpec {
         self.workload
             .validate_clients_and_services()
             .map_err(|(field, message)| invalid(field.into(), message))?;
+        if self.target == Target::Kubernetes
+            && self.workload.clients != crate::workload::clients::Clients::Majority
+        {
+            return Err(invalid(
+                "workload.clients".into(),
+                format!(
+                    "`{}` needs the lab's zone client namespaces; on a cluster the load runs in the runner's pod: use `majority`",
+                    self.workload.clients.describe()
+                ),
+            ));
+        }
         if self.settle > MAX_SETTLE {
             return Err(invalid(
                 "settle".into(),
@@ -690,6 +840,56 @@ impl ExperimentSpec {
                     format!("{value} is not a share between 0 and 1"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Each role selector against the services of the lab it runs on: `services` are every
+    /// service's name and whether it has a role probe (`role:` in the topology). Pure, like
+    /// [`ExperimentSpec::validate`]; `chaosctl validate` runs it against the spec's topology and
+    /// the plan against the lab's.
+    ///
+    /// # Errors
+    /// A role selector names an unknown service, or one without a role probe.
+    pub fn validate_roles(
+        &self,
+        source_name: &str,
+        services: &[(String, bool)],
+    ) -> Result<(), SpecError> {
+        for (i, fault) in self.faults.iter().enumerate() {
+            let Some(service) = fault.role_service() else {
+                continue;
+            };
+            let field = if fault.selector.replica.as_deref() == Some(PRIMARY) {
+                format!("faults[{i}].selector.service")
+            } else if fault.selector.zone.is_some() {
+                format!("faults[{i}].selector.zone.service")
+            } else {
+                format!("faults[{i}].selector.node.service")
+            };
+            let message = match services.iter().find(|(name, _)| name == service) {
+                None => format!(
+                    "`{service}` is not a service of the topology; known: {}",
+                    services
+                        .iter()
+                        .map(|(name, _)| name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Some((_, false)) => format!(
+                    "`{service}` has no role probe, so its primary cannot be asked; add `role:` to it in the topology (docs/topology.md, Role probes){}",
+                    match services.iter().filter(|(_, role)| *role).map(|(n, _)| n.as_str()).collect::<Vec<_>>() {
+                        with if with.is_empty() => String::new(),
+                        with => format!(", or select one that has one: {}", with.join(", ")),
+                    }
+                ),
+                Some((_, true)) => continue,
+            };
+            return Err(SpecError::Invalid {
+                source_name: source_name.to_owned(),
+                field,
+                message,
+            });
         }
         Ok(())
     }
@@ -835,6 +1035,18 @@ impl ExperimentSpec {
                     ));
                 }
             }
+            if let Some(service) = fault.role_service() {
+                return Err((
+                    field(if s.replica.as_deref() == Some(PRIMARY) {
+                        "selector.replica"
+                    } else if s.zone.as_ref().is_some_and(|z| z.primary_of().is_some()) {
+                        "selector.zone"
+                    } else {
+                        "selector.node"
+                    }),
+                    format!("a role selector (the primary of `{service}`) cannot be resolved on a cluster: workloads have no role probe there; name the zone, node or replica (random or all) instead, or run it on the lab"),
+                ));
+            }
             if let Some(replica) = &s.replica {
                 if replica != "random" && replica != "all" {
                     return Err((
@@ -843,10 +1055,10 @@ impl ExperimentSpec {
                     ));
                 }
             }
-            if let Some(zone) = &s.zone {
+            if let Some(zone) = s.zone.as_ref().and_then(Place::name) {
                 if zone != "random"
                     && !kube.nodes.zones.is_empty()
-                    && !kube.nodes.zones.contains(zone)
+                    && !kube.nodes.zones.iter().any(|z| z == zone)
                 {
                     return Err((
                         field("selector.zone"),
@@ -854,10 +1066,10 @@ impl ExperimentSpec {
                     ));
                 }
             }
-            if let Some(node) = &s.node {
+            if let Some(node) = s.node.as_ref().and_then(Place::name) {
                 if node != "random"
                     && !kube.nodes.names.is_empty()
-                    && !kube.nodes.names.contains(node)
+                    && !kube.nodes.names.iter().any(|n| n == node)
                 {
                     return Err((
                         field("selector.node"),
@@ -920,6 +1132,12 @@ impl ExperimentSpec {
                         "name the service whose replica to hit".into(),
                     ));
                 }
+                if s.zone.is_some() || s.node.is_some() {
+                    return Err((
+                        field("selector"),
+                        format!("a {} picks a replica, not a zone or node: use `service` and `replica` (a number, random, primary{})", fault.kind.as_str(), if fault.kind == FaultKind::Kill { " or all" } else { "" }),
+                    ));
+                }
                 if fault.kind == FaultKind::Pause && s.replica.as_deref() == Some("all") {
                     return Err((
                         field("selector.replica"),
@@ -931,11 +1149,23 @@ impl ExperimentSpec {
                 if s.node.is_none() {
                     return Err((
                         field("selector.node"),
-                        "name the node to drain, or random".into(),
+                        "name the node to drain, random, or `{of: primary, service: S}`".into(),
+                    ));
+                }
+                if s.zone.is_some() {
+                    return Err((
+                        field("selector.zone"),
+                        "a drain takes one node: use `node` (a name, random, or `{of: primary, service: S}`)".into(),
                     ));
                 }
             }
             FaultKind::QuorumLoss => {
+                if fault.role_service().is_some() {
+                    return Err((
+                        field("selector"),
+                        "a quorum loss chooses its peers itself, the stream's leader first; remove the role selector".into(),
+                    ));
+                }
                 if fault.mode.is_none() {
                     return Err((
                         field("mode"),
@@ -1030,6 +1260,11 @@ slo: {max_ttr: 10s}
             ),
             ("name: x", "name: x\nworkload: {rate: 0}", "workload.rate"),
             (
+                "name: x",
+                "name: x\nworkload: {chat: websocket}",
+                "workload.chat: `websocket` needs `adapter: http`",
+            ),
+            (
                 "selector: {zone: a}",
                 "selector: {shape: triangle}",
                 "not a shape",
@@ -1040,6 +1275,140 @@ slo: {max_ttr: 10s}
             let spec = ExperimentSpec::parse(&yaml, "x.yaml").expect(&yaml);
             let error = spec.validate("x.yaml").expect_err(&yaml).to_string();
             assert!(error.contains(expected), "{to}: {error}");
+        }
+    }
+
+    #[test]
+    fn role_selectors_parse_round_trip_and_validate() {
+        let yaml = MINIMAL.replace(
+            "selector: {zone: a}",
+            "selector: {zone: {of: primary, service: etcd}}",
+        );
+        let spec = ExperimentSpec::parse(&yaml, "x.yaml").expect("parse");
+        spec.validate("x.yaml").expect("valid");
+        assert_eq!(
+            spec.faults[0].selector.zone,
+            Some(Place::OfPrimary {
+                service: "etcd".into()
+            })
+        );
+        assert_eq!(spec.faults[0].role_service(), Some("etcd"));
+        let text = serde_yaml::to_string(&spec).expect("yaml");
+        assert_eq!(
+            ExperimentSpec::parse(&text, "again").expect("round trip"),
+            spec
+        );
+        let services = |list: &[(&str, bool)]| -> Vec<(String, bool)> {
+            list.iter().map(|(n, r)| ((*n).to_owned(), *r)).collect()
+        };
+        spec.validate_roles("x.yaml", &services(&[("etcd", true), ("records", false)]))
+            .expect("etcd has a role probe");
+        let error = spec
+            .validate_roles("x.yaml", &services(&[("etcd", false), ("records", true)]))
+            .expect_err("no role probe")
+            .to_string();
+        assert!(
+            error.contains("faults[0].selector.zone.service: `etcd` has no role probe")
+                && error.contains("add `role:`")
+                && error.contains("records"),
+            "{error}"
+        );
+        let error = spec
+            .validate_roles("x.yaml", &services(&[("store", true)]))
+            .expect_err("unknown service")
+            .to_string();
+        assert!(
+            error.contains("`etcd` is not a service of the topology; known: store"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn role_selector_errors_say_where() {
+        let parse_cases = [
+            (
+                "selector: {zone: {of: secondary, service: etcd}}",
+                "line 5 column 22",
+                "`of: secondary` is not a role",
+            ),
+            (
+                "selector: {zone: {of: primary, sevice: etcd}}",
+                "line 5 column 22",
+                "unknown field `sevice`",
+            ),
+            (
+                "selector: {node: {of: primary}}",
+                "line 5 column 22",
+                "a role selector names its service",
+            ),
+        ];
+        for (to, at, expected) in parse_cases {
+            let yaml = MINIMAL.replace("selector: {zone: a}", to);
+            let error = ExperimentSpec::parse(&yaml, "x.yaml")
+                .expect_err(to)
+                .to_string();
+            assert!(
+                error.contains(&format!("x.yaml: {at}")) && error.contains(expected),
+                "{to}: {error}"
+            );
+        }
+        let invalid_cases = [
+            (
+                "kind: partition\n    selector: {zone: a}",
+                "kind: kill\n    selector: {service: etcd, zone: {of: primary, service: etcd}}",
+                "faults[0].selector: a kill picks a replica, not a zone or node",
+            ),
+            (
+                "kind: partition\n    selector: {zone: a}",
+                "kind: drain\n    selector: {node: a1, zone: {of: primary, service: etcd}}",
+                "faults[0].selector.zone: a drain takes one node",
+            ),
+            (
+                "kind: partition\n    selector: {zone: a}",
+                "kind: quorum-loss\n    mode: stop\n    selector: {stream: tenants, node: {of: primary, service: nats}}",
+                "a quorum loss chooses its peers itself",
+            ),
+        ];
+        for (from, to, expected) in invalid_cases {
+            let yaml = MINIMAL.replacen(from, to, 1);
+            let spec = ExperimentSpec::parse(&yaml, "x.yaml").expect(&yaml);
+            let error = spec.validate("x.yaml").expect_err(&yaml).to_string();
+            assert!(error.contains(expected), "{to}: {error}");
+        }
+        let kill = MINIMAL.replace(
+            "kind: partition\n    selector: {zone: a}",
+            "kind: kill\n    selector: {service: etcd, replica: primary}",
+        );
+        let spec = ExperimentSpec::parse(&kill, "x.yaml").expect("parse");
+        spec.validate("x.yaml").expect("replica: primary");
+        assert_eq!(spec.faults[0].role_service(), Some("etcd"));
+    }
+
+    #[test]
+    fn role_selectors_are_refused_on_a_cluster() {
+        for (from, to, field) in [
+            (
+                "selector: {service: gateway, replica: random}",
+                "selector: {service: gateway, replica: primary}",
+                "faults[0].selector.replica",
+            ),
+            (
+                "kind: kill\n    selector: {service: gateway, replica: random}",
+                "kind: partition\n    duration: 5s\n    selector: {zone: {of: primary, service: gateway}}",
+                "faults[0].selector.zone",
+            ),
+        ] {
+            let yaml = CLUSTER.replacen(from, to, 1);
+            assert_ne!(yaml, CLUSTER);
+            let error = ExperimentSpec::parse(&yaml, "c.yaml")
+                .expect(&yaml)
+                .validate("c.yaml")
+                .expect_err(&yaml)
+                .to_string();
+            assert!(
+                error.contains(&format!("{field}: a role selector (the primary of `gateway`) cannot be resolved on a cluster")),
+                "{error}"
+            );
         }
     }
 
@@ -1061,6 +1430,19 @@ duration: 40s
 recovery_deadline: 30s
 slo: {max_ttr: 10s}
 ";
+
+    #[test]
+    fn clients_stand_in_zones_with_either_adapter_on_the_lab() {
+        for workload in [
+            "workload: {clients: per-zone}",
+            "workload: {adapter: nats, clients: {zone: b}}",
+            "workload: {adapter: http, clients: per-zone}",
+        ] {
+            let yaml = format!("{MINIMAL}{workload}\n");
+            let spec = ExperimentSpec::parse(&yaml, "x.yaml").expect(&yaml);
+            spec.validate("x.yaml").expect(&yaml);
+        }
+    }
 
     #[test]
     fn cluster_spec_parses_and_validates() {
@@ -1132,6 +1514,7 @@ slo: {max_ttr: 10s}
             ("kind: kill\n    selector: {service: gateway, replica: random}", "kind: partition\n    selector: {zone: d}\n    duration: 5s", "faults[0].selector.zone: `d` is outside kubernetes.nodes.zones (a, b, c)"),
             ("  nats: {namespace: nats, selector: {app: nats}}\n", "", "`web`"),
             ("baseline: 10s", "baseline: 10s\nsteady_state: {probes: [!http {service: web, port: 80, path: /}]}", "steady_state.probes[0].service: `web` is not a workload in kubernetes.workloads"),
+            ("baseline: 10s", "baseline: 10s\nworkload: {clients: per-zone}", "workload.clients: `per-zone` needs the lab's zone client namespaces"),
         ];
         for (from, to, expected) in cases {
             let mut yaml = CLUSTER.replacen(from, to, 1);

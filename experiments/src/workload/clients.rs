@@ -114,11 +114,14 @@ pub type SiteWithNodes = (std::sync::Arc<ClientSite>, Vec<String>);
 
 type SocketRequest = mpsc::Sender<std::io::Result<TcpSocket>>;
 
-/// A thread standing in one client namespace that makes sockets there.
+/// A thread standing in one client namespace, running a single-threaded runtime there: the
+/// sockets it makes on request, and every socket the tasks spawned on it create (a NATS
+/// client's connection and its reconnects), belong to that namespace.
 pub struct ClientSite {
     /// The zone it stands in.
     pub zone: String,
-    requests: std::sync::Mutex<mpsc::Sender<SocketRequest>>,
+    requests: tokio::sync::mpsc::UnboundedSender<SocketRequest>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for ClientSite {
@@ -130,35 +133,50 @@ impl std::fmt::Debug for ClientSite {
 }
 
 impl ClientSite {
-    /// Starts the thread and enters `netns_dir/netns`. The thread ends when the site is
-    /// dropped.
+    /// Starts the thread, enters `netns_dir/netns` and starts the site's runtime. The thread,
+    /// its runtime and every task spawned on it end when the site is dropped.
     ///
     /// # Errors
     /// The namespace cannot be entered (not root, or the lab has no such namespace: run
-    /// `chaosctl lab up` again to create the zones' client namespaces).
+    /// `chaosctl lab up` again to create the zones' client namespaces), or the runtime cannot
+    /// be built.
     pub fn start(netns_dir: &Path, netns: &str, zone: &str) -> Result<Self, WorkloadError> {
-        let (requests, incoming) = mpsc::channel::<SocketRequest>();
+        let (requests, mut incoming) = tokio::sync::mpsc::unbounded_channel::<SocketRequest>();
         let (entered_tx, entered_rx) = mpsc::channel();
         let (dir, name) = (netns_dir.to_owned(), netns.to_owned());
         std::thread::Builder::new()
             .name(format!("clients-{zone}"))
             .spawn(move || {
-                let entered = enter_netns(&dir, &name);
-                let ok = entered.is_ok();
-                let _ = entered_tx.send(entered);
-                if ok {
-                    for reply in incoming {
+                let runtime = enter_netns(&dir, &name).and_then(|()| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(WorkloadError::Runtime)
+                });
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = entered_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = entered_tx.send(Ok(runtime.handle().clone()));
+                // Runs until the site (the only sender) is dropped; the runtime's tasks run
+                // meanwhile on this thread, in this namespace.
+                runtime.block_on(async {
+                    while let Some(reply) = incoming.recv().await {
                         let _ = reply.send(TcpSocket::new_v4());
                     }
-                }
+                });
             })
             .map_err(WorkloadError::Runtime)?;
-        entered_rx
+        let runtime = entered_rx
             .recv()
             .map_err(|_| WorkloadError::Config(format!("the client thread for {netns} died")))??;
         Ok(Self {
             zone: zone.to_owned(),
-            requests: std::sync::Mutex::new(requests),
+            requests,
+            runtime,
         })
     }
 
@@ -169,13 +187,21 @@ impl ClientSite {
     pub fn socket(&self) -> std::io::Result<TcpSocket> {
         let (reply, answer) = mpsc::channel();
         self.requests
-            .lock()
-            .map_err(|_| std::io::Error::other("client site lock poisoned"))?
             .send(reply)
             .map_err(|_| std::io::Error::other("the client site's thread is gone"))?;
         answer
             .recv()
             .map_err(|_| std::io::Error::other("the client site's thread is gone"))?
+    }
+
+    /// Runs `future` on the site's runtime, in the site's namespace: every socket it, and
+    /// any task it spawns, creates stands there. Await the handle from any runtime.
+    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.spawn(future)
     }
 }
 

@@ -41,6 +41,32 @@ impl std::str::FromStr for AdapterKind {
     }
 }
 
+/// How the HTTP adapter's chat sessions talk to the service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatMode {
+    /// Each message is its own HTTP request (`POST …/records`, then `GET …/records`).
+    #[default]
+    Http,
+    /// One WebSocket per session (`GET …/chat`); each message and its reply read are frames on
+    /// it, and opening it is a `connect` operation.
+    Websocket,
+}
+
+impl std::str::FromStr for ChatMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "http" => Ok(ChatMode::Http),
+            "websocket" => Ok(ChatMode::Websocket),
+            other => Err(format!(
+                "unknown chat mode `{other}`; use http or websocket"
+            )),
+        }
+    }
+}
+
 /// The three tenant tiers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -254,6 +280,8 @@ pub struct WorkloadConfig {
     /// Retries of one HTTP request after a failed attempt (each retry is a new history
     /// operation with the same value and attempt + 1).
     pub http_retries: u32,
+    /// With the `http` adapter: chat sessions as HTTP requests or over one WebSocket each.
+    pub chat: ChatMode,
     /// Most operations in flight at once; when reached, new operations wait (their latency is
     /// still measured from their intended time).
     pub max_in_flight: usize,
@@ -311,6 +339,7 @@ impl Default for WorkloadConfig {
             ping_interval: super::nats::DEFAULT_PING_INTERVAL,
             http_timeout: Duration::from_secs(3),
             http_retries: 3,
+            chat: ChatMode::Http,
             max_in_flight: 4096,
             history: PathBuf::from("history.jsonl"),
             observations: PathBuf::from("observations.jsonl"),
@@ -352,6 +381,12 @@ impl WorkloadConfig {
                 "the http adapter needs at least one service to load (--service NAME)".to_owned(),
             );
         }
+        if self.chat == ChatMode::Websocket && self.adapter != AdapterKind::Http {
+            problems.push(
+                "--chat websocket needs --adapter http (the chat socket is part of the HTTP contract)"
+                    .to_owned(),
+            );
+        }
         if self.tenants == 0 {
             problems.push("--tenants must be at least 1".to_owned());
         }
@@ -374,12 +409,6 @@ impl WorkloadConfig {
         }
         if let Err(problem) = self.clients.validate() {
             problems.push(format!("--clients: {problem}"));
-        }
-        if self.clients != super::clients::Clients::Majority && self.adapter == AdapterKind::Nats {
-            problems.push(format!(
-                "--clients {} works with --adapter http only for now; the NATS adapter's clients stand with the majority",
-                self.clients.describe()
-            ));
         }
         if self.stream_replicas == 0 || self.stream_replicas > 5 {
             problems.push(format!(
@@ -541,6 +570,10 @@ mod tests {
             (
                 Box::new(|c| c.patterns.chat_messages_min = 0),
                 "chat messages",
+            ),
+            (
+                Box::new(|c| c.chat = ChatMode::Websocket),
+                "--chat websocket needs --adapter http",
             ),
         ];
         for (change, expected) in cases {

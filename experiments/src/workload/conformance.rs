@@ -5,21 +5,30 @@
 //! records, reads them, sends requests the contract says must be refused, and deletes its
 //! tenants at the end.
 //!
+//! When the endpoint offers the optional chat WebSocket (`GET …/chat` upgrades), the checker
+//! also opens one and checks its frames; an endpoint that answers 404 there does not offer it,
+//! and those checks are skipped.
+//!
 //! The checker goes on after a deviation, so one run names all of them; a step whose
 //! precondition failed (e.g. reads, when no write was acknowledged) is reported as skipped.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde::Serialize;
 
+use super::chat_ws::ChatSocket;
 use super::contract::{
-    records_path, tenant_path, RecordList, WriteAck, IDEMPOTENCY_HEADER, KIND_HEADER, TENANT_HEADER,
+    chat_path, records_path, tenant_path, ChatReply, ChatRequest, RecordList, Stored, WriteAck,
+    IDEMPOTENCY_HEADER, KIND_HEADER, TENANT_HEADER,
 };
+use super::http::Endpoint;
 use super::httpc::{Pool, Response};
+use super::target::HttpEndpoint;
 
 /// How the checker runs.
 #[derive(Clone, Debug)]
@@ -180,19 +189,24 @@ impl Checker {
             .await
             .map_err(|e| format!("{what}: {}", e.describe(self.options.addr)));
         if let Ok(r) = &result {
-            match r.served_by.as_deref() {
-                None | Some("") => self.served_by_problems.push(format!("{what}: none")),
-                Some(node)
-                    if !self.options.nodes.is_empty()
-                        && !self.options.nodes.iter().any(|n| n == node) =>
-                {
-                    self.served_by_problems
-                        .push(format!("{what}: `{node}` is not a lab node"));
-                }
-                Some(_) => {}
-            }
+            self.note_served_by(&what, r.served_by.as_deref());
         }
         result
+    }
+
+    /// Notes a missing `X-Served-By`, or one that is not a lab node.
+    fn note_served_by(&mut self, what: &str, served_by: Option<&str>) {
+        match served_by {
+            None | Some("") => self.served_by_problems.push(format!("{what}: none")),
+            Some(node)
+                if !self.options.nodes.is_empty()
+                    && !self.options.nodes.iter().any(|n| n == node) =>
+            {
+                self.served_by_problems
+                    .push(format!("{what}: `{node}` is not a lab node"));
+            }
+            Some(_) => {}
+        }
     }
 
     async fn write(&mut self, tenant: &str, id: &str) -> Result<Response, String> {
@@ -265,6 +279,216 @@ impl Checker {
         }
     }
 }
+
+/// Whether a chat reply is an ack of `id` (duplicate or not as `duplicate`), naming a node; its
+/// seq.
+fn chat_ack(reply: &Result<ChatReply, String>, id: &str, duplicate: bool) -> Result<u64, String> {
+    match reply {
+        Ok(ChatReply::Ack {
+            id: acked,
+            seq: Some(seq),
+            duplicate: d,
+            node,
+        }) if acked == id && *d == duplicate && *seq > 0 && !node.is_empty() => Ok(*seq),
+        Ok(other) => Err(format!("{other:?}")),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// The chat socket's checks, when the endpoint offers it. `after` is the seq of the tenant's
+/// last HTTP write.
+#[allow(clippy::too_many_lines)] // one check after another, in the contract doc's order
+async fn check_chat(checker: &mut Checker, tenant: &str, other: &str, after: Option<u64>) {
+    let timeout = checker.options.timeout;
+    let endpoint = Arc::new(Endpoint::new(
+        &HttpEndpoint {
+            // Empty, so a 101 without X-Served-By shows as no node.
+            node: String::new(),
+            addr: checker.options.addr,
+        },
+        None,
+    ));
+    let rule = "GET .../chat with Upgrade: websocket and X-Tenant-Id answers 101 naming the node in X-Served-By (or 404: not offered)";
+    let mut socket = match ChatSocket::open(&endpoint, tenant, timeout).await {
+        Ok(socket) => {
+            checker.note_served_by(&format!("GET {}", chat_path(tenant)), Some(&socket.node));
+            checker.record("chat-upgrade", rule, true, "");
+            socket
+        }
+        Err(f) if f.status == Some(404) => {
+            for check in CHAT_CHECKS {
+                checker.skip(
+                    check,
+                    "the chat socket (optional)",
+                    "not offered: the upgrade answered 404",
+                );
+            }
+            return;
+        }
+        Err(f) => {
+            checker.record("chat-upgrade", rule, false, f.error);
+            for check in &CHAT_CHECKS[1..] {
+                checker.skip(check, "the chat socket", "no socket could be opened");
+            }
+            return;
+        }
+    };
+    let ask = async |socket: &mut ChatSocket, request: &ChatRequest| {
+        socket
+            .request(request, timeout)
+            .await
+            .map_err(|f| f.describe("the endpoint"))
+    };
+
+    // A session: five messages in a row, each acknowledged in order on the same socket.
+    let ids: Vec<String> = (1..=5).map(|k| format!("{tenant}/chat-{k}")).collect();
+    let mut seqs = Vec::new();
+    let mut problem = None;
+    for id in &ids {
+        let request = ChatRequest::Write {
+            id: id.clone(),
+            payload: "conformance check chat message".to_owned(),
+        };
+        match chat_ack(&ask(&mut socket, &request).await, id, false) {
+            Ok(seq) => seqs.push(seq),
+            Err(e) => {
+                problem = Some(format!("{id}: {e}"));
+                break;
+            }
+        }
+    }
+    let ordered = seqs.windows(2).all(|w| w[0] < w[1])
+        && after.is_none_or(|a| seqs.first().is_some_and(|s| *s > a));
+    checker.record(
+        "chat-write",
+        "each write frame is answered on the socket with {op: ack, id, seq, duplicate: false, node}, seqs increasing",
+        problem.is_none() && ordered,
+        problem.unwrap_or_else(|| format!("seqs {seqs:?} after {after:?}")),
+    );
+    let rule =
+        "a write frame repeating an id is answered {op: ack, duplicate: true} at the first seq";
+    match seqs.first() {
+        Some(first) => {
+            let request = ChatRequest::Write {
+                id: ids[0].clone(),
+                payload: "conformance check chat message".to_owned(),
+            };
+            let reply = ask(&mut socket, &request).await;
+            let again = chat_ack(&reply, &ids[0], true);
+            checker.record(
+                "chat-duplicate",
+                rule,
+                again.as_ref().is_ok_and(|s| s == first),
+                format!("{again:?} (first seq {first})"),
+            );
+        }
+        None => checker.skip("chat-duplicate", rule, "no chat write was acknowledged"),
+    }
+
+    // The reply read: the session's messages from its first seq on, in order.
+    let rule = "a read frame is answered {op: records, tenant, records, next_seq, more, node} with the acknowledged messages in seq order";
+    if let Some(first) = seqs.first().copied() {
+        let deadline = Instant::now() + checker.options.read_wait;
+        let request = ChatRequest::Read {
+            from_seq: first,
+            limit: 1000,
+        };
+        loop {
+            let reply = ask(&mut socket, &request).await;
+            let got: Option<Vec<(u64, String)>> = match &reply {
+                Ok(ChatReply::Records {
+                    tenant: named,
+                    records,
+                    node,
+                    ..
+                }) if named == tenant && !node.is_empty() => {
+                    Some(records.iter().map(|r| (r.seq, r.id.clone())).collect())
+                }
+                _ => None,
+            };
+            let wanted: Vec<(u64, String)> =
+                seqs.iter().copied().zip(ids.iter().cloned()).collect();
+            let ok = got.as_ref() == Some(&wanted);
+            if ok || Instant::now() >= deadline {
+                checker.record(
+                    "chat-read",
+                    rule,
+                    ok,
+                    format!("{reply:?}; wanted {wanted:?}"),
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    } else {
+        checker.skip("chat-read", rule, "no chat write was acknowledged");
+    }
+
+    // A frame that is not a request is refused on the socket, which stays usable.
+    let bad = socket
+        .request_text("not a chat frame".to_owned(), timeout)
+        .await;
+    let refused = matches!(
+        &bad,
+        Ok(ChatReply::Error {
+            status: 400,
+            stored: Stored::No,
+            ..
+        })
+    );
+    let still = ask(
+        &mut socket,
+        &ChatRequest::Read {
+            from_seq: 1,
+            limit: 1,
+        },
+    )
+    .await;
+    checker.record(
+        "chat-bad-frame",
+        "a frame that is not a JSON request is answered {op: error, status: 400, stored: no} and the socket stays open",
+        refused && matches!(still, Ok(ChatReply::Records { .. })),
+        format!("{bad:?}; then {still:?}"),
+    );
+    socket.close().await;
+
+    // The tenant rules hold for the socket too.
+    let mismatch = ChatSocket::open_as(&endpoint, tenant, other, timeout).await;
+    checker.record(
+        "chat-tenant-mismatch",
+        "an upgrade whose X-Tenant-Id differs from the path's tenant is refused with 400",
+        matches!(&mismatch, Err(f) if f.status == Some(400)),
+        match &mismatch {
+            Ok(_) => "101: the socket was opened".to_owned(),
+            Err(f) => f.error.clone(),
+        },
+    );
+    let plain = checker
+        .send(
+            Method::GET,
+            &chat_path(tenant),
+            &[(TENANT_HEADER, tenant)],
+            b"",
+        )
+        .await;
+    checker.record(
+        "chat-no-upgrade",
+        "GET .../chat without Upgrade: websocket answers 426",
+        status_is(&plain, &[426]),
+        describe(&plain),
+    );
+}
+
+/// The chat socket's checks, in order (all skipped when it is not offered).
+const CHAT_CHECKS: [&str; 7] = [
+    "chat-upgrade",
+    "chat-write",
+    "chat-duplicate",
+    "chat-read",
+    "chat-bad-frame",
+    "chat-tenant-mismatch",
+    "chat-no-upgrade",
+];
 
 /// Runs every check against `options.addr`. Never fails: what cannot be reached is a deviation.
 #[allow(clippy::too_many_lines)] // one check after another, in the contract doc's order
@@ -582,6 +806,8 @@ pub async fn check_endpoint(options: ConformanceOptions) -> ConformanceReport {
             ),
         );
     }
+
+    check_chat(&mut checker, &tenant_a, &tenant_b, seq2).await;
 
     // Unknown tenants: never stored, never answered with records.
     let unknown_write = checker.write(&never, &format!("{never}/1")).await;

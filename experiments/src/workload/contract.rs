@@ -12,6 +12,11 @@
 //! - `GET /v1/tenants/{tenant}/records?from_seq=N&limit=M`: the tenant's records from position N
 //!   on, in order, at most M: 200 with a [`RecordList`].
 //!
+//! - `GET /v1/tenants/{tenant}/chat` with `Upgrade: websocket` (optional): a chat session's
+//!   WebSocket. Each text frame the client sends is a [`ChatRequest`]; the service answers each
+//!   with exactly one [`ChatReply`] frame, in order, on the same socket. The statuses inside
+//!   error replies mean what they mean over HTTP.
+//!
 //! Every request carries the tenant twice, in the path and in `X-Tenant-Id`; a service must
 //! refuse a request where they differ (400). Responses name the lab node of the replica that
 //! served them in `X-Served-By`. Tenant ids, unknown tenants and sequence numbers are as
@@ -38,6 +43,11 @@ pub fn tenant_path(tenant: &str) -> String {
 /// `/v1/tenants/{tenant}/records`.
 pub fn records_path(tenant: &str) -> String {
     format!("/v1/tenants/{tenant}/records")
+}
+
+/// `/v1/tenants/{tenant}/chat`, the chat WebSocket.
+pub fn chat_path(tenant: &str) -> String {
+    format!("/v1/tenants/{tenant}/chat")
 }
 
 /// Whether a tenant id is acceptable: 1 to 64 ASCII letters, digits, `_` or `-`.
@@ -115,6 +125,95 @@ pub struct RecordList {
     pub more: bool,
 }
 
+/// One frame a chat client sends on its WebSocket (a JSON text frame).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChatRequest {
+    /// Store one chat message as a record of kind `chat`, as `POST …/records` would.
+    Write {
+        /// The record's unique id (the idempotency key; a retry sends the same one).
+        id: String,
+        /// The record's payload, stored as its UTF-8 bytes.
+        payload: String,
+    },
+    /// Read the tenant's records, as `GET …/records` would.
+    Read {
+        /// First position (default 1).
+        #[serde(default = "first_seq")]
+        from_seq: u64,
+        /// Most records (default 100, at most [`MAX_READ_LIMIT`]).
+        #[serde(default = "default_limit")]
+        limit: u32,
+    },
+}
+
+fn first_seq() -> u64 {
+    1
+}
+
+fn default_limit() -> u32 {
+    100
+}
+
+/// The one frame a service answers a [`ChatRequest`] with. Every reply names the node of the
+/// replica that served it, as `X-Served-By` does over HTTP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChatReply {
+    /// The write was stored (a 201 over HTTP).
+    Ack {
+        /// The record id.
+        id: String,
+        /// Its position, as in [`WriteAck`].
+        #[serde(default)]
+        seq: Option<u64>,
+        /// Whether an earlier request with the same id had stored it.
+        #[serde(default)]
+        duplicate: bool,
+        /// The node of the replica that served.
+        node: String,
+    },
+    /// The read's records (a 200 over HTTP), as in [`RecordList`].
+    Records {
+        /// Whose records these are, according to the service.
+        tenant: String,
+        /// In position order.
+        records: Vec<RecordItem>,
+        /// Where the next page starts.
+        next_seq: u64,
+        /// Whether the read stopped at its limit.
+        more: bool,
+        /// The node of the replica that served.
+        node: String,
+    },
+    /// The request failed: `status` and `stored` mean what they mean over HTTP (503 certainly
+    /// not stored, 502/504/500 unknown, 400 a bad frame).
+    Error {
+        /// The id of the write it answers; absent for a read or an unreadable frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The HTTP status the same failure has over HTTP.
+        status: u16,
+        /// Whether anything was stored.
+        stored: Stored,
+        /// What went wrong.
+        error: String,
+        /// The node of the replica that served.
+        node: String,
+    },
+}
+
+impl ChatReply {
+    /// The node the reply names.
+    pub fn node(&self) -> &str {
+        match self {
+            ChatReply::Ack { node, .. }
+            | ChatReply::Records { node, .. }
+            | ChatReply::Error { node, .. } => node,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +240,53 @@ mod tests {
             serde_json::from_str(r#"{"tenant":"t","id":"i"}"#).expect("minimal ack");
         assert_eq!(ack.seq, None);
         assert!(!ack.duplicate);
+    }
+
+    #[test]
+    fn chat_frames_are_the_documented_json() {
+        let write: ChatRequest =
+            serde_json::from_str(r#"{"op":"write","id":"t001/c1/1","payload":"hi"}"#)
+                .expect("write frame");
+        assert_eq!(
+            write,
+            ChatRequest::Write {
+                id: "t001/c1/1".into(),
+                payload: "hi".into()
+            }
+        );
+        let read: ChatRequest = serde_json::from_str(r#"{"op":"read"}"#).expect("read frame");
+        assert_eq!(
+            read,
+            ChatRequest::Read {
+                from_seq: 1,
+                limit: 100
+            }
+        );
+        assert!(serde_json::from_str::<ChatRequest>(r#"{"op":"delete"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ChatRequest>(r#"{"op":"read","from_seq":1,"x":2}"#).is_err()
+        );
+        let ack = ChatReply::Ack {
+            id: "t001/c1/1".into(),
+            seq: Some(3),
+            duplicate: false,
+            node: "a1".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&ack).expect("json"),
+            r#"{"op":"ack","id":"t001/c1/1","seq":3,"duplicate":false,"node":"a1"}"#
+        );
+        let error = ChatReply::Error {
+            id: None,
+            status: 503,
+            stored: Stored::No,
+            error: "down".into(),
+            node: "b1".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&error).expect("json"),
+            r#"{"op":"error","status":503,"stored":"no","error":"down","node":"b1"}"#
+        );
+        assert_eq!(error.node(), "b1");
     }
 }

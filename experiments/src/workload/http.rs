@@ -42,7 +42,8 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(e: &HttpEndpoint, site: Option<&Arc<ClientSite>>) -> Self {
+    /// An endpoint with its pool, making its sockets at `site` when given.
+    pub fn new(e: &HttpEndpoint, site: Option<&Arc<ClientSite>>) -> Self {
         Self {
             node: e.node.clone(),
             pool: Pool::new(e.addr, 256).at_site(site.cloned()),
@@ -57,7 +58,8 @@ impl Endpoint {
             .is_some_and(|t| now < t)
     }
 
-    fn mark_down(&self, for_: Duration) {
+    /// Skips the endpoint for `for_` (it refused a connection) and drops its idle connections.
+    pub fn mark_down(&self, for_: Duration) {
         *self.down_until.lock().expect("down") = Some(Instant::now() + for_);
         self.pool.clear();
     }

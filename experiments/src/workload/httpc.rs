@@ -97,6 +97,23 @@ impl Pool {
         self.idle.lock().expect("pool").clear();
     }
 
+    /// A new TCP connection to the endpoint, made at the pool's site (no delay on), within
+    /// `timeout`.
+    pub async fn connect(&self, timeout: Duration) -> Result<TcpStream, Failure> {
+        let connect = async {
+            match &self.site {
+                None => TcpStream::connect(self.addr).await,
+                Some(site) => site.socket()?.connect(self.addr).await,
+            }
+        };
+        let stream = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| Failure::NotSent("connect timed out".to_owned()))?
+            .map_err(|e| Failure::NotSent(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
     async fn checkout(
         &self,
         connect_timeout: Duration,
@@ -109,17 +126,7 @@ impl Pool {
                 None => break,
             }
         }
-        let connect = async {
-            match &self.site {
-                None => TcpStream::connect(self.addr).await,
-                Some(site) => site.socket()?.connect(self.addr).await,
-            }
-        };
-        let stream = tokio::time::timeout(connect_timeout, connect)
-            .await
-            .map_err(|_| Failure::NotSent("connect timed out".to_owned()))?
-            .map_err(|e| Failure::NotSent(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
+        let stream = self.connect(connect_timeout).await?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| Failure::NotSent(e.to_string()))?;

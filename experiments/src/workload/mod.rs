@@ -19,6 +19,7 @@
 //! [`background::spawn_in_lab`] from anywhere.
 
 pub mod background;
+pub mod chat_ws;
 pub mod clients;
 pub mod clock;
 pub mod config;
@@ -41,7 +42,7 @@ use std::path::PathBuf;
 
 pub use background::{spawn, spawn_in_lab, BackgroundWorkload};
 pub use clock::RunClock;
-pub use config::{AdapterKind, Tier, WorkloadConfig};
+pub use config::{AdapterKind, ChatMode, Tier, WorkloadConfig};
 pub use recorder::ObservationSink;
 pub use run::{NodeReadBack, ProgressFn, ReadBackSummary, Workload, WorkloadReport};
 pub use slice::{LiveLoad, SliceSpan};

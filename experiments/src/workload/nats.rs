@@ -32,6 +32,7 @@ use futures::StreamExt;
 
 use crate::history::{ClientSettings, Outcome};
 
+use super::clients::ClientSite;
 use super::schedule::{stream_name, subject, tenant_of_subject};
 
 /// JetStream error codes that the stream leader checks before proposing a message, so the
@@ -178,6 +179,9 @@ pub struct NatsConn {
     /// The server of the current connection, looked up again whenever the client's connect
     /// count has moved.
     server_cache: Arc<std::sync::RwLock<Option<Server>>>,
+    /// The client site whose runtime hosts the connection, when it stands in a zone; held so
+    /// that the site outlives every clone of the connection.
+    site: Option<Arc<ClientSite>>,
 }
 
 /// The server a connection was on at one moment: which (re)connect of the client, and its node.
@@ -296,7 +300,30 @@ impl NatsConn {
             node_of_host,
             pinned: spec.pinned_node.clone(),
             server_cache: Arc::default(),
+            site: None,
         })
+    }
+
+    /// Connects from `site`'s namespace: the connection is made, and its reconnects run, on
+    /// the site's runtime, so the client reaches exactly what its zone reaches.
+    pub async fn connect_at(
+        spec: &ConnectSpec,
+        node_of_host: Arc<HashMap<String, String>>,
+        site: Arc<ClientSite>,
+    ) -> Result<Self, String> {
+        let spec = spec.clone();
+        let connected = site
+            .spawn(async move { Self::connect(&spec, node_of_host).await })
+            .await
+            .map_err(|e| format!("zone {}'s client runtime stopped: {e}", site.zone))?;
+        let mut conn = connected?;
+        conn.site = Some(site);
+        Ok(conn)
+    }
+
+    /// The zone whose client namespace the connection stands in, if any.
+    pub fn zone(&self) -> Option<&str> {
+        self.site.as_ref().map(|s| s.zone.as_str())
     }
 
     /// The server this connection is on now (the last one it connected to, if it is

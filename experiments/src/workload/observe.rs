@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use faultline_injectors::fault::FaultAction;
 use faultline_injectors::ledger::{FaultRecord, Ledger};
 use serde::Deserialize;
 
@@ -623,6 +624,7 @@ impl FaultWatcher {
                     sides: Vec::new(),
                     affected: vec![event.node.clone()],
                     survivable: self.nats_nodes.len() >= 3,
+                    chosen: None,
                 });
             }
             *seen = (*seen).max(replica.restarts.len());
@@ -675,6 +677,7 @@ impl FaultWatcher {
             sides: fields.sides,
             affected,
             survivable,
+            chosen: None,
         }
     }
 
@@ -703,15 +706,13 @@ impl FaultWatcher {
         for id in gone {
             if let Some(seen) = self.active.remove(&id) {
                 if !seen.record.action.is_instant() {
-                    // The record leaves the ledger once the revert completed, so the heal was
-                    // complete by now. Under the lock, it began after the last poll that saw
-                    // the record; without it, only a heal at the deadline is certain.
-                    let reverting_ns = if locked {
-                        seen.last_seen_ns
-                    } else {
-                        let deadline_ns = clock.ns_from_unix_ms(seen.record.deadline_unix_ms);
-                        now_ns.min(deadline_ns)
-                    }
+                    let reverting_ns = heal_began_ns(
+                        &seen.record.action,
+                        locked,
+                        seen.last_seen_ns,
+                        clock.ns_from_unix_ms(seen.record.deadline_unix_ms),
+                        now_ns,
+                    )
                     .max(seen.start_ns);
                     let end_ns = now_ns.max(reverting_ns);
                     sink.record(self.observation(&seen, Some((reverting_ns, end_ns))));
@@ -764,9 +765,62 @@ impl FaultWatcher {
     }
 }
 
+/// When the heal of a fault whose record left the ledger by `now_ns` began, at the latest.
+///
+/// The record leaves the ledger once the revert completed, so the heal was complete by now.
+/// Under the lock it began after the last poll that saw the record; without it, only a heal
+/// at the deadline is certain. A partition's rules are set elements that the kernel expires
+/// at the deadline, so its heal began then at the latest, even while its record waited for
+/// the next reconcile.
+fn heal_began_ns(
+    action: &FaultAction,
+    locked: bool,
+    last_seen_ns: u64,
+    deadline_ns: u64,
+    now_ns: u64,
+) -> u64 {
+    let seen = if locked { last_seen_ns } else { now_ns };
+    if locked && !matches!(action, FaultAction::Partition { .. }) {
+        seen
+    } else {
+        seen.min(deadline_ns)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_heals_at_its_deadline_at_the_latest() {
+        let partition = FaultAction::Partition {
+            slot: 1,
+            sides: Vec::new(),
+            rules: Vec::new(),
+        };
+        let drain = FaultAction::Drain {
+            node: "b1".to_owned(),
+        };
+        // (action, locked, last seen, deadline, now) -> heal began
+        let cases = [
+            // The kernel expired the rules at 18 s; the record was seen until 19 s.
+            (&partition, true, 19, 18, 20, 18),
+            (&partition, true, 15, 18, 16, 15),
+            (&partition, false, 19, 18, 20, 18),
+            // A drain has no kernel timer: in effect until its revert.
+            (&drain, true, 19, 18, 20, 19),
+            (&drain, false, 19, 18, 20, 18),
+            (&drain, false, 15, 18, 16, 16),
+        ];
+        for (action, locked, seen, deadline, now, expected) in cases {
+            assert_eq!(
+                heal_began_ns(action, locked, seen, deadline, now),
+                expected,
+                "{} locked={locked} seen={seen} deadline={deadline} now={now}",
+                action.kind_name()
+            );
+        }
+    }
 
     #[test]
     fn partition_effect_table() {

@@ -21,9 +21,11 @@ use crate::history::{
     HISTORY_FORMAT_VERSION,
 };
 
+use super::chat_ws::{error_outcome, ChatSocket};
 use super::clients::SiteWithNodes;
 use super::clock::RunClock;
-use super::config::{AdapterKind, WorkloadConfig};
+use super::config::{AdapterKind, ChatMode, WorkloadConfig};
+use super::contract::{ChatReply, ChatRequest};
 use super::http::{parse_ack, parse_records, HttpClient};
 use super::nats::{provision, ConnectSpec, NatsConn, ReadRecord, Served};
 use super::observe::{fault_loop, leader_loop, FaultWatcher, Monitor};
@@ -83,7 +85,9 @@ pub struct WorkloadReport {
 
 enum Adapter {
     Nats {
-        conns: Vec<NatsConn>,
+        /// The load's connections, one group per place the clients stand: one group in the
+        /// lab's client namespace (`majority`), else one per client site.
+        groups: Vec<Vec<NatsConn>>,
     },
     Http {
         /// The lab's client namespace's client (provisioning, the read-back).
@@ -92,6 +96,15 @@ enum Adapter {
         /// `zones[i mod len]`. Empty when they stand with the majority.
         zones: Vec<Arc<HttpClient>>,
     },
+}
+
+/// The NATS connection of tenant `index`: its group is `index mod groups` (its client site's,
+/// as [`Workload::start`] assigns zones), its connection in the group `(index / groups) mod
+/// len`, so that the tenants of one group spread over all its connections.
+fn nats_conn_of(groups: &[Vec<NatsConn>], index: u32) -> &NatsConn {
+    let index = index as usize;
+    let group = &groups[index % groups.len()];
+    &group[(index / groups.len()) % group.len()]
 }
 
 /// The HTTP client of tenant `index`.
@@ -168,7 +181,7 @@ impl Workload {
         let tenant_specs = Arc::new(tenant_specs);
         let run_id = config.run_id.clone().unwrap_or_else(run_id_now);
         let (adapter, consumers) = match config.adapter {
-            AdapterKind::Nats => connect_nats(&config, &target, &tenant_specs).await?,
+            AdapterKind::Nats => connect_nats(&config, &target, &tenant_specs, sites).await?,
             AdapterKind::Http => connect_http(&config, &target, &tenant_specs, sites).await?,
         };
         let clock = RunClock::start_now();
@@ -368,10 +381,10 @@ impl Workload {
     ) -> TaskTracker {
         let exec = &self.exec;
         let workers = TaskTracker::new();
-        if let Adapter::Nats { conns } = &exec.adapter {
+        if let Adapter::Nats { groups } = &exec.adapter {
             for (tenant, consumer) in &self.consumers {
                 let spec = &exec.tenants[*tenant];
-                let conn = conns[*tenant % conns.len()].clone();
+                let conn = nats_conn_of(groups, spec.index).clone();
                 for w in 1..=exec.config.tier(spec.tier).workers {
                     workers.spawn(job_worker(
                         exec.clone(),
@@ -610,10 +623,14 @@ fn client_settings(config: &WorkloadConfig) -> ClientSettings {
     }
 }
 
+/// How long provisioning keeps retrying a tenant's stream before the load gives up.
+const PROVISION_PATIENCE: Duration = Duration::from_secs(20);
+
 async fn connect_nats(
     config: &WorkloadConfig,
     target: &Target,
     tenants: &Arc<Vec<TenantSpec>>,
+    sites: Vec<SiteWithNodes>,
 ) -> Result<(Adapter, Vec<(usize, PullConsumer)>), WorkloadError> {
     if target.nats.is_empty() {
         return Err(WorkloadError::Config(
@@ -621,37 +638,69 @@ async fn connect_nats(
                 .to_owned(),
         ));
     }
-    let mut conns = Vec::with_capacity(config.connections);
-    for k in 0..config.connections {
-        let spec = load_connect_spec(config, target.nats_urls_for(k), k);
-        let conn = NatsConn::connect(&spec, target.node_of_host.clone())
-            .await
-            .map_err(|reason| WorkloadError::Unreachable {
-                what: "NATS".to_owned(),
-                endpoints: spec.urls.join(", "),
-                reason,
-            })?;
-        conns.push(conn);
+    let unreachable = |spec: &ConnectSpec, reason| WorkloadError::Unreachable {
+        what: "NATS".to_owned(),
+        endpoints: spec.urls.join(", "),
+        reason,
+    };
+    let mut groups = Vec::new();
+    if sites.is_empty() {
+        let mut conns = Vec::with_capacity(config.connections);
+        for k in 0..config.connections {
+            let spec = load_connect_spec(config, target.nats_urls_for(k), k);
+            let conn = NatsConn::connect(&spec, target.node_of_host.clone())
+                .await
+                .map_err(|reason| unreachable(&spec, reason))?;
+            conns.push(conn);
+        }
+        groups.push(conns);
     }
+    // Each zone's clients share `connections` connections made in its client namespace,
+    // listing its own servers first.
+    for (site, near) in sites {
+        let mut conns = Vec::with_capacity(config.connections);
+        for k in 0..config.connections {
+            let mut spec = load_connect_spec(config, target.nats_urls_near(&near, k), k);
+            spec.name = format!("faultline-load-{}-{k}", site.zone);
+            let conn = NatsConn::connect_at(&spec, target.node_of_host.clone(), site.clone())
+                .await
+                .map_err(|reason| {
+                    unreachable(&spec, format!("from zone {}: {reason}", site.zone))
+                })?;
+            conns.push(conn);
+        }
+        groups.push(conns);
+    }
+    // Each tenant is provisioned through its own connection, so its job consumer pulls through
+    // it too, from where its clients stand.
     let results: Vec<Result<Option<(usize, PullConsumer)>, WorkloadError>> =
         futures::stream::iter(tenants.iter())
             .map(|t| {
-                let js = conns[t.index as usize % conns.len()].js.clone();
+                let js = nats_conn_of(&groups, t.index).js.clone();
                 let replicas = config.stream_replicas;
                 let fresh = config.fresh;
                 async move {
-                    let mut last = String::new();
-                    for attempt in 0..5 {
-                        match provision(&js, &t.id, replicas, fresh, t.jobs).await {
+                    // Right after `lab up` the cluster can still be placing its first streams
+                    // (a JetStream request times out): keep asking for a while, not 5 times.
+                    let started = std::time::Instant::now();
+                    let mut attempts = 0u64;
+                    loop {
+                        attempts += 1;
+                        let last = match provision(&js, &t.id, replicas, fresh, t.jobs).await {
                             Ok(consumer) => return Ok(consumer.map(|c| (t.index as usize, c))),
-                            Err(e) => last = e,
+                            Err(e) => e,
+                        };
+                        if started.elapsed() >= PROVISION_PATIENCE {
+                            return Err(WorkloadError::Provision {
+                                tenant: t.id.clone(),
+                                reason: format!(
+                                    "{last} (after {attempts} attempts in {} s)",
+                                    started.elapsed().as_secs()
+                                ),
+                            });
                         }
-                        tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                        tokio::time::sleep(Duration::from_millis(200 * attempts.min(5))).await;
                     }
-                    Err(WorkloadError::Provision {
-                        tenant: t.id.clone(),
-                        reason: last,
-                    })
                 }
             })
             .buffer_unordered(8)
@@ -664,7 +713,7 @@ async fn connect_nats(
         }
     }
     consumers.sort_by_key(|(i, _)| *i);
-    Ok((Adapter::Nats { conns }, consumers))
+    Ok((Adapter::Nats { groups }, consumers))
 }
 
 async fn connect_http(
@@ -870,6 +919,13 @@ impl Exec {
                     process: &process,
                     pattern: Pattern::Chat,
                 };
+                if let (Adapter::Http { client, zones }, ChatMode::Websocket) =
+                    (&self.adapter, self.config.chat)
+                {
+                    let client = http_client_of(client, zones, tenant.index);
+                    self.chat_session_ws(&meta, client, messages, start).await;
+                    return;
+                }
                 let reply_after = self.config.patterns.reply_after.as_nanos() as u64;
                 let mut first_seq = None;
                 for (k, offset) in messages.iter().enumerate() {
@@ -954,8 +1010,8 @@ impl Exec {
         let tier = self.config.tier(meta.tenant.tier);
         let body = payload(&meta.tenant.id, &value, payload_size(tier, &value));
         let seq = match &self.adapter {
-            Adapter::Nats { conns } => {
-                let conn = &conns[meta.tenant.index as usize % conns.len()];
+            Adapter::Nats { groups } => {
+                let conn = nats_conn_of(groups, meta.tenant.index);
                 self.write_nats(meta, conn, kind, value, body, intended_ns)
                     .await
             }
@@ -1074,8 +1130,8 @@ impl Exec {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let limit = u64::from(self.config.patterns.read_limit);
         match &self.adapter {
-            Adapter::Nats { conns } => {
-                let conn = &conns[meta.tenant.index as usize % conns.len()];
+            Adapter::Nats { groups } => {
+                let conn = nats_conn_of(groups, meta.tenant.index);
                 let sent = conn.server();
                 let budget = self.config.op_timeout * 2;
                 let read = conn.read(&meta.tenant.stream, from, limit, 0);
@@ -1142,6 +1198,230 @@ impl Exec {
             }
             tokio::time::sleep(HttpClient::backoff(attempt + 1)).await;
             invoke_ns = self.clock.now_ns();
+        }
+    }
+}
+
+/// Chat sessions over the contract's WebSocket (`--chat websocket`, module [`super::chat_ws`]).
+impl Exec {
+    /// One session: its messages and reply reads as frames on one socket, opened at the first
+    /// message and again whenever it was lost.
+    async fn chat_session_ws(
+        &self,
+        meta: &Meta<'_>,
+        client: &HttpClient,
+        messages: &[u64],
+        start: u64,
+    ) {
+        let reply_after = self.config.patterns.reply_after.as_nanos() as u64;
+        let limit = self.config.patterns.read_limit;
+        let mut socket = None;
+        let mut first_seq = None;
+        for (k, offset) in messages.iter().enumerate() {
+            let at = start + offset;
+            if !self.wait(at).await {
+                break;
+            }
+            let tier = self.config.tier(meta.tenant.tier);
+            let value = format!("{}/{}", meta.process, k + 1);
+            let body = payload(&meta.tenant.id, &value, payload_size(tier, &value));
+            let write = ChatRequest::Write {
+                payload: String::from_utf8_lossy(&body).into_owned(),
+                id: value,
+            };
+            if let Some(seq) = self.ws_step(meta, client, &mut socket, &write, at).await {
+                first_seq.get_or_insert(seq);
+            }
+            let reply = at + reply_after;
+            if !self.wait(reply).await {
+                break;
+            }
+            let read = ChatRequest::Read {
+                from_seq: first_seq.unwrap_or(1),
+                limit,
+            };
+            self.ws_step(meta, client, &mut socket, &read, reply).await;
+        }
+        if let Some(socket) = socket {
+            socket.close().await;
+        }
+    }
+
+    /// One write or read on the session's socket, with its retries (as over HTTP: at most
+    /// `http_retries` more rounds, after a backoff). A round without a socket first opens one
+    /// and records that as a `connect` operation; a round whose connect failed sends nothing.
+    /// The step's first operation is invoked at the intended time, later ones when sent. A
+    /// write's acknowledged sequence, if any.
+    async fn ws_step(
+        &self,
+        meta: &Meta<'_>,
+        client: &HttpClient,
+        socket: &mut Option<ChatSocket>,
+        request: &ChatRequest,
+        intended_ns: u64,
+    ) -> Option<u64> {
+        let _permit = self.permits.acquire().await.ok()?;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut invoke_ns = intended_ns;
+        let (mut sent, mut connects) = (0, 0);
+        let mut acked = None;
+        for round in 1..=1 + client.retries {
+            if round > 1 {
+                tokio::time::sleep(HttpClient::backoff(round)).await;
+                invoke_ns = self.clock.now_ns();
+            }
+            // A socket the server closed while it was idle is replaced before sending.
+            if socket.as_mut().is_some_and(ChatSocket::is_gone) {
+                *socket = None;
+            }
+            if socket.is_none() {
+                let Some(endpoint) = client.pick() else { break };
+                connects += 1;
+                let opened = ChatSocket::open(&endpoint, &meta.tenant.id, client.timeout).await;
+                let complete_ns = self.clock.now_ns();
+                self.record_connect(meta, &opened, connects, invoke_ns, complete_ns)
+                    .await;
+                match opened {
+                    Ok(s) => *socket = Some(s),
+                    Err(_) => continue,
+                }
+                invoke_ns = complete_ns;
+            }
+            let Some(open) = socket.as_mut() else { break };
+            sent += 1;
+            let result = open.request(request, client.timeout).await;
+            let complete_ns = self.clock.now_ns();
+            // The reply names the replica that served it; without one, the socket's.
+            let node = result
+                .as_ref()
+                .map_or_else(|_| open.node.clone(), |r| r.node().to_owned());
+            if result.is_err() {
+                *socket = None;
+            }
+            let (done, retry) = self
+                .ws_done(request, result, node, sent, invoke_ns, complete_ns)
+                .await;
+            let ok = done.outcome == Outcome::Ok;
+            acked = done.seq.filter(|_| ok);
+            self.recorder
+                .op(meta.op(&self.clock, done), meta.tenant.tier)
+                .await;
+            if ok || !retry {
+                break;
+            }
+        }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        acked
+    }
+
+    async fn record_connect(
+        &self,
+        meta: &Meta<'_>,
+        opened: &Result<ChatSocket, super::chat_ws::ConnectFailure>,
+        attempt: u32,
+        invoke_ns: u64,
+        complete_ns: u64,
+    ) {
+        let (node, outcome, error) = match opened {
+            Ok(s) => (s.node.clone(), Outcome::Ok, None),
+            Err(f) => (f.node.clone(), Outcome::Fail, Some(f.error.clone())),
+        };
+        let done = Done {
+            kind: OpKind::Connect,
+            node,
+            reconnected: false,
+            sent_node: None,
+            value: None,
+            attempt,
+            seq: None,
+            invoke_ns,
+            complete_ns,
+            outcome,
+            error,
+            read: None,
+            served_tenant: None,
+        };
+        self.recorder
+            .op(meta.op(&self.clock, done), meta.tenant.tier)
+            .await;
+    }
+
+    /// The history operation of one request on the socket, and whether to retry it.
+    async fn ws_done(
+        &self,
+        request: &ChatRequest,
+        result: Result<ChatReply, super::chat_ws::SocketFailure>,
+        node: String,
+        attempt: u32,
+        invoke_ns: u64,
+        complete_ns: u64,
+    ) -> (Done, bool) {
+        match request {
+            ChatRequest::Write { id, .. } => {
+                let (outcome, retry, seq, error) = match result {
+                    Ok(ChatReply::Ack { seq, duplicate, .. }) => {
+                        if duplicate {
+                            self.recorder.duplicate_ack().await;
+                        }
+                        (Outcome::Ok, false, seq, None)
+                    }
+                    Ok(ChatReply::Error { status, error, .. }) => {
+                        let (outcome, retry) = error_outcome(status);
+                        (outcome, retry, None, Some(format!("{status}: {error}")))
+                    }
+                    // Not an answer to a write: whether it was stored is unknown.
+                    Ok(ChatReply::Records { .. }) => (
+                        Outcome::Info,
+                        true,
+                        None,
+                        Some("a records frame answered a write".to_owned()),
+                    ),
+                    Err(f) => (f.write_outcome(), true, None, Some(f.describe(&node))),
+                };
+                let done = Done {
+                    kind: OpKind::Write,
+                    node,
+                    reconnected: false,
+                    sent_node: None,
+                    value: Some(id.clone()),
+                    attempt,
+                    seq,
+                    invoke_ns,
+                    complete_ns,
+                    outcome,
+                    error,
+                    read: None,
+                    served_tenant: None,
+                };
+                (done, retry)
+            }
+            ChatRequest::Read { .. } => {
+                let (result, retry) = match result {
+                    Ok(ChatReply::Records {
+                        tenant, records, ..
+                    }) => {
+                        let items = records
+                            .into_iter()
+                            .map(|r| ReadItem {
+                                seq: r.seq,
+                                value: r.id,
+                            })
+                            .collect();
+                        (Ok((items, tenant)), false)
+                    }
+                    Ok(ChatReply::Error { status, error, .. }) => {
+                        (Err(format!("{status}: {error}")), error_outcome(status).1)
+                    }
+                    Ok(ChatReply::Ack { .. }) => {
+                        (Err("an ack frame answered a read".to_owned()), true)
+                    }
+                    Err(f) => (Err(f.describe(&node)), true),
+                };
+                (
+                    Done::read(node, attempt, invoke_ns, complete_ns, result),
+                    retry,
+                )
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! A run as a slice of a load that keeps running (the daemon's background load): the run takes
-//! the running load's handle ([`LiveLoad`]) instead of starting its own, injects its faults on
+//! the running load's handle ([`LiveLoad`]) instead of starting its own, reads what every
+//! tenant's stream holds as it begins ([`LiveLoad::read_initial_state`]), injects its faults on
 //! the load's clock, reads every tenant back through every node while the load goes on
 //! ([`LiveLoad::read_back`]), and cuts its history out of the load's ([`cut`]).
 //!
@@ -7,19 +8,19 @@
 //! - writes and reads that began at or after the slice's start and completed by the cut (when
 //!   the read-back was asked for); deliveries that completed by the slice's end (after the
 //!   read-back), so work-queue values written just before the cut count as delivered;
-//! - the read-back's operations;
-//! - in every read, only the values written in the slice. The streams already held values when
-//!   the slice began (the load's earlier writes): that is the model's initial state, taken as
-//!   given, so a read of one is neither `unexpected` nor a loss. Values written after the cut
-//!   (the load went on during the read-back) are left out of the reads the same way, so a view
-//!   read later than another is not missing anything the slice wrote;
+//! - the initial-state reads (`initial_state`) and the read-back's operations;
+//! - in every read, only the values written in the slice or held when it began. The values
+//!   the initial-state reads saw are the run's initial state: they count as acknowledged
+//!   before the run, so reading one is not `unexpected` and its absence from the read-back is
+//!   a loss. Other values are left out: a write in flight as the slice began that no
+//!   initial-state read saw, and values written after the cut (the load went on during the
+//!   read-back), so a view read later than another is not missing anything the slice wrote;
 //! - leader samples within the span and the run's fault windows. Stream-state samples are left
 //!   out: with writes going on the servers never report equal states at one instant.
 //!
 //! Times are rebased to the slice's start, and the header's start moves with them, so the
 //! slice reads as an ordinary run history.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use rustc_hash::FxHashSet;
 
 use crate::history::{
     HistoryHeader, Observation, OpKind, Operation, Outcome, Pattern, ReadItem, OBSERVATIONS_FORMAT,
@@ -74,8 +76,8 @@ pub struct SliceSpan {
 pub struct SliceCounts {
     /// Operations of the load in the slice.
     pub operations: u64,
-    /// Read-back operations.
-    pub read_backs: u64,
+    /// The slice's own reads: initial-state reads and read-back operations.
+    pub views: u64,
     /// Read items left out: values written before the slice or after the cut.
     pub items_outside: u64,
 }
@@ -151,26 +153,52 @@ impl LiveLoad {
     /// Reads every tenant's whole stream through every NATS server, each through a connection
     /// pinned to that server, after waiting until `settle_until_ns` on the load's clock. Runs
     /// on a thread of its own that enters the lab's client namespace; the load goes on
-    /// meanwhile. Returns the `read_back` operations (not recorded in the load's history,
-    /// whose later segments would take them for a final read-back).
+    /// meanwhile. Writes the `read_back` operations to `out` (JSON Lines, one operation a
+    /// line, as they complete, so a long slice's read-back is not held in memory) and returns
+    /// how many. They are not recorded in the load's history, whose later segments would take
+    /// them for a final read-back.
     ///
     /// Each server's own replica is not read alone here: that holds the other servers down,
     /// which would be a fault on the load that keeps running.
     ///
     /// # Errors
-    /// The load is not a NATS load, or the thread cannot enter the namespace or start its
-    /// runtime.
-    pub fn read_back(&self, settle_until_ns: u64) -> Result<Vec<Operation>, WorkloadError> {
+    /// The load is not a NATS load, the thread cannot enter the namespace or start its
+    /// runtime, or `out` cannot be written.
+    pub fn read_back(&self, settle_until_ns: u64, out: &Path) -> Result<u64, WorkloadError> {
+        self.read_views_on_thread(Pattern::ReadBack, settle_until_ns, out.to_path_buf())?
+            .join()
+            .map_err(|_| {
+                WorkloadError::Config("the slice's read-back thread panicked".to_owned())
+            })?
+    }
+
+    /// Starts reading what every tenant's stream holds now, through every NATS server, on a
+    /// thread of its own: the initial state of a slice that begins now (`initial_state`
+    /// operations, written to `out` as [`LiveLoad::read_back`] writes its own). The load goes
+    /// on meanwhile; [`InitialRead::wait`] waits for the end.
+    ///
+    /// # Errors
+    /// The load is not a NATS load, or the thread cannot start.
+    pub fn read_initial_state(&self, out: PathBuf) -> Result<InitialRead, WorkloadError> {
+        let thread = self.read_views_on_thread(Pattern::InitialState, 0, out)?;
+        Ok(InitialRead { thread })
+    }
+
+    fn read_views_on_thread(
+        &self,
+        pattern: Pattern,
+        not_before_ns: u64,
+        out: PathBuf,
+    ) -> Result<ReadThread, WorkloadError> {
         if self.adapter != AdapterKind::Nats {
             return Err(WorkloadError::Config(
-                "a slice's read-back reads NATS streams; this load uses the HTTP adapter"
-                    .to_owned(),
+                "a slice reads NATS streams; this load uses the HTTP adapter".to_owned(),
             ));
         }
         let live = self.clone();
-        let thread = std::thread::Builder::new()
-            .name("slice-read-back".to_owned())
-            .spawn(move || -> Result<Vec<Operation>, WorkloadError> {
+        std::thread::Builder::new()
+            .name(format!("slice-{}", process_prefix(pattern)))
+            .spawn(move || -> Result<u64, WorkloadError> {
                 if let Some((dir, netns)) = live.target.client_netns() {
                     enter_netns(&dir, &netns)?;
                 }
@@ -178,26 +206,40 @@ impl LiveLoad {
                     .enable_all()
                     .build()
                     .map_err(WorkloadError::Runtime)?;
-                runtime.block_on(live.read_back_async(settle_until_ns))
+                runtime.block_on(live.read_views(pattern, not_before_ns, &out))
             })
-            .map_err(WorkloadError::Runtime)?;
-        thread.join().map_err(|_| {
-            WorkloadError::Config("the slice's read-back thread panicked".to_owned())
-        })?
+            .map_err(WorkloadError::Runtime)
     }
 
-    async fn read_back_async(&self, settle_until_ns: u64) -> Result<Vec<Operation>, WorkloadError> {
+    /// Every tenant's whole stream through every server, from `not_before_ns` on the load's
+    /// clock, as operations of `pattern` written to `out`.
+    async fn read_views(
+        &self,
+        pattern: Pattern,
+        not_before_ns: u64,
+        out: &Path,
+    ) -> Result<u64, WorkloadError> {
+        let write_err = |error| WorkloadError::Output {
+            what: "slice reads",
+            path: out.to_path_buf(),
+            error,
+        };
+        let mut file = BufWriter::new(File::create(out).map_err(write_err)?);
         tokio::time::sleep_until(tokio::time::Instant::from_std(
-            self.clock.instant_at(settle_until_ns),
+            self.clock.instant_at(not_before_ns),
         ))
         .await;
         let mut target = self.target.clone();
         let _ = target.refresh();
-        let mut ops = Vec::new();
+        let mut count = 0;
         for server in &target.nats {
             let spec = ConnectSpec {
                 urls: vec![server.url.clone()],
-                name: format!("faultline-slice-readback-{}", server.node),
+                name: format!(
+                    "faultline-slice-{}-{}",
+                    process_prefix(pattern),
+                    server.node
+                ),
                 connect_timeout: Duration::from_secs(3),
                 op_timeout: self.op_timeout,
                 ping_interval: self.ping_interval,
@@ -209,7 +251,7 @@ impl LiveLoad {
                 .map_err(|e| format!("cannot connect to {}: {e}", server.url));
             let clock = self.clock;
             let conn = &conn;
-            let mut reads: Vec<Operation> = futures::stream::iter(self.tenants.iter())
+            let mut reads = futures::stream::iter(self.tenants.iter())
                 .map(|tenant| async move {
                     let invoke = clock.now_ns();
                     let result = match conn {
@@ -217,24 +259,64 @@ impl LiveLoad {
                         Err(e) => Err(e.clone()),
                     };
                     let complete = clock.now_ns();
-                    read_back_op(&clock, &server.node, tenant, invoke, complete, result)
+                    let view = View {
+                        node: &server.node,
+                        pattern,
+                        invoke_ns: invoke,
+                        complete_ns: complete,
+                    };
+                    view_op(&clock, &view, tenant, result)
                 })
-                .buffer_unordered(8)
-                .collect()
-                .await;
-            reads.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-            ops.extend(reads);
+                .buffer_unordered(8);
+            while let Some(op) = reads.next().await {
+                write_json(&mut file, &op).map_err(write_err)?;
+                count += 1;
+            }
         }
-        Ok(ops)
+        file.flush().map_err(write_err)?;
+        Ok(count)
     }
 }
 
-fn read_back_op(
-    clock: &RunClock,
-    node: &str,
-    tenant: &TenantSpec,
+type ReadThread = std::thread::JoinHandle<Result<u64, WorkloadError>>;
+
+/// The initial-state read of a slice, under way on its own thread.
+pub struct InitialRead {
+    thread: ReadThread,
+}
+
+impl InitialRead {
+    /// Waits for the reads; returns how many it wrote.
+    ///
+    /// # Errors
+    /// The thread could not enter the namespace, start its runtime or write, or panicked.
+    pub fn wait(self) -> Result<u64, WorkloadError> {
+        self.thread.join().map_err(|_| {
+            WorkloadError::Config("the slice's initial-state read thread panicked".to_owned())
+        })?
+    }
+}
+
+fn process_prefix(pattern: Pattern) -> &'static str {
+    if pattern == Pattern::InitialState {
+        "initial"
+    } else {
+        "readback"
+    }
+}
+
+/// One read of one view: through which server, which pattern, when.
+struct View<'a> {
+    node: &'a str,
+    pattern: Pattern,
     invoke_ns: u64,
     complete_ns: u64,
+}
+
+fn view_op(
+    clock: &RunClock,
+    view: &View<'_>,
+    tenant: &TenantSpec,
     result: Result<Vec<super::nats::ReadRecord>, String>,
 ) -> Operation {
     let (outcome, error, read, served_tenant) = match result {
@@ -257,20 +339,20 @@ fn read_back_op(
     };
     Operation {
         tenant: tenant.id.clone(),
-        process: format!("readback/{node}"),
-        node: node.to_owned(),
+        process: format!("{}/{}", process_prefix(view.pattern), view.node),
+        node: view.node.to_owned(),
         reconnected: false,
         sent_node: None,
         kind: OpKind::Read,
-        pattern: Pattern::ReadBack,
+        pattern: view.pattern,
         value: None,
         attempt: 1,
         stream: tenant.stream.clone(),
         seq: None,
-        invoke_ns,
-        complete_ns,
-        invoke_unix_ms: clock.unix_ms_at(invoke_ns),
-        complete_unix_ms: clock.unix_ms_at(complete_ns),
+        invoke_ns: view.invoke_ns,
+        complete_ns: view.complete_ns,
+        invoke_unix_ms: clock.unix_ms_at(view.invoke_ns),
+        complete_unix_ms: clock.unix_ms_at(view.complete_ns),
         outcome,
         error,
         read,
@@ -279,48 +361,158 @@ fn read_back_op(
     }
 }
 
-/// Picks the slice's operations out of the load's (in any order) and appends `read_backs`,
-/// keeping in every read only values written in the slice, and rebases times to the slice's
-/// start (see the module doc). Returns the operations and how many read items it left out.
-pub fn select(
-    ops: impl IntoIterator<Item = Operation>,
-    read_backs: Vec<Operation>,
+/// A value as the cut remembers it: two SipHash digests of it, 16 bytes, so that a 24 h slice's
+/// 17 M values fit in a few hundred MB. Two values share a key with probability about
+/// n²/2¹²⁹ (10⁻²⁴ for 17 M values); then one read item of a value from outside the slice would
+/// be kept.
+fn value_key(value: &str) -> u128 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut high = std::hash::DefaultHasher::new();
+    value.hash(&mut high);
+    let mut low = std::hash::DefaultHasher::new();
+    (0x5eed_u32, value).hash(&mut low);
+    (u128::from(high.finish()) << 64) | u128::from(low.finish())
+}
+
+/// What decides a slice's operations and read items (see the module doc).
+struct SliceFilter {
     span: SliceSpan,
-) -> (Vec<Operation>, u64) {
-    let mut kept: Vec<Operation> = ops
-        .into_iter()
-        .filter(|op| {
-            if op.invoke_ns < span.start_ns || op.pattern.is_read_back() {
-                return false;
+    /// Values written in the slice.
+    written: FxHashSet<u128>,
+    /// Values the initial-state reads saw.
+    held: FxHashSet<u128>,
+}
+
+impl SliceFilter {
+    fn new(span: SliceSpan) -> Self {
+        Self {
+            span,
+            written: FxHashSet::default(),
+            held: FxHashSet::default(),
+        }
+    }
+
+    /// Remembers the values a view holds when it is an initial-state read.
+    fn hold(&mut self, view: &Operation) {
+        if view.pattern == Pattern::InitialState && view.outcome == Outcome::Ok {
+            self.held.extend(
+                view.read
+                    .iter()
+                    .flatten()
+                    .map(|item| value_key(&item.value)),
+            );
+        }
+    }
+
+    /// Whether a load operation lies in the span.
+    fn in_span(&self, kind: OpKind, pattern: Pattern, invoke_ns: u64, complete_ns: u64) -> bool {
+        if invoke_ns < self.span.start_ns || !pattern.is_load() {
+            return false;
+        }
+        let until = if kind == OpKind::Deliver {
+            self.span.end_ns
+        } else {
+            self.span.cut_ns
+        };
+        complete_ns <= until
+    }
+
+    /// First pass: remembers the values the slice wrote.
+    fn note(&mut self, probe: &Probe<'_>) {
+        if probe.kind == OpKind::Write
+            && self.in_span(
+                probe.kind,
+                probe.pattern,
+                probe.invoke_ns,
+                probe.complete_ns,
+            )
+        {
+            if let Some(value) = &probe.value {
+                self.written.insert(value_key(value));
             }
-            let until = if op.kind == OpKind::Deliver {
-                span.end_ns
-            } else {
-                span.cut_ns
-            };
-            op.complete_ns <= until
-        })
-        .collect();
-    let written: HashSet<String> = kept
-        .iter()
-        .filter(|op| op.kind == OpKind::Write)
-        .filter_map(|op| op.value.clone())
-        .collect();
-    // A delivery of a value the slice did not write is the initial state's (or later's).
-    kept.retain(|op| {
-        op.kind != OpKind::Deliver || op.value.as_ref().is_some_and(|v| written.contains(v))
-    });
-    kept.extend(read_backs);
-    let mut outside = 0_u64;
-    for op in &mut kept {
+        }
+    }
+
+    /// Second pass: whether the operation is the slice's. A delivery of a value the slice did
+    /// not write is the initial state's (or later's).
+    fn keeps(&self, probe: &Probe<'_>) -> bool {
+        self.in_span(
+            probe.kind,
+            probe.pattern,
+            probe.invoke_ns,
+            probe.complete_ns,
+        ) && (probe.kind != OpKind::Deliver
+            || probe
+                .value
+                .as_ref()
+                .is_some_and(|v| self.written.contains(&value_key(v))))
+    }
+
+    /// Keeps in a read only the values written in the slice or held when it began, and
+    /// rebases the times; returns how many items it left out.
+    fn adjust(&self, op: &mut Operation) -> u64 {
+        let mut outside = 0;
         if let Some(items) = op.read.as_mut() {
             let before = items.len();
-            items.retain(|item| written.contains(&item.value));
-            outside += (before - items.len()) as u64;
+            items.retain(|item| {
+                let key = value_key(&item.value);
+                self.written.contains(&key) || self.held.contains(&key)
+            });
+            outside = (before - items.len()) as u64;
         }
-        op.invoke_ns = op.invoke_ns.saturating_sub(span.start_ns);
-        op.complete_ns = op.complete_ns.saturating_sub(span.start_ns);
+        op.invoke_ns = op.invoke_ns.saturating_sub(self.span.start_ns);
+        op.complete_ns = op.complete_ns.saturating_sub(self.span.start_ns);
+        outside
     }
+}
+
+/// The fields of a history line that decide whether the slice keeps it, read without the rest.
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    kind: OpKind,
+    pattern: Pattern,
+    #[serde(borrow, default)]
+    value: Option<std::borrow::Cow<'a, str>>,
+    invoke_ns: u64,
+    complete_ns: u64,
+}
+
+impl<'a> From<&'a Operation> for Probe<'a> {
+    fn from(op: &'a Operation) -> Self {
+        Self {
+            kind: op.kind,
+            pattern: op.pattern,
+            value: op.value.as_deref().map(std::borrow::Cow::Borrowed),
+            invoke_ns: op.invoke_ns,
+            complete_ns: op.complete_ns,
+        }
+    }
+}
+
+/// Picks the slice's operations out of the load's (in any order) and appends `views` (the
+/// slice's own reads: its initial-state reads and its read-back), keeping in every read only
+/// values written in the slice or held when it began, and rebases times to the slice's start
+/// (see the module doc). Returns the operations and how many read items it left out. [`cut`]
+/// does the same on files, streaming.
+pub fn select(
+    ops: impl IntoIterator<Item = Operation>,
+    views: Vec<Operation>,
+    span: SliceSpan,
+) -> (Vec<Operation>, u64) {
+    let ops: Vec<Operation> = ops.into_iter().collect();
+    let mut filter = SliceFilter::new(span);
+    for view in &views {
+        filter.hold(view);
+    }
+    for op in &ops {
+        filter.note(&Probe::from(op));
+    }
+    let mut kept: Vec<Operation> = ops
+        .into_iter()
+        .filter(|op| filter.keeps(&Probe::from(op)))
+        .collect();
+    kept.extend(views);
+    let outside = kept.iter_mut().map(|op| filter.adjust(op)).sum();
     (kept, outside)
 }
 
@@ -355,6 +547,7 @@ pub fn select_observations(
                 sides,
                 affected,
                 survivable,
+                chosen,
             } if injecting_ns.unwrap_or(start_ns) >= span.start_ns => Some(Observation::Fault {
                 fault_id,
                 kind,
@@ -365,6 +558,7 @@ pub fn select_observations(
                 sides,
                 affected,
                 survivable,
+                chosen,
             }),
             _ => None,
         })
@@ -387,13 +581,22 @@ pub struct CutFiles<'a> {
 /// the start moved to the slice's start) and the observations. Lines the load is still
 /// writing (a partial last line) are skipped.
 ///
+/// `views` are files of the slice's own reads (JSON Lines of operations: the initial-state
+/// reads and the read-back, as [`LiveLoad::read_initial_state`] and [`LiveLoad::read_back`]
+/// write them); they are appended.
+///
+/// Streaming, in two passes over the load's history: the first remembers the values the
+/// slice wrote (16 bytes each), the second writes the slice's operations. Memory does not grow
+/// with the number of operations otherwise, so a 24 h slice is cut in a few hundred MB
+/// (BENCHMARKS.md).
+///
 /// # Errors
 /// A file cannot be read or written, or the load's history has no header.
 pub fn cut(
     files: &CutFiles<'_>,
     span: SliceSpan,
     run_id: &str,
-    read_backs: Vec<Operation>,
+    views: &[&Path],
 ) -> Result<SliceCounts, WorkloadError> {
     let read_err = |path: &Path| {
         let path = path.to_path_buf();
@@ -403,26 +606,6 @@ pub fn cut(
             error,
         }
     };
-    let mut lines =
-        BufReader::new(File::open(files.history_in).map_err(read_err(files.history_in))?).lines();
-    let mut header: HistoryHeader = lines
-        .next()
-        .transpose()
-        .map_err(read_err(files.history_in))?
-        .and_then(|l| serde_json::from_str(&l).ok())
-        .ok_or_else(|| {
-            WorkloadError::Config(format!(
-                "the load's history {} has no header; is it a faultline history?",
-                files.history_in.display()
-            ))
-        })?;
-    let ops = lines
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str::<Operation>(&l).ok());
-    let read_back_count = read_backs.len() as u64;
-    let (ops, items_outside) = select(ops, read_backs, span);
-    run_id.clone_into(&mut header.run_id);
-    header.started_at_unix_ms += span.start_ns / 1_000_000;
     let write_err = |path: &Path| {
         let path = path.to_path_buf();
         move |error: std::io::Error| WorkloadError::Output {
@@ -431,37 +614,140 @@ pub fn cut(
             error,
         }
     };
-    let mut out =
-        BufWriter::new(File::create(files.history_out).map_err(write_err(files.history_out))?);
+    let open_at = |path: &Path| -> Result<Lines, WorkloadError> {
+        let file = File::open(path).map_err(read_err(path))?;
+        Ok(Lines::new(BufReader::with_capacity(1 << 20, file)))
+    };
+    let open = || open_at(files.history_in);
+    let mut lines = open()?;
+    let mut header: HistoryHeader = lines
+        .next()
+        .map_err(read_err(files.history_in))?
+        .and_then(|l| serde_json::from_slice(l).ok())
+        .ok_or_else(|| {
+            WorkloadError::Config(format!(
+                "the load's history {} has no header; is it a faultline history?",
+                files.history_in.display()
+            ))
+        })?;
+    let mut filter = SliceFilter::new(span);
+    for path in views {
+        let mut lines = open_at(path)?;
+        while let Some(line) = lines.next().map_err(read_err(path))? {
+            if let Ok(view) = serde_json::from_slice::<Operation>(line) {
+                filter.hold(&view);
+            }
+        }
+    }
+    while let Some(line) = lines.next().map_err(read_err(files.history_in))? {
+        if let Ok(probe) = serde_json::from_slice::<Probe<'_>>(line) {
+            filter.note(&probe);
+        }
+    }
+
+    run_id.clone_into(&mut header.run_id);
+    header.started_at_unix_ms += span.start_ns / 1_000_000;
+    // The slice's initial-state reads are of the current version, whatever wrote the load's.
+    header.version = crate::history::HISTORY_FORMAT_VERSION;
+    let mut out = BufWriter::with_capacity(
+        1 << 20,
+        File::create(files.history_out).map_err(write_err(files.history_out))?,
+    );
     write_json(&mut out, &header).map_err(write_err(files.history_out))?;
-    for op in &ops {
-        write_json(&mut out, op).map_err(write_err(files.history_out))?;
+    let mut lines = open()?;
+    lines.next().map_err(read_err(files.history_in))?;
+    let (mut operations, mut items_outside) = (0_u64, 0_u64);
+    while let Some(line) = lines.next().map_err(read_err(files.history_in))? {
+        let keep = serde_json::from_slice::<Probe<'_>>(line).is_ok_and(|p| filter.keeps(&p));
+        if !keep {
+            continue;
+        }
+        let Ok(mut op) = serde_json::from_slice::<Operation>(line) else {
+            continue;
+        };
+        items_outside += filter.adjust(&mut op);
+        operations += 1;
+        write_json(&mut out, &op).map_err(write_err(files.history_out))?;
+    }
+    let mut view_count = 0;
+    for path in views {
+        let mut lines = open_at(path)?;
+        while let Some(line) = lines.next().map_err(read_err(path))? {
+            let Ok(mut op) = serde_json::from_slice::<Operation>(line) else {
+                continue;
+            };
+            items_outside += filter.adjust(&mut op);
+            view_count += 1;
+            write_json(&mut out, &op).map_err(write_err(files.history_out))?;
+        }
     }
     out.flush().map_err(write_err(files.history_out))?;
 
-    let observations =
-        BufReader::new(File::open(files.observations_in).map_err(read_err(files.observations_in))?)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| serde_json::from_str::<Observation>(&l).ok());
-    let mut out = BufWriter::new(
-        File::create(files.observations_out).map_err(write_err(files.observations_out))?,
-    );
-    let obs_header = Observation::Header {
-        format: OBSERVATIONS_FORMAT.to_owned(),
-        version: header.version,
-        run_id: run_id.to_owned(),
-    };
-    write_json(&mut out, &obs_header).map_err(write_err(files.observations_out))?;
-    for o in select_observations(observations, span) {
-        write_json(&mut out, &o).map_err(write_err(files.observations_out))?;
-    }
-    out.flush().map_err(write_err(files.observations_out))?;
+    cut_observations(files, span, run_id, header.version)?;
     Ok(SliceCounts {
-        operations: ops.len() as u64 - read_back_count,
-        read_backs: read_back_count,
+        operations,
+        views: view_count,
         items_outside,
     })
+}
+
+/// The slice's observations (see [`select_observations`]).
+fn cut_observations(
+    files: &CutFiles<'_>,
+    span: SliceSpan,
+    run_id: &str,
+    version: u32,
+) -> Result<(), WorkloadError> {
+    let read_err = |error| WorkloadError::Output {
+        what: "load observations",
+        path: files.observations_in.to_path_buf(),
+        error,
+    };
+    let write_err = |error| WorkloadError::Output {
+        what: "observations",
+        path: files.observations_out.to_path_buf(),
+        error,
+    };
+    let observations = BufReader::new(File::open(files.observations_in).map_err(read_err)?)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<Observation>(&l).ok());
+    let mut out = BufWriter::new(File::create(files.observations_out).map_err(write_err)?);
+    let header = Observation::Header {
+        format: OBSERVATIONS_FORMAT.to_owned(),
+        version,
+        run_id: run_id.to_owned(),
+    };
+    write_json(&mut out, &header).map_err(write_err)?;
+    for o in select_observations(observations, span) {
+        write_json(&mut out, &o).map_err(write_err)?;
+    }
+    out.flush().map_err(write_err)
+}
+
+/// Complete lines of a file, one buffer reused: a last line without its newline (still being
+/// written) is left out.
+struct Lines {
+    reader: BufReader<File>,
+    line: Vec<u8>,
+}
+
+impl Lines {
+    fn new(reader: BufReader<File>) -> Self {
+        Self {
+            reader,
+            line: Vec::with_capacity(4096),
+        }
+    }
+
+    fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
+        self.line.clear();
+        let n = self.reader.read_until(b'\n', &mut self.line)?;
+        if n == 0 || self.line.last() != Some(&b'\n') {
+            return Ok(None);
+        }
+        Ok(Some(&self.line[..self.line.len() - 1]))
+    }
 }
 
 fn write_json<T: serde::Serialize>(
@@ -610,6 +896,7 @@ mod tests {
             sides: vec![],
             affected: vec!["n1".into()],
             survivable: true,
+            chosen: None,
         };
         let leader = |at_ns: u64| Observation::Leader {
             at_ns,
@@ -647,15 +934,19 @@ mod tests {
         assert!(matches!(kept[1], Observation::Leader { at_ns: 50, .. }));
     }
 
-    fn anomalies(ops: &[Operation]) -> (crate::checkers::Status, Vec<(String, u64)>) {
-        let header = HistoryHeader {
+    fn slice_header() -> HistoryHeader {
+        HistoryHeader {
             format: crate::history::HISTORY_FORMAT.to_owned(),
             version: crate::history::HISTORY_FORMAT_VERSION,
             run_id: "slice".to_owned(),
             started_at_unix_ms: 0,
             adapter: "nats".to_owned(),
             client: None,
-        };
+        }
+    }
+
+    fn anomalies(ops: &[Operation]) -> (crate::checkers::Status, Vec<(String, u64)>) {
+        let header = slice_header();
         let config = crate::checkers::CheckConfig::default();
         let report =
             crate::checkers::check_operations(&header, ops, Some(vec![]), &config).expect("check");
@@ -717,5 +1008,232 @@ mod tests {
         let (status, found) = anomalies(&slice);
         assert_eq!(status, crate::checkers::Status::Invalid);
         assert_eq!(found, vec![("lost".to_owned(), 1)], "{found:?}");
+    }
+    /// A read of the slice's own, each value at the sequence of its counter.
+    fn view(pattern: Pattern, node: &str, values: &[&str], at: u64) -> Operation {
+        let mut r = read(values, at, at + 2);
+        for item in r.read.iter_mut().flatten() {
+            item.seq = item
+                .value
+                .rsplit('/')
+                .next()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+        }
+        r.pattern = pattern;
+        r.node = node.to_owned();
+        r.process = format!("{}/{node}", process_prefix(pattern));
+        r
+    }
+
+    /// The load before the slice wrote 1 and 2 (2 in flight as the slice began), the slice
+    /// wrote 3 and 4. The initial-state reads saw 1, and 2 through n2 only.
+    fn load_and_initial_state() -> (Vec<Operation>, Vec<Operation>) {
+        let load = vec![
+            op(OpKind::Write, "t000/p1/1", 10, 20),
+            op(OpKind::Write, "t000/p1/2", 95, 105),
+            op(OpKind::Write, "t000/p1/3", 120, 130),
+            op(OpKind::Write, "t000/p1/4", 150, 160),
+        ];
+        let initial = vec![
+            view(Pattern::InitialState, "n1", &["t000/p1/1"], 101),
+            view(
+                Pattern::InitialState,
+                "n2",
+                &["t000/p1/1", "t000/p1/2"],
+                103,
+            ),
+        ];
+        (load, initial)
+    }
+
+    #[test]
+    fn the_slice_keeps_the_values_held_when_it_began() {
+        let (load, mut views) = load_and_initial_state();
+        // A write in flight as the slice began that no initial-state read saw is left out.
+        let mut load = load;
+        load.push(op(OpKind::Write, "t000/p1/9", 99, 108));
+        views.push(view(
+            Pattern::ReadBack,
+            "n1",
+            &[
+                "t000/p1/1",
+                "t000/p1/2",
+                "t000/p1/9",
+                "t000/p1/3",
+                "t000/p1/4",
+            ],
+            250,
+        ));
+        let (ops, outside) = select(load, views, SPAN);
+        let reads: Vec<(Pattern, String)> = values(&ops)
+            .into_iter()
+            .zip(&ops)
+            .filter(|(_, o)| o.kind == OpKind::Read)
+            .map(|((_, v, _), o)| (o.pattern, v))
+            .collect();
+        assert_eq!(
+            reads,
+            vec![
+                (Pattern::InitialState, "t000/p1/1".to_owned()),
+                (Pattern::InitialState, "t000/p1/1,t000/p1/2".to_owned()),
+                (
+                    Pattern::ReadBack,
+                    "t000/p1/1,t000/p1/2,t000/p1/3,t000/p1/4".to_owned()
+                ),
+            ]
+        );
+        assert_eq!(outside, 1, "t000/p1/9");
+        assert_eq!(ops[2].invoke_ns, 1, "rebased to the slice's start");
+    }
+
+    /// A value acknowledged before the slice and held when it began, then lost during it, is
+    /// `lost`; a value held before and kept is not, and nothing is `unexpected`.
+    #[test]
+    fn the_checker_sees_the_loss_of_a_value_held_when_the_slice_began() {
+        let read_backs = |lose: Option<&str>| {
+            let all = ["t000/p1/1", "t000/p1/2", "t000/p1/3", "t000/p1/4"];
+            let kept: Vec<&str> = all.into_iter().filter(|v| Some(*v) != lose).collect();
+            vec![
+                view(Pattern::ReadBack, "n1", &kept, 240),
+                view(Pattern::ReadBack, "n2", &kept, 250),
+            ]
+        };
+        for (lose, expected) in [
+            (None, vec![]),
+            (Some("t000/p1/1"), vec![("lost".to_owned(), 1)]),
+            (Some("t000/p1/2"), vec![("lost".to_owned(), 1)]),
+            (Some("t000/p1/3"), vec![("lost".to_owned(), 1)]),
+        ] {
+            let (load, mut views) = load_and_initial_state();
+            views.extend(read_backs(lose));
+            let (slice, _) = select(load, views, SPAN);
+            let (status, found) = anomalies(&slice);
+            assert_eq!(found, expected, "losing {lose:?}");
+            let valid = expected.is_empty();
+            assert_eq!(
+                status == crate::checkers::Status::Valid,
+                valid,
+                "losing {lose:?}"
+            );
+        }
+
+        // Without the initial-state reads (as slices were judged before), the loss of a value
+        // held before goes unseen.
+        let (load, _) = load_and_initial_state();
+        let (slice, _) = select(load, read_backs(Some("t000/p1/1")), SPAN);
+        assert_eq!(anomalies(&slice).0, crate::checkers::Status::Valid);
+    }
+
+    /// The lost value's evidence says it was held when the run began, and the verdict's
+    /// summary counts the values held before.
+    #[test]
+    fn the_verdict_names_values_held_when_the_run_began() {
+        let header = slice_header();
+        let config = crate::checkers::CheckConfig::default();
+        let judge = |lose: bool| {
+            let (load, mut views) = load_and_initial_state();
+            let kept: &[&str] = if lose {
+                &["t000/p1/2", "t000/p1/3", "t000/p1/4"]
+            } else {
+                &["t000/p1/1", "t000/p1/2", "t000/p1/3", "t000/p1/4"]
+            };
+            views.push(view(Pattern::ReadBack, "n1", kept, 240));
+            let (slice, _) = select(load, views, SPAN);
+            let report = crate::checkers::check_operations(&header, &slice, Some(vec![]), &config)
+                .expect("check");
+            report.verdict("consistency").expect("consistency").clone()
+        };
+        let kept = judge(false);
+        assert!(
+            kept.summary.starts_with(
+                "4 acknowledged writes (2 of them held when the run began), none lost"
+            ),
+            "{}",
+            kept.summary
+        );
+        let lost = judge(true);
+        let evidence = &lost
+            .anomalies
+            .iter()
+            .find(|a| a.name == "lost")
+            .expect("lost")
+            .evidence[0];
+        assert_eq!(evidence.value.as_deref(), Some("t000/p1/1"));
+        assert!(
+            evidence
+                .detail
+                .starts_with("held when the run began (read through n1) but absent"),
+            "{}",
+            evidence.detail
+        );
+    }
+    /// The cut on files writes what `select` picks, skips a partial last line, and appends the
+    /// views from their files.
+    #[test]
+    fn the_cut_on_files_agrees_with_select() {
+        let dir = tempfile::tempdir().expect("dir");
+        let p = |name: &str| dir.path().join(name);
+        let header = HistoryHeader {
+            format: crate::history::HISTORY_FORMAT.to_owned(),
+            version: 2,
+            run_id: "background".to_owned(),
+            started_at_unix_ms: 1_000,
+            adapter: "nats".to_owned(),
+            client: None,
+        };
+        let (load, initial) = load_and_initial_state();
+        let read_back = vec![view(
+            Pattern::ReadBack,
+            "n1",
+            &["t000/p1/1", "t000/p1/2", "t000/p1/3", "t000/p1/4"],
+            250,
+        )];
+        let mut text = serde_json::to_string(&header).expect("json") + "\n";
+        for op in &load {
+            text += &(serde_json::to_string(op).expect("json") + "\n");
+        }
+        text += "{\"tenant\":\"t000\",\"proc";
+        std::fs::write(p("load.jsonl"), text).expect("write");
+        std::fs::write(p("load-obs.jsonl"), "").expect("write");
+        for (name, views) in [("initial.jsonl", &initial), ("read-back.jsonl", &read_back)] {
+            let mut out = File::create(p(name)).expect("create");
+            for v in views {
+                write_json(&mut out, v).expect("write");
+            }
+        }
+        let counts = cut(
+            &CutFiles {
+                history_in: &p("load.jsonl"),
+                observations_in: &p("load-obs.jsonl"),
+                history_out: &p("history.jsonl"),
+                observations_out: &p("observations.jsonl"),
+            },
+            SPAN,
+            "run-1",
+            &[&p("initial.jsonl"), &p("read-back.jsonl")],
+        )
+        .expect("cut");
+        let written = std::fs::read_to_string(p("history.jsonl")).expect("read");
+        let mut lines = written.lines();
+        let out_header: HistoryHeader =
+            serde_json::from_str(lines.next().expect("header")).expect("header");
+        assert_eq!(out_header.run_id, "run-1");
+        assert_eq!(out_header.version, crate::history::HISTORY_FORMAT_VERSION);
+        assert_eq!(out_header.started_at_unix_ms, 1_000, "100 ns is under a ms");
+        let ops: Vec<Operation> = lines
+            .map(|l| serde_json::from_str(l).expect("operation"))
+            .collect();
+        let views: Vec<Operation> = initial.into_iter().chain(read_back).collect();
+        let (expected, outside) = select(load, views, SPAN);
+        assert_eq!(ops, expected);
+        assert_eq!(
+            counts,
+            SliceCounts {
+                operations: 2,
+                views: 3,
+                items_outside: outside,
+            }
+        );
     }
 }

@@ -163,19 +163,25 @@ fn kind_index(kind: OpKind) -> usize {
         OpKind::Write => 0,
         OpKind::Read => 1,
         OpKind::Deliver => 2,
+        OpKind::Connect => 3,
     }
 }
 
-const KINDS: [OpKind; 3] = [OpKind::Write, OpKind::Read, OpKind::Deliver];
+const KINDS: [OpKind; 4] = [
+    OpKind::Write,
+    OpKind::Read,
+    OpKind::Deliver,
+    OpKind::Connect,
+];
 
 /// Everything counted so far: load operations per tier and kind, read-back operations per
 /// kind, and the current one-second window for the progress line.
 #[derive(Clone, Debug, Default)]
 pub struct Totals {
     /// Load operations, `[tier][kind]`.
-    pub load: [[KindStats; 3]; 3],
+    pub load: [[KindStats; 4]; 3],
     /// Final read-back operations, by tier.
-    pub read_back: [KindStats; 3],
+    pub read_back: [KindStats; 4],
     /// Writes acknowledged as duplicates (the value was stored by an earlier attempt).
     pub duplicate_acks: u64,
     /// Operations with attempt > 1.
@@ -489,6 +495,7 @@ fn kind_name(kind: OpKind) -> &'static str {
         OpKind::Write => "write",
         OpKind::Read => "read",
         OpKind::Deliver => "deliver",
+        OpKind::Connect => "connect",
     }
 }
 

@@ -280,6 +280,25 @@ impl Target {
         (0..n).map(|i| self.nats[(k + i) % n].url.clone()).collect()
     }
 
+    /// The NATS client URLs for connection `k` of a zone's clients: the servers on `near`
+    /// (the zone's nodes) first, then the others, each group rotated by `k` so that a zone's
+    /// connections spread over its servers. A zone's clients reach the rest of the cluster
+    /// only when their own servers fail, as a multi-AZ application's would.
+    pub fn nats_urls_near(&self, near: &[String], k: usize) -> Vec<String> {
+        let (mut own, mut others): (Vec<&NatsServer>, Vec<&NatsServer>) =
+            self.nats.iter().partition(|s| near.contains(&s.node));
+        for group in [&mut own, &mut others] {
+            if !group.is_empty() {
+                let by = k % group.len();
+                group.rotate_left(by);
+            }
+        }
+        own.into_iter()
+            .chain(others)
+            .map(|s| s.url.clone())
+            .collect()
+    }
+
     /// The client sites of `clients`, each with its zone's nodes: none for `majority` (the
     /// load runs in the lab's client namespace), one per zone for `per-zone`, one for
     /// `zone: X`.
@@ -417,6 +436,39 @@ mod tests {
         let e = Target::from_urls(&["nats://nowhere".into()], &[]).expect_err("bad");
         assert!(e.to_string().contains("nats://nowhere"), "{e}");
         assert_eq!(Target::default().nats_urls_for(3), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_zones_connections_list_its_own_servers_first() {
+        let server = |node: &str| NatsServer {
+            node: node.to_owned(),
+            url: format!("nats://{node}:4222"),
+            monitor: None,
+        };
+        let target = Target {
+            nats: ["a1", "b1", "b2", "c1"].map(server).to_vec(),
+            ..Target::default()
+        };
+        let near = |nodes: &[&str]| nodes.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let cases: [(&[&str], usize, [&str; 4]); 5] = [
+            (&["a1", "a2"], 0, ["a1", "b1", "b2", "c1"]),
+            (&["a1", "a2"], 1, ["a1", "b2", "c1", "b1"]),
+            (&["b1", "b2"], 1, ["b2", "b1", "c1", "a1"]),
+            (&["c1", "c2"], 0, ["c1", "a1", "b1", "b2"]),
+            // A zone without a server of its own: every server is another zone's.
+            (&["d1"], 2, ["b2", "c1", "a1", "b1"]),
+        ];
+        for (zone, k, expected) in cases {
+            let expected: Vec<String> = expected
+                .iter()
+                .map(|n| format!("nats://{n}:4222"))
+                .collect();
+            assert_eq!(
+                target.nats_urls_near(&near(zone), k),
+                expected,
+                "{zone:?} k={k}"
+            );
+        }
     }
 
     #[test]

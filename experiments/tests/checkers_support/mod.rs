@@ -132,6 +132,7 @@ impl H {
                 sides: vec![],
                 affected: vec!["n2".into()],
                 survivable: false,
+                chosen: None,
             },
         ];
         for s in 0..27u64 {
@@ -237,6 +238,7 @@ impl H {
                 .collect(),
             affected: affected.iter().map(ToString::to_string).collect(),
             survivable: false,
+            chosen: None,
         });
     }
 
