@@ -3,7 +3,7 @@
 //! `check_files` on them.
 //!
 //! ```text
-//! cargo bench -p faultline-experiments --bench slice -- [--hours 1,6] [--rate 200] [--tenants 50] [--dir DIR]
+//! cargo bench -p faultline-experiments --bench slice -- [--hours 1,4] [--rate 200] [--tenants 50] [--dir DIR]
 //! ```
 //!
 //! For each length it writes a synthetic segment in the real formats, at the background load's
@@ -13,12 +13,19 @@
 //! every tenant's stream from each of 3 servers, as the load's observer records them. The
 //! slice begins a minute into the segment and ends with it; its initial-state reads and
 //! read-back through the 3 servers are written to a file, as the daemon's read threads write
-//! them (not timed). It prints,
-//! per phase, the time and the peak RSS (`VmHWM`, reset between phases through
-//! `/proc/self/clear_refs`). One thread. The files are removed at the end of each length.
+//! them.
+//!
+//! Each phase runs in a process of its own (this program, started again with `--phase`), so
+//! that its peak RSS (`VmHWM`) is its own: the generator, a plain read of the cut's input files
+//! (the baseline: every byte read and its newlines counted, as `wc -l` does), the cut, a plain
+//! read of the check's input files, and the check. It prints, per phase, the time, the bytes
+//! per second and the peak RSS, and the cut and the check as ratios of the plain read of the
+//! same files in the same run. One thread. The files are removed at the end of each length.
 
-use std::io::{BufWriter, Write as _};
+use std::fmt::Write as _;
+use std::io::{BufWriter, Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use faultline_experiments::checkers::{check_files, CheckConfig};
@@ -31,6 +38,9 @@ use faultline_experiments::workload::SliceSpan;
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const SECOND: u64 = 1_000_000_000;
+const MIB: f64 = (1u64 << 20) as f64;
+/// Where the slice begins in the segment.
+const START_NS: u64 = 60 * SECOND;
 
 struct Rng(u64);
 
@@ -59,8 +69,14 @@ fn peak_rss_mib() -> f64 {
         / 1024.0
 }
 
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// CPU time this process has run, s (from `/proc/self/schedstat`; one thread): on a shared
+/// machine the wall time also counts waiting for a core.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1e9
 }
 
 struct Args {
@@ -68,14 +84,21 @@ struct Args {
     rate: u64,
     tenants: usize,
     dir: PathBuf,
+    /// Set in a child: the phase it runs, in `dir`.
+    phase: Option<String>,
+    end_ns: u64,
+    files: Vec<PathBuf>,
 }
 
 fn args() -> Args {
     let mut a = Args {
-        hours: vec![1, 6],
+        hours: vec![1, 4],
         rate: 200,
         tenants: 50,
         dir: std::env::temp_dir(),
+        phase: None,
+        end_ns: 0,
+        files: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -90,6 +113,9 @@ fn args() -> Args {
             "--rate" => a.rate = value().parse().unwrap_or(a.rate),
             "--tenants" => a.tenants = value().parse().unwrap_or(a.tenants),
             "--dir" => a.dir = PathBuf::from(value()),
+            "--phase" => a.phase = Some(value()),
+            "--end-ns" => a.end_ns = value().parse().unwrap_or(0),
+            "--files" => a.files = value().split(',').map(PathBuf::from).collect(),
             // `cargo bench` passes `--bench`.
             _ => {}
         }
@@ -135,19 +161,25 @@ fn write_line<T: serde::Serialize>(out: &mut impl std::io::Write, v: &T) {
     out.write_all(b"\n").expect("write");
 }
 
-/// What the generator leaves: every tenant's stored values, by sequence.
-struct Segment {
-    stored: Vec<Vec<String>>,
-    operations: u64,
-    end_ns: u64,
-    bytes: u64,
+/// Every tenant's stored values, by sequence, compactly: (pattern, counter).
+type Stored = Vec<Vec<(Pattern, u32)>>;
+
+fn value_name(tenant: usize, (pattern, counter): (Pattern, u32)) -> String {
+    format!("t{tenant:03}/{}/{counter}", pattern_process(pattern))
 }
 
-/// Writes the segment's history and observations.
-fn generate(hours: u64, a: &Args, history: &Path, observations: &Path) -> Segment {
+/// What the generator wrote.
+struct Segment {
+    operations: u64,
+    end_ns: u64,
+}
+
+/// Writes the segment's history, observations and the slice's views into `dir`.
+fn generate(hours: u64, a: &Args, dir: &Path) -> Segment {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let n = hours * 3600 * a.rate;
     let step = SECOND / a.rate;
+    let history = dir.join("segment.jsonl");
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(history).unwrap());
     write_line(
         &mut out,
@@ -160,12 +192,18 @@ fn generate(hours: u64, a: &Args, history: &Path, observations: &Path) -> Segmen
             client: None,
         },
     );
-    let mut stored: Vec<Vec<String>> = vec![Vec::new(); a.tenants];
-    let mut counter = vec![0u64; a.tenants];
-    let mut jobs: Vec<Vec<String>> = vec![Vec::new(); a.tenants];
+    let mut stored: Stored = vec![Vec::new(); a.tenants];
+    let mut counter = vec![0u32; a.tenants];
+    let mut jobs: Vec<std::collections::VecDeque<String>> =
+        vec![std::collections::VecDeque::new(); a.tenants];
+    // What each tenant's stream held a second into the slice: the initial state.
+    let mut held: Option<Vec<usize>> = None;
     for i in 0..n {
         let t = rng.below(a.tenants as u64) as usize;
         let at = i * step;
+        if held.is_none() && at >= START_NS + SECOND {
+            held = Some(stored.iter().map(Vec::len).collect());
+        }
         let roll = rng.below(100);
         let line = if roll < 75 {
             let pattern = match roll {
@@ -174,16 +212,16 @@ fn generate(hours: u64, a: &Args, history: &Path, observations: &Path) -> Segmen
                 _ => Pattern::Job,
             };
             counter[t] += 1;
-            let value = format!("t{t:03}/{}/{}", pattern_process(pattern), counter[t]);
+            let value = value_name(t, (pattern, counter[t]));
             let mut w = op(t, OpKind::Write, pattern, at);
             if rng.below(1000) == 0 {
                 w.outcome = Outcome::Info;
                 w.error = Some("timed out waiting for the acknowledgement".into());
             } else {
-                stored[t].push(value.clone());
+                stored[t].push((pattern, counter[t]));
                 w.seq = Some(stored[t].len() as u64);
                 if pattern == Pattern::Job {
-                    jobs[t].push(value.clone());
+                    jobs[t].push_back(value.clone());
                 }
             }
             w.value = Some(value);
@@ -196,29 +234,26 @@ fn generate(hours: u64, a: &Args, history: &Path, observations: &Path) -> Segmen
                 (len - take..len)
                     .map(|k| ReadItem {
                         seq: k as u64 + 1,
-                        value: stored[t][k].clone(),
+                        value: value_name(t, stored[t][k]),
                     })
                     .collect(),
             );
             r
         } else {
             let mut d = op(t, OpKind::Deliver, Pattern::Job, at);
-            d.value = Some(jobs[t].remove(0));
+            d.value = jobs[t].pop_front();
             d
         };
         write_line(&mut out, &line);
     }
     out.flush().unwrap();
     let end_ns = n * step;
-
-    write_leader_samples(a.tenants, end_ns, observations);
-    let bytes = std::fs::metadata(history).map_or(0, |m| m.len())
-        + std::fs::metadata(observations).map_or(0, |m| m.len());
+    write_leader_samples(a.tenants, end_ns, &dir.join("segment-obs.jsonl"));
+    let held = held.unwrap_or_else(|| stored.iter().map(Vec::len).collect());
+    write_views(&stored, &held, end_ns + SECOND, &dir.join("views.jsonl"));
     Segment {
-        stored,
         operations: n,
         end_ns,
-        bytes,
     }
 }
 
@@ -254,23 +289,18 @@ fn write_leader_samples(tenants: usize, end_ns: u64, observations: &Path) {
     out.flush().unwrap();
 }
 
-/// The slice's initial-state reads (what each stream held a minute in) and read-back (all of
-/// it), through every server.
-fn views(segment: &Segment, start_ns: u64, read_back_ns: u64, rate: u64) -> Vec<Operation> {
-    // Roughly what a minute of writes stored.
-    let held_per_tenant = |t: usize| {
-        let share = (start_ns / SECOND) * rate * 3 / 4 / segment.stored.len().max(1) as u64;
-        segment.stored[t].len().min(share as usize)
-    };
-    let mut views = Vec::new();
+/// The slice's initial-state reads (what each stream held a second in) and read-back (all of
+/// it), through every server, one line at a time.
+fn write_views(stored: &Stored, held: &[usize], read_back_ns: u64, path: &Path) {
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
     for (pattern, at) in [
-        (Pattern::InitialState, start_ns),
+        (Pattern::InitialState, START_NS + SECOND),
         (Pattern::ReadBack, read_back_ns),
     ] {
         for node in NODES {
-            for (t, values) in segment.stored.iter().enumerate() {
+            for (t, values) in stored.iter().enumerate() {
                 let upto = if pattern == Pattern::InitialState {
-                    held_per_tenant(t)
+                    held[t]
                 } else {
                     values.len()
                 };
@@ -283,95 +313,215 @@ fn views(segment: &Segment, start_ns: u64, read_back_ns: u64, rate: u64) -> Vec<
                         .enumerate()
                         .map(|(k, v)| ReadItem {
                             seq: k as u64 + 1,
-                            value: v.clone(),
+                            value: value_name(t, *v),
                         })
                         .collect(),
                 );
-                views.push(r);
+                write_line(&mut out, &r);
             }
         }
     }
-    views
+    out.flush().unwrap();
+}
+
+fn file_bytes(files: &[PathBuf]) -> u64 {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// The baseline: reads every byte of `files` and counts their lines.
+fn plain_read(files: &[PathBuf]) -> u64 {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut lines = 0u64;
+    for f in files {
+        let mut file = std::fs::File::open(f).expect("open");
+        loop {
+            let n = file.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        }
+    }
+    lines
+}
+
+/// Runs one phase in this process and prints its result as one JSON line.
+fn run_phase(phase: &str, a: &Args) {
+    let dir = &a.dir;
+    let p = |name: &str| dir.join(name);
+    let t = Instant::now();
+    let result = match phase {
+        "generate" => {
+            let hours = a.hours.first().copied().unwrap_or(1);
+            let s = generate(hours, a, dir);
+            serde_json::json!({"operations": s.operations, "end_ns": s.end_ns})
+        }
+        "read" => serde_json::json!({"lines": plain_read(&a.files)}),
+        "cut" => {
+            let span = SliceSpan {
+                start_ns: START_NS,
+                cut_ns: a.end_ns,
+                end_ns: a.end_ns + 5 * SECOND,
+            };
+            let views = p("views.jsonl");
+            let counts = cut(
+                &CutFiles {
+                    history_in: &p("segment.jsonl"),
+                    observations_in: &p("segment-obs.jsonl"),
+                    history_out: &p("history.jsonl"),
+                    observations_out: &p("observations.jsonl"),
+                },
+                span,
+                "slice-bench",
+                &[views.as_path()],
+            )
+            .expect("cut");
+            serde_json::json!({"operations": counts.operations, "views": counts.views})
+        }
+        "check" => {
+            let report = check_files(
+                &p("history.jsonl"),
+                Some(&p("observations.jsonl")),
+                &CheckConfig::default(),
+            )
+            .expect("check");
+            let consistency = report
+                .verdict("consistency")
+                .map(|v| format!("{:?}: {}", v.status, v.summary))
+                .unwrap_or_default();
+            serde_json::json!({"status": format!("{:?}", report.status), "consistency": consistency})
+        }
+        other => panic!("unknown phase {other}"),
+    };
+    let mut result = result;
+    result["seconds"] = t.elapsed().as_secs_f64().into();
+    result["cpu_seconds"] = cpu_seconds().into();
+    result["peak_rss_mib"] = peak_rss_mib().into();
+    println!("{result}");
+}
+
+/// Runs one phase in a child process; returns its result.
+fn phase(a: &Args, dir: &Path, phase: &str, extra: &[String]) -> serde_json::Value {
+    let exe = std::env::current_exe().expect("own executable");
+    let out = Command::new(exe)
+        .args(["--phase", phase, "--dir"])
+        .arg(dir)
+        .args(["--rate", &a.rate.to_string(), "--tenants", &a.tenants.to_string()])
+        .args(extra)
+        .output()
+        .expect("start phase");
+    assert!(
+        out.status.success(),
+        "phase {phase} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default()).expect("phase result")
+}
+
+fn secs(v: &serde_json::Value) -> f64 {
+    v["seconds"].as_f64().unwrap_or(0.0)
+}
+
+fn cpu(v: &serde_json::Value) -> f64 {
+    v["cpu_seconds"].as_f64().unwrap_or(0.0)
+}
+
+fn rss(v: &serde_json::Value) -> f64 {
+    v["peak_rss_mib"].as_f64().unwrap_or(0.0)
+}
+
+/// One phase's figures: wall and CPU seconds, MiB/s of `bytes`, and the ratio of its CPU time
+/// to `baseline`'s.
+fn figures(v: &serde_json::Value, bytes: u64, baseline: Option<&serde_json::Value>) -> String {
+    let mut text = format!(
+        "{:.1} s ({:.1} s CPU, {:.0} MiB/s of CPU)",
+        secs(v),
+        cpu(v),
+        bytes as f64 / MIB / cpu(v).max(1e-9)
+    );
+    if let Some(b) = baseline {
+        let _ = write!(text, ", {:.2}x the plain read's CPU", cpu(v) / cpu(b).max(1e-9));
+    }
+    let _ = write!(text, ", peak RSS {:.0} MiB", rss(v));
+    text
+}
+
+/// Generates, cuts and checks a slice of `hours`, printing each phase.
+fn measure(a: &Args, hours: u64) {
+    let dir = tempfile::tempdir_in(&a.dir).expect("temp dir");
+    let d = dir.path();
+    let files = |names: &[&str]| -> Vec<PathBuf> { names.iter().map(|f| d.join(f)).collect() };
+    let list = |files: &[PathBuf]| {
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let g = phase(a, d, "generate", &["--hours".into(), hours.to_string()]);
+    let end_ns = g["end_ns"].as_u64().unwrap_or(0);
+    let inputs = files(&["segment.jsonl", "segment-obs.jsonl", "views.jsonl"]);
+    let in_bytes = file_bytes(&inputs);
+    println!(
+        "{hours} h: generated {} operations, {:.0} MiB of segment and views files, in {:.1} s",
+        g["operations"],
+        in_bytes as f64 / MIB,
+        secs(&g)
+    );
+    let read_in = phase(a, d, "read", &["--files".into(), list(&inputs)]);
+    println!(
+        "{hours} h: plain read of the cut's input: {}",
+        figures(&read_in, in_bytes, None)
+    );
+    let c = phase(a, d, "cut", &["--end-ns".into(), end_ns.to_string()]);
+    println!(
+        "{hours} h: cut {} operations + {} views: {}",
+        c["operations"],
+        c["views"],
+        figures(&c, in_bytes, Some(&read_in))
+    );
+    for f in &inputs {
+        let _ = std::fs::remove_file(f);
+    }
+    let outputs = files(&["history.jsonl", "observations.jsonl"]);
+    let out_bytes = file_bytes(&outputs);
+    let read_out = phase(a, d, "read", &["--files".into(), list(&outputs)]);
+    println!(
+        "{hours} h: plain read of the check's input ({:.0} MiB): {}",
+        out_bytes as f64 / MIB,
+        figures(&read_out, out_bytes, None)
+    );
+    let k = phase(a, d, "check", &[]);
+    println!(
+        "{hours} h: check: {}; {}: consistency {}",
+        figures(&k, out_bytes, Some(&read_out)),
+        k["status"],
+        k["consistency"]
+    );
+    println!(
+        "{hours} h: judged (cut + check) in {:.1} s ({:.1} s CPU, {:.2}x the plain reads' CPU), peak RSS {:.0} MiB",
+        secs(&c) + secs(&k),
+        cpu(&c) + cpu(&k),
+        (cpu(&c) + cpu(&k)) / (cpu(&read_in) + cpu(&read_out)).max(1e-9),
+        rss(&c).max(rss(&k))
+    );
 }
 
 fn main() {
     let a = args();
+    if let Some(p) = &a.phase {
+        run_phase(p, &a);
+        return;
+    }
     println!(
         "slice judging: {} tenants at {} ops/s, 3 servers; lengths {:?} h",
         a.tenants, a.rate, a.hours
     );
     for &hours in &a.hours {
-        let dir = tempfile::tempdir_in(&a.dir).expect("temp dir");
-        let p = |name: &str| dir.path().join(name);
-        let t = Instant::now();
-        let segment = generate(hours, &a, &p("segment.jsonl"), &p("segment-obs.jsonl"));
-        println!(
-            "{hours} h: generated {} operations, {:.2} GiB of segment files, in {:.1} s",
-            segment.operations,
-            segment.bytes as f64 / (1u64 << 30) as f64,
-            t.elapsed().as_secs_f64()
-        );
-        let start_ns = 60 * SECOND;
-        let span = SliceSpan {
-            start_ns,
-            cut_ns: segment.end_ns,
-            end_ns: segment.end_ns + 5 * SECOND,
-        };
-        // The daemon's read threads write these as they read.
-        let views = views(&segment, start_ns + SECOND, segment.end_ns + SECOND, a.rate);
-        drop(segment);
-        let views_file = p("views.jsonl");
-        {
-            let mut out = BufWriter::new(std::fs::File::create(&views_file).unwrap());
-            for v in &views {
-                write_line(&mut out, v);
-            }
-            out.flush().unwrap();
-        }
-        drop(views);
-        reset_peak_rss();
-        let t = Instant::now();
-        let counts = cut(
-            &CutFiles {
-                history_in: &p("segment.jsonl"),
-                observations_in: &p("segment-obs.jsonl"),
-                history_out: &p("history.jsonl"),
-                observations_out: &p("observations.jsonl"),
-            },
-            span,
-            "slice-bench",
-            &[views_file.as_path()],
-        )
-        .expect("cut");
-        let cut_s = t.elapsed().as_secs_f64();
-        let cut_rss = peak_rss_mib();
-        let _ = std::fs::remove_file(p("segment.jsonl"));
-        let _ = std::fs::remove_file(p("segment-obs.jsonl"));
-        println!(
-            "{hours} h: cut {} operations + {} views in {cut_s:.1} s, peak RSS {cut_rss:.0} MiB",
-            counts.operations, counts.views
-        );
-        reset_peak_rss();
-        let t = Instant::now();
-        let report = check_files(
-            &p("history.jsonl"),
-            Some(&p("observations.jsonl")),
-            &CheckConfig::default(),
-        )
-        .expect("check");
-        let check_s = t.elapsed().as_secs_f64();
-        let check_rss = peak_rss_mib();
-        let consistency = report
-            .verdict("consistency")
-            .map(|v| format!("{:?}: {}", v.status, v.summary))
-            .unwrap_or_default();
-        println!(
-            "{hours} h: checked in {check_s:.1} s, peak RSS {check_rss:.0} MiB; consistency {consistency}"
-        );
-        println!(
-            "{hours} h: judged (cut + check) in {:.1} s, peak RSS {:.0} MiB",
-            cut_s + check_s,
-            cut_rss.max(check_rss)
-        );
+        measure(&a, hours);
     }
 }

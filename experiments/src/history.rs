@@ -33,6 +33,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod scan;
+
 /// The format name written in every header.
 pub const HISTORY_FORMAT: &str = "faultline-history";
 /// The current history format version (also written in the observations header).

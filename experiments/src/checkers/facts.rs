@@ -18,7 +18,7 @@ use super::buckets::BucketCells;
 use super::config::CheckConfig;
 use super::intern::{Paged, SeqMap, Sym, Symbols, ValueId, NO_SYM};
 use super::model::Evidence;
-use super::observations::Observations;
+use super::observations::{Leaders, Observations};
 
 /// One value seen by a read, interned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -490,6 +490,17 @@ fn mix(seq: u64, value: ValueId) -> u64 {
 impl Facts {
     /// Empty facts for a history checked with `observations` and `config`.
     pub fn new(observations: &Observations, config: &CheckConfig) -> Self {
+        Self::with_leaders(observations, observations.leaders.clone(), config)
+    }
+
+    /// As [`Facts::new`], taking the leader samples out of `observations` instead of copying
+    /// them (a day's are a few hundred MB): the checkers then read them from here.
+    pub fn taking_leaders(observations: &mut Observations, config: &CheckConfig) -> Self {
+        let leaders = std::mem::take(&mut observations.leaders);
+        Self::with_leaders(observations, leaders, config)
+    }
+
+    fn with_leaders(observations: &Observations, samples: Leaders, config: &CheckConfig) -> Self {
         let mut symbols = Symbols::new();
         let faults = observations
             .faults
@@ -525,21 +536,30 @@ impl Facts {
                 }
             }
         }
+        // The samples' own symbols become these symbols, in place.
+        let Leaders {
+            nodes: sample_nodes,
+            streams: sample_streams,
+            by_stream,
+            ..
+        } = samples;
+        let node_syms: Vec<Sym> = (0..sample_nodes.len())
+            .map(|i| symbols.nodes.intern(sample_nodes.name(i as Sym)))
+            .collect();
         let mut leaders: FxHashMap<Sym, Vec<LeaderSample>> = FxHashMap::default();
-        for l in &observations.leaders {
-            let stream = symbols.streams.intern(&l.stream);
-            let observer = symbols.nodes.intern(&l.observer);
-            let leader = l
-                .leader
-                .as_deref()
-                .map_or(NO_SYM, |n| symbols.nodes.intern(n));
-            leaders
-                .entry(stream)
-                .or_default()
-                .push((l.at_ns, observer, leader));
-        }
-        for samples in leaders.values_mut() {
+        for (i, mut samples) in by_stream.into_iter().enumerate() {
+            if samples.is_empty() {
+                continue;
+            }
+            let stream = symbols.streams.intern(sample_streams.name(i as Sym));
+            for (_, observer, leader) in &mut samples {
+                *observer = node_syms[*observer as usize];
+                if *leader != NO_SYM {
+                    *leader = node_syms[*leader as usize];
+                }
+            }
             samples.sort_unstable();
+            leaders.insert(stream, samples);
         }
         let cap = config.max_evidence;
         Self {

@@ -26,7 +26,7 @@ impl ValueId {
 }
 
 /// A string interner: each distinct string gets the next integer.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Interner {
     map: FxHashMap<Box<str>, Sym>,
     names: Vec<Box<str>>,
@@ -323,10 +323,12 @@ pub struct Symbols {
 
 /// Splits `tenant/producer/counter` into `("tenant/producer", counter)` when the counter is a
 /// canonical decimal `u64` (so the value renders back byte for byte).
-fn split_value(value: &str) -> Option<(&str, u64)> {
-    let slash = value.rfind('/')?;
+#[inline]
+pub(crate) fn split_value(value: &str) -> Option<(&str, u64)> {
+    // Byte searches: the counter is a few bytes at the end, the tenant a few at the start.
+    let slash = value.bytes().rposition(|b| b == b'/')?;
     let (prefix, digits) = (&value[..slash], &value[slash + 1..]);
-    let first = prefix.find('/')?;
+    let first = prefix.bytes().position(|b| b == b'/')?;
     if first == 0 || first + 1 == prefix.len() {
         return None;
     }

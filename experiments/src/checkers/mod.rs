@@ -172,7 +172,7 @@ impl Checks {
     /// A pipeline for the run described by `header`.
     pub fn new(
         header: &HistoryHeader,
-        observations: Observations,
+        mut observations: Observations,
         config: CheckConfig,
     ) -> Result<Self> {
         config.validate()?;
@@ -184,7 +184,8 @@ impl Checks {
                 });
             }
         }
-        let mut facts = Facts::new(&observations, &config);
+        // The checkers read the leader samples from the facts.
+        let mut facts = Facts::taking_leaders(&mut observations, &config);
         // Format 1 took a NATS operation's node when it was sent; see history.rs.
         facts.nodes_at_send = header.version < 2 && header.adapter == "nats";
         Ok(Self {
@@ -224,9 +225,13 @@ impl Checks {
         }
     }
 
-    fn push_raw(&mut self, raw: &reader::RawOp<'_>, line: u64) {
+    fn push_raw(&mut self, text: &reader::OpText<'_>, line: u64) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let op = reader::intern_op(&mut self.facts.symbols, raw, line, &mut scratch);
+        let symbols = &mut self.facts.symbols;
+        let op = match text {
+            reader::OpText::Fast(l) => reader::intern_line(symbols, l, line, &mut scratch),
+            reader::OpText::Serde(raw) => reader::intern_op(symbols, raw, line, &mut scratch),
+        };
         self.push(&op);
         self.scratch = scratch;
     }
@@ -481,8 +486,19 @@ pub fn read_observations_from<R: BufRead>(
     path: &Path,
     config: &CheckConfig,
 ) -> Result<Observations> {
-    let (list, stats) =
-        reader::read_observations(reader, path, config.max_line_bytes).map_err(|e| match e {
+    let mut observations = Observations {
+        present: true,
+        ..Observations::none()
+    };
+    let stats = reader::read_observations(reader, path, config.max_line_bytes, &mut observations)
+        .map_err(|e| match e {
+            CheckError::UnsupportedVersion {
+                found, supported, ..
+            } => CheckError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found,
+                supported,
+            },
             CheckError::WrongFormat {
                 expected, found, ..
             } => CheckError::WrongFormat {
@@ -492,23 +508,7 @@ pub fn read_observations_from<R: BufRead>(
             },
             other => other,
         })?;
-    let mut observations = Observations::from_observations(list).map_err(|e| match e {
-        CheckError::UnsupportedVersion {
-            found, supported, ..
-        } => CheckError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found,
-            supported,
-        },
-        CheckError::WrongFormat {
-            expected, found, ..
-        } => CheckError::WrongFormat {
-            path: path.to_path_buf(),
-            expected,
-            found,
-        },
-        other => other,
-    })?;
+    observations.finish();
     observations.truncated_last_line = stats.truncated_last_line;
     observations.truncated_line_may_hold_fault = stats.truncated_may_hold_fault;
     Ok(observations)

@@ -4,20 +4,73 @@ use crate::history::{
     Observation, HISTORY_FORMAT_VERSION, OBSERVATIONS_FORMAT, OLDEST_HISTORY_FORMAT_VERSION,
 };
 
+use super::intern::{Interner, Sym, NO_SYM};
 use super::model::FaultWindow;
 use super::CheckError;
 
 /// One leader sample: what `observer` said the leader of `stream` was at `at_ns`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaderSample {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderSample<'a> {
     /// Sample time, ns since the run start.
     pub at_ns: u64,
     /// The node that answered.
-    pub observer: String,
+    pub observer: &'a str,
     /// Stream name, or `$meta`.
-    pub stream: String,
+    pub stream: &'a str,
     /// The leader it reported.
-    pub leader: Option<String>,
+    pub leader: Option<&'a str>,
+}
+
+/// The leader samples of a run, 16 bytes each: a run samples every stream's leader from every
+/// server every second (13 M samples in a day of 50 tenants on 3 servers), so each name is kept
+/// once and a sample holds its time and two symbols, grouped by stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leaders {
+    /// Observer and leader names.
+    pub(crate) nodes: Interner,
+    /// Stream names.
+    pub(crate) streams: Interner,
+    /// By stream symbol: (time, observer, leader or [`NO_SYM`]), in file order.
+    pub(crate) by_stream: Vec<Vec<(u64, Sym, Sym)>>,
+    len: usize,
+}
+
+impl Leaders {
+    /// Adds a sample.
+    pub fn push(&mut self, at_ns: u64, observer: &str, stream: &str, leader: Option<&str>) {
+        let observer = self.nodes.intern(observer);
+        let leader = leader.map_or(NO_SYM, |l| self.nodes.intern(l));
+        let stream = self.streams.intern(stream) as usize;
+        if stream >= self.by_stream.len() {
+            self.by_stream.resize_with(stream + 1, Vec::new);
+        }
+        self.by_stream[stream].push((at_ns, observer, leader));
+        self.len += 1;
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every sample, stream by stream (in order of first appearance), each stream's in file
+    /// order.
+    pub fn iter(&self) -> impl Iterator<Item = LeaderSample<'_>> + '_ {
+        self.by_stream.iter().enumerate().flat_map(move |(s, list)| {
+            let stream = self.streams.name(s as Sym);
+            list.iter().map(move |&(at_ns, observer, leader)| LeaderSample {
+                at_ns,
+                observer: self.nodes.name(observer),
+                stream,
+                leader: (leader != NO_SYM).then(|| self.nodes.name(leader)),
+            })
+        })
+    }
 }
 
 /// Stream state as one node reported it.
@@ -62,8 +115,8 @@ pub struct Observations {
     pub run_id: Option<String>,
     /// Fault windows, ordered by start time.
     pub faults: Vec<FaultWindow>,
-    /// Leader samples, in file order.
-    pub leaders: Vec<LeaderSample>,
+    /// Leader samples.
+    pub leaders: Leaders,
     /// Stream info samples, in file order.
     pub stream_infos: Vec<StreamInfoSample>,
     /// The settle before the final read-back, when one was recorded (the last one).
@@ -125,12 +178,9 @@ impl Observations {
                 observer,
                 stream,
                 leader,
-            } => self.leaders.push(LeaderSample {
-                at_ns,
-                observer,
-                stream,
-                leader,
-            }),
+            } => self
+                .leaders
+                .push(at_ns, &observer, &stream, leader.as_deref()),
             Observation::Fault {
                 fault_id,
                 kind,

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::history::scan::{self, OpLine};
 use crate::history::{
     HistoryHeader, Observation, OpKind, Outcome, Pattern, HISTORY_FORMAT, HISTORY_FORMAT_VERSION,
     OBSERVATIONS_FORMAT, OLDEST_HISTORY_FORMAT_VERSION,
@@ -20,6 +21,7 @@ use crate::history::{
 
 use super::facts::{Item, Op};
 use super::intern::Symbols;
+use super::observations::Observations;
 use super::CheckError;
 
 /// Reads lines into a reused buffer, with a length limit.
@@ -69,7 +71,7 @@ impl<R: BufRead> Lines<R> {
                 if avail.is_empty() {
                     break;
                 }
-                let (take, consume, ends) = match avail.iter().position(|&b| b == b'\n') {
+                let (take, consume, ends) = match memchr::memchr(b'\n', avail) {
                     Some(i) => (i, i + 1, true),
                     None => (avail.len(), avail.len(), false),
                 };
@@ -203,6 +205,52 @@ pub(crate) fn intern_op<'s>(
         client_zone: raw.client_zone.as_deref().map(|z| symbols.zones.intern(z)),
         line,
     }
+}
+
+/// Interns a line [`scan::operation`] read, as [`intern_op`] interns one serde_json read.
+pub(crate) fn intern_line<'s>(
+    symbols: &mut Symbols,
+    l: &OpLine<'_>,
+    line: u64,
+    scratch: &'s mut Vec<Item>,
+) -> Op<'s> {
+    scratch.clear();
+    if let Some(items) = &l.read {
+        scratch.extend(items.iter().map(|i| Item {
+            seq: i.seq,
+            value: symbols.intern_value(i.value),
+        }));
+    }
+    let scratch: &'s Vec<Item> = scratch;
+    let h = &l.head;
+    Op {
+        tenant: symbols.tenants.intern(h.tenant),
+        process: symbols.processes.intern(h.process),
+        node: symbols.nodes.intern(h.node),
+        stream: symbols.streams.intern(h.stream),
+        kind: h.kind,
+        pattern: h.pattern,
+        outcome: l.outcome,
+        attempt: h.attempt,
+        value: h.value.map(|v| symbols.intern_value(v)),
+        seq: h.seq,
+        invoke_ns: h.invoke_ns,
+        complete_ns: h.complete_ns,
+        read: l.read.as_ref().map(|_| &scratch[..]),
+        served_tenant: l.served_tenant.map(|t| symbols.tenants.intern(t)),
+        node_uncertain: h.reconnected,
+        client_zone: h.client_zone.map(|z| symbols.zones.intern(z)),
+        line,
+    }
+}
+
+/// One operation line, read by [`scan::operation`] when it is in the recorder's layout, else
+/// by serde_json.
+pub(crate) enum OpText<'a> {
+    /// The recorder's layout.
+    Fast(OpLine<'a>),
+    /// Any other.
+    Serde(RawOp<'a>),
 }
 
 /// The first line's format and version, read leniently so a newer header still gets a clear
@@ -347,13 +395,17 @@ pub(crate) fn read_history_body<R: BufRead>(
     lines: &mut Lines<R>,
     path: &Path,
     max: usize,
-    mut f: impl FnMut(&RawOp<'_>, u64),
+    mut f: impl FnMut(&OpText<'_>, u64),
 ) -> Result<BodyStats, CheckError> {
     let mut stats = BodyStats::default();
     while let Some(line) = next(lines, path, max)? {
+        if let Some(fast) = scan::operation(lines.buf()) {
+            f(&OpText::Fast(fast), line.number);
+            continue;
+        }
         let parsed = serde_json::from_slice::<RawOp<'_>>(lines.buf());
         match parsed {
-            Ok(raw) => f(&raw, line.number),
+            Ok(raw) => f(&OpText::Serde(raw), line.number),
             Err(e) => {
                 if line.terminated {
                     return Err(bad_line(path, line.number, lines.buf(), &e, ""));
@@ -366,12 +418,18 @@ pub(crate) fn read_history_body<R: BufRead>(
     Ok(stats)
 }
 
-/// Reads an observations file (header first, then one observation per line).
+/// Reads an observations file (header first, then one observation per line) into `out`.
+/// Leader samples in the recorder's layout are read by [`scan::leader`] straight into
+/// `out.leaders`; other lines by serde_json. A line that does not parse is an error at once;
+/// an observation [`Observations::add`] refuses (a second header of another format) is an
+/// error once every line parsed, so errors come in the order they did when the whole file was
+/// parsed first.
 pub(crate) fn read_observations<R: BufRead>(
     reader: R,
     path: &Path,
     max: usize,
-) -> Result<(Vec<Observation>, BodyStats), CheckError> {
+    out: &mut Observations,
+) -> Result<BodyStats, CheckError> {
     let mut lines = Lines::new(reader, max);
     let Some(line) = next(&mut lines, path, max)? else {
         return Err(CheckError::Empty {
@@ -404,12 +462,21 @@ pub(crate) fn read_observations<R: BufRead>(
             supported: HISTORY_FORMAT_VERSION,
         });
     }
-    let mut out = vec![serde_json::from_slice::<Observation>(lines.buf())
-        .map_err(|e| bad_line(path, line.number, lines.buf(), &e, " (observations header)"))?];
+    let header = serde_json::from_slice::<Observation>(lines.buf())
+        .map_err(|e| bad_line(path, line.number, lines.buf(), &e, " (observations header)"))?;
+    let mut refused = out.add(header).err();
     let mut stats = BodyStats::default();
     while let Some(line) = next(&mut lines, path, max)? {
+        if let Some(l) = scan::leader(lines.buf()) {
+            out.leaders.push(l.at_ns, l.observer, l.stream, l.leader);
+            continue;
+        }
         match serde_json::from_slice::<Observation>(lines.buf()) {
-            Ok(o) => out.push(o),
+            Ok(o) => {
+                if let Err(e) = out.add(o) {
+                    refused.get_or_insert(e);
+                }
+            }
             Err(e) if line.terminated => {
                 let kind = serde_json::from_slice::<Probe>(lines.buf())
                     .ok()
@@ -425,7 +492,10 @@ pub(crate) fn read_observations<R: BufRead>(
             }
         }
     }
-    Ok((out, stats))
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub fn check(facts: &Facts, obs: &Observations, cfg: &CheckConfig) -> Verdict {
         divergence(facts, obs, cfg, &mut notes),
         divergence_persisted(obs, cfg, &mut notes),
         anomaly("ack-without-quorum", facts.ack_without_quorum.clone()),
-        two_leaders(obs, cfg, &mut notes),
+        two_leaders(facts, cfg, &mut notes),
     ];
     let mut fallback = Status::Valid;
     if facts.uncertain_node_acks > 0 {
@@ -419,39 +419,43 @@ fn divergence_persisted(obs: &Observations, cfg: &CheckConfig, notes: &mut Vec<S
 }
 
 /// Two nodes claiming leadership of one stream at overlapping times.
-fn two_leaders(obs: &Observations, cfg: &CheckConfig, notes: &mut Vec<String>) -> Anomaly {
+fn two_leaders(f: &Facts, cfg: &CheckConfig, notes: &mut Vec<String>) -> Anomaly {
     let mut buf = EvidenceBuf::new(cfg.max_evidence);
     let tolerance = cfg.leader_overlap_tolerance_ms.saturating_mul(1_000_000);
-    // (stream, observer) -> samples in time order.
-    let mut samples: BTreeMap<(&str, &str), Vec<(u64, bool)>> = BTreeMap::new();
-    for l in &obs.leaders {
-        let claims = l.leader.as_deref() == Some(l.observer.as_str());
-        samples
-            .entry((l.stream.as_str(), l.observer.as_str()))
-            .or_default()
-            .push((l.at_ns, claims));
-    }
+    let s = &f.symbols;
     // Runs of consecutive self-claims: (start, end) per (stream, node).
     let mut runs: BTreeMap<&str, Vec<(u64, u64, &str)>> = BTreeMap::new();
-    for ((stream, node), mut s) in samples {
-        s.sort_unstable();
-        let mut open: Option<(u64, u64)> = None;
-        for (at, claims) in s {
-            match (claims, &mut open) {
-                (true, Some(r)) => r.1 = at,
-                (true, None) => open = Some((at, at)),
-                (false, Some(_)) => {
-                    let (a, b) = open.take().unwrap_or_default();
-                    runs.entry(stream).or_default().push((a, b, node));
+    // One stream at a time, so that only one stream's samples are regrouped at once.
+    for (&stream, samples) in &f.leaders {
+        let stream = s.stream(stream);
+        // Observer -> samples in time order.
+        let mut by_observer: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
+        for &(at, observer, leader) in samples {
+            by_observer
+                .entry(s.node(observer))
+                .or_default()
+                .push((at, leader == observer));
+        }
+        for (node, mut samples) in by_observer {
+            samples.sort_unstable();
+            let mut open: Option<(u64, u64)> = None;
+            for (at, claims) in samples {
+                match (claims, &mut open) {
+                    (true, Some(r)) => r.1 = at,
+                    (true, None) => open = Some((at, at)),
+                    (false, Some(_)) => {
+                        let (a, b) = open.take().unwrap_or_default();
+                        runs.entry(stream).or_default().push((a, b, node));
+                    }
+                    (false, None) => {}
                 }
-                (false, None) => {}
+            }
+            if let Some((a, b)) = open {
+                runs.entry(stream).or_default().push((a, b, node));
             }
         }
-        if let Some((a, b)) = open {
-            runs.entry(stream).or_default().push((a, b, node));
-        }
     }
-    if !obs.leaders.is_empty() && runs.is_empty() {
+    if f.leaders.values().any(|l| !l.is_empty()) && runs.is_empty() {
         notes.push(
             "no node ever reported itself as a leader: two leaders were not evaluated".to_string(),
         );

@@ -28,8 +28,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
+use crate::checkers::intern::split_value;
+use crate::history::scan::{self, OpHead};
 use crate::history::{
     HistoryHeader, Observation, OpKind, Operation, Outcome, Pattern, ReadItem, OBSERVATIONS_FORMAT,
 };
@@ -361,46 +363,111 @@ fn view_op(
     }
 }
 
-/// A value as the cut remembers it: two SipHash digests of it, 16 bytes, so that a 24 h slice's
-/// 17 M values fit in a few hundred MB. Two values share a key with probability about
-/// n²/2¹²⁹ (10⁻²⁴ for 17 M values); then one read item of a value from outside the slice would
-/// be kept.
-fn value_key(value: &str) -> u128 {
-    use std::hash::{Hash as _, Hasher as _};
-    let mut high = std::hash::DefaultHasher::new();
-    value.hash(&mut high);
-    let mut low = std::hash::DefaultHasher::new();
-    (0x5eed_u32, value).hash(&mut low);
-    (u128::from(high.finish()) << 64) | u128::from(low.finish())
+/// A set of values as the cut remembers them. A value of the recorder's shape
+/// `tenant/producer/counter` is one bit of its producer's table, indexed by the counter (dense
+/// while the producer's counters are, as they are: a 24 h slice's 13 M values take a few MB);
+/// any other value is kept whole. Exact: no two values share an entry.
+#[derive(Default)]
+struct ValueSet {
+    producers: FxHashMap<Box<str>, Counters>,
+    other: FxHashSet<Box<str>>,
+}
+
+impl ValueSet {
+    fn insert(&mut self, value: &str) {
+        match split_value(value) {
+            Some((producer, counter)) => {
+                if let Some(counters) = self.producers.get_mut(producer) {
+                    counters.insert(counter);
+                } else {
+                    let mut counters = Counters::default();
+                    counters.insert(counter);
+                    self.producers.insert(producer.into(), counters);
+                }
+            }
+            None => {
+                if !self.other.contains(value) {
+                    self.other.insert(value.into());
+                }
+            }
+        }
+    }
+
+    fn contains(&self, value: &str) -> bool {
+        match split_value(value) {
+            Some((producer, counter)) => self
+                .producers
+                .get(producer)
+                .is_some_and(|c| c.contains(counter)),
+            None => self.other.contains(value),
+        }
+    }
+}
+
+/// A set of counters: a bitmap while they are dense (at most 128 bits an insertion, plus
+/// 128 bytes), a hash set for the outliers.
+#[derive(Default)]
+struct Counters {
+    bits: Vec<u64>,
+    sparse: FxHashSet<u64>,
+    inserted: u64,
+}
+
+impl Counters {
+    fn insert(&mut self, counter: u64) {
+        self.inserted += 1;
+        let word = counter / 64;
+        let bit = 1u64 << (counter % 64);
+        if let Some(w) = usize::try_from(word)
+            .ok()
+            .and_then(|w| self.bits.get_mut(w))
+        {
+            *w |= bit;
+            return;
+        }
+        if word <= 2 * self.inserted + 16 {
+            // Within u32 here, so within usize.
+            let word = word as usize;
+            self.bits.resize(word + 1, 0);
+            self.bits[word] |= bit;
+        } else {
+            self.sparse.insert(counter);
+        }
+    }
+
+    fn contains(&self, counter: u64) -> bool {
+        let in_bits = usize::try_from(counter / 64)
+            .ok()
+            .and_then(|w| self.bits.get(w))
+            .is_some_and(|w| w & (1u64 << (counter % 64)) != 0);
+        in_bits || (!self.sparse.is_empty() && self.sparse.contains(&counter))
+    }
 }
 
 /// What decides a slice's operations and read items (see the module doc).
 struct SliceFilter {
     span: SliceSpan,
     /// Values written in the slice.
-    written: FxHashSet<u128>,
+    written: ValueSet,
     /// Values the initial-state reads saw.
-    held: FxHashSet<u128>,
+    held: ValueSet,
 }
 
 impl SliceFilter {
     fn new(span: SliceSpan) -> Self {
         Self {
             span,
-            written: FxHashSet::default(),
-            held: FxHashSet::default(),
+            written: ValueSet::default(),
+            held: ValueSet::default(),
         }
     }
 
     /// Remembers the values a view holds when it is an initial-state read.
     fn hold(&mut self, view: &Operation) {
         if view.pattern == Pattern::InitialState && view.outcome == Outcome::Ok {
-            self.held.extend(
-                view.read
-                    .iter()
-                    .flatten()
-                    .map(|item| value_key(&item.value)),
-            );
+            for item in view.read.iter().flatten() {
+                self.held.insert(&item.value);
+            }
         }
     }
 
@@ -428,7 +495,7 @@ impl SliceFilter {
             )
         {
             if let Some(value) = &probe.value {
-                self.written.insert(value_key(value));
+                self.written.insert(value);
             }
         }
     }
@@ -445,7 +512,84 @@ impl SliceFilter {
             || probe
                 .value
                 .as_ref()
-                .is_some_and(|v| self.written.contains(&value_key(v))))
+                .is_some_and(|v| self.written.contains(v)))
+    }
+
+    /// [`SliceFilter::hold`] of one line of a views file.
+    fn hold_line(&mut self, line: &[u8]) {
+        if let Some(head) = scan::operation_head(line) {
+            // Whatever the rest of the line says, `hold` passes over any other pattern.
+            if head.pattern != Pattern::InitialState {
+                return;
+            }
+            if let Some(view) = scan::operation_tail(line, head) {
+                if view.outcome == Outcome::Ok {
+                    if let Some(items) = &view.read {
+                        for item in items.iter() {
+                            self.held.insert(item.value);
+                        }
+                    }
+                }
+                return;
+            }
+        }
+        if let Ok(view) = serde_json::from_slice::<Operation>(line) {
+            self.hold(&view);
+        }
+    }
+
+    /// [`SliceFilter::note`] of one line of the load's history.
+    fn note_line(&mut self, line: &[u8]) {
+        if let Some(head) = scan::operation_head(line) {
+            // `note` passes over anything but writes.
+            if head.kind != OpKind::Write {
+                return;
+            }
+            if let Some(op) = scan::operation_tail(line, head) {
+                self.note(&Probe::from(&op.head));
+                return;
+            }
+        }
+        if let Ok(probe) = serde_json::from_slice::<Probe<'_>>(line) {
+            self.note(&probe);
+        }
+    }
+
+    /// Whether a read item of `value` stays in the slice.
+    fn covers(&self, value: &str) -> bool {
+        self.written.contains(value) || self.held.contains(value)
+    }
+
+    /// Writes one line of the load's history (`view`: of a views file, kept whole) to the
+    /// slice if the slice keeps it, adjusted; returns how many read items it left out, or
+    /// `None` when it did not keep the line. A line in the recorder's layout is spliced
+    /// ([`scan::write_rebased`]); any other is parsed and written again by serde_json.
+    fn write_kept(
+        &self,
+        out: &mut impl std::io::Write,
+        line: &[u8],
+        view: bool,
+    ) -> std::io::Result<Option<u64>> {
+        if let Some(head) = scan::operation_head(line) {
+            if !view && !self.keeps(&Probe::from(&head)) {
+                return Ok(None);
+            }
+            if let Some(op) = scan::operation_tail(line, head) {
+                let outside =
+                    scan::write_rebased(out, line, &op, self.span.start_ns, |v| self.covers(v))?;
+                out.write_all(b"\n")?;
+                return Ok(Some(outside));
+            }
+        }
+        if !view && !serde_json::from_slice::<Probe<'_>>(line).is_ok_and(|p| self.keeps(&p)) {
+            return Ok(None);
+        }
+        let Ok(mut op) = serde_json::from_slice::<Operation>(line) else {
+            return Ok(None);
+        };
+        let outside = self.adjust(&mut op);
+        write_json(out, &op)?;
+        Ok(Some(outside))
     }
 
     /// Keeps in a read only the values written in the slice or held when it began, and
@@ -454,10 +598,7 @@ impl SliceFilter {
         let mut outside = 0;
         if let Some(items) = op.read.as_mut() {
             let before = items.len();
-            items.retain(|item| {
-                let key = value_key(&item.value);
-                self.written.contains(&key) || self.held.contains(&key)
-            });
+            items.retain(|item| self.covers(&item.value));
             outside = (before - items.len()) as u64;
         }
         op.invoke_ns = op.invoke_ns.saturating_sub(self.span.start_ns);
@@ -475,6 +616,18 @@ struct Probe<'a> {
     value: Option<std::borrow::Cow<'a, str>>,
     invoke_ns: u64,
     complete_ns: u64,
+}
+
+impl<'a> From<&OpHead<'a>> for Probe<'a> {
+    fn from(head: &OpHead<'a>) -> Self {
+        Self {
+            kind: head.kind,
+            pattern: head.pattern,
+            value: head.value.map(std::borrow::Cow::Borrowed),
+            invoke_ns: head.invoke_ns,
+            complete_ns: head.complete_ns,
+        }
+    }
 }
 
 impl<'a> From<&'a Operation> for Probe<'a> {
@@ -522,47 +675,57 @@ pub fn select_observations(
     observations: impl IntoIterator<Item = Observation>,
     span: SliceSpan,
 ) -> Vec<Observation> {
-    let shift = |ns: u64| ns.saturating_sub(span.start_ns);
     observations
         .into_iter()
-        .filter_map(|o| match o {
-            Observation::Leader {
-                at_ns,
-                observer,
-                stream,
-                leader,
-            } if (span.start_ns..=span.end_ns).contains(&at_ns) => Some(Observation::Leader {
-                at_ns: shift(at_ns),
-                observer,
-                stream,
-                leader,
-            }),
-            Observation::Fault {
-                fault_id,
-                kind,
-                start_ns,
-                end_ns,
-                injecting_ns,
-                reverting_ns,
-                sides,
-                affected,
-                survivable,
-                chosen,
-            } if injecting_ns.unwrap_or(start_ns) >= span.start_ns => Some(Observation::Fault {
-                fault_id,
-                kind,
-                start_ns: shift(start_ns),
-                end_ns: end_ns.map(shift),
-                injecting_ns: injecting_ns.map(shift),
-                reverting_ns: reverting_ns.map(shift),
-                sides,
-                affected,
-                survivable,
-                chosen,
-            }),
-            _ => None,
-        })
+        .filter_map(|o| select_observation(o, span))
         .collect()
+}
+
+/// One observation as [`select_observations`] picks it: rebased, or `None` when the slice
+/// leaves it out.
+fn select_observation(o: Observation, span: SliceSpan) -> Option<Observation> {
+    let shift = |ns: u64| ns.saturating_sub(span.start_ns);
+    match o {
+        Observation::Leader {
+            at_ns,
+            observer,
+            stream,
+            leader,
+        } if leader_in_span(at_ns, span) => Some(Observation::Leader {
+            at_ns: shift(at_ns),
+            observer,
+            stream,
+            leader,
+        }),
+        Observation::Fault {
+            fault_id,
+            kind,
+            start_ns,
+            end_ns,
+            injecting_ns,
+            reverting_ns,
+            sides,
+            affected,
+            survivable,
+            chosen,
+        } if injecting_ns.unwrap_or(start_ns) >= span.start_ns => Some(Observation::Fault {
+            fault_id,
+            kind,
+            start_ns: shift(start_ns),
+            end_ns: end_ns.map(shift),
+            injecting_ns: injecting_ns.map(shift),
+            reverting_ns: reverting_ns.map(shift),
+            sides,
+            affected,
+            survivable,
+            chosen,
+        }),
+        _ => None,
+    }
+}
+
+fn leader_in_span(at_ns: u64, span: SliceSpan) -> bool {
+    (span.start_ns..=span.end_ns).contains(&at_ns)
 }
 
 /// Where a cut reads from and writes to.
@@ -586,9 +749,11 @@ pub struct CutFiles<'a> {
 /// write them); they are appended.
 ///
 /// Streaming, in two passes over the load's history: the first remembers the values the
-/// slice wrote (16 bytes each), the second writes the slice's operations. Memory does not grow
-/// with the number of operations otherwise, so a 24 h slice is cut in a few hundred MB
-/// (BENCHMARKS.md).
+/// slice wrote (a bit each, [`ValueSet`]), the second writes the slice's operations. Lines in
+/// the recorder's layout are read by [`scan`] and spliced (times rebased, read items left out)
+/// without being parsed and written again; any other line goes through serde_json, with the
+/// same result. Memory does not grow with the number of operations otherwise: a 24 h slice is
+/// cut in a few MB (BENCHMARKS.md).
 ///
 /// # Errors
 /// A file cannot be read or written, or the load's history has no header.
@@ -634,15 +799,11 @@ pub fn cut(
     for path in views {
         let mut lines = open_at(path)?;
         while let Some(line) = lines.next().map_err(read_err(path))? {
-            if let Ok(view) = serde_json::from_slice::<Operation>(line) {
-                filter.hold(&view);
-            }
+            filter.hold_line(line);
         }
     }
     while let Some(line) = lines.next().map_err(read_err(files.history_in))? {
-        if let Ok(probe) = serde_json::from_slice::<Probe<'_>>(line) {
-            filter.note(&probe);
-        }
+        filter.note_line(line);
     }
 
     run_id.clone_into(&mut header.run_id);
@@ -658,27 +819,25 @@ pub fn cut(
     lines.next().map_err(read_err(files.history_in))?;
     let (mut operations, mut items_outside) = (0_u64, 0_u64);
     while let Some(line) = lines.next().map_err(read_err(files.history_in))? {
-        let keep = serde_json::from_slice::<Probe<'_>>(line).is_ok_and(|p| filter.keeps(&p));
-        if !keep {
-            continue;
+        if let Some(outside) = filter
+            .write_kept(&mut out, line, false)
+            .map_err(write_err(files.history_out))?
+        {
+            items_outside += outside;
+            operations += 1;
         }
-        let Ok(mut op) = serde_json::from_slice::<Operation>(line) else {
-            continue;
-        };
-        items_outside += filter.adjust(&mut op);
-        operations += 1;
-        write_json(&mut out, &op).map_err(write_err(files.history_out))?;
     }
     let mut view_count = 0;
     for path in views {
         let mut lines = open_at(path)?;
         while let Some(line) = lines.next().map_err(read_err(path))? {
-            let Ok(mut op) = serde_json::from_slice::<Operation>(line) else {
-                continue;
-            };
-            items_outside += filter.adjust(&mut op);
-            view_count += 1;
-            write_json(&mut out, &op).map_err(write_err(files.history_out))?;
+            if let Some(outside) = filter
+                .write_kept(&mut out, line, true)
+                .map_err(write_err(files.history_out))?
+            {
+                items_outside += outside;
+                view_count += 1;
+            }
         }
     }
     out.flush().map_err(write_err(files.history_out))?;
@@ -708,19 +867,51 @@ fn cut_observations(
         path: files.observations_out.to_path_buf(),
         error,
     };
-    let observations = BufReader::new(File::open(files.observations_in).map_err(read_err)?)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str::<Observation>(&l).ok());
-    let mut out = BufWriter::new(File::create(files.observations_out).map_err(write_err)?);
+    let mut input = BufReader::with_capacity(
+        1 << 20,
+        File::open(files.observations_in).map_err(read_err)?,
+    );
+    let mut out = BufWriter::with_capacity(
+        1 << 20,
+        File::create(files.observations_out).map_err(write_err)?,
+    );
     let header = Observation::Header {
         format: OBSERVATIONS_FORMAT.to_owned(),
         version,
         run_id: run_id.to_owned(),
     };
     write_json(&mut out, &header).map_err(write_err)?;
-    for o in select_observations(observations, span) {
-        write_json(&mut out, &o).map_err(write_err)?;
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line).map_err(read_err)? == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        // The recorder's leader samples, spliced; anything else through serde_json.
+        if let Some(sample) = scan::leader(&line) {
+            if leader_in_span(sample.at_ns, span) {
+                scan::write_leader_rebased(&mut out, &line, &sample, span.start_ns)
+                    .and_then(|()| out.write_all(b"\n"))
+                    .map_err(write_err)?;
+            }
+            continue;
+        }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        // Lines are text: the file ends for the cut where it stops being UTF-8.
+        let Ok(text) = std::str::from_utf8(&line) else {
+            break;
+        };
+        if let Some(o) = serde_json::from_str::<Observation>(text)
+            .ok()
+            .and_then(|o| select_observation(o, span))
+        {
+            write_json(&mut out, &o).map_err(write_err)?;
+        }
     }
     out.flush().map_err(write_err)
 }
