@@ -409,7 +409,12 @@ fn phase(a: &Args, dir: &Path, phase: &str, extra: &[String]) -> serde_json::Val
     let out = Command::new(exe)
         .args(["--phase", phase, "--dir"])
         .arg(dir)
-        .args(["--rate", &a.rate.to_string(), "--tenants", &a.tenants.to_string()])
+        .args([
+            "--rate",
+            &a.rate.to_string(),
+            "--tenants",
+            &a.tenants.to_string(),
+        ])
         .args(extra)
         .output()
         .expect("start phase");
@@ -444,7 +449,11 @@ fn figures(v: &serde_json::Value, bytes: u64, baseline: Option<&serde_json::Valu
         bytes as f64 / MIB / cpu(v).max(1e-9)
     );
     if let Some(b) = baseline {
-        let _ = write!(text, ", {:.2}x the plain read's CPU", cpu(v) / cpu(b).max(1e-9));
+        let _ = write!(
+            text,
+            ", {:.2}x the plain read's CPU",
+            cpu(v) / cpu(b).max(1e-9)
+        );
     }
     let _ = write!(text, ", peak RSS {:.0} MiB", rss(v));
     text

@@ -110,7 +110,13 @@ fn load() -> (Vec<Operation>, Vec<Operation>, Vec<Observation>) {
     for (i, at) in [(1, 300), (2, 2_600), (3, 7_000)] {
         ops.push(write(at, "t2", &format!("t2/p/{i}"), Outcome::Ok, Some(i)));
     }
-    ops.push(read(3_000, "t1", "n1", Pattern::Chat, &[(1, "t1/p/1"), (2, "t1/p/2")]));
+    ops.push(read(
+        3_000,
+        "t1",
+        "n1",
+        Pattern::Chat,
+        &[(1, "t1/p/1"), (2, "t1/p/2")],
+    ));
     ops.push(read(
         7_500,
         "t2",
@@ -333,7 +339,10 @@ fn a_slice_is_cut_alike_from_either_layout() {
     let report = &recorder.3;
     assert_eq!(anomaly_count(report, "consistency", "lost"), 1);
     assert_eq!(anomaly_count(report, "consistency", "duplicate-stored"), 1);
-    assert_eq!(anomaly_count(report, "consistency", "duplicate-delivered"), 1);
+    assert_eq!(
+        anomaly_count(report, "consistency", "duplicate-delivered"),
+        1
+    );
     assert_eq!(anomaly_count(report, "consistency", "unexpected"), 0);
     assert!(anomaly_count(report, "split-brain", "two-leaders") >= 1);
     assert!(!recorder.1.contains("t2/p/9"), "{}", recorder.1);

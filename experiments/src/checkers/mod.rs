@@ -492,22 +492,22 @@ pub fn read_observations_from<R: BufRead>(
     };
     let stats = reader::read_observations(reader, path, config.max_line_bytes, &mut observations)
         .map_err(|e| match e {
-            CheckError::UnsupportedVersion {
-                found, supported, ..
-            } => CheckError::UnsupportedVersion {
-                path: path.to_path_buf(),
-                found,
-                supported,
-            },
-            CheckError::WrongFormat {
-                expected, found, ..
-            } => CheckError::WrongFormat {
-                path: path.to_path_buf(),
-                expected,
-                found,
-            },
-            other => other,
-        })?;
+        CheckError::UnsupportedVersion {
+            found, supported, ..
+        } => CheckError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        },
+        CheckError::WrongFormat {
+            expected, found, ..
+        } => CheckError::WrongFormat {
+            path: path.to_path_buf(),
+            expected,
+            found,
+        },
+        other => other,
+    })?;
     observations.finish();
     observations.truncated_last_line = stats.truncated_last_line;
     observations.truncated_line_may_hold_fault = stats.truncated_may_hold_fault;

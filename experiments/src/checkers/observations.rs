@@ -61,15 +61,19 @@ impl Leaders {
     /// Every sample, stream by stream (in order of first appearance), each stream's in file
     /// order.
     pub fn iter(&self) -> impl Iterator<Item = LeaderSample<'_>> + '_ {
-        self.by_stream.iter().enumerate().flat_map(move |(s, list)| {
-            let stream = self.streams.name(s as Sym);
-            list.iter().map(move |&(at_ns, observer, leader)| LeaderSample {
-                at_ns,
-                observer: self.nodes.name(observer),
-                stream,
-                leader: (leader != NO_SYM).then(|| self.nodes.name(leader)),
+        self.by_stream
+            .iter()
+            .enumerate()
+            .flat_map(move |(s, list)| {
+                let stream = self.streams.name(s as Sym);
+                list.iter()
+                    .map(move |&(at_ns, observer, leader)| LeaderSample {
+                        at_ns,
+                        observer: self.nodes.name(observer),
+                        stream,
+                        leader: (leader != NO_SYM).then(|| self.nodes.name(leader)),
+                    })
             })
-        })
     }
 }
 

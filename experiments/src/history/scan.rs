@@ -92,10 +92,7 @@ impl<'a> Cursor<'a> {
 
     /// `,"key":` followed by a string, when the line continues with that key.
     #[inline]
-    fn optional_string<const N: usize>(
-        &mut self,
-        key: &[u8; N],
-    ) -> Option<Option<Range<usize>>> {
+    fn optional_string<const N: usize>(&mut self, key: &[u8; N]) -> Option<Option<Range<usize>>> {
         if self.eat(key) {
             self.string().map(Some)
         } else {
@@ -556,11 +553,7 @@ mod tests {
             Just(Pattern::ReadBackReplica),
             Just(Pattern::InitialState)
         ];
-        let outcomes = prop_oneof![
-            Just(Outcome::Ok),
-            Just(Outcome::Fail),
-            Just(Outcome::Info)
-        ];
+        let outcomes = prop_oneof![Just(Outcome::Ok), Just(Outcome::Fail), Just(Outcome::Info)];
         let numbers = prop_oneof![Just(0u64), 1u64..1000, any::<u64>()];
         let items = proptest::collection::vec(
             (numbers.clone(), text()).prop_map(|(seq, value)| ReadItem { seq, value }),
@@ -568,8 +561,19 @@ mod tests {
         );
         (
             (text(), text(), text(), any::<bool>(), options(text())),
-            (options(text()), kinds, patterns, options(text()), any::<u32>()),
-            (text(), options(numbers.clone()), numbers.clone(), numbers.clone()),
+            (
+                options(text()),
+                kinds,
+                patterns,
+                options(text()),
+                any::<u32>(),
+            ),
+            (
+                text(),
+                options(numbers.clone()),
+                numbers.clone(),
+                numbers.clone(),
+            ),
             (numbers.clone(), numbers, outcomes, options(text())),
             (options(items), options(text())),
         )
@@ -748,8 +752,14 @@ mod tests {
             (canonical.replace("\"ok\"}", "\"ok\",\"error\":null}"), true),
             (canonical.to_owned() + "\r", true),
             (canonical.to_owned() + " ", true),
-            (canonical.replace("\"invoke_ns\":1", "\"invoke_ns\":01"), false),
-            (canonical.replace("\"invoke_ns\":1", "\"invoke_ns\":1.0"), false),
+            (
+                canonical.replace("\"invoke_ns\":1", "\"invoke_ns\":01"),
+                false,
+            ),
+            (
+                canonical.replace("\"invoke_ns\":1", "\"invoke_ns\":1.0"),
+                false,
+            ),
         ] {
             assert!(operation(other.as_bytes()).is_none(), "{other}");
             assert_eq!(
@@ -758,7 +768,8 @@ mod tests {
                 "{other}"
             );
         }
-        let leader = r#"{"type":"leader","at_ns":5,"observer":"n1","stream":"$meta","leader":null}"#;
+        let leader =
+            r#"{"type":"leader","at_ns":5,"observer":"n1","stream":"$meta","leader":null}"#;
         assert_eq!(super::leader(leader.as_bytes()).map(|l| l.at_ns), Some(5));
         assert!(super::leader(leader.replace("null", "\"n2\"").as_bytes()).is_some());
         assert!(super::leader(br#"{"type":"settled","at_ns":5}"#).is_none());
