@@ -342,7 +342,7 @@ fn plain_read(files: &[PathBuf]) -> u64 {
             if n == 0 {
                 break;
             }
-            lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+            lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
         }
     }
     lines
@@ -460,10 +460,10 @@ fn figures(v: &serde_json::Value, bytes: u64, baseline: Option<&serde_json::Valu
 }
 
 /// Generates, cuts and checks a slice of `hours`, printing each phase.
-fn measure(a: &Args, hours: u64) {
-    let dir = tempfile::tempdir_in(&a.dir).expect("temp dir");
-    let d = dir.path();
-    let files = |names: &[&str]| -> Vec<PathBuf> { names.iter().map(|f| d.join(f)).collect() };
+fn measure(args: &Args, hours: u64) {
+    let dir = tempfile::tempdir_in(&args.dir).expect("temp dir");
+    let path = dir.path();
+    let files = |names: &[&str]| -> Vec<PathBuf> { names.iter().map(|f| path.join(f)).collect() };
     let list = |files: &[PathBuf]| {
         files
             .iter()
@@ -471,52 +471,57 @@ fn measure(a: &Args, hours: u64) {
             .collect::<Vec<_>>()
             .join(",")
     };
-    let g = phase(a, d, "generate", &["--hours".into(), hours.to_string()]);
-    let end_ns = g["end_ns"].as_u64().unwrap_or(0);
+    let generated = phase(
+        args,
+        path,
+        "generate",
+        &["--hours".into(), hours.to_string()],
+    );
+    let end_ns = generated["end_ns"].as_u64().unwrap_or(0);
     let inputs = files(&["segment.jsonl", "segment-obs.jsonl", "views.jsonl"]);
     let in_bytes = file_bytes(&inputs);
     println!(
         "{hours} h: generated {} operations, {:.0} MiB of segment and views files, in {:.1} s",
-        g["operations"],
+        generated["operations"],
         in_bytes as f64 / MIB,
-        secs(&g)
+        secs(&generated)
     );
-    let read_in = phase(a, d, "read", &["--files".into(), list(&inputs)]);
+    let read_in = phase(args, path, "read", &["--files".into(), list(&inputs)]);
     println!(
         "{hours} h: plain read of the cut's input: {}",
         figures(&read_in, in_bytes, None)
     );
-    let c = phase(a, d, "cut", &["--end-ns".into(), end_ns.to_string()]);
+    let cut_run = phase(args, path, "cut", &["--end-ns".into(), end_ns.to_string()]);
     println!(
         "{hours} h: cut {} operations + {} views: {}",
-        c["operations"],
-        c["views"],
-        figures(&c, in_bytes, Some(&read_in))
+        cut_run["operations"],
+        cut_run["views"],
+        figures(&cut_run, in_bytes, Some(&read_in))
     );
     for f in &inputs {
         let _ = std::fs::remove_file(f);
     }
     let outputs = files(&["history.jsonl", "observations.jsonl"]);
     let out_bytes = file_bytes(&outputs);
-    let read_out = phase(a, d, "read", &["--files".into(), list(&outputs)]);
+    let read_out = phase(args, path, "read", &["--files".into(), list(&outputs)]);
     println!(
         "{hours} h: plain read of the check's input ({:.0} MiB): {}",
         out_bytes as f64 / MIB,
         figures(&read_out, out_bytes, None)
     );
-    let k = phase(a, d, "check", &[]);
+    let check_run = phase(args, path, "check", &[]);
     println!(
         "{hours} h: check: {}; {}: consistency {}",
-        figures(&k, out_bytes, Some(&read_out)),
-        k["status"],
-        k["consistency"]
+        figures(&check_run, out_bytes, Some(&read_out)),
+        check_run["status"],
+        check_run["consistency"]
     );
     println!(
         "{hours} h: judged (cut + check) in {:.1} s ({:.1} s CPU, {:.2}x the plain reads' CPU), peak RSS {:.0} MiB",
-        secs(&c) + secs(&k),
-        cpu(&c) + cpu(&k),
-        (cpu(&c) + cpu(&k)) / (cpu(&read_in) + cpu(&read_out)).max(1e-9),
-        rss(&c).max(rss(&k))
+        secs(&cut_run) + secs(&check_run),
+        cpu(&cut_run) + cpu(&check_run),
+        (cpu(&cut_run) + cpu(&check_run)) / (cpu(&read_in) + cpu(&read_out)).max(1e-9),
+        rss(&cut_run).max(rss(&check_run))
     );
 }
 

@@ -487,6 +487,37 @@ fn mix(seq: u64, value: ValueId) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The leader samples by stream, in this history's symbols: the samples' own symbols are
+/// rewritten in place, and each stream's samples sorted by time.
+fn leader_table(symbols: &mut Symbols, samples: Leaders) -> FxHashMap<Sym, Vec<LeaderSample>> {
+    // The samples' own symbols become these symbols, in place.
+    let Leaders {
+        nodes: sample_nodes,
+        streams: sample_streams,
+        by_stream,
+        ..
+    } = samples;
+    let node_syms: Vec<Sym> = (0..sample_nodes.len())
+        .map(|i| symbols.nodes.intern(sample_nodes.name(i as Sym)))
+        .collect();
+    let mut leaders: FxHashMap<Sym, Vec<LeaderSample>> = FxHashMap::default();
+    for (i, mut samples) in by_stream.into_iter().enumerate() {
+        if samples.is_empty() {
+            continue;
+        }
+        let stream = symbols.streams.intern(sample_streams.name(i as Sym));
+        for (_, observer, leader) in &mut samples {
+            *observer = node_syms[*observer as usize];
+            if *leader != NO_SYM {
+                *leader = node_syms[*leader as usize];
+            }
+        }
+        samples.sort_unstable();
+        leaders.insert(stream, samples);
+    }
+    leaders
+}
+
 impl Facts {
     /// Empty facts for a history checked with `observations` and `config`.
     pub fn new(observations: &Observations, config: &CheckConfig) -> Self {
@@ -536,31 +567,7 @@ impl Facts {
                 }
             }
         }
-        // The samples' own symbols become these symbols, in place.
-        let Leaders {
-            nodes: sample_nodes,
-            streams: sample_streams,
-            by_stream,
-            ..
-        } = samples;
-        let node_syms: Vec<Sym> = (0..sample_nodes.len())
-            .map(|i| symbols.nodes.intern(sample_nodes.name(i as Sym)))
-            .collect();
-        let mut leaders: FxHashMap<Sym, Vec<LeaderSample>> = FxHashMap::default();
-        for (i, mut samples) in by_stream.into_iter().enumerate() {
-            if samples.is_empty() {
-                continue;
-            }
-            let stream = symbols.streams.intern(sample_streams.name(i as Sym));
-            for (_, observer, leader) in &mut samples {
-                *observer = node_syms[*observer as usize];
-                if *leader != NO_SYM {
-                    *leader = node_syms[*leader as usize];
-                }
-            }
-            samples.sort_unstable();
-            leaders.insert(stream, samples);
-        }
+        let leaders = leader_table(&mut symbols, samples);
         let cap = config.max_evidence;
         Self {
             symbols,

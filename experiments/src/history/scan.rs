@@ -90,13 +90,17 @@ impl<'a> Cursor<'a> {
         Some(start..start + len)
     }
 
-    /// `,"key":` followed by a string, when the line continues with that key.
+    /// `,"key":` followed by a string, when the line continues with that key; an error when the
+    /// key is there and no string follows.
     #[inline]
-    fn optional_string<const N: usize>(&mut self, key: &[u8; N]) -> Option<Option<Range<usize>>> {
+    fn optional_string<const N: usize>(
+        &mut self,
+        key: &[u8; N],
+    ) -> Result<Option<Range<usize>>, Declined> {
         if self.eat(key) {
-            self.string().map(Some)
+            self.string().map(Some).ok_or(Declined)
         } else {
-            Some(None)
+            Ok(None)
         }
     }
 
@@ -104,6 +108,9 @@ impl<'a> Cursor<'a> {
         self.at == self.line.len()
     }
 }
+
+/// The line is not in the recorder's layout.
+struct Declined;
 
 /// A region of a line checked to be UTF-8, and the strings found in it.
 struct Text<'a>(&'a str);
@@ -251,6 +258,15 @@ impl<'a> Items<'a> {
     }
 }
 
+impl<'a> IntoIterator for &Items<'a> {
+    type Item = ItemRef<'a>;
+    type IntoIter = ItemIter<'a>;
+
+    fn into_iter(self) -> ItemIter<'a> {
+        self.iter()
+    }
+}
+
 /// Iterator over [`Items`].
 pub struct ItemIter<'a> {
     cursor: Cursor<'a>,
@@ -303,13 +319,13 @@ pub fn operation_head(line: &[u8]) -> Option<OpHead<'_>> {
     c.expect(b",\"node\":")?;
     let node = c.string()?;
     let reconnected = c.eat(b",\"reconnected\":true");
-    let sent_node = c.optional_string(b",\"sent_node\":")?;
-    let client_zone = c.optional_string(b",\"client_zone\":")?;
+    let sent_node = c.optional_string(b",\"sent_node\":").ok()?;
+    let client_zone = c.optional_string(b",\"client_zone\":").ok()?;
     c.expect(b",\"kind\":")?;
     let kind = kind(&line[c.string()?])?;
     c.expect(b",\"pattern\":")?;
     let pattern = pattern(&line[c.string()?])?;
-    let value = c.optional_string(b",\"value\":")?;
+    let value = c.optional_string(b",\"value\":").ok()?;
     c.expect(b",\"attempt\":")?;
     let attempt = u32::try_from(c.number()?.0).ok()?;
     c.expect(b",\"stream\":")?;
@@ -368,7 +384,7 @@ pub fn operation_tail<'a>(line: &'a [u8], head: OpHead<'a>) -> Option<OpLine<'a>
     let (complete_unix_ms, _) = c.number()?;
     c.expect(b",\"outcome\":")?;
     let outcome = outcome(&line[c.string()?])?;
-    let error = c.optional_string(b",\"error\":")?;
+    let error = c.optional_string(b",\"error\":").ok()?;
     let read = if c.eat(b",\"read\":[") {
         let start = c.at;
         if !c.eat(b"]") {
@@ -384,7 +400,7 @@ pub fn operation_tail<'a>(line: &'a [u8], head: OpHead<'a>) -> Option<OpLine<'a>
     } else {
         None
     };
-    let served_tenant = c.optional_string(b",\"served_tenant\":")?;
+    let served_tenant = c.optional_string(b",\"served_tenant\":").ok()?;
     c.expect(b"}")?;
     if !c.at_end() {
         return None;
@@ -436,7 +452,7 @@ pub fn write_rebased(
     out.write_all(&line[h.complete_digits.end..items.inner.0])?;
     let mut left_out = 0;
     let mut first = true;
-    for item in items.iter() {
+    for item in items {
         if keep(item.value) {
             if !first {
                 out.write_all(b",")?;

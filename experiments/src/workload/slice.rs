@@ -525,7 +525,7 @@ impl SliceFilter {
             if let Some(view) = scan::operation_tail(line, head) {
                 if view.outcome == Outcome::Ok {
                     if let Some(items) = &view.read {
-                        for item in items.iter() {
+                        for item in items {
                             self.held.insert(item.value);
                         }
                     }
