@@ -78,6 +78,20 @@ pub fn start_fault(
     request: FaultRequest<'_>,
     now_unix_ms: u64,
 ) -> Result<FaultRecord> {
+    start_fault_guarded(ledger, env, request, now_unix_ms, |_| Ok(()))
+}
+
+/// [`start_fault`], calling `guard` with the record once it is durable and before anything is
+/// injected, still under the ledger lock: the place to start whatever must end the fault at
+/// its deadline should every other process die. If `guard` fails, nothing is injected, the
+/// record is removed, and its error is returned.
+pub fn start_fault_guarded(
+    ledger: &Ledger,
+    env: &Injectors<'_>,
+    request: FaultRequest<'_>,
+    now_unix_ms: u64,
+    guard: impl FnOnce(&FaultRecord) -> Result<()>,
+) -> Result<FaultRecord> {
     if request.duration.is_zero() || request.duration > request.max_duration {
         return Err(Error::Duration {
             requested_ms: request.duration.as_millis() as u64,
@@ -107,6 +121,15 @@ pub fn start_fault(
         applied_unix_ms: None,
     };
     ledger.write(&lock, &record)?;
+    if let Err(guard_error) = guard(&record) {
+        ledger.audit(
+            AuditEvent::Inject,
+            Some(&record),
+            &format!("failed: {guard_error}"),
+        );
+        ledger.remove(&lock, &record.id)?;
+        return Err(guard_error);
+    }
     if let Err(inject_error) = record.action.inject(env, record.deadline_unix_ms) {
         ledger.audit(
             AuditEvent::Inject,
@@ -598,6 +621,48 @@ mod tests {
         assert!(matches!(error, Error::Netlink { .. }));
         assert!(failing.0.installed().is_empty());
         assert!(f.ledger.list().expect("list").0.is_empty());
+    }
+
+    #[test]
+    fn the_guard_sees_a_durable_record_before_the_inject_and_its_failure_injects_nothing() {
+        let f = Fixture::new();
+        let process = ProcessTarget {
+            pid: 4242,
+            start_ticks: 7,
+            label: "nats/2".into(),
+        };
+        let pause = |process: ProcessTarget| FaultRequest {
+            target: "nats/2".into(),
+            duration: Duration::from_secs(30),
+            max_duration: DEFAULT_MAX_FAULT_DURATION,
+            build: Box::new(move |_| FaultAction::Pause { process }),
+        };
+        let mut seen = None;
+        let record = start_fault_guarded(&f.ledger, &f.env(), pause(process.clone()), 1_000, |r| {
+            // Durable already, and nothing injected yet.
+            seen = Some((f.ledger.contains(&r.id), f.signals.sent().len()));
+            Ok(())
+        })
+        .expect("pause");
+        assert_eq!(seen, Some((true, 0)));
+        assert_eq!(f.signals.sent(), vec![(4242, Signal::SIGSTOP)]);
+        assert!(f.ledger.contains(&record.id));
+
+        let error = start_fault_guarded(&f.ledger, &f.env(), pause(process), 2_000, |r| {
+            Err(Error::DeadlineGuard {
+                fault: r.id.clone(),
+                reason: "no guard binary".into(),
+            })
+        })
+        .expect_err("a guard that cannot start refuses the fault");
+        assert!(matches!(error, Error::DeadlineGuard { .. }), "{error}");
+        assert_eq!(
+            f.signals.sent().len(),
+            1,
+            "nothing more was signalled: {:?}",
+            f.signals.sent()
+        );
+        assert_eq!(f.ledger.list().expect("list").0, vec![record]);
     }
 
     #[test]
