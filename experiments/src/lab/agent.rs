@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +28,7 @@ use nix::sys::signal::Signal;
 
 use super::control::LabContext;
 use super::probe;
+use super::session::InOwnSession;
 use super::state::{
     read_json, write_json, CordonedNodes, HeldReplicas, ReplicaState, RestartEvent, ServicesState,
 };
@@ -592,29 +593,6 @@ fn start_replica(
         program: args[0].clone(),
         source,
     })
-}
-
-/// Starting a child in a session (and so a process group) of its own.
-trait InOwnSession {
-    /// Makes the child call `setsid(2)` before it execs.
-    fn in_own_session(&mut self) -> &mut Self;
-}
-
-impl InOwnSession for Command {
-    #[allow(unsafe_code)] // `pre_exec` is unsafe: its closure runs between fork and exec.
-    fn in_own_session(&mut self) -> &mut Self {
-        // SAFETY: the closure only calls setsid(2), which is async-signal-safe, allocates
-        // nothing and takes no lock, as code between fork and exec must. The child is not a
-        // process group leader yet (no `process_group` is set), so setsid cannot fail with
-        // EPERM; if it fails anyway, the spawn fails with that error.
-        unsafe {
-            self.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(drop)
-                    .map_err(std::io::Error::from)
-            })
-        }
-    }
 }
 
 fn check_readiness(ctx: &LabContext, topology: &Topology, replicas: &mut [Replica]) {

@@ -56,6 +56,10 @@ pub struct LabContext {
     pub netns_dir: PathBuf,
     /// procfs.
     pub proc_root: PathBuf,
+    /// The `faultlined` binary `lab up` recorded: deadline guards run it, and a guard that
+    /// finds the agent dead starts the agent with it. `None` in a lab brought up before it was
+    /// recorded.
+    pub agent_binary: Option<PathBuf>,
 }
 
 impl LabContext {
@@ -70,6 +74,7 @@ impl LabContext {
             topology: record.topology,
             netns_dir: host.netns_dir.clone(),
             proc_root: host.proc_root.clone(),
+            agent_binary: record.agent_binary,
         })
     }
 
@@ -199,6 +204,8 @@ pub fn up(
     let topology = &resolved.topology;
     let paths = LabPaths::new(&host.state_root, name);
     let digest = topology_digest(topology);
+    // Absolute, so a deadline guard started from another directory finds it.
+    let agent_binary = fs::canonicalize(agent_binary).unwrap_or_else(|_| agent_binary.to_owned());
     let mut record = if let Some(existing) = read_json::<LabRecord>(&paths.lab_file())? {
         if existing.digest != digest {
             return Err(LabError::NameInUse {
@@ -216,6 +223,11 @@ pub fn up(
                 ),
             });
         }
+        let mut existing = existing;
+        if existing.agent_binary.as_ref() != Some(&agent_binary) {
+            existing.agent_binary = Some(agent_binary.clone());
+            write_json(&paths.lab_file(), &existing)?;
+        }
         existing
     } else {
         let record = LabRecord {
@@ -225,6 +237,7 @@ pub fn up(
             created_unix_ms: now_unix_ms(),
             source: resolved.source.clone(),
             servers: vec![],
+            agent_binary: Some(agent_binary.clone()),
         };
         // Written before anything is created, so `lab down` finds a half-built lab.
         write_json(&paths.lab_file(), &record)?;
@@ -244,7 +257,7 @@ pub fn up(
     }
     let ctx = LabContext::open(host, name)?;
     let started_agent = if ctx.agent().is_none() {
-        start_agent(&ctx, host, agent_binary)?;
+        start_agent(&ctx, host, &agent_binary)?;
         true
     } else {
         false
@@ -432,9 +445,25 @@ fn replica_alive(ctx: &LabContext, replica: &super::state::ReplicaState) -> bool
     }
 }
 
+/// SIGKILLs every deadline guard recorded for the lab whose process still runs (same PID, same
+/// start time); returns their PIDs.
+fn stop_guards(paths: &LabPaths, proc_root: &Path) -> Result<Vec<i32>, LabError> {
+    let signaller = NixSignaller::new(proc_root.to_path_buf());
+    let mut stopped = Vec::new();
+    for (_, guard) in paths.recorded_guards() {
+        if signaller.signal(&guard, Signal::SIGKILL)? {
+            stopped.push(guard.pid);
+        }
+    }
+    stopped.sort_unstable();
+    Ok(stopped)
+}
+
 /// What `lab down` removed.
 #[derive(Debug, Default, Serialize)]
 pub struct DownReport {
+    /// Deadline guards stopped (their PIDs).
+    pub guards_stopped: Vec<i32>,
     /// Whether an agent was stopped.
     pub agent_stopped: bool,
     /// Processes killed inside the lab's namespaces.
@@ -454,6 +483,8 @@ pub fn down(host: &HostPaths, name: &str) -> Result<DownReport, LabError> {
     }
     let paths = LabPaths::new(&host.state_root, name);
     let mut report = DownReport::default();
+    // Deadline guards first: none may start an agent again while the lab goes.
+    report.guards_stopped = stop_guards(&paths, &host.proc_root)?;
     if let Ok(Some(agent)) = read_json::<ProcessTarget>(&paths.agent_pid_file()) {
         let signaller = NixSignaller::new(host.proc_root.clone());
         if signaller.signal(&agent, Signal::SIGKILL)? {
@@ -552,8 +583,10 @@ pub struct LabStatus {
     /// The agent's PID, if it runs.
     pub agent_pid: Option<i32>,
     /// The PID of an agent that was started for this lab and is no longer running. While it is
-    /// dead, no deadline of a pause, hold or cordon is enforced, no replica is restarted, and
-    /// the replicas' recorded state may be stale: `chaosctl lab up` starts a new agent.
+    /// dead, no replica is restarted and the replicas' recorded state may be stale (`chaosctl
+    /// lab up` starts a new agent); faults still end at their deadlines: partitions in the
+    /// kernel, pauses, holds and cordons by their deadline guards (see `guards`), which start
+    /// the agent again.
     pub agent_dead: Option<i32>,
     /// The client namespace, where workloads and probes run.
     pub client_netns: String,
@@ -567,8 +600,20 @@ pub struct LabStatus {
     pub services: Vec<ReplicaStatus>,
     /// Active faults.
     pub faults: Vec<FaultRecord>,
+    /// The deadline guards running now (same PID, same start time as recorded), one per
+    /// active pause, hold or drain: each ends its fault at the deadline even with no agent.
+    pub guards: Vec<GuardStatus>,
     /// Whether new faults are halted.
     pub halted: bool,
+}
+
+/// One running deadline guard in `lab status`.
+#[derive(Debug, Serialize)]
+pub struct GuardStatus {
+    /// The fault it ends at its deadline.
+    pub fault: String,
+    /// Its PID.
+    pub pid: i32,
 }
 
 /// One zone's client namespace in `lab status`.
@@ -646,6 +691,19 @@ pub fn status(ctx: &LabContext) -> Result<LabStatus, LabError> {
         nodes,
         services,
         faults: ctx.faults()?,
+        guards: ctx
+            .paths
+            .recorded_guards()
+            .into_iter()
+            .filter(|(_, guard)| {
+                read_proc_stat(&ctx.proc_root, guard.pid)
+                    .is_some_and(|stat| stat.start_ticks == guard.start_ticks && stat.state != 'Z')
+            })
+            .map(|(fault, guard)| GuardStatus {
+                fault,
+                pid: guard.pid,
+            })
+            .collect(),
         halted: ctx.ledger().halted()?.is_some(),
     })
 }

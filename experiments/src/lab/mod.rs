@@ -17,6 +17,7 @@
 pub mod agent;
 pub mod control;
 pub mod faults;
+pub mod guard;
 pub mod jetstream;
 pub mod net;
 pub mod probe;
@@ -25,6 +26,7 @@ pub mod role;
 pub mod run_lock;
 pub mod scheduler;
 pub mod servers;
+mod session;
 pub mod state;
 pub mod target;
 pub mod topology;
@@ -119,6 +121,16 @@ pub enum LabError {
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// The deadline guard of a pause, hold or drain could not be started.
+    #[error("lab `{lab}`: cannot start the deadline guard `{program}`: {reason}; run `chaosctl lab up --lab {lab}` with faultlined next to chaosctl (or FAULTLINE_AGENT naming it) to record where faultlined is")]
+    Guard {
+        /// Lab name.
+        lab: String,
+        /// The `faultlined` binary tried, or `faultlined` when the lab has none recorded.
+        program: String,
+        /// What failed.
+        reason: String,
     },
     /// A service replica's command could not be started (its program is missing, say).
     #[error("cannot start {service}/{replica}: `{program}`: {source}; check the service's command in the topology (is the program installed, and on PATH or given by its full path?)")]
