@@ -258,31 +258,7 @@ fn deadlines_survive_sigkill_of_every_faultline_process() {
 
     // A pause has its deadline guard; kill that too, and the pause outlives its deadline
     // until the next Faultline process: here the agent, started directly, not through chaosctl.
-    let paused = replica_status(&lab, "nats/3")["pid"].as_i64().expect("pid") as i32;
-    let third = injected_id(&lab.ok(&[
-        "inject",
-        "pause",
-        "--service",
-        "nats",
-        "--replica",
-        "3",
-        "--for",
-        "2s",
-    ]));
-    let guard = guard_of(&lab, &third);
-    sigkill(guard);
-    wait_until(Duration::from_secs(5), "the guard to die", || {
-        has_exited(guard)
-    });
-    let deadline = recorded_deadline(&lab, &third);
-    while faultline_injectors::ledger::now_unix_ms() < deadline + 1_000 {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        proc_state(paused),
-        Some('T'),
-        "with its guard killed too, nothing ends the pause"
-    );
+    let third = pause_with_its_guard_killed(&lab, "nats/3");
     let mut agent = Command::new(env!("CARGO_BIN_EXE_faultlined"))
         .args(["lab", "--name", &lab.name, "--state-root"])
         .arg(lab.state_root())
@@ -870,6 +846,38 @@ fn recorded_deadline(lab: &TestLab, id: &str) -> u64 {
     json["deadline_unix_ms"].as_u64().expect("deadline")
 }
 
+/// Pauses `replica` for 2 s, SIGKILLs the pause's deadline guard, and asserts that (with the
+/// agent dead and no chaosctl running) the pause outlives its deadline. Returns the fault id.
+fn pause_with_its_guard_killed(lab: &TestLab, replica: &str) -> String {
+    let paused = pid_of(lab, replica);
+    let (service, number) = replica.split_once('/').expect("service/replica");
+    let id = injected_id(&lab.ok(&[
+        "inject",
+        "pause",
+        "--service",
+        service,
+        "--replica",
+        number,
+        "--for",
+        "2s",
+    ]));
+    let guard = guard_of(lab, &id);
+    sigkill(guard);
+    wait_until(Duration::from_secs(5), "the guard to die", || {
+        has_exited(guard)
+    });
+    let deadline = recorded_deadline(lab, &id);
+    while faultline_injectors::ledger::now_unix_ms() < deadline + 1_000 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        proc_state(paused),
+        Some('T'),
+        "with its guard killed too, nothing ends the pause"
+    );
+    id
+}
+
 /// The audit log's entries for fault `id`.
 fn audit_of(lab: &TestLab, id: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(lab.state_root().join("audit.jsonl"))
@@ -949,7 +957,10 @@ fn inject_then_kill_the_agent(lab: &TestLab, args: &[&str]) -> (String, i32) {
     wait_until(Duration::from_secs(5), "the agent to die", || {
         has_exited(agent)
     });
-    assert!(!has_exited(guard), "the guard outlives chaosctl and the agent");
+    assert!(
+        !has_exited(guard),
+        "the guard outlives chaosctl and the agent"
+    );
     (id, guard)
 }
 
@@ -972,7 +983,10 @@ fn assert_the_guard_reverted_it_and_restarted_the_agent(lab: &TestLab, id: &str,
         "{expiries:#?}"
     );
     assert!(
-        !lab.lab_dir().join("guards").join(format!("{id}.json")).exists(),
+        !lab.lab_dir()
+            .join("guards")
+            .join(format!("{id}.json"))
+            .exists(),
         "the guard removed its file"
     );
     let agent = lab.agent_pid().expect("the guard started an agent");
@@ -1042,9 +1056,11 @@ fn a_hold_ends_at_its_deadline_with_chaosctl_and_the_agent_killed_and_the_replic
     assert_ends_at_its_deadline(deadline, "the hold of gateway/2", held);
     assert_the_guard_reverted_it_and_restarted_the_agent(&lab, &id, guard);
     // The agent the guard started brings the released replica back: a new process.
-    wait_until(Duration::from_secs(30), "gateway/2 to be ready again", || {
-        replica_status(&lab, "gateway/2")["health"] == "ready"
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "gateway/2 to be ready again",
+        || replica_status(&lab, "gateway/2")["health"] == "ready",
+    );
     assert_ne!(pid_of(&lab, "gateway/2"), victim, "a new process");
     assert!(fault_ids(&lab).is_empty());
 }
@@ -1055,10 +1071,8 @@ fn a_cordon_ends_at_its_deadline_with_chaosctl_and_the_agent_killed() {
         return;
     }
     let lab = TestLab::up();
-    let (id, guard) = inject_then_kill_the_agent(
-        &lab,
-        &["inject", "drain", "--node", "c2", "--for", "4s"],
-    );
+    let (id, guard) =
+        inject_then_kill_the_agent(&lab, &["inject", "drain", "--node", "c2", "--for", "4s"]);
     let deadline = recorded_deadline(&lab, &id);
     let cordoned = || {
         std::fs::read_to_string(lab.lab_dir().join("cordoned.json"))

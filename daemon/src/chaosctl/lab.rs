@@ -364,6 +364,12 @@ fn print_status(status: &LabStatus) {
     }
     println!();
     super::faults::print_faults(&status.faults);
+    print_guards(status);
+}
+
+/// For each pause, hold and drain: the guard that ends it at its deadline, or a warning that
+/// none runs.
+fn print_guards(status: &LabStatus) {
     for fault in &status.faults {
         if fault.action.ends_by_itself() {
             continue;

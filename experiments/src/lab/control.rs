@@ -482,9 +482,11 @@ pub fn down(host: &HostPaths, name: &str) -> Result<DownReport, LabError> {
         return Err(LabError::NotRoot);
     }
     let paths = LabPaths::new(&host.state_root, name);
-    let mut report = DownReport::default();
     // Deadline guards first: none may start an agent again while the lab goes.
-    report.guards_stopped = stop_guards(&paths, &host.proc_root)?;
+    let mut report = DownReport {
+        guards_stopped: stop_guards(&paths, &host.proc_root)?,
+        ..DownReport::default()
+    };
     if let Ok(Some(agent)) = read_json::<ProcessTarget>(&paths.agent_pid_file()) {
         let signaller = NixSignaller::new(host.proc_root.clone());
         if signaller.signal(&agent, Signal::SIGKILL)? {

@@ -506,12 +506,12 @@ impl LabContext {
                     if record.action.ends_by_itself() {
                         return Ok(());
                     }
-                    super::guard::spawn(self, record).map(drop).map_err(|error| {
-                        faultline_injectors::Error::DeadlineGuard {
+                    super::guard::spawn(self, record)
+                        .map(drop)
+                        .map_err(|error| faultline_injectors::Error::DeadlineGuard {
                             fault: record.id.clone(),
                             reason: error.to_string(),
-                        }
-                    })
+                        })
                 },
             )
         })?)

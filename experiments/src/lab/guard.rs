@@ -61,12 +61,11 @@ pub fn spawn(ctx: &LabContext, record: &FaultRecord) -> Result<ProcessTarget, La
             "this lab was brought up before faultlined's path was recorded".to_owned(),
         ));
     };
-    let log = super::agent::open_agent_log(&ctx.paths.agent_log()).map_err(|source| {
-        LabError::State {
+    let log =
+        super::agent::open_agent_log(&ctx.paths.agent_log()).map_err(|source| LabError::State {
             path: ctx.paths.agent_log(),
             source,
-        }
-    })?;
+        })?;
     let mut child = Command::new(&program)
         .arg(SUBCOMMAND)
         .arg("--lab")
@@ -130,11 +129,7 @@ pub enum GuardOutcome {
 /// # Errors
 /// The fault's revert still failed after [`RETRY_FOR`] of retries (the record stays for the
 /// next reconcile), or the agent could not be started.
-pub fn run(
-    ctx: &LabContext,
-    fault: &str,
-    deadline_unix_ms: u64,
-) -> Result<GuardOutcome, LabError> {
+pub fn run(ctx: &LabContext, fault: &str, deadline_unix_ms: u64) -> Result<GuardOutcome, LabError> {
     let outcome = watch(ctx, fault, deadline_unix_ms);
     // Ours only if it names this process: a guard started again for the same fault must keep
     // its file.
@@ -150,11 +145,7 @@ pub fn run(
     outcome
 }
 
-fn watch(
-    ctx: &LabContext,
-    fault: &str,
-    deadline_unix_ms: u64,
-) -> Result<GuardOutcome, LabError> {
+fn watch(ctx: &LabContext, fault: &str, deadline_unix_ms: u64) -> Result<GuardOutcome, LabError> {
     let ledger = ctx.ledger();
     let mut first_attempt: Option<Instant> = None;
     let report = loop {
