@@ -6,7 +6,8 @@
 //! - `services.json`: replicas, placement, PIDs, readiness and restarts (written by the agent);
 //! - `cordoned.json`: cordoned nodes (written by drains);
 //! - `agent.pid`, `agent.log`, `logs/`, `data/`: the agent and the services' output and data;
-//! - `ledger/`: the fault ledger.
+//! - `ledger/`: the fault ledger;
+//! - `guards/`: one file per running deadline guard (see [`guard`]).
 //!
 //! Namespaces are named `fl-<lab>-<node>`, plus `fl-<lab>-sw` (the switch, holding the bridge)
 //! and `fl-<lab>-client` (where the workload and probes run; it stands with the largest side of
