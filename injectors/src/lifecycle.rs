@@ -92,6 +92,10 @@ pub fn start_fault_guarded(
     now_unix_ms: u64,
     guard: impl FnOnce(&FaultRecord) -> Result<()>,
 ) -> Result<FaultRecord> {
+    // From the caller's `now`, not from when the lock was taken: the agent's reconcile or a
+    // load's observer can hold the ledger lock for milliseconds on a busy host, and a completion
+    // time that leaves out that wait starts the fault's window before its rules are in.
+    let began = std::time::Instant::now();
     if request.duration.is_zero() || request.duration > request.max_duration {
         return Err(Error::Duration {
             requested_ms: request.duration.as_millis() as u64,
@@ -99,7 +103,6 @@ pub fn start_fault_guarded(
         });
     }
     let lock = ledger.lock()?;
-    let began = std::time::Instant::now();
     if let Some(marker) = ledger.halted()? {
         return Err(Error::Halted {
             since: time_and_age(marker.since_unix_ms, now_unix_ms),
@@ -150,8 +153,9 @@ pub fn start_fault_guarded(
     // The time the fault is fully in effect, which is what a judge of the run needs; the
     // creation time is earlier by the netlink installs (100 ms and more on a loaded host).
     let record = FaultRecord {
-        // On the caller's clock: its `now` plus what the installs took.
-        applied_unix_ms: Some(now_unix_ms + began.elapsed().as_millis() as u64),
+        // On the caller's clock: its `now` plus what the lock wait and the installs took,
+        // rounded up to the next millisecond so that the window never starts early.
+        applied_unix_ms: Some(now_unix_ms + began.elapsed().as_micros().div_ceil(1000) as u64),
         ..record
     };
     if let Err(write_error) = ledger.write(&lock, &record) {
@@ -735,6 +739,45 @@ mod tests {
         assert_eq!(record.created_unix_ms, 1_000);
         assert_eq!(f.ledger.list().expect("list").0, vec![record]);
         assert_eq!(slow.inner.installed().len(), 2);
+    }
+
+    #[test]
+    fn the_completion_time_counts_the_wait_for_the_ledger_lock() {
+        // Another process (the agent's reconcile, a load's observer) holds the lock for 40 ms
+        // while this fault is started: the fault cannot be in effect before the wait ends.
+        let f = Fixture::new();
+        let holder = f.ledger.clone();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let hold = std::thread::spawn(move || {
+            let lock = holder.lock().expect("lock");
+            locked_tx.send(()).expect("send");
+            std::thread::sleep(Duration::from_millis(40));
+            drop(lock);
+        });
+        locked_rx.recv().expect("the other holder has the lock");
+        let record = start_fault(
+            &f.ledger,
+            &f.env(),
+            FaultRequest {
+                target: "a vs rest".into(),
+                duration: Duration::from_secs(5),
+                max_duration: DEFAULT_MAX_FAULT_DURATION,
+                build: Box::new(|slot| FaultAction::Partition {
+                    slot,
+                    sides: vec![vec!["a1".into()], vec!["b1".into()]],
+                    rules: vec![rule("ns-a1", [10, 0, 0, 2], slot)],
+                }),
+            },
+            1_000,
+        )
+        .expect("inject");
+        hold.join().expect("holder thread");
+        let applied = record.applied_unix_ms.expect("applied");
+        // Less a margin for the moments between the other holder taking the lock and this call.
+        assert!(
+            applied >= 1_030,
+            "applied at {applied}, before the lock was free"
+        );
     }
 
     #[test]
