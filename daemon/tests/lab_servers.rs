@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{can_run_lab, version_of, TestLab};
+use common::{can_run_lab, spec_file, version_of, TestLab};
 use serde_json::Value;
 
 /// Debian's package: the documented known-buggy release.
@@ -321,4 +321,65 @@ fn a_service_that_exits_at_once_fails_lab_up_with_the_end_of_its_log_and_leaves_
         "{stderr}"
     );
     assert_lab_gone(&lab);
+}
+
+#[test]
+fn a_run_on_a_lab_that_is_not_up_brings_up_the_topology_its_spec_names() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::new();
+    // The built-in topology plus a service of our own, so the lab shows whose topology it runs.
+    let topology = lab.state_root().join("mine.yaml");
+    std::fs::write(
+        &topology,
+        format!(
+            "{}  - name: marker\n    command: [/bin/sleep, \"100000\"]\n",
+            faultline_experiments::lab::topology::DEFAULT_TOPOLOGY_YAML
+        ),
+    )
+    .expect("write topology");
+    let spec = spec_file(&lab, "pod-failure", &[]);
+    let yaml = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(&spec, format!("{yaml}topology: mine.yaml\n")).expect("write spec");
+    let results = lab.state_root().join("runs");
+    // From another directory: `topology:` is relative to the spec file.
+    let output = chaosctl_in(
+        Path::new("/"),
+        &lab,
+        &[
+            "run",
+            spec.to_str().expect("utf8"),
+            "--duration",
+            "6s",
+            "--tenants",
+            "5",
+            "--rate",
+            "30",
+            "--output-dir",
+            results.to_str().expect("utf8"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        [Some(0), Some(1)].contains(&output.status.code()) && stdout.contains("results: "),
+        "the run was not judged:\n{stdout}\n{}",
+        stderr_of(&output)
+    );
+    let status = lab.status();
+    assert!(
+        status["topology"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/mine.yaml")),
+        "the lab runs the spec's topology: {}",
+        status["topology"]
+    );
+    assert!(
+        status["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .any(|s| s["replica"] == "marker/1"),
+        "{status}"
+    );
 }
