@@ -250,8 +250,16 @@ fn up_fails_fast(lab: &TestLab, file: &str, topology_yaml: &str) -> String {
 /// and every service name the test's unique state root on their command lines, or run inside
 /// the lab's namespaces, which are gone).
 fn assert_lab_gone(lab: &TestLab) {
-    assert_eq!(lab.namespaces(), Vec::<String>::new(), "namespaces left behind");
-    assert!(!lab.lab_dir().exists(), "state left behind: {}", lab.lab_dir().display());
+    assert_eq!(
+        lab.namespaces(),
+        Vec::<String>::new(),
+        "namespaces left behind"
+    );
+    assert!(
+        !lab.lab_dir().exists(),
+        "state left behind: {}",
+        lab.lab_dir().display()
+    );
     let root = lab.state_root().display().to_string();
     let left: Vec<String> = std::fs::read_dir("/proc")
         .expect("/proc")
@@ -278,8 +286,9 @@ fn a_service_whose_program_is_missing_fails_lab_up_at_once_and_leaves_nothing() 
         "zones:\n  - {name: a, nodes: [a1]}\nservices:\n  - name: web\n    command: [/nonexistent/faultline-web, '{node_ip}']\n    ready: {http: {port: 8000, path: /}}\n    ports: {http: 8000}\n",
     );
     assert!(
-        stderr.contains("cannot start web/1: `/nonexistent/faultline-web`: No such file or directory")
-            && stderr.contains("check the service's command in the topology"),
+        stderr.contains(
+            "cannot start web/1: `/nonexistent/faultline-web`: No such file or directory"
+        ) && stderr.contains("check the service's command in the topology"),
         "{stderr}"
     );
     assert!(!stderr.contains("not ready after"), "{stderr}");

@@ -300,7 +300,14 @@ fn per_zone_sockets_reconnect_elsewhere_when_their_zones_gateway_is_stopped_then
     std::thread::sleep(Duration::from_secs(8));
     // SIGKILL, and no restart for 8 s: every connect to it in that time is refused.
     lab.ok(&[
-        "inject", "stop", "--service", "gateway", "--replica", &replica, "--for", "8s",
+        "inject",
+        "stop",
+        "--service",
+        "gateway",
+        "--replica",
+        &replica,
+        "--for",
+        "8s",
     ]);
     finish(child);
     let history = History::read(&files.history);
@@ -344,7 +351,10 @@ fn per_zone_sockets_reconnect_elsewhere_when_their_zones_gateway_is_stopped_then
         .iter()
         .filter(|o| o.outcome != Outcome::Ok)
         .collect();
-    assert!(!failed.is_empty(), "no connect failed while {node} was down");
+    assert!(
+        !failed.is_empty(),
+        "no connect failed while {node} was down"
+    );
     for o in &failed {
         assert_eq!(o.client_zone.as_deref(), Some("a"), "{o:?}");
         assert_eq!(o.node, node, "{o:?}");

@@ -751,6 +751,7 @@ mod tests {
     use super::*;
     use crate::lab::state::{ReplicaState, StartFailure};
     use crate::lab::topology::Topology;
+    use StartFailureKind::{ExitedBeforeReady, Spawn};
 
     fn context(root: &Path) -> LabContext {
         LabContext {
@@ -795,9 +796,11 @@ mod tests {
         let ctx = context(root.path());
         let logs = ctx.paths.logs_dir();
         fs::create_dir_all(&logs).expect("logs");
-        let log: String = (1..=7).map(|i| format!("line {i}\n\n")).collect();
+        let log = (1..=7)
+            .map(|i| format!("line {i}\n"))
+            .collect::<Vec<_>>()
+            .join("\n");
         fs::write(logs.join("web-1.log"), log).expect("log");
-        use StartFailureKind::{ExitedBeforeReady, Spawn};
         let cases = [
             (None, None),
             (

@@ -203,17 +203,16 @@ impl LabContext {
         let jetstream_leader = match probe {
             // For `tenants` (every tenant stream), the leader of the peer group most streams
             // share: the group a quorum loss attacks.
-            RoleProbe::NatsJetstream { stream, .. } => {
-                self.jetstream_servers_asking(at_once)
-                    .ok()
-                    .and_then(|servers| {
-                        let placements = self
-                            .jetstream_placements_among(&servers, stream, at_once)
-                            .ok()?;
-                        let leader = most_common_group(&placements)?.leader.clone()?;
-                        servers.into_iter().find(|s| s.name == leader)
-                    })
-            }
+            RoleProbe::NatsJetstream { stream, .. } => self
+                .jetstream_servers_asking(at_once)
+                .ok()
+                .and_then(|servers| {
+                    let placements = self
+                        .jetstream_placements_among(&servers, stream, at_once)
+                        .ok()?;
+                    let leader = most_common_group(&placements)?.leader.clone()?;
+                    servers.into_iter().find(|s| s.name == leader)
+                }),
             _ => None,
         };
         let placements: BTreeMap<(String, u32), String> = state
