@@ -30,7 +30,9 @@ pub(crate) enum LabCommand {
         /// E.g. /usr/sbin/nats-server for Debian's 2.9.10, whose known bugs the judge catches.
         #[arg(long, env = "FAULTLINE_NATS_SERVER")]
         nats_server: Option<PathBuf>,
-        /// How long to wait for every service to be ready.
+        /// How long to wait for every service to be ready. A service whose program cannot be
+        /// started, or that exits before it is ready three times in a row, ends the wait at once
+        /// (and a lab this command created is taken down again).
         #[arg(long, value_parser = super::duration_arg, allow_hyphen_values = true, default_value = "90s")]
         timeout: Duration,
     },

@@ -145,6 +145,25 @@ pub enum LabError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A service replica's process keeps exiting before it is ready (or exited once and its
+    /// restart policy leaves it down).
+    #[error("{service}/{replica} (`{program}`) {how} before it was ready{}; {}check the service's command in the topology (run it by hand to see why it stops)", repeated(*.times, *.retrying), log_ending(.log_tail))]
+    ServiceExited {
+        /// The service.
+        service: String,
+        /// The replica.
+        replica: u32,
+        /// The program the command names.
+        program: String,
+        /// How it last ended, e.g. `exited with 1`.
+        how: String,
+        /// How many times in a row.
+        times: u32,
+        /// Whether its restart policy starts it again.
+        retrying: bool,
+        /// The last lines of its log (standard output and error).
+        log_tail: Vec<String>,
+    },
     /// A fault primitive failed.
     #[error(transparent)]
     Fault(#[from] faultline_injectors::Error),
@@ -168,6 +187,25 @@ pub enum LabError {
         /// The lock file.
         path: PathBuf,
     },
+}
+
+/// `, 3 times in a row`, or `, and its restart policy leaves it down`, for
+/// [`LabError::ServiceExited`].
+fn repeated(times: u32, retrying: bool) -> String {
+    match (times, retrying) {
+        (_, false) => ", and its restart policy leaves it down".to_owned(),
+        (0 | 1, true) => String::new(),
+        (n, true) => format!(", {n} times in a row"),
+    }
+}
+
+/// What a replica's log ended with, for [`LabError::ServiceExited`].
+fn log_ending(lines: &[String]) -> String {
+    if lines.is_empty() {
+        "it printed nothing; ".to_owned()
+    } else {
+        format!("its log ends: {}; ", lines.join(" | "))
+    }
 }
 
 /// Checks a lab name.

@@ -184,6 +184,39 @@ pub struct ReplicaState {
     pub restarts: Vec<RestartEvent>,
     /// Why it is not running, when it is not.
     pub down_reason: Option<String>,
+    /// Why its last start failed, while it has not been ready since: `lab up` stops waiting
+    /// on a replica whose program cannot be started or that keeps exiting before it is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_failure: Option<StartFailure>,
+}
+
+/// A replica that could not be started, or that exited before it was ready.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartFailure {
+    /// The program its command names, placeholders expanded.
+    pub program: String,
+    /// How it failed.
+    pub kind: StartFailureKind,
+    /// The spawn error (`No such file or directory (os error 2)`) or how it exited
+    /// (`exited with 1`).
+    pub reason: String,
+    /// The OS error number of a failed spawn, e.g. 2 (ENOENT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_error: Option<i32>,
+    /// How many times in a row it failed so.
+    pub times: u32,
+    /// Whether the agent starts it again (its restart policy), or leaves it down.
+    pub retrying: bool,
+}
+
+/// How a start failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFailureKind {
+    /// The program could not be started at all (missing, not executable, ...).
+    Spawn,
+    /// It started and exited before its readiness check ever passed.
+    ExitedBeforeReady,
 }
 
 impl ReplicaState {
