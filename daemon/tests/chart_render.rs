@@ -451,6 +451,66 @@ fn the_schedule_and_metrics_take_effect() {
 }
 
 #[test]
+fn files_beside_the_schedule_reach_its_directory_so_a_webhook_ca_file_loads() {
+    // An internal CA's certificate, as a user would paste it into the values.
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_pem = ca_params.self_signed(&ca_key).expect("CA").pem();
+    let schedule = SCHEDULE_FILE.replace(
+        "  - name: nightly\n",
+        "  - name: nightly\n    webhook: {url: \"https://hooks.internal/faultline\", ca_file: internal-ca.pem}\n",
+    );
+    let with_files = |files: serde_json::Value| {
+        serde_json::json!({"schedule": {"enabled": true, "file": schedule, "files": files}})
+            .to_string()
+    };
+
+    // The ConfigMap holds the CA beside the schedule, as the pod mounts it, and the real
+    // schedule loader reads it from there.
+    let rendered = render(
+        &with_files(serde_json::json!({"internal-ca.pem": ca_pem})),
+        "chaos",
+    );
+    let data = &the(&rendered, "ConfigMap", "faultline-schedule")["data"];
+    assert_eq!(data["internal-ca.pem"].as_str(), Some(ca_pem.as_str()));
+    let mounted = tempfile::tempdir().expect("tempdir");
+    for (name, text) in data.as_mapping().expect("data") {
+        let name = name.as_str().expect("key");
+        std::fs::write(mounted.path().join(name), text.as_str().expect("text")).expect("write");
+    }
+    let loaded =
+        faultline_experiments::schedule::load_schedule(&mounted.path().join("schedule.yaml"))
+            .unwrap_or_else(|e| panic!("the mounted schedule does not load: {e}"));
+    let hook = loaded.suites[0]
+        .webhook
+        .as_ref()
+        .expect("the suite's webhook");
+    assert_eq!(
+        hook.ca_file.as_deref(),
+        Some(mounted.path().join("internal-ca.pem").as_path())
+    );
+
+    // Without the file the same schedule does not load: the mount is what makes it work.
+    let bare = tempfile::tempdir().expect("tempdir");
+    std::fs::write(bare.path().join("schedule.yaml"), &schedule).expect("write");
+    let error = faultline_experiments::schedule::load_schedule(&bare.path().join("schedule.yaml"))
+        .expect_err("a missing CA file must be a schedule error");
+    assert!(error.to_string().contains("internal-ca.pem"), "{error}");
+
+    // A file may not replace the schedule itself, and the values schema says so.
+    let error = render_text(
+        &with_files(serde_json::json!({"schedule.yaml": "suites: []"})),
+        "chaos",
+    )
+    .expect_err("a file named schedule.yaml must be refused");
+    assert!(
+        error.contains("invalid propertyName 'schedule.yaml'"),
+        "{error}"
+    );
+}
+
+#[test]
 fn the_chart_with_a_schedule_passes_strict_schema_validation() {
     require_validator();
     let values = serde_json::json!({

@@ -256,17 +256,9 @@ fn deadlines_survive_sigkill_of_every_faultline_process() {
         "the agent is dead"
     );
 
-    // The restarted agent does it too: start it directly, not through chaosctl.
-    let third = injected_id(&lab.ok(&[
-        "inject",
-        "pause",
-        "--service",
-        "nats",
-        "--replica",
-        "3",
-        "--for",
-        "2s",
-    ]));
+    // A pause has its deadline guard; kill that too, and the pause outlives its deadline
+    // until the next Faultline process: here the agent, started directly, not through chaosctl.
+    let third = pause_with_its_guard_killed(&lab, "nats/3");
     let mut agent = Command::new(env!("CARGO_BIN_EXE_faultlined"))
         .args(["lab", "--name", &lab.name, "--state-root"])
         .arg(lab.state_root())
@@ -834,4 +826,334 @@ fn status_does_not_trust_a_dead_agent_and_lab_up_waits_for_real_readiness() {
     lab.ok(&["revert", &id]);
     let health = replica_status(&lab, "gateway/1")["health"].clone();
     assert_ne!(health, "held", "released holds are not shown as held");
+}
+
+/// The deadline guard recorded for fault `id` (its PID), read from the lab's state without
+/// running chaosctl.
+fn guard_of(lab: &TestLab, id: &str) -> i32 {
+    let path = lab.lab_dir().join("guards").join(format!("{id}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("fault {id} has a guard file {}: {e}", path.display()));
+    let json: serde_json::Value = serde_json::from_str(&text).expect("guard json");
+    json["pid"].as_i64().expect("guard pid") as i32
+}
+
+/// The deadline in fault `id`'s ledger record, read without running chaosctl.
+fn recorded_deadline(lab: &TestLab, id: &str) -> u64 {
+    let path = lab.lab_dir().join("ledger").join(format!("{id}.json"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("ledger record")).expect("json");
+    json["deadline_unix_ms"].as_u64().expect("deadline")
+}
+
+/// Pauses `replica` for 2 s, SIGKILLs the pause's deadline guard, and asserts that (with the
+/// agent dead and no chaosctl running) the pause outlives its deadline. Returns the fault id.
+fn pause_with_its_guard_killed(lab: &TestLab, replica: &str) -> String {
+    let paused = pid_of(lab, replica);
+    let (service, number) = replica.split_once('/').expect("service/replica");
+    let id = injected_id(&lab.ok(&[
+        "inject",
+        "pause",
+        "--service",
+        service,
+        "--replica",
+        number,
+        "--for",
+        "2s",
+    ]));
+    let guard = guard_of(lab, &id);
+    sigkill(guard);
+    wait_until(Duration::from_secs(5), "the guard to die", || {
+        has_exited(guard)
+    });
+    let deadline = recorded_deadline(lab, &id);
+    while faultline_injectors::ledger::now_unix_ms() < deadline + 1_000 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        proc_state(paused),
+        Some('T'),
+        "with its guard killed too, nothing ends the pause"
+    );
+    id
+}
+
+/// The audit log's entries for fault `id`.
+fn audit_of(lab: &TestLab, id: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(lab.state_root().join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["fault"] == id)
+        .collect()
+}
+
+/// How long after its deadline a fault may still be in effect with every Faultline process but
+/// its guard dead: the guard's wake-up, its reconcile, and this poll. A bound on correctness,
+/// not a performance figure.
+const DEADLINE_SLACK_MS: u64 = 3_000;
+
+/// Polls `in_effect` (reading /proc and the lab's files only, never running a Faultline
+/// command) and asserts the fault was in effect at every look before `deadline` and was over by
+/// `deadline` + [`DEADLINE_SLACK_MS`]. Returns when it was first seen over, Unix ms.
+fn assert_ends_at_its_deadline(
+    deadline: u64,
+    what: &str,
+    mut in_effect: impl FnMut() -> bool,
+) -> u64 {
+    use faultline_injectors::ledger::now_unix_ms;
+    loop {
+        let before = now_unix_ms();
+        let on = in_effect();
+        let after = now_unix_ms();
+        if !on {
+            // Seen over: it may have ended only once the deadline had passed.
+            assert!(
+                after >= deadline,
+                "{what} ended {} ms before its deadline",
+                deadline - after
+            );
+            return after;
+        }
+        assert!(
+            before <= deadline + DEADLINE_SLACK_MS,
+            "{what} still in effect {} ms after its deadline",
+            before - deadline
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The process state letter of `pid` (`T` when stopped), `None` once it is gone.
+fn proc_state(pid: i32) -> Option<char> {
+    state_and_session(pid).map(|s| s.0)
+}
+
+/// The fields of `/proc/PID/stat` after the command name: the parent PID and the process group.
+fn parent_and_group(pid: i32) -> Option<(i32, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    Some((fields.get(1)?.parse().ok()?, fields.get(2)?.parse().ok()?))
+}
+
+/// Injects `args` through `chaosctl`, which exits, then SIGKILLs the agent: no Faultline process
+/// is left but the fault's guard. Returns the fault id and its guard's PID.
+fn inject_then_kill_the_agent(lab: &TestLab, args: &[&str]) -> (String, i32) {
+    let agent = lab.agent_pid().expect("agent pid");
+    let id = injected_id(&lab.ok(args));
+    let guard = guard_of(lab, &id);
+    // Alone in its own session and process group, and not chaosctl's child any more: neither
+    // the end of chaosctl (or a SIGKILL of its whole process group) nor the agent's death
+    // reaches it.
+    let (_, session) = state_and_session(guard).expect("the guard runs");
+    let (parent, group) = parent_and_group(guard).expect("the guard runs");
+    assert_eq!(
+        (session, group),
+        (guard, guard),
+        "the guard leads its own session"
+    );
+    assert_ne!(parent, agent);
+    sigkill(agent);
+    wait_until(Duration::from_secs(5), "the agent to die", || {
+        has_exited(agent)
+    });
+    assert!(
+        !has_exited(guard),
+        "the guard outlives chaosctl and the agent"
+    );
+    (id, guard)
+}
+
+/// Asserts that the expiry of fault `id` was done by its guard (the audit log's command line),
+/// that the guard exited, and that it started the dead agent again.
+fn assert_the_guard_reverted_it_and_restarted_the_agent(lab: &TestLab, id: &str, guard: i32) {
+    wait_until(Duration::from_secs(5), "the guard to exit", || {
+        has_exited(guard)
+    });
+    let expiries: Vec<serde_json::Value> = audit_of(lab, id)
+        .into_iter()
+        .filter(|e| e["event"] == "expire")
+        .collect();
+    assert_eq!(expiries.len(), 1, "{expiries:#?}");
+    assert_eq!(expiries[0]["pid"], i64::from(guard), "{expiries:#?}");
+    assert!(
+        expiries[0]["command"]
+            .as_str()
+            .is_some_and(|c| c.contains(" guard ") && c.contains(id)),
+        "{expiries:#?}"
+    );
+    assert!(
+        !lab.lab_dir()
+            .join("guards")
+            .join(format!("{id}.json"))
+            .exists(),
+        "the guard removed its file"
+    );
+    let agent = lab.agent_pid().expect("the guard started an agent");
+    assert!(!has_exited(agent), "the agent the guard started runs");
+}
+
+#[test]
+fn a_pause_ends_at_its_deadline_with_chaosctl_and_the_agent_killed() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let victim = pid_of(&lab, "nats/3");
+    let (id, guard) = inject_then_kill_the_agent(
+        &lab,
+        &[
+            "inject",
+            "pause",
+            "--service",
+            "nats",
+            "--replica",
+            "3",
+            "--for",
+            "4s",
+        ],
+    );
+    let deadline = recorded_deadline(&lab, &id);
+    assert_eq!(proc_state(victim), Some('T'));
+    assert_ends_at_its_deadline(deadline, "the pause of nats/3", || {
+        proc_state(victim) == Some('T')
+    });
+    assert!(proc_state(victim).is_some(), "resumed, not restarted");
+    assert_the_guard_reverted_it_and_restarted_the_agent(&lab, &id, guard);
+    assert!(fault_ids(&lab).is_empty());
+    assert_eq!(pid_of(&lab, "nats/3"), victim, "the same process runs on");
+}
+
+#[test]
+fn a_hold_ends_at_its_deadline_with_chaosctl_and_the_agent_killed_and_the_replica_comes_back() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let victim = pid_of(&lab, "gateway/2");
+    let (id, guard) = inject_then_kill_the_agent(
+        &lab,
+        &[
+            "inject",
+            "stop",
+            "--service",
+            "gateway",
+            "--replica",
+            "2",
+            "--for",
+            "4s",
+        ],
+    );
+    let deadline = recorded_deadline(&lab, &id);
+    wait_until(Duration::from_secs(2), "the held replica to die", || {
+        has_exited(victim)
+    });
+    let held = || {
+        std::fs::read_to_string(lab.lab_dir().join("held.json"))
+            .is_ok_and(|text| text.contains("gateway/2"))
+    };
+    assert!(held());
+    assert_ends_at_its_deadline(deadline, "the hold of gateway/2", held);
+    assert_the_guard_reverted_it_and_restarted_the_agent(&lab, &id, guard);
+    // The agent the guard started brings the released replica back: a new process.
+    wait_until(
+        Duration::from_secs(30),
+        "gateway/2 to be ready again",
+        || replica_status(&lab, "gateway/2")["health"] == "ready",
+    );
+    assert_ne!(pid_of(&lab, "gateway/2"), victim, "a new process");
+    assert!(fault_ids(&lab).is_empty());
+}
+
+#[test]
+fn a_cordon_ends_at_its_deadline_with_chaosctl_and_the_agent_killed() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let (id, guard) =
+        inject_then_kill_the_agent(&lab, &["inject", "drain", "--node", "c2", "--for", "4s"]);
+    let deadline = recorded_deadline(&lab, &id);
+    let cordoned = || {
+        std::fs::read_to_string(lab.lab_dir().join("cordoned.json"))
+            .is_ok_and(|text| text.contains("\"c2\""))
+    };
+    assert!(cordoned());
+    assert_ends_at_its_deadline(deadline, "the cordon of c2", cordoned);
+    assert_the_guard_reverted_it_and_restarted_the_agent(&lab, &id, guard);
+    assert!(fault_ids(&lab).is_empty());
+    let status = lab.status();
+    let c2 = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["name"] == "c2")
+        .expect("c2");
+    assert_eq!(c2["cordoned"], false, "{c2:#}");
+}
+
+#[test]
+fn a_fault_reverted_by_hand_ends_its_guard_which_changes_nothing() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let victim = pid_of(&lab, "nats/2");
+    let id = injected_id(&lab.ok(&[
+        "inject",
+        "pause",
+        "--service",
+        "nats",
+        "--replica",
+        "2",
+        "--for",
+        "60s",
+    ]));
+    let guard = guard_of(&lab, &id);
+    let status = lab.status();
+    assert_eq!(status["guards"][0]["fault"], id.as_str(), "{status:#}");
+    assert_eq!(status["guards"][0]["pid"], i64::from(guard), "{status:#}");
+    // With the agent dead, a guard that did anything at all would start it again.
+    let agent = lab.agent_pid().expect("agent pid");
+    sigkill(agent);
+    wait_until(Duration::from_secs(5), "the agent to die", || {
+        has_exited(agent)
+    });
+    lab.ok(&["revert", &id]);
+    assert_ne!(proc_state(victim), Some('T'));
+    wait_until(Duration::from_secs(3), "the guard to exit", || {
+        has_exited(guard)
+    });
+    let events: Vec<serde_json::Value> = audit_of(&lab, &id)
+        .into_iter()
+        .map(|e| e["event"].clone())
+        .collect();
+    assert_eq!(events, ["inject", "revert"], "nothing from the guard");
+    assert!(
+        audit_of(&lab, &id)
+            .iter()
+            .all(|e| e["pid"] != i64::from(guard)),
+        "the guard wrote nothing"
+    );
+    assert_eq!(lab.agent_pid(), Some(agent), "no agent was started");
+    assert!(has_exited(agent));
+    assert_eq!(lab.status()["guards"], serde_json::json!([]));
+
+    // `lab down` stops a guard that is still waiting, by its PID.
+    let id = injected_id(&lab.ok(&[
+        "inject",
+        "pause",
+        "--service",
+        "nats",
+        "--replica",
+        "2",
+        "--for",
+        "60s",
+    ]));
+    let guard = guard_of(&lab, &id);
+    let out = lab.ok(&["lab", "down"]);
+    assert!(out.contains("1 deadline guards stopped"), "{out}");
+    wait_until(Duration::from_secs(3), "the guard to be gone", || {
+        has_exited(guard)
+    });
 }

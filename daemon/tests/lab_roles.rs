@@ -216,3 +216,64 @@ slo: {max_ttr: 15s}
         "{injected}"
     );
 }
+
+/// Role probes ask a service's replicas at once (a few at a time); what they choose and record
+/// is what asking them one after another chooses. On one lab: NATS's JetStream probe (the meta
+/// group's leader), an HTTP probe, and a command probe that takes a while per replica.
+#[test]
+fn asking_the_replicas_at_once_chooses_what_asking_them_one_by_one_chooses() {
+    use faultline_experiments::lab::control::{HostPaths, LabContext};
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::new();
+    let topology = lab.state_root().join("roles.yaml");
+    let yaml = format!(
+        "{}{}",
+        faultline_experiments::lab::topology::DEFAULT_TOPOLOGY_YAML,
+        r#"  - name: web
+    replicas: 3
+    command:
+      - /bin/sh
+      - -c
+      - >-
+        mkdir -p {data_dir}/www &&
+        if [ {replica} = 3 ]; then echo primary; else echo replica; fi > {data_dir}/www/role &&
+        exec /usr/bin/python3 -m http.server --bind {node_ip} 7000 --directory {data_dir}/www
+    ready: {http: {port: 7000, path: /role}}
+    role: {http: {port: 7000, path: /role}}
+  - name: slow
+    replicas: 3
+    command: [/bin/sleep, "100000"]
+    role:
+      command: [/bin/sh, -c, "sleep 0.5; if [ {replica} = 1 ]; then echo leader; else echo follower; fi"]
+"#
+    );
+    std::fs::write(&topology, yaml).expect("write topology");
+    lab.ok(&["lab", "up", "--topology", topology.to_str().expect("utf8")]);
+    let ctx = LabContext::open(&HostPaths::with_state_root(lab.state_root()), &lab.name)
+        .expect("open the lab");
+    for (service, primary) in [("nats", None), ("web", Some(3)), ("slow", Some(1))] {
+        let started = std::time::Instant::now();
+        let one_by_one = ctx
+            .primary_of_asking(service, 1)
+            .unwrap_or_else(|e| panic!("{service} one by one: {e}"));
+        let serial = started.elapsed();
+        let started = std::time::Instant::now();
+        let at_once = ctx
+            .primary_of(service)
+            .unwrap_or_else(|e| panic!("{service} at once: {e}"));
+        let concurrent = started.elapsed();
+        assert_eq!(at_once, one_by_one, "{service}");
+        assert_eq!(at_once.answers.len(), 3, "{at_once:?}");
+        if let Some(primary) = primary {
+            assert_eq!(at_once.replica, primary, "{at_once:?}");
+        }
+        // For BENCHMARKS.md, not asserted: a timing on a shared machine proves nothing.
+        eprintln!(
+            "role probe of {service}: one by one {serial:?}, at once {concurrent:?} ({:.2}x)",
+            serial.as_secs_f64() / concurrent.as_secs_f64()
+        );
+    }
+    lab.ok(&["lab", "down"]);
+}

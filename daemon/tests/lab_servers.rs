@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{can_run_lab, version_of, TestLab};
+use common::{can_run_lab, spec_file, version_of, TestLab};
 use serde_json::Value;
 
 /// Debian's package: the documented known-buggy release.
@@ -221,33 +221,174 @@ fn a_lab_without_nats_shows_how_to_reach_its_own_service_not_nats() {
     lab.ok(&["lab", "down"]);
 }
 
-#[test]
-fn a_service_whose_program_is_missing_is_named_with_its_command() {
-    if !can_run_lab() {
-        return;
-    }
-    let lab = TestLab::new();
-    let topology = lab.state_root().join("missing-program.yaml");
-    std::fs::write(
-        &topology,
-        "zones:\n  - {name: a, nodes: [a1]}\nservices:\n  - name: web\n    command: [/nonexistent/faultline-web, '{node_ip}']\n    ready: {http: {port: 8000, path: /}}\n    ports: {http: 8000}\n",
-    )
-    .expect("write topology");
-    // The agent keeps retrying the start, so `lab up` ends at its timeout, with the reason.
+/// `lab up --timeout 120s` on `topology_yaml`, which must fail: its stderr and how long it took.
+/// The test's own bound on that time is 30 s, a quarter of the timeout: long enough for a slow
+/// machine to build and remove a lab, far short of waiting the timeout out.
+fn up_fails_fast(lab: &TestLab, file: &str, topology_yaml: &str) -> String {
+    let topology = lab.state_root().join(file);
+    std::fs::write(&topology, topology_yaml).expect("write topology");
+    let started = std::time::Instant::now();
     let output = lab.chaosctl(&[
         "lab",
         "up",
         "--timeout",
-        "5s",
+        "120s",
         "--topology",
         topology.to_str().expect("utf8"),
     ]);
+    let took = started.elapsed();
     let stderr = stderr_of(&output);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("cannot start web/1: `/nonexistent/faultline-web`")
+        took < std::time::Duration::from_secs(30),
+        "lab up took {took:?} of its 120 s timeout to report a service that cannot run: {stderr}"
+    );
+    stderr
+}
+
+/// Nothing of the lab is left: no namespace, no state directory, no process of ours (the agent
+/// and every service name the test's unique state root on their command lines, or run inside
+/// the lab's namespaces, which are gone).
+fn assert_lab_gone(lab: &TestLab) {
+    assert_eq!(
+        lab.namespaces(),
+        Vec::<String>::new(),
+        "namespaces left behind"
+    );
+    assert!(
+        !lab.lab_dir().exists(),
+        "state left behind: {}",
+        lab.lab_dir().display()
+    );
+    let root = lab.state_root().display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(&root).then_some(cmdline)
+        })
+        .collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[test]
+fn a_service_whose_program_is_missing_fails_lab_up_at_once_and_leaves_nothing() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::new();
+    let stderr = up_fails_fast(
+        &lab,
+        "missing-program.yaml",
+        "zones:\n  - {name: a, nodes: [a1]}\nservices:\n  - name: web\n    command: [/nonexistent/faultline-web, '{node_ip}']\n    ready: {http: {port: 8000, path: /}}\n    ports: {http: 8000}\n",
+    );
+    assert!(
+        stderr.contains(
+            "cannot start web/1: `/nonexistent/faultline-web`: No such file or directory"
+        ) && stderr.contains("check the service's command in the topology"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not ready after"), "{stderr}");
+    assert_lab_gone(&lab);
+}
+
+#[test]
+fn a_service_that_exits_at_once_fails_lab_up_with_the_end_of_its_log_and_leaves_nothing() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::new();
+    // Restarted by the default policy (`always`): a crash loop, reported after three exits.
+    let stderr = up_fails_fast(
+        &lab,
+        "crashing.yaml",
+        "zones:\n  - {name: a, nodes: [a1]}\nservices:\n  - name: web\n    command: [/bin/sh, -c, 'echo starting web; echo \"web: unknown flag --bogus\" >&2; exit 3']\n    ready: {http: {port: 8000, path: /}}\n",
+    );
+    assert!(
+        stderr.contains(
+            "web/1 (`/bin/sh`) exited with 3 before it was ready, 3 times in a row; its log ends:"
+        ) && stderr.contains("web: unknown flag --bogus")
             && stderr.contains("check the service's command in the topology"),
         "{stderr}"
     );
-    assert!(!stderr.contains("lab state"), "{stderr}");
+    assert_lab_gone(&lab);
+
+    // Left down by its policy: reported after the first exit.
+    let lab = TestLab::new();
+    let stderr = up_fails_fast(
+        &lab,
+        "once.yaml",
+        "zones:\n  - {name: a, nodes: [a1]}\nservices:\n  - name: once\n    restart: never\n    command: [/bin/false]\n    ready: {tcp: 9000}\n",
+    );
+    assert!(
+        stderr.contains(
+            "once/1 (`/bin/false`) exited with 1 before it was ready, and its restart policy leaves it down; it printed nothing;"
+        ),
+        "{stderr}"
+    );
+    assert_lab_gone(&lab);
+}
+
+#[test]
+fn a_run_on_a_lab_that_is_not_up_brings_up_the_topology_its_spec_names() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::new();
+    // The built-in topology plus a service of our own, so the lab shows whose topology it runs.
+    let topology = lab.state_root().join("mine.yaml");
+    std::fs::write(
+        &topology,
+        format!(
+            "{}  - name: marker\n    command: [/bin/sleep, \"100000\"]\n",
+            faultline_experiments::lab::topology::DEFAULT_TOPOLOGY_YAML
+        ),
+    )
+    .expect("write topology");
+    let spec = spec_file(&lab, "pod-failure", &[]);
+    let yaml = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(&spec, format!("{yaml}topology: mine.yaml\n")).expect("write spec");
+    let results = lab.state_root().join("runs");
+    // From another directory: `topology:` is relative to the spec file.
+    let output = chaosctl_in(
+        Path::new("/"),
+        &lab,
+        &[
+            "run",
+            spec.to_str().expect("utf8"),
+            "--duration",
+            "6s",
+            "--tenants",
+            "5",
+            "--rate",
+            "30",
+            "--output-dir",
+            results.to_str().expect("utf8"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        [Some(0), Some(1)].contains(&output.status.code()) && stdout.contains("results: "),
+        "the run was not judged:\n{stdout}\n{}",
+        stderr_of(&output)
+    );
+    let status = lab.status();
+    assert!(
+        status["topology"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/mine.yaml")),
+        "the lab runs the spec's topology: {}",
+        status["topology"]
+    );
+    assert!(
+        status["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .any(|s| s["replica"] == "marker/1"),
+        "{status}"
+    );
 }

@@ -1,11 +1,13 @@
 //! Chat over WebSocket in the lab (`chaosctl load --adapter http --chat websocket`): every
 //! chat session holds one socket to the gateway; cutting that gateway off shows as lost
 //! sockets and refused or timed-out connects, then working sockets again, and the recovery
-//! verdict's TTR is the time to a working socket.
+//! verdict's TTR is the time to a working socket. With per-zone clients, stopping one zone's
+//! gateway fails only that zone's connects, which reconnect elsewhere and then home again.
 
 mod common;
 mod workload_common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::{can_run_lab, TestLab};
@@ -203,6 +205,218 @@ fn cutting_off_the_gateway_of_the_sessions_fails_their_sockets_until_one_works_a
         "TTR is the time to a working socket: {fault}"
     );
     // The whole history is judged too, with the sockets among its series.
+    let verdict = lab.check_verdict(&files.history, &files.observations, "recovery");
+    assert_ne!(verdict["status"], "unknown", "{verdict}");
+}
+
+/// The recovery checker's report on a history of only `ops` (with `header`'s run).
+fn recovery_of(
+    lab: &TestLab,
+    files: &Files,
+    history: &History,
+    ops: &[&faultline_experiments::history::Operation],
+    name: &str,
+) -> serde_json::Value {
+    let path = lab.state_root().join(name);
+    let mut text = serde_json::to_string(&history.header).expect("header");
+    text.push('\n');
+    for o in ops {
+        text.push_str(&serde_json::to_string(o).expect("op"));
+        text.push('\n');
+    }
+    std::fs::write(&path, text).expect("write the history");
+    let output = lab.chaosctl(&[
+        "check",
+        "--history",
+        &path.display().to_string(),
+        "--observations",
+        &files.observations.display().to_string(),
+        "--output",
+        "json",
+    ]);
+    let check: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check report: {e}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    check["recovery"].clone()
+}
+
+#[test]
+#[allow(clippy::too_many_lines)] // one scenario, asserted step by step
+fn per_zone_sockets_reconnect_elsewhere_when_their_zones_gateway_is_stopped_then_come_home() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::up();
+    let status = lab.status();
+    let zone_of: BTreeMap<String, String> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().expect("name").to_owned(),
+                n["zone"].as_str().expect("zone").to_owned(),
+            )
+        })
+        .collect();
+    let zones: BTreeSet<String> = zone_of.values().cloned().collect();
+    // Zone a's gateway: its replica number and node.
+    let (replica, node) = status["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find_map(|s| {
+            let key = s["replica"].as_str()?.strip_prefix("gateway/")?;
+            let node = s["node"].as_str()?;
+            (zone_of.get(node).map(String::as_str) == Some("a"))
+                .then(|| (key.to_owned(), node.to_owned()))
+        })
+        .unwrap_or_else(|| panic!("no gateway in zone a: {status}"));
+
+    let files = Files::new(&lab, "websocket-per-zone");
+    let child = spawn_load(
+        &lab,
+        &files,
+        &[
+            "--adapter",
+            "http",
+            "--chat",
+            "websocket",
+            "--clients",
+            "per-zone",
+            "--duration",
+            "30s",
+            "--tenants",
+            "12",
+            "--rate",
+            "80",
+            "--quiet",
+        ],
+    );
+    wait_until_loading(&files, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(8));
+    // SIGKILL, and no restart for 8 s: every connect to it in that time is refused.
+    lab.ok(&[
+        "inject",
+        "stop",
+        "--service",
+        "gateway",
+        "--replica",
+        &replica,
+        "--for",
+        "8s",
+    ]);
+    finish(child);
+    let history = History::read(&files.history);
+    let (start, end) = observations(&files.observations)
+        .iter()
+        .find_map(|o| match o {
+            Observation::Fault {
+                kind,
+                start_ns,
+                end_ns,
+                ..
+            } if kind == "stop" => Some((*start_ns, end_ns.expect("ended in the run"))),
+            _ => None,
+        })
+        .expect("the stop's fault window");
+
+    // Every chat socket is recorded as a `connect` naming its client's zone, and every zone's
+    // clients opened some; before the stop, each went to its own zone's gateway.
+    let connects: Vec<_> = history
+        .load()
+        .filter(|o| o.pattern == Pattern::Chat && o.kind == OpKind::Connect)
+        .collect();
+    let mut seen = BTreeSet::new();
+    for o in &connects {
+        let zone = o
+            .client_zone
+            .clone()
+            .unwrap_or_else(|| panic!("a connect without its client's zone: {o:?}"));
+        assert!(zones.contains(&zone), "{o:?}");
+        if o.complete_ns < start {
+            assert_eq!(o.outcome, Outcome::Ok, "{o:?}");
+            assert_eq!(zone_of.get(&o.node), Some(&zone), "not home: {o:?}");
+        }
+        seen.insert(zone);
+    }
+    assert_eq!(seen, zones, "every zone's clients opened sockets");
+
+    // While it was stopped: zone a's connects to it failed (refused, with the reason), and
+    // theirs only; they reconnected through another zone's gateway.
+    let failed: Vec<_> = connects
+        .iter()
+        .filter(|o| o.outcome != Outcome::Ok)
+        .collect();
+    assert!(
+        !failed.is_empty(),
+        "no connect failed while {node} was down"
+    );
+    for o in &failed {
+        assert_eq!(o.client_zone.as_deref(), Some("a"), "{o:?}");
+        assert_eq!(o.node, node, "{o:?}");
+        assert!(o.error.is_some(), "{o:?}");
+        assert!(
+            o.invoke_ns + SECOND >= start && o.invoke_ns <= end + 2 * SECOND,
+            "a connect failed away from the stop: {o:?}"
+        );
+    }
+    let zone_a_ok = |o: &&&faultline_experiments::history::Operation| {
+        o.client_zone.as_deref() == Some("a") && o.outcome == Outcome::Ok
+    };
+    let elsewhere: Vec<_> = connects
+        .iter()
+        .filter(zone_a_ok)
+        .filter(|o| o.invoke_ns >= start && o.complete_ns <= end && o.node != node)
+        .collect();
+    assert!(
+        !elsewhere.is_empty(),
+        "zone a's clients found no other gateway while {node} was down"
+    );
+    // After it: zone a's sockets come home again.
+    let home_again = connects
+        .iter()
+        .filter(zone_a_ok)
+        .filter(|o| o.invoke_ns > end + 2 * SECOND && o.node == node)
+        .count();
+    assert!(home_again > 0, "zone a's clients never came back to {node}");
+
+    // The recovery checker on the sockets alone: zone a's tenants' `chat/connect` series
+    // failed and recovered, and the worst of them is a zone a tenant's.
+    let recovery = recovery_of(&lab, &files, &history, &connects, "sockets-per-zone.jsonl");
+    let fault = recovery["faults"]
+        .as_array()
+        .expect("faults")
+        .iter()
+        .find(|f| f["kind"] == "stop")
+        .unwrap_or_else(|| panic!("no stop in {recovery}"))
+        .clone();
+    assert_eq!(fault["recovered"], true, "{fault}");
+    assert_eq!(fault["worst_series"], "chat/connect", "{fault}");
+    assert!(fault["impacted_series"].as_u64() >= Some(1), "{fault}");
+    let worst = fault["worst_tenant"].as_str().expect("worst tenant");
+    assert!(
+        connects
+            .iter()
+            .any(|o| o.tenant == worst && o.client_zone.as_deref() == Some("a")),
+        "the worst tenant {worst} is not one of zone a's: {fault}"
+    );
+
+    eprintln!(
+        "per-zone sockets, gateway/{replica} on {node} stopped: {} connects, {} failed (zone a), {} of zone a's elsewhere meanwhile, {home_again} home again; chat/connect TTR {} ms over {} series",
+        connects.len(),
+        failed.len(),
+        elsewhere.len(),
+        fault["ttr_ms"],
+        fault["impacted_series"]
+    );
+
+    // The whole run is judged: a stopped stateless gateway loses no acknowledged message.
+    let consistency = lab.check_verdict(&files.history, &files.observations, "consistency");
+    assert_eq!(consistency["status"], "valid", "{consistency:#}");
     let verdict = lab.check_verdict(&files.history, &files.observations, "recovery");
     assert_ne!(verdict["status"], "unknown", "{verdict}");
 }

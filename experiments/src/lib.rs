@@ -2,9 +2,9 @@
 //! reports, the experiment spec and the engine that runs the phases, and the scheduler that runs
 //! suites of experiments unattended.
 //!
-//! `unsafe` is denied except in one place: the lab agent starts each service in a session of
-//! its own with `setsid(2)` between fork and exec (`lab/agent.rs`), which `std` offers only
-//! through the unsafe `pre_exec`.
+//! `unsafe` is denied except in one place: `lab/session.rs` calls `setsid(2)` between fork and
+//! exec, which `std` offers only through the unsafe `pre_exec`, so that the lab agent's services
+//! and the deadline guards each run in a session of their own.
 
 /// Writes a line to stderr, or nowhere when stderr is gone (a closed pipe, a dropped SSH
 /// session): a diagnostic must never end a process that holds or heals faults, and

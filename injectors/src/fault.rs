@@ -67,6 +67,16 @@ impl FaultAction {
         matches!(self, FaultAction::Kill { .. })
     }
 
+    /// Whether the fault ends at its deadline with no Faultline process alive: a kill is over
+    /// at once, and a partition's elements carry a kernel timeout. A pause, a hold and a drain
+    /// need a process of ours to revert them at their deadline.
+    pub fn ends_by_itself(&self) -> bool {
+        matches!(
+            self,
+            FaultAction::Kill { .. } | FaultAction::Partition { .. }
+        )
+    }
+
     /// Injects the fault until `deadline_unix_ms`. Idempotent. Partitions hand the deadline
     /// to the kernel, which ends them then even with no Faultline process alive.
     ///

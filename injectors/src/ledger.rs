@@ -168,6 +168,12 @@ impl Ledger {
             .map_err(|e| self.io_error(&self.dir, e))
     }
 
+    /// Whether the record of fault `id` is still there (its fault not yet reverted). Needs no
+    /// lock: a record file appears and disappears by rename and unlink.
+    pub fn contains(&self, id: &str) -> bool {
+        self.dir.join(format!("{id}{RECORD_SUFFIX}")).exists()
+    }
+
     /// Removes a record; a record that is already gone counts as removed.
     pub fn remove(&self, _lock: &LedgerLock, id: &str) -> Result<()> {
         let path = self.dir.join(format!("{id}{RECORD_SUFFIX}"));

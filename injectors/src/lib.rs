@@ -142,6 +142,15 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The process that would end a fault at its deadline could not be started, so the fault
+    /// was not injected (its record is removed).
+    #[error("fault {fault} was not injected: {reason}")]
+    DeadlineGuard {
+        /// The fault's id.
+        fault: String,
+        /// Why the guard did not start, and what to do.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -163,6 +172,7 @@ impl Error {
             Error::NetnsDir { .. } => "netns_dir",
             Error::NetnsEntryWrite { .. } => "netns_entry_write",
             Error::NetnsEntryRemove { .. } => "netns_entry_remove",
+            Error::DeadlineGuard { .. } => "deadline_guard",
         }
     }
 }

@@ -78,6 +78,24 @@ pub fn start_fault(
     request: FaultRequest<'_>,
     now_unix_ms: u64,
 ) -> Result<FaultRecord> {
+    start_fault_guarded(ledger, env, request, now_unix_ms, |_| Ok(()))
+}
+
+/// [`start_fault`], calling `guard` with the record once it is durable and before anything is
+/// injected, still under the ledger lock: the place to start whatever must end the fault at
+/// its deadline should every other process die. If `guard` fails, nothing is injected, the
+/// record is removed, and its error is returned.
+pub fn start_fault_guarded(
+    ledger: &Ledger,
+    env: &Injectors<'_>,
+    request: FaultRequest<'_>,
+    now_unix_ms: u64,
+    guard: impl FnOnce(&FaultRecord) -> Result<()>,
+) -> Result<FaultRecord> {
+    // From the caller's `now`, not from when the lock was taken: the agent's reconcile or a
+    // load's observer can hold the ledger lock for milliseconds on a busy host, and a completion
+    // time that leaves out that wait starts the fault's window before its rules are in.
+    let began = std::time::Instant::now();
     if request.duration.is_zero() || request.duration > request.max_duration {
         return Err(Error::Duration {
             requested_ms: request.duration.as_millis() as u64,
@@ -85,7 +103,6 @@ pub fn start_fault(
         });
     }
     let lock = ledger.lock()?;
-    let began = std::time::Instant::now();
     if let Some(marker) = ledger.halted()? {
         return Err(Error::Halted {
             since: time_and_age(marker.since_unix_ms, now_unix_ms),
@@ -107,6 +124,15 @@ pub fn start_fault(
         applied_unix_ms: None,
     };
     ledger.write(&lock, &record)?;
+    if let Err(guard_error) = guard(&record) {
+        ledger.audit(
+            AuditEvent::Inject,
+            Some(&record),
+            &format!("failed: {guard_error}"),
+        );
+        ledger.remove(&lock, &record.id)?;
+        return Err(guard_error);
+    }
     if let Err(inject_error) = record.action.inject(env, record.deadline_unix_ms) {
         ledger.audit(
             AuditEvent::Inject,
@@ -127,8 +153,9 @@ pub fn start_fault(
     // The time the fault is fully in effect, which is what a judge of the run needs; the
     // creation time is earlier by the netlink installs (100 ms and more on a loaded host).
     let record = FaultRecord {
-        // On the caller's clock: its `now` plus what the installs took.
-        applied_unix_ms: Some(now_unix_ms + began.elapsed().as_millis() as u64),
+        // On the caller's clock: its `now` plus what the lock wait and the installs took,
+        // rounded up to the next millisecond so that the window never starts early.
+        applied_unix_ms: Some(now_unix_ms + began.elapsed().as_micros().div_ceil(1000) as u64),
         ..record
     };
     if let Err(write_error) = ledger.write(&lock, &record) {
@@ -601,6 +628,48 @@ mod tests {
     }
 
     #[test]
+    fn the_guard_sees_a_durable_record_before_the_inject_and_its_failure_injects_nothing() {
+        let f = Fixture::new();
+        let process = ProcessTarget {
+            pid: 4242,
+            start_ticks: 7,
+            label: "nats/2".into(),
+        };
+        let pause = |process: ProcessTarget| FaultRequest {
+            target: "nats/2".into(),
+            duration: Duration::from_secs(30),
+            max_duration: DEFAULT_MAX_FAULT_DURATION,
+            build: Box::new(move |_| FaultAction::Pause { process }),
+        };
+        let mut seen = None;
+        let record = start_fault_guarded(&f.ledger, &f.env(), pause(process.clone()), 1_000, |r| {
+            // Durable already, and nothing injected yet.
+            seen = Some((f.ledger.contains(&r.id), f.signals.sent().len()));
+            Ok(())
+        })
+        .expect("pause");
+        assert_eq!(seen, Some((true, 0)));
+        assert_eq!(f.signals.sent(), vec![(4242, Signal::SIGSTOP)]);
+        assert!(f.ledger.contains(&record.id));
+
+        let error = start_fault_guarded(&f.ledger, &f.env(), pause(process), 2_000, |r| {
+            Err(Error::DeadlineGuard {
+                fault: r.id.clone(),
+                reason: "no guard binary".into(),
+            })
+        })
+        .expect_err("a guard that cannot start refuses the fault");
+        assert!(matches!(error, Error::DeadlineGuard { .. }), "{error}");
+        assert_eq!(
+            f.signals.sent().len(),
+            1,
+            "nothing more was signalled: {:?}",
+            f.signals.sent()
+        );
+        assert_eq!(f.ledger.list().expect("list").0, vec![record]);
+    }
+
+    #[test]
     fn the_record_says_when_the_injection_completed_after_every_rule_went_in() {
         // Rules that take 30 ms to install and look at the ledger while they go in.
         struct SlowRules {
@@ -670,6 +739,45 @@ mod tests {
         assert_eq!(record.created_unix_ms, 1_000);
         assert_eq!(f.ledger.list().expect("list").0, vec![record]);
         assert_eq!(slow.inner.installed().len(), 2);
+    }
+
+    #[test]
+    fn the_completion_time_counts_the_wait_for_the_ledger_lock() {
+        // Another process (the agent's reconcile, a load's observer) holds the lock for 40 ms
+        // while this fault is started: the fault cannot be in effect before the wait ends.
+        let f = Fixture::new();
+        let holder = f.ledger.clone();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let hold = std::thread::spawn(move || {
+            let lock = holder.lock().expect("lock");
+            locked_tx.send(()).expect("send");
+            std::thread::sleep(Duration::from_millis(40));
+            drop(lock);
+        });
+        locked_rx.recv().expect("the other holder has the lock");
+        let record = start_fault(
+            &f.ledger,
+            &f.env(),
+            FaultRequest {
+                target: "a vs rest".into(),
+                duration: Duration::from_secs(5),
+                max_duration: DEFAULT_MAX_FAULT_DURATION,
+                build: Box::new(|slot| FaultAction::Partition {
+                    slot,
+                    sides: vec![vec!["a1".into()], vec!["b1".into()]],
+                    rules: vec![rule("ns-a1", [10, 0, 0, 2], slot)],
+                }),
+            },
+            1_000,
+        )
+        .expect("inject");
+        hold.join().expect("holder thread");
+        let applied = record.applied_unix_ms.expect("applied");
+        // Less a margin for the moments between the other holder taking the lock and this call.
+        assert!(
+            applied >= 1_030,
+            "applied at {applied}, before the lock was free"
+        );
     }
 
     #[test]

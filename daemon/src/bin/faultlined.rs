@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use faultline_experiments::kubernetes::node_plan::Prefix;
 use faultline_experiments::lab::agent::run_agent;
 use faultline_experiments::lab::control::{HostPaths, LabContext};
+use faultline_experiments::lab::{guard, LabError};
 
 /// The Faultline agent.
 #[derive(Parser)]
@@ -32,6 +33,25 @@ enum Mode {
         /// Root of Faultline's state.
         #[arg(long, env = "FAULTLINE_STATE_ROOT", default_value = faultline_experiments::lab::DEFAULT_STATE_ROOT)]
         state_root: PathBuf,
+    },
+    /// The deadline guard of one pause, hold or drain in a lab, started by whatever recorded
+    /// the fault: sleeps until the deadline, reverts whatever of the lab has expired (the lab's
+    /// reconcile), starts the lab agent if it is dead, and exits. Exits at once, changing
+    /// nothing, when the fault is reverted earlier or the lab is torn down.
+    #[command(hide = true)]
+    Guard {
+        /// Lab name.
+        #[arg(long)]
+        lab: String,
+        /// Root of Faultline's state.
+        #[arg(long)]
+        state_root: PathBuf,
+        /// The fault's id.
+        #[arg(long)]
+        fault: String,
+        /// The fault's deadline, Unix milliseconds.
+        #[arg(long)]
+        deadline_unix_ms: u64,
     },
     /// The node agent on a cluster (run by the DaemonSet in manifests/): watches Fault and Halt
     /// objects and applies, on this node only, each Fault's part (prohibit rules in the host and
@@ -126,6 +146,31 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     stderr_line!("faultlined: {error}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Mode::Guard {
+            lab,
+            state_root,
+            fault,
+            deadline_unix_ms,
+        } => {
+            let host = HostPaths::with_state_root(state_root);
+            let outcome = LabContext::open(&host, &lab)
+                .and_then(|ctx| guard::run(&ctx, &fault, deadline_unix_ms));
+            match outcome {
+                Ok(outcome) => {
+                    stderr_line!(
+                        "faultlined guard {fault} (lab {lab}): {}",
+                        serde_json::to_string(&outcome).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                // A lab torn down before the guard even looked is nothing to guard.
+                Err(LabError::NotUp(_)) => ExitCode::SUCCESS,
+                Err(error) => {
+                    stderr_line!("faultlined guard {fault} (lab {lab}): {error}");
                     ExitCode::from(2)
                 }
             }

@@ -30,7 +30,9 @@ pub(crate) enum LabCommand {
         /// E.g. /usr/sbin/nats-server for Debian's 2.9.10, whose known bugs the judge catches.
         #[arg(long, env = "FAULTLINE_NATS_SERVER")]
         nats_server: Option<PathBuf>,
-        /// How long to wait for every service to be ready.
+        /// How long to wait for every service to be ready. A service whose program cannot be
+        /// started, or that exits before it is ready three times in a row, ends the wait at once
+        /// (and a lab this command created is taken down again).
         #[arg(long, value_parser = super::duration_arg, allow_hyphen_values = true, default_value = "90s")]
         timeout: Duration,
     },
@@ -145,9 +147,14 @@ pub(crate) fn run(host: &HostPaths, command: LabCommand) -> anyhow::Result<ExitC
         LabCommand::Down { name } => {
             let report = control::down(host, &name)?;
             println!(
-                "lab {name}: down ({} processes killed, {} namespaces removed{}{})",
+                "lab {name}: down ({} processes killed, {} namespaces removed{}{}{})",
                 report.killed.len(),
                 report.namespaces.len(),
+                if report.guards_stopped.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} deadline guards stopped", report.guards_stopped.len())
+                },
                 if report.agent_stopped {
                     ", agent stopped"
                 } else {
@@ -286,7 +293,8 @@ fn print_status(status: &LabStatus) {
     );
     if let Some(pid) = status.agent_dead {
         println!(
-            "\n!! agent dead: the lab agent (pid {pid}) is not running. Nothing restarts replicas,\n!! and pauses, holds and cordons past their deadline stay until a Faultline process runs.\n!! Partitions still end at their deadline (the kernel drops them). Run `chaosctl lab up`."
+            "\n!! agent dead: the lab agent (pid {pid}) is not running, so nothing restarts replicas.\n!! Faults still end at their deadline: partitions in the kernel, pauses, holds and cordons\n!! by their deadline guards ({} running), which start the agent again. Run `chaosctl lab up`.",
+            status.guards.len()
         );
     }
     println!(
@@ -358,4 +366,25 @@ fn print_status(status: &LabStatus) {
     }
     println!();
     super::faults::print_faults(&status.faults);
+    print_guards(status);
+}
+
+/// For each pause, hold and drain: the guard that ends it at its deadline, or a warning that
+/// none runs.
+fn print_guards(status: &LabStatus) {
+    for fault in &status.faults {
+        if fault.action.ends_by_itself() {
+            continue;
+        }
+        match status.guards.iter().find(|g| g.fault == fault.id) {
+            Some(guard) => println!(
+                "{}: deadline guard pid {} ends it then, with or without the agent",
+                fault.id, guard.pid
+            ),
+            None => println!(
+                "!! {}: its deadline guard is not running; it ends at its deadline only if the agent or a chaosctl command runs then",
+                fault.id
+            ),
+        }
+    }
 }

@@ -622,6 +622,7 @@ mod tests {
             topology: Topology::default_lab(),
             netns_dir: host.netns_dir,
             proc_root: host.proc_root,
+            agent_binary: None,
         };
         (dir, ctx)
     }

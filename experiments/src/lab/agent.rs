@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +28,10 @@ use nix::sys::signal::Signal;
 
 use super::control::LabContext;
 use super::probe;
+use super::session::InOwnSession;
 use super::state::{
     read_json, write_json, CordonedNodes, HeldReplicas, ReplicaState, RestartEvent, ServicesState,
+    StartFailure, StartFailureKind,
 };
 use super::topology::{placeholders, RestartPolicy, Service, Topology};
 use super::LabError;
@@ -58,6 +60,11 @@ struct Replica {
     evicting_since: Option<Instant>,
     /// Why the next start is a restart; `None` for the first start.
     pending_reason: Option<String>,
+    /// The program its running process was started from, placeholders expanded.
+    program: Option<String>,
+    /// Whether its readiness check passed since its process started: an exit before that is
+    /// a failed start.
+    ready_since_start: bool,
 }
 
 /// Runs the agent until `stop` is set or the lab's state directory disappears.
@@ -181,6 +188,7 @@ fn adopt(
                 ready: false,
                 restarts: vec![],
                 down_reason: None,
+                start_failure: None,
             });
             let alive = match (state.pid, state.start_ticks) {
                 (Some(pid), Some(start_ticks)) => {
@@ -217,6 +225,8 @@ fn adopt(
                 next_start: (!alive).then_some(now),
                 evicting_since: None,
                 pending_reason,
+                program: None,
+                ready_since_start: false,
             });
         }
     }
@@ -300,7 +310,30 @@ fn notice_exit(
         (replica.backoff * 2).min(MAX_BACKOFF)
     };
     stderr_line!("faultlined: {} (pid {pid}) {reason}", replica.state.key());
+    replica.state.start_failure = if evicted || replica.ready_since_start {
+        None
+    } else {
+        let before = replica
+            .state
+            .start_failure
+            .as_ref()
+            .filter(|f| f.kind == StartFailureKind::ExitedBeforeReady)
+            .map_or(0, |f| f.times);
+        Some(StartFailure {
+            program: replica
+                .program
+                .clone()
+                .unwrap_or_else(|| service.command[0].clone()),
+            kind: StartFailureKind::ExitedBeforeReady,
+            reason: reason.clone(),
+            os_error: None,
+            times: before + 1,
+            retrying: restart,
+        })
+    };
     replica.child = None;
+    replica.program = None;
+    replica.ready_since_start = false;
     replica.started = None;
     replica.state.pid = None;
     replica.state.start_ticks = None;
@@ -407,7 +440,7 @@ fn start_due(
             &node,
             &planned,
         ) {
-            Ok(child) => {
+            Ok((child, program)) => {
                 let pid = child.id() as i32;
                 replica.state.start_ticks =
                     read_proc_stat(&ctx.proc_root, pid).map(|s| s.start_ticks);
@@ -426,10 +459,31 @@ fn start_due(
                 replica.state.node = node;
                 replica.state.down_reason = None;
                 replica.child = Some(child);
+                replica.program = Some(program);
+                replica.ready_since_start = false;
                 replica.started = Some(now);
                 replica.next_start = None;
             }
             Err(error) => {
+                if let LabError::ServiceStart {
+                    program, source, ..
+                } = &error
+                {
+                    let before = replica
+                        .state
+                        .start_failure
+                        .as_ref()
+                        .filter(|f| f.kind == StartFailureKind::Spawn)
+                        .map_or(0, |f| f.times);
+                    replica.state.start_failure = Some(StartFailure {
+                        program: program.clone(),
+                        kind: StartFailureKind::Spawn,
+                        reason: source.to_string(),
+                        os_error: source.raw_os_error(),
+                        times: before + 1,
+                        retrying: true,
+                    });
+                }
                 replica.state.down_reason = Some(format!("cannot start: {error}"));
                 replica.backoff = (replica.backoff * 2).min(MAX_BACKOFF);
                 replica.next_start = Some(now + replica.backoff);
@@ -532,7 +586,7 @@ fn start_replica(
     replica: u32,
     node: &str,
     placements: &BTreeMap<(String, u32), String>,
-) -> Result<Child, LabError> {
+) -> Result<(Child, String), LabError> {
     let args: Vec<String> = service
         .command
         .iter()
@@ -586,34 +640,14 @@ fn start_replica(
             .in_own_session()
             .spawn()
     })?;
-    spawned.map_err(|source| LabError::ServiceStart {
-        service: service.name.clone(),
-        replica,
-        program: args[0].clone(),
-        source,
-    })
-}
-
-/// Starting a child in a session (and so a process group) of its own.
-trait InOwnSession {
-    /// Makes the child call `setsid(2)` before it execs.
-    fn in_own_session(&mut self) -> &mut Self;
-}
-
-impl InOwnSession for Command {
-    #[allow(unsafe_code)] // `pre_exec` is unsafe: its closure runs between fork and exec.
-    fn in_own_session(&mut self) -> &mut Self {
-        // SAFETY: the closure only calls setsid(2), which is async-signal-safe, allocates
-        // nothing and takes no lock, as code between fork and exec must. The child is not a
-        // process group leader yet (no `process_group` is set), so setsid cannot fail with
-        // EPERM; if it fails anyway, the spawn fails with that error.
-        unsafe {
-            self.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(drop)
-                    .map_err(std::io::Error::from)
-            })
-        }
+    match spawned {
+        Ok(child) => Ok((child, args[0].clone())),
+        Err(source) => Err(LabError::ServiceStart {
+            service: service.name.clone(),
+            replica,
+            program: args[0].clone(),
+            source,
+        }),
     }
 }
 
@@ -632,6 +666,10 @@ fn check_readiness(ctx: &LabContext, topology: &Topology, replicas: &mut [Replic
         };
         replica.state.ready =
             probe::is_ready(&ctx.netns_dir, &client, node.address, &service.ready);
+        if replica.state.ready {
+            replica.ready_since_start = true;
+            replica.state.start_failure = None;
+        }
     }
 }
 

@@ -18,7 +18,9 @@ use serde::Serialize;
 use super::net;
 use super::scheduler::LabScheduler;
 use super::servers::{self, ResolvedTopology};
-use super::state::{read_json, topology_digest, write_json, LabPaths, LabRecord, ServicesState};
+use super::state::{
+    read_json, topology_digest, write_json, LabPaths, LabRecord, ServicesState, StartFailureKind,
+};
 use super::topology::{Topology, CLIENT_ADDRESS};
 use super::{check_lab_name, is_root, LabError};
 use crate::checkers::ServerVersion;
@@ -56,6 +58,10 @@ pub struct LabContext {
     pub netns_dir: PathBuf,
     /// procfs.
     pub proc_root: PathBuf,
+    /// The `faultlined` binary `lab up` recorded: deadline guards run it, and a guard that
+    /// finds the agent dead starts the agent with it. `None` in a lab brought up before it was
+    /// recorded.
+    pub agent_binary: Option<PathBuf>,
 }
 
 impl LabContext {
@@ -70,6 +76,7 @@ impl LabContext {
             topology: record.topology,
             netns_dir: host.netns_dir.clone(),
             proc_root: host.proc_root.clone(),
+            agent_binary: record.agent_binary,
         })
     }
 
@@ -199,7 +206,11 @@ pub fn up(
     let topology = &resolved.topology;
     let paths = LabPaths::new(&host.state_root, name);
     let digest = topology_digest(topology);
-    let mut record = if let Some(existing) = read_json::<LabRecord>(&paths.lab_file())? {
+    // Absolute, so a deadline guard started from another directory finds it.
+    let agent_binary = fs::canonicalize(agent_binary).unwrap_or_else(|_| agent_binary.to_owned());
+    let existing = read_json::<LabRecord>(&paths.lab_file())?;
+    let created = existing.is_none();
+    let mut record = if let Some(existing) = existing {
         if existing.digest != digest {
             return Err(LabError::NameInUse {
                 name: name.to_owned(),
@@ -216,6 +227,11 @@ pub fn up(
                 ),
             });
         }
+        let mut existing = existing;
+        if existing.agent_binary.as_ref() != Some(&agent_binary) {
+            existing.agent_binary = Some(agent_binary.clone());
+            write_json(&paths.lab_file(), &existing)?;
+        }
         existing
     } else {
         let record = LabRecord {
@@ -225,12 +241,42 @@ pub fn up(
             created_unix_ms: now_unix_ms(),
             source: resolved.source.clone(),
             servers: vec![],
+            agent_binary: Some(agent_binary.clone()),
         };
         // Written before anything is created, so `lab down` finds a half-built lab.
         write_json(&paths.lab_file(), &record)?;
         record
     };
-    net::build(&paths, topology)?;
+    let result = build_and_wait(host, &paths, &mut record, &agent_binary, ready_timeout);
+    // A lab this call created whose service cannot run is taken down again at once: nothing of
+    // it is worth keeping, and the error says why (with the end of the replica's log).
+    if created
+        && matches!(
+            result,
+            Err(LabError::ServiceStart { .. } | LabError::ServiceExited { .. })
+        )
+    {
+        if let Err(error) = down(host, name) {
+            stderr_line!(
+                "lab `{name}`: taking the failed lab down failed too: {error}; run `chaosctl lab down --lab {name}`"
+            );
+        }
+    }
+    result
+}
+
+/// The part of [`up`] after `lab.json` is written: the network, the versions, the agent, and
+/// the wait until every replica is ready.
+fn build_and_wait(
+    host: &HostPaths,
+    paths: &LabPaths,
+    record: &mut LabRecord,
+    agent_binary: &Path,
+    ready_timeout: Duration,
+) -> Result<(LabContext, bool), LabError> {
+    let topology = &record.topology;
+    let name = &paths.name;
+    net::build(paths, topology)?;
     if record.servers.is_empty() {
         let bin_dir = agent_binary.parent().unwrap_or(Path::new("."));
         record.servers = servers::probe_versions(
@@ -240,7 +286,7 @@ pub fn up(
             &paths.netns("client"),
             &paths.dir.join("versions"),
         );
-        write_json(&paths.lab_file(), &record)?;
+        write_json(&paths.lab_file(), &*record)?;
     }
     let ctx = LabContext::open(host, name)?;
     let started_agent = if ctx.agent().is_none() {
@@ -300,6 +346,12 @@ pub fn start_agent(
 
 /// How long [`wait_ready`] gives an agent it cannot find before it reports it dead.
 const AGENT_DEATH_GRACE: Duration = Duration::from_secs(2);
+/// How many exits in a row before it was ever ready make a replica a failed start: one exit may
+/// be a start that raced something; three, a quarter second to a few seconds apart, are a
+/// crash loop.
+const CRASH_LOOP_EXITS: u32 = 3;
+/// How many lines of a crashing replica's log its error quotes.
+const LOG_TAIL_LINES: usize = 5;
 
 /// Waits until every replica that should run is ready, as seen by a live agent after this call
 /// began: `services.json` may be left by an agent that died, with replicas marked ready whose
@@ -326,6 +378,11 @@ pub fn wait_ready(ctx: &LabContext, timeout: Duration) -> Result<(), LabError> {
         {
             return Ok(());
         }
+        if agent_alive && fresh {
+            if let Some(error) = failed_start(ctx, &services) {
+                return Err(error);
+            }
+        }
         // An agent that died stays dead until a Faultline command restarts it: say so after a
         // short grace instead of waiting out the whole timeout.
         let agent_gone = !agent_alive && start.elapsed() >= AGENT_DEATH_GRACE;
@@ -345,6 +402,58 @@ pub fn wait_ready(ctx: &LabContext, timeout: Duration) -> Result<(), LabError> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The first replica that will not come up by waiting: its program could not be started, or
+/// it exited before it was ready and its restart policy leaves it down, or it did so
+/// [`CRASH_LOOP_EXITS`] times in a row.
+fn failed_start(ctx: &LabContext, services: &ServicesState) -> Option<LabError> {
+    services.replicas.iter().find_map(|r| {
+        let failure = r.start_failure.as_ref()?;
+        match failure.kind {
+            StartFailureKind::Spawn => Some(LabError::ServiceStart {
+                service: r.service.clone(),
+                replica: r.replica,
+                program: failure.program.clone(),
+                source: failure.os_error.map_or_else(
+                    || std::io::Error::other(failure.reason.clone()),
+                    std::io::Error::from_raw_os_error,
+                ),
+            }),
+            StartFailureKind::ExitedBeforeReady
+                if !failure.retrying || failure.times >= CRASH_LOOP_EXITS =>
+            {
+                Some(LabError::ServiceExited {
+                    service: r.service.clone(),
+                    replica: r.replica,
+                    program: failure.program.clone(),
+                    how: failure.reason.clone(),
+                    times: failure.times,
+                    retrying: failure.retrying,
+                    log_tail: log_tail(
+                        &ctx.paths
+                            .logs_dir()
+                            .join(format!("{}-{}.log", r.service, r.replica)),
+                        LOG_TAIL_LINES,
+                    ),
+                })
+            }
+            StartFailureKind::ExitedBeforeReady => None,
+        }
+    })
+}
+
+/// The last `n` non-empty lines of a log, each cut to 200 characters; none if it cannot be read.
+fn log_tail(path: &Path, n: usize) -> Vec<String> {
+    let text = fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| line.chars().take(200).collect())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
 /// One replica as `lab status` shows it, checked against the processes and holds as they are
@@ -432,9 +541,25 @@ fn replica_alive(ctx: &LabContext, replica: &super::state::ReplicaState) -> bool
     }
 }
 
+/// SIGKILLs every deadline guard recorded for the lab whose process still runs (same PID, same
+/// start time); returns their PIDs.
+fn stop_guards(paths: &LabPaths, proc_root: &Path) -> Result<Vec<i32>, LabError> {
+    let signaller = NixSignaller::new(proc_root.to_path_buf());
+    let mut stopped = Vec::new();
+    for (_, guard) in paths.recorded_guards() {
+        if signaller.signal(&guard, Signal::SIGKILL)? {
+            stopped.push(guard.pid);
+        }
+    }
+    stopped.sort_unstable();
+    Ok(stopped)
+}
+
 /// What `lab down` removed.
 #[derive(Debug, Default, Serialize)]
 pub struct DownReport {
+    /// Deadline guards stopped (their PIDs).
+    pub guards_stopped: Vec<i32>,
     /// Whether an agent was stopped.
     pub agent_stopped: bool,
     /// Processes killed inside the lab's namespaces.
@@ -453,7 +578,11 @@ pub fn down(host: &HostPaths, name: &str) -> Result<DownReport, LabError> {
         return Err(LabError::NotRoot);
     }
     let paths = LabPaths::new(&host.state_root, name);
-    let mut report = DownReport::default();
+    // Deadline guards first: none may start an agent again while the lab goes.
+    let mut report = DownReport {
+        guards_stopped: stop_guards(&paths, &host.proc_root)?,
+        ..DownReport::default()
+    };
     if let Ok(Some(agent)) = read_json::<ProcessTarget>(&paths.agent_pid_file()) {
         let signaller = NixSignaller::new(host.proc_root.clone());
         if signaller.signal(&agent, Signal::SIGKILL)? {
@@ -552,8 +681,10 @@ pub struct LabStatus {
     /// The agent's PID, if it runs.
     pub agent_pid: Option<i32>,
     /// The PID of an agent that was started for this lab and is no longer running. While it is
-    /// dead, no deadline of a pause, hold or cordon is enforced, no replica is restarted, and
-    /// the replicas' recorded state may be stale: `chaosctl lab up` starts a new agent.
+    /// dead, no replica is restarted and the replicas' recorded state may be stale (`chaosctl
+    /// lab up` starts a new agent); faults still end at their deadlines: partitions in the
+    /// kernel, pauses, holds and cordons by their deadline guards (see `guards`), which start
+    /// the agent again.
     pub agent_dead: Option<i32>,
     /// The client namespace, where workloads and probes run.
     pub client_netns: String,
@@ -567,8 +698,20 @@ pub struct LabStatus {
     pub services: Vec<ReplicaStatus>,
     /// Active faults.
     pub faults: Vec<FaultRecord>,
+    /// The deadline guards running now (same PID, same start time as recorded), one per
+    /// active pause, hold or drain: each ends its fault at the deadline even with no agent.
+    pub guards: Vec<GuardStatus>,
     /// Whether new faults are halted.
     pub halted: bool,
+}
+
+/// One running deadline guard in `lab status`.
+#[derive(Debug, Serialize)]
+pub struct GuardStatus {
+    /// The fault it ends at its deadline.
+    pub fault: String,
+    /// Its PID.
+    pub pid: i32,
 }
 
 /// One zone's client namespace in `lab status`.
@@ -646,6 +789,109 @@ pub fn status(ctx: &LabContext) -> Result<LabStatus, LabError> {
         nodes,
         services,
         faults: ctx.faults()?,
+        guards: ctx
+            .paths
+            .recorded_guards()
+            .into_iter()
+            .filter(|(_, guard)| {
+                read_proc_stat(&ctx.proc_root, guard.pid)
+                    .is_some_and(|stat| stat.start_ticks == guard.start_ticks && stat.state != 'Z')
+            })
+            .map(|(fault, guard)| GuardStatus {
+                fault,
+                pid: guard.pid,
+            })
+            .collect(),
         halted: ctx.ledger().halted()?.is_some(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::state::{ReplicaState, StartFailure};
+    use crate::lab::topology::Topology;
+    use StartFailureKind::{ExitedBeforeReady, Spawn};
+
+    fn context(root: &Path) -> LabContext {
+        LabContext {
+            paths: LabPaths::new(root, "t"),
+            topology: Topology::default_lab(),
+            netns_dir: root.join("netns"),
+            proc_root: root.join("proc"),
+            agent_binary: None,
+        }
+    }
+
+    fn replica(failure: Option<StartFailure>) -> ReplicaState {
+        ReplicaState {
+            service: "web".into(),
+            replica: 1,
+            node: "a1".into(),
+            pid: None,
+            start_ticks: None,
+            ready: false,
+            restarts: vec![],
+            down_reason: None,
+            start_failure: failure,
+        }
+    }
+
+    fn failure(kind: StartFailureKind, times: u32, retrying: bool) -> StartFailure {
+        StartFailure {
+            program: "/bin/web".into(),
+            kind,
+            reason: match kind {
+                StartFailureKind::Spawn => "No such file or directory (os error 2)".into(),
+                StartFailureKind::ExitedBeforeReady => "exited with 3".into(),
+            },
+            os_error: (kind == StartFailureKind::Spawn).then_some(2),
+            times,
+            retrying,
+        }
+    }
+
+    #[test]
+    fn a_start_fails_at_once_on_spawn_errors_and_on_crash_loops_but_not_one_exit() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let ctx = context(root.path());
+        let logs = ctx.paths.logs_dir();
+        fs::create_dir_all(&logs).expect("logs");
+        let log = (1..=7)
+            .map(|i| format!("line {i}\n"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        fs::write(logs.join("web-1.log"), log).expect("log");
+        let cases = [
+            (None, None),
+            (
+                Some(failure(Spawn, 1, true)),
+                Some("cannot start web/1: `/bin/web`: No such file or directory (os error 2); check the service's command"),
+            ),
+            (Some(failure(ExitedBeforeReady, 1, true)), None),
+            (Some(failure(ExitedBeforeReady, 2, true)), None),
+            (
+                Some(failure(ExitedBeforeReady, 3, true)),
+                Some("web/1 (`/bin/web`) exited with 3 before it was ready, 3 times in a row; its log ends: line 3 | line 4 | line 5 | line 6 | line 7; check the service's command"),
+            ),
+            (
+                Some(failure(ExitedBeforeReady, 1, false)),
+                Some("web/1 (`/bin/web`) exited with 3 before it was ready, and its restart policy leaves it down; its log ends: line 3"),
+            ),
+        ];
+        for (failure, expected) in cases {
+            let services = ServicesState {
+                replicas: vec![replica(failure.clone())],
+                updated_unix_ms: 0,
+            };
+            let got = failed_start(&ctx, &services).map(|e| e.to_string());
+            match expected {
+                None => assert_eq!(got, None, "{failure:?}"),
+                Some(prefix) => assert!(
+                    got.as_deref().is_some_and(|g| g.starts_with(prefix)),
+                    "{failure:?}: {got:?}"
+                ),
+            }
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use faultline_injectors::fault::FaultAction;
 use faultline_injectors::ledger::{now_unix_ms, FaultRecord};
-use faultline_injectors::lifecycle::{start_fault, FaultRequest};
+use faultline_injectors::lifecycle::{start_fault_guarded, FaultRequest};
 use faultline_injectors::net_partition::{self, priority_for_slot, rules_for, Endpoint, Grudge};
 use faultline_injectors::process::ProcessTarget;
 
@@ -490,7 +490,7 @@ impl LabContext {
     ) -> Result<FaultRecord, LabError> {
         let ledger = self.ledger();
         Ok(self.with_injectors(|env| {
-            start_fault(
+            start_fault_guarded(
                 &ledger,
                 env,
                 FaultRequest {
@@ -500,6 +500,19 @@ impl LabContext {
                     build: Box::new(build),
                 },
                 now_unix_ms(),
+                // A fault with no kernel timer gets a guard that ends it at its deadline even
+                // if every other Faultline process dies.
+                |record| {
+                    if record.action.ends_by_itself() {
+                        return Ok(());
+                    }
+                    super::guard::spawn(self, record)
+                        .map(drop)
+                        .map_err(|error| faultline_injectors::Error::DeadlineGuard {
+                            fault: record.id.clone(),
+                            reason: error.to_string(),
+                        })
+                },
             )
         })?)
     }

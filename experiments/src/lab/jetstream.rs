@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::control::LabContext;
-use super::probe::http_get;
+use super::probe::{ask_all, http_get, ASK_AT_ONCE};
 use super::topology::Readiness;
 use super::LabError;
 
@@ -83,40 +83,63 @@ impl LabContext {
         (status == 200).then(|| serde_json::from_str(&body).ok())?
     }
 
-    /// Every reachable JetStream server, by asking each replica's `/varz`.
+    /// Every reachable JetStream server, by asking each replica's `/varz`, in the order of
+    /// `services.json`.
     pub fn jetstream_servers(&self) -> Result<Vec<Server>, LabError> {
+        self.jetstream_servers_asking(ASK_AT_ONCE)
+    }
+
+    /// [`Self::jetstream_servers`], asking `at_once` replicas at a time.
+    pub(crate) fn jetstream_servers_asking(&self, at_once: usize) -> Result<Vec<Server>, LabError> {
         let (service, port) = self.jetstream_service()?;
-        let mut servers = Vec::new();
-        for replica in self
+        let replicas: Vec<_> = self
             .services()?
             .replicas
             .into_iter()
             .filter(|r| r.service == service && r.pid.is_some())
-        {
-            if let Some(name) = self
-                .monitor_json(&replica.node, port, "/varz")
+            .collect();
+        let names = ask_all(&replicas, at_once, |replica| {
+            self.monitor_json(&replica.node, port, "/varz")
                 .and_then(|v| v.get("server_name")?.as_str().map(str::to_owned))
-            {
-                servers.push(Server {
-                    name,
+        });
+        Ok(replicas
+            .into_iter()
+            .zip(names)
+            .filter_map(|(replica, name)| {
+                Some(Server {
+                    name: name?,
                     replica: replica.key(),
                     node: replica.node,
-                });
-            }
-        }
-        Ok(servers)
+                })
+            })
+            .collect())
     }
 
     /// Where `stream` lives: [`META`] for the meta group, [`ALL_STREAMS`] for every stream, or
     /// one stream's name. Asks every server and merges what they say.
     pub fn jetstream_placements(&self, stream: &str) -> Result<Vec<Placement>, LabError> {
-        let (_, port) = self.jetstream_service()?;
         let servers = self.jetstream_servers()?;
+        self.jetstream_placements_among(&servers, stream, ASK_AT_ONCE)
+    }
+
+    /// [`Self::jetstream_placements`] as `servers` say it, asking `at_once` of them at a time.
+    /// Their answers are merged in the servers' order, as if asked one after another: the
+    /// first leader reported wins.
+    pub(crate) fn jetstream_placements_among(
+        &self,
+        servers: &[Server],
+        stream: &str,
+        at_once: usize,
+    ) -> Result<Vec<Placement>, LabError> {
+        let (_, port) = self.jetstream_service()?;
         if stream == META {
-            let leader = servers.iter().find_map(|s| {
+            let leader = ask_all(servers, at_once, |s| {
                 self.monitor_json(&s.node, port, "/jsz")
                     .and_then(|v| meta_leader(&v))
-            });
+            })
+            .into_iter()
+            .flatten()
+            .next();
             let mut peers: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
             peers.sort();
             return Ok(vec![Placement {
@@ -125,11 +148,12 @@ impl LabContext {
                 peers,
             }]);
         }
+        let answers = ask_all(servers, at_once, |server| {
+            self.monitor_json(&server.node, port, "/jsz?streams=true")
+        });
         let mut merged: BTreeMap<String, Placement> = BTreeMap::new();
-        for server in &servers {
-            let Some(jsz) = self.monitor_json(&server.node, port, "/jsz?streams=true") else {
-                continue;
-            };
+        for (server, jsz) in servers.iter().zip(answers) {
+            let Some(jsz) = jsz else { continue };
             merge_jsz(&mut merged, &server.name, &jsz, stream);
         }
         if merged.is_empty() {

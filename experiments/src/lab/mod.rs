@@ -6,7 +6,8 @@
 //! - `services.json`: replicas, placement, PIDs, readiness and restarts (written by the agent);
 //! - `cordoned.json`: cordoned nodes (written by drains);
 //! - `agent.pid`, `agent.log`, `logs/`, `data/`: the agent and the services' output and data;
-//! - `ledger/`: the fault ledger.
+//! - `ledger/`: the fault ledger;
+//! - `guards/`: one file per running deadline guard (see [`guard`]).
 //!
 //! Namespaces are named `fl-<lab>-<node>`, plus `fl-<lab>-sw` (the switch, holding the bridge)
 //! and `fl-<lab>-client` (where the workload and probes run; it stands with the largest side of
@@ -17,6 +18,7 @@
 pub mod agent;
 pub mod control;
 pub mod faults;
+pub mod guard;
 pub mod jetstream;
 pub mod net;
 pub mod probe;
@@ -25,6 +27,7 @@ pub mod role;
 pub mod run_lock;
 pub mod scheduler;
 pub mod servers;
+mod session;
 pub mod state;
 pub mod target;
 pub mod topology;
@@ -120,6 +123,16 @@ pub enum LabError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The deadline guard of a pause, hold or drain could not be started.
+    #[error("lab `{lab}`: cannot start the deadline guard `{program}`: {reason}; run `chaosctl lab up --lab {lab}` with faultlined next to chaosctl (or FAULTLINE_AGENT naming it) to record where faultlined is")]
+    Guard {
+        /// Lab name.
+        lab: String,
+        /// The `faultlined` binary tried, or `faultlined` when the lab has none recorded.
+        program: String,
+        /// What failed.
+        reason: String,
+    },
     /// A service replica's command could not be started (its program is missing, say).
     #[error("cannot start {service}/{replica}: `{program}`: {source}; check the service's command in the topology (is the program installed, and on PATH or given by its full path?)")]
     ServiceStart {
@@ -131,6 +144,25 @@ pub enum LabError {
         program: String,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// A service replica's process keeps exiting before it is ready (or exited once and its
+    /// restart policy leaves it down).
+    #[error("{service}/{replica} (`{program}`) {how} before it was ready{}; {}check the service's command in the topology (run it by hand to see why it stops)", repeated(*.times, *.retrying), log_ending(.log_tail))]
+    ServiceExited {
+        /// The service.
+        service: String,
+        /// The replica.
+        replica: u32,
+        /// The program the command names.
+        program: String,
+        /// How it last ended, e.g. `exited with 1`.
+        how: String,
+        /// How many times in a row.
+        times: u32,
+        /// Whether its restart policy starts it again.
+        retrying: bool,
+        /// The last lines of its log (standard output and error).
+        log_tail: Vec<String>,
     },
     /// A fault primitive failed.
     #[error(transparent)]
@@ -155,6 +187,25 @@ pub enum LabError {
         /// The lock file.
         path: PathBuf,
     },
+}
+
+/// `, 3 times in a row`, or `, and its restart policy leaves it down`, for
+/// [`LabError::ServiceExited`].
+fn repeated(times: u32, retrying: bool) -> String {
+    match (times, retrying) {
+        (_, false) => ", and its restart policy leaves it down".to_owned(),
+        (0 | 1, true) => String::new(),
+        (n, true) => format!(", {n} times in a row"),
+    }
+}
+
+/// What a replica's log ended with, for [`LabError::ServiceExited`].
+fn log_ending(lines: &[String]) -> String {
+    if lines.is_empty() {
+        "it printed nothing; ".to_owned()
+    } else {
+        format!("its log ends: {}; ", lines.join(" | "))
+    }
 }
 
 /// Checks a lab name.

@@ -4,6 +4,8 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use faultline_injectors::netns::connect_tcp_in_netns;
@@ -11,6 +13,46 @@ use faultline_injectors::netns::connect_tcp_in_netns;
 use super::topology::Readiness;
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// How many replicas a role or JetStream probe asks at once: enough for every replica of a
+/// usual service, few enough that a large one does not start a thread per replica.
+pub const ASK_AT_ONCE: usize = 8;
+
+/// `ask(item)` for every item, at most `at_once` at a time (at least one), each on a thread of
+/// its own; the answers in the items' order, whatever order they arrived in. With `at_once`
+/// 1 the items are asked one after another on the calling thread.
+pub fn ask_all<T: Sync, R: Send>(
+    items: &[T],
+    at_once: usize,
+    ask: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let at_once = at_once.clamp(1, items.len().max(1));
+    if at_once == 1 {
+        return items.iter().map(ask).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let answers: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..at_once {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let answer = ask(item);
+                *answers[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(answer);
+            });
+        }
+    });
+    // The scope joined every worker, and a worker that panicked re-raised its panic there, so
+    // every slot is filled.
+    answers
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .expect("every item was asked")
+        })
+        .collect()
+}
 
 /// Whether a TCP connection to `address:port` from `netns` succeeds.
 pub fn tcp_open(netns_dir: &Path, netns: &str, address: Ipv4Addr, port: u16) -> bool {
@@ -86,6 +128,44 @@ pub fn is_ready(
             .is_some_and(|(status, _)| (200..300).contains(&status)),
         Readiness::NatsJetstream { monitor_port } => {
             nats_meta_leader(netns_dir, client_netns, address, *monitor_port).is_some()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn ask_all_answers_in_order_and_never_asks_more_than_allowed_at_once() {
+        for (items, at_once) in [(0, 8), (1, 8), (3, 1), (3, 8), (20, 4), (5, 0)] {
+            let input: Vec<usize> = (0..items).collect();
+            let in_flight = AtomicUsize::new(0);
+            let most = AtomicUsize::new(0);
+            let expected_most = at_once.clamp(1, items.max(1)).min(items);
+            let answers = ask_all(&input, at_once, |i| {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                // Stay until as many asks as allowed run together (or give up after 5 s), so
+                // a run one at a time shows as `most == 1`, not as a hang.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while most.load(Ordering::SeqCst) < expected_most && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                i * 10
+            });
+            assert_eq!(
+                answers,
+                input.iter().map(|i| i * 10).collect::<Vec<_>>(),
+                "{items} items, {at_once} at once"
+            );
+            assert_eq!(
+                most.load(Ordering::SeqCst),
+                expected_most,
+                "{items} items, {at_once} at once"
+            );
         }
     }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::agent::render_arg;
 use super::control::LabContext;
 use super::jetstream::most_common_group;
-use super::probe::http_get;
+use super::probe::{ask_all, http_get, ASK_AT_ONCE};
 use super::topology::{says_primary, RoleProbe};
 use super::LabError;
 
@@ -86,12 +86,22 @@ impl RoleChoice {
 }
 
 impl LabContext {
-    /// Asks every running replica of `service` for its role until exactly one says primary.
+    /// Asks every running replica of `service` for its role until exactly one says primary,
+    /// up to [`ASK_AT_ONCE`] replicas at once.
     ///
     /// # Errors
     /// The service is unknown or has no role probe; no replica, or more than one, said primary
     /// within 10 s (the error lists every answer).
     pub fn primary_of(&self, service: &str) -> Result<RoleChoice, LabError> {
+        self.primary_of_asking(service, ASK_AT_ONCE)
+    }
+
+    /// [`Self::primary_of`], asking `at_once` replicas at a time; 1 asks them one after
+    /// another. The choice and the answers recorded do not depend on it.
+    ///
+    /// # Errors
+    /// As [`Self::primary_of`].
+    pub fn primary_of_asking(&self, service: &str, at_once: usize) -> Result<RoleChoice, LabError> {
         let unknown = |known: String| LabError::Unknown {
             lab: self.paths.name.clone(),
             what: "service",
@@ -117,7 +127,7 @@ impl LabContext {
         };
         let deadline = Instant::now() + SETTLE;
         loop {
-            let answers = self.ask_roles(service, probe)?;
+            let answers = self.ask_roles(service, probe, at_once)?;
             if let Some(choice) = self.only_primary(service, &answers) {
                 return Ok(choice);
             }
@@ -153,7 +163,7 @@ impl LabContext {
         service: &str,
         probe: &RoleProbe,
     ) -> Result<Option<RoleChoice>, LabError> {
-        let answers = self.ask_roles(service, probe)?;
+        let answers = self.ask_roles(service, probe, ASK_AT_ONCE)?;
         Ok(self.only_primary(service, &answers))
     }
 
@@ -175,11 +185,13 @@ impl LabContext {
         })
     }
 
-    /// Each running replica's answer: `(replica, node, answer)`, in replica order.
+    /// Each running replica's answer: `(replica, node, answer)`, in replica order, asking
+    /// `at_once` replicas at a time.
     fn ask_roles(
         &self,
         service: &str,
         probe: &RoleProbe,
+        at_once: usize,
     ) -> Result<Vec<(u32, String, String)>, LabError> {
         let state = self.services()?;
         let mut running: Vec<_> = state
@@ -192,14 +204,14 @@ impl LabContext {
             // For `tenants` (every tenant stream), the leader of the peer group most streams
             // share: the group a quorum loss attacks.
             RoleProbe::NatsJetstream { stream, .. } => self
-                .jetstream_placements(stream)
+                .jetstream_servers_asking(at_once)
                 .ok()
-                .and_then(|p| most_common_group(&p).and_then(|g| g.leader.clone()))
-                .and_then(|leader| {
-                    self.jetstream_servers()
-                        .ok()?
-                        .into_iter()
-                        .find(|s| s.name == leader)
+                .and_then(|servers| {
+                    let placements = self
+                        .jetstream_placements_among(&servers, stream, at_once)
+                        .ok()?;
+                    let leader = most_common_group(&placements)?.leader.clone()?;
+                    servers.into_iter().find(|s| s.name == leader)
                 }),
             _ => None,
         };
@@ -209,8 +221,7 @@ impl LabContext {
             .map(|r| ((r.service.clone(), r.replica), r.node.clone()))
             .collect();
         let client = self.paths.netns("client");
-        let mut answers = Vec::new();
-        for replica in running {
+        let answers = ask_all(&running, at_once, |replica| {
             let address = self
                 .topology
                 .node(&replica.node)
@@ -261,9 +272,9 @@ impl LabContext {
                     }
                 }
             };
-            answers.push((replica.replica, replica.node.clone(), answer));
-        }
-        Ok(answers)
+            Ok((replica.replica, replica.node.clone(), answer))
+        });
+        answers.into_iter().collect()
     }
 
     /// Runs one role command in the client namespace; its trimmed standard output.

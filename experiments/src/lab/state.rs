@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use faultline_injectors::process::ProcessTarget;
+
 use super::topology::Topology;
 use super::{LabError, NETNS_PREFIX};
+
+const GUARD_SUFFIX: &str = ".json";
 
 /// Every path of one lab.
 #[derive(Clone, Debug)]
@@ -29,25 +33,23 @@ impl LabPaths {
         }
     }
 
+    /// The state root this lab lives under.
+    pub fn state_root(&self) -> &Path {
+        // `dir` is `<state root>/labs/<name>`.
+        self.dir
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("/"))
+    }
+
     /// The halt marker of the whole state root, shared by every lab (see [`halt_marker_file`]).
     pub fn halt_marker_file(&self) -> PathBuf {
-        // `dir` is `<state root>/labs/<name>`.
-        halt_marker_file(
-            self.dir
-                .parent()
-                .and_then(Path::parent)
-                .unwrap_or(Path::new("/")),
-        )
+        halt_marker_file(self.state_root())
     }
 
     /// The state root's audit log (see [`audit_log_file`]).
     pub fn audit_log_file(&self) -> PathBuf {
-        audit_log_file(
-            self.dir
-                .parent()
-                .and_then(Path::parent)
-                .unwrap_or(Path::new("/")),
-        )
+        audit_log_file(self.state_root())
     }
 
     /// Topology and digest.
@@ -70,7 +72,39 @@ impl LabPaths {
     pub fn agent_pid_file(&self) -> PathBuf {
         self.dir.join("agent.pid")
     }
-    /// The agent's log.
+    /// One file per running deadline guard, `<fault id>.json`: its PID and start time.
+    pub fn guards_dir(&self) -> PathBuf {
+        self.dir.join("guards")
+    }
+    /// The file of fault `fault`'s deadline guard.
+    pub fn guard_file(&self, fault: &str) -> PathBuf {
+        self.guards_dir().join(format!("{fault}{GUARD_SUFFIX}"))
+    }
+    /// Every deadline guard recorded for this lab, by fault id, oldest fault first: PID and
+    /// start time as the process that started it wrote them. A guard that ended by a kill
+    /// leaves its file: check the process before trusting it.
+    pub fn recorded_guards(&self) -> Vec<(String, ProcessTarget)> {
+        let Ok(entries) = fs::read_dir(self.guards_dir()) else {
+            return vec![];
+        };
+        let mut guards: Vec<(String, ProcessTarget)> = entries
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                let fault = path
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(GUARD_SUFFIX)?
+                    .to_owned();
+                if fault.starts_with('.') {
+                    return None;
+                }
+                Some((fault, read_json(&path).ok()??))
+            })
+            .collect();
+        guards.sort_by(|a, b| a.0.cmp(&b.0));
+        guards
+    }
+    /// The agent's log (the deadline guards write theirs there too).
     pub fn agent_log(&self) -> PathBuf {
         self.dir.join("agent.log")
     }
@@ -114,6 +148,10 @@ pub struct LabRecord {
     /// then, and in labs brought up before versions were recorded.
     #[serde(default)]
     pub servers: Vec<crate::checkers::ServerVersion>,
+    /// The `faultlined` binary `lab up` last started the agent with: faults start their
+    /// deadline guards with it. Absent in labs brought up before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_binary: Option<PathBuf>,
 }
 
 /// One restart of a replica.
@@ -146,6 +184,39 @@ pub struct ReplicaState {
     pub restarts: Vec<RestartEvent>,
     /// Why it is not running, when it is not.
     pub down_reason: Option<String>,
+    /// Why its last start failed, while it has not been ready since: `lab up` stops waiting
+    /// on a replica whose program cannot be started or that keeps exiting before it is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_failure: Option<StartFailure>,
+}
+
+/// A replica that could not be started, or that exited before it was ready.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartFailure {
+    /// The program its command names, placeholders expanded.
+    pub program: String,
+    /// How it failed.
+    pub kind: StartFailureKind,
+    /// The spawn error (`No such file or directory (os error 2)`) or how it exited
+    /// (`exited with 1`).
+    pub reason: String,
+    /// The OS error number of a failed spawn, e.g. 2 (ENOENT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_error: Option<i32>,
+    /// How many times in a row it failed so.
+    pub times: u32,
+    /// Whether the agent starts it again (its restart policy), or leaves it down.
+    pub retrying: bool,
+}
+
+/// How a start failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFailureKind {
+    /// The program could not be started at all (missing, not executable, ...).
+    Spawn,
+    /// It started and exited before its readiness check ever passed.
+    ExitedBeforeReady,
 }
 
 impl ReplicaState {
