@@ -41,13 +41,16 @@ slo: {max_ttr: 10s, survivable: true}
 ";
 
 fn schedule(scenarios: &[(&str, &str)], background: &str) -> String {
+    use std::fmt::Write as _;
     let mut text = "suites:\n".to_owned();
     for (suite, file) in scenarios {
-        text += &format!(
-            "  - name: {suite}\n    cron: \"0 0 1 1 *\"\n    enabled: false\n    scenarios: [{{scenario: {file}}}]\n"
+        let _ = writeln!(
+            text,
+            "  - name: {suite}\n    cron: \"0 0 1 1 *\"\n    enabled: false\n    scenarios: [{{scenario: {file}}}]"
         );
     }
-    text + &format!("background: {background}\n")
+    let _ = writeln!(text, "background: {background}");
+    text
 }
 
 fn history_header(path: &Path) -> serde_json::Value {
@@ -71,6 +74,73 @@ fn gateway_nodes(lab: &TestLab) -> HashSet<String> {
     (1..=3)
         .map(|r| lab.node_of(&format!("gateway/{r}")))
         .collect()
+}
+
+/// The run's history is the slice: the background load's writes, of its 6 tenants, with the
+/// initial state and the read-back through each gateway, judged with the values held before.
+fn assert_the_history_is_the_http_backgrounds_slice(lab: &TestLab, row: &RunRow, segment: &Path) {
+    let dir = PathBuf::from(row.dir.as_deref().expect("dir"));
+    let history = dir.join("history.jsonl");
+    assert_eq!(history_header(&history)["adapter"], "http");
+    let slice = operations(&history);
+    let tenants: HashSet<&str> = slice.iter().map(|o| o.tenant.as_str()).collect();
+    assert!(
+        tenants.len() <= 6,
+        "only the background load's 6 tenants, not the scenario's 40: {tenants:?}"
+    );
+    let background = operations(segment);
+    let background_writes: HashSet<&str> = background
+        .iter()
+        .filter(|o| o.kind == OpKind::Write)
+        .filter_map(|o| o.value.as_deref())
+        .collect();
+    let slice_writes: Vec<&str> = slice
+        .iter()
+        .filter(|o| o.kind == OpKind::Write)
+        .filter_map(|o| o.value.as_deref())
+        .collect();
+    assert!(slice_writes.len() > 100, "{} writes", slice_writes.len());
+    assert!(
+        slice_writes.iter().all(|v| background_writes.contains(v)),
+        "every write of the run is the background load's"
+    );
+
+    // The initial state and the read-back went through each of the 3 gateways, every tenant.
+    let gateways = gateway_nodes(lab);
+    for (pattern, what) in [
+        (Pattern::InitialState, "initial-state reads"),
+        (Pattern::ReadBack, "read-back"),
+    ] {
+        let views: Vec<&Operation> = slice.iter().filter(|o| o.pattern == pattern).collect();
+        assert_eq!(
+            views.len(),
+            6 * 3,
+            "{what}: every tenant through 3 gateways"
+        );
+        let through: HashSet<String> = views.iter().map(|o| o.node.clone()).collect();
+        assert_eq!(through, gateways, "{what} through every gateway");
+        assert!(
+            views.iter().all(|o| o.outcome == Outcome::Ok),
+            "{what}: every gateway answered"
+        );
+    }
+    let held: HashSet<&str> = slice
+        .iter()
+        .filter(|o| o.pattern == Pattern::InitialState)
+        .flat_map(|o| o.read.iter().flatten())
+        .map(|item| item.value.as_str())
+        .collect();
+    assert!(
+        held.len() > 50 && held.iter().all(|v| background_writes.contains(v)),
+        "the gateways held the background load's earlier writes: {} values",
+        held.len()
+    );
+    assert!(
+        report(row)
+            .to_string()
+            .contains("held when the run began), none lost"),
+        "the consistency verdict judged the slice's writes and the values held before"
+    );
 }
 
 #[test]
@@ -115,68 +185,7 @@ fn an_http_run_is_a_slice_of_the_http_background_load() {
         "the load was not paused, no own load started:\n{log}"
     );
 
-    let dir = PathBuf::from(row.dir.as_deref().expect("dir"));
-    let history = dir.join("history.jsonl");
-    assert_eq!(history_header(&history)["adapter"], "http");
-    let slice = operations(&history);
-    let tenants: HashSet<&str> = slice.iter().map(|o| o.tenant.as_str()).collect();
-    assert!(
-        tenants.len() <= 6,
-        "only the background load's 6 tenants, not the scenario's 40: {tenants:?}"
-    );
-    let background = operations(&segment);
-    let background_writes: HashSet<&str> = background
-        .iter()
-        .filter(|o| o.kind == OpKind::Write)
-        .filter_map(|o| o.value.as_deref())
-        .collect();
-    let slice_writes: Vec<&str> = slice
-        .iter()
-        .filter(|o| o.kind == OpKind::Write)
-        .filter_map(|o| o.value.as_deref())
-        .collect();
-    assert!(slice_writes.len() > 100, "{} writes", slice_writes.len());
-    assert!(
-        slice_writes.iter().all(|v| background_writes.contains(v)),
-        "every write of the run is the background load's"
-    );
-
-    // The initial state and the read-back went through each of the 3 gateways, every tenant.
-    let gateways = gateway_nodes(&lab);
-    for (pattern, what) in [
-        (Pattern::InitialState, "initial-state reads"),
-        (Pattern::ReadBack, "read-back"),
-    ] {
-        let views: Vec<&Operation> = slice.iter().filter(|o| o.pattern == pattern).collect();
-        assert_eq!(
-            views.len(),
-            6 * 3,
-            "{what}: every tenant through 3 gateways"
-        );
-        let through: HashSet<String> = views.iter().map(|o| o.node.clone()).collect();
-        assert_eq!(through, gateways, "{what} through every gateway");
-        assert!(
-            views.iter().all(|o| o.outcome == Outcome::Ok),
-            "{what}: every gateway answered"
-        );
-    }
-    let held: HashSet<&str> = slice
-        .iter()
-        .filter(|o| o.pattern == Pattern::InitialState)
-        .flat_map(|o| o.read.iter().flatten())
-        .map(|item| item.value.as_str())
-        .collect();
-    assert!(
-        held.len() > 50 && held.iter().all(|v| background_writes.contains(v)),
-        "the gateways held the background load's earlier writes: {} values",
-        held.len()
-    );
-    assert!(
-        report(&row)
-            .to_string()
-            .contains("held when the run began), none lost"),
-        "the consistency verdict judged the slice's writes and the values held before"
-    );
+    assert_the_history_is_the_http_backgrounds_slice(&lab, &row, &segment);
 
     // The load went on across the run, in the same segment, without the slice's reads.
     let ended = row.ended_at.expect("ended").timestamp_millis() as u64;
@@ -251,40 +260,12 @@ slo: {{max_ttr: 12s, survivable: true}}
     )
 }
 
-/// Which NATS server holds how many tenants' streams, from each server's store.
-fn streams_per_server(lab: &TestLab) -> BTreeMap<u32, usize> {
-    (1..=3)
-        .map(|replica| {
-            let streams = lab
-                .lab_dir()
-                .join("data")
-                .join(format!("nats-{replica}"))
-                .join("jetstream")
-                .join("$G")
-                .join("streams");
-            let count = std::fs::read_dir(streams)
-                .map(|d| {
-                    d.flatten()
-                        .filter(|e| e.file_name().to_string_lossy().starts_with("FL_"))
-                        .count()
-                })
-                .unwrap_or(0);
-            (replica, count)
-        })
-        .collect()
-}
-
-#[test]
-fn a_value_held_before_the_run_and_lost_during_it_is_judged_lost() {
-    if !can_run_lab() {
-        return;
-    }
-    let lab = TestLab::new();
-    let root = lab.state_root().to_path_buf();
-    let topology = root.join("ephemeral.yaml");
+/// Brings `lab` up with [`ephemeral_single_replica_topology`]. The topology names the server
+/// under test itself, inside its wrapper, so `lab up` gets no `--nats-server` to put in place of
+/// a `nats-server` program (there is none).
+fn up_with_ephemeral_single_replica_storage(lab: &TestLab) {
+    let topology = lab.state_root().join("ephemeral.yaml");
     std::fs::write(&topology, ephemeral_single_replica_topology()).expect("topology");
-    // The topology names the server under test itself, inside its wrapper, so `lab up` gets no
-    // `--nats-server` to put in place of a `nats-server` program (there is none).
     let up = chaosctl_command(lab.state_root(), &lab.name)
         .env_remove("FAULTLINE_NATS_SERVER")
         .args(["lab", "up", "--topology"])
@@ -296,6 +277,123 @@ fn a_value_held_before_the_run_and_lost_during_it_is_judged_lost() {
         "lab up: {}",
         String::from_utf8_lossy(&up.stderr)
     );
+}
+
+/// Each of `held_lost` was acknowledged to the background load before the slice began (its
+/// history's start), seen by the initial-state reads, and is in no read-back view although its
+/// tenant was read back.
+fn assert_held_before_and_gone_after(row: &RunRow, segment: &Path, held_lost: &[String]) {
+    // ... which the background load wrote, acknowledged, before the slice began (its history's
+    // start), ...
+    let history = PathBuf::from(row.dir.as_deref().expect("dir")).join("history.jsonl");
+    let started = history_header(&history)["started_at_unix_ms"]
+        .as_u64()
+        .expect("start");
+    let background = operations(segment);
+    for value in held_lost {
+        let writes: Vec<&Operation> = background
+            .iter()
+            .filter(|o| o.kind == OpKind::Write && o.value.as_deref() == Some(value))
+            .collect();
+        assert!(
+            writes
+                .iter()
+                .any(|o| o.outcome == Outcome::Ok && o.complete_unix_ms <= started),
+            "{value} was acknowledged to the background load before the slice began at {started}: {writes:?}"
+        );
+    }
+    // ... which the initial-state reads saw, and which no read-back view has.
+    let slice = operations(&history);
+    let seen = |pattern: Pattern| -> HashSet<String> {
+        slice
+            .iter()
+            .filter(|o| o.pattern == pattern)
+            .flat_map(|o| o.read.iter().flatten())
+            .map(|item| item.value.clone())
+            .collect()
+    };
+    let (initial, read_back) = (seen(Pattern::InitialState), seen(Pattern::ReadBack));
+    for value in held_lost {
+        assert!(
+            initial.contains(value),
+            "{value} was held when the run began"
+        );
+        assert!(!read_back.contains(value), "{value} is gone after the run");
+        // The store answered without it: a read-back of its tenant succeeded.
+        let tenant = value.split('/').next().expect("tenant");
+        assert!(
+            slice.iter().any(|o| o.pattern == Pattern::ReadBack
+                && o.tenant == tenant
+                && o.outcome == Outcome::Ok),
+            "{tenant} was read back"
+        );
+    }
+}
+
+/// Which NATS server holds how many tenants' streams, from each server's store.
+fn streams_per_server(lab: &TestLab) -> BTreeMap<u32, usize> {
+    (1..=3)
+        .map(|replica| {
+            let streams = lab
+                .lab_dir()
+                .join("data")
+                .join(format!("nats-{replica}"))
+                .join("jetstream")
+                .join("$G")
+                .join("streams");
+            let count = std::fs::read_dir(streams).map_or(0, |d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("FL_"))
+                    .count()
+            });
+            (replica, count)
+        })
+        .collect()
+}
+
+/// The consistency verdict's `lost` count, and the values its evidence names as held when the
+/// run began.
+fn lost_values_held_before(report: &serde_json::Value) -> (u64, Vec<String>) {
+    let lost = report["verdicts"]
+        .as_array()
+        .expect("verdicts")
+        .iter()
+        .find(|v| v["name"] == "consistency")
+        .and_then(|v| {
+            v["anomalies"]
+                .as_array()
+                .expect("anomalies")
+                .iter()
+                .find(|a| a["name"] == "lost")
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no lost anomaly: {report}"));
+    let held_lost: Vec<String> = lost["evidence"]
+        .as_array()
+        .expect("evidence")
+        .iter()
+        .filter(|e| {
+            e["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("held when the run began"))
+        })
+        .filter_map(|e| e["value"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        !held_lost.is_empty(),
+        "no value held when the run began is named lost: {lost}"
+    );
+    (lost["count"].as_u64().expect("count"), held_lost)
+}
+
+#[test]
+fn a_value_held_before_the_run_and_lost_during_it_is_judged_lost() {
+    if !can_run_lab() {
+        return;
+    }
+    let lab = TestLab::new();
+    let root = lab.state_root().to_path_buf();
+    up_with_ephemeral_single_replica_storage(&lab);
     for replica in 1..=3 {
         std::fs::write(
             root.join(format!("lose-nats-{replica}.yaml")),
@@ -342,85 +440,11 @@ fn a_value_held_before_the_run_and_lost_during_it_is_judged_lost() {
     );
 
     // The verdict names a value held when the run began as lost ...
-    let report = report(&row);
-    let lost = report["verdicts"]
-        .as_array()
-        .expect("verdicts")
-        .iter()
-        .find(|v| v["name"] == "consistency")
-        .and_then(|v| {
-            v["anomalies"]
-                .as_array()
-                .expect("anomalies")
-                .iter()
-                .find(|a| a["name"] == "lost")
-                .cloned()
-        })
-        .unwrap_or_else(|| panic!("no lost anomaly: {report}"));
-    let held_lost: Vec<String> = lost["evidence"]
-        .as_array()
-        .expect("evidence")
-        .iter()
-        .filter(|e| {
-            e["detail"]
-                .as_str()
-                .is_some_and(|d| d.starts_with("held when the run began"))
-        })
-        .filter_map(|e| e["value"].as_str().map(str::to_owned))
-        .collect();
-    assert!(
-        !held_lost.is_empty(),
-        "no value held when the run began is named lost: {lost}"
-    );
-
-    // ... which the background load wrote, acknowledged, before the slice began (its history's
-    // start), ...
-    let history = PathBuf::from(row.dir.as_deref().expect("dir")).join("history.jsonl");
-    let started = history_header(&history)["started_at_unix_ms"]
-        .as_u64()
-        .expect("start");
-    let background = operations(&segment);
-    for value in &held_lost {
-        let writes: Vec<&Operation> = background
-            .iter()
-            .filter(|o| o.kind == OpKind::Write && o.value.as_deref() == Some(value))
-            .collect();
-        assert!(
-            writes
-                .iter()
-                .any(|o| o.outcome == Outcome::Ok && o.complete_unix_ms <= started),
-            "{value} was acknowledged to the background load before the slice began at {started}: {writes:?}"
-        );
-    }
-    // ... which the initial-state reads saw, and which no read-back view has.
-    let slice = operations(&history);
-    let seen = |pattern: Pattern| -> HashSet<String> {
-        slice
-            .iter()
-            .filter(|o| o.pattern == pattern)
-            .flat_map(|o| o.read.iter().flatten())
-            .map(|item| item.value.clone())
-            .collect()
-    };
-    let (initial, read_back) = (seen(Pattern::InitialState), seen(Pattern::ReadBack));
-    for value in &held_lost {
-        assert!(
-            initial.contains(value),
-            "{value} was held when the run began"
-        );
-        assert!(!read_back.contains(value), "{value} is gone after the run");
-        // The store answered without it: a read-back of its tenant succeeded.
-        let tenant = value.split('/').next().expect("tenant");
-        assert!(
-            slice.iter().any(|o| o.pattern == Pattern::ReadBack
-                && o.tenant == tenant
-                && o.outcome == Outcome::Ok),
-            "{tenant} was read back"
-        );
-    }
-    eprintln!(
+    let (lost_count, held_lost) = lost_values_held_before(&report(&row));
+    assert_held_before_and_gone_after(&row, &segment, &held_lost);
+    faultline_experiments::stderr_line!(
         "killed nats/{replica} holding {streams} of 9 tenants' streams: {} lost, {} of them named as held when the run began",
-        lost["count"],
+        lost_count,
         held_lost.len()
     );
     drop(daemon);
