@@ -5,66 +5,19 @@
 //! (none falsely lost), and the background history goes on across the run.
 
 mod common;
+mod serve_common;
 
 use std::collections::HashSet;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{can_run_lab, wait_until, TestLab};
 use faultline_daemon::serve::client::{self, request};
 use faultline_experiments::history::{OpKind, Operation, Pattern};
-use faultline_experiments::schedule::{RunFilter, RunIndex, RunRow};
-
-const TOKEN: &str = "slice-token-0123456789abcdef";
-
-/// A `faultlined serve` this test started; killed by PID when dropped.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(lab: &TestLab, schedule: &Path, token: &Path) -> Self {
-        let log = lab.state_root().join("serve.log");
-        let out = std::fs::File::create(&log).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_faultlined"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--open-reads", "--lab"])
-            .arg(&lab.name)
-            .arg("--state-root")
-            .arg(lab.state_root())
-            .arg("--schedule")
-            .arg(schedule)
-            .arg("--token-file")
-            .arg(token)
-            .env("FAULTLINE_AGENT", env!("CARGO_BIN_EXE_faultlined"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("start faultlined serve");
-        let daemon = Self { child, log };
-        let pid = daemon.child.id() as i32;
-        wait_until(
-            Duration::from_secs(180),
-            "faultlined serve to listen",
-            || client::find(lab.state_root()).is_some_and(|info| info.pid == pid),
-        );
-        daemon
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use faultline_experiments::schedule::RunRow;
+use serve_common::{
+    background_files, live_segment, operations, token_file, trigger_and_wait, Daemon, TOKEN,
+};
 
 /// One NATS server killed 2 s into the fault phase; the supervisor restarts it. The scenario's
 /// own `tenants` and `rate` do not apply: a slice is the background load's.
@@ -92,36 +45,6 @@ suites:
 background: {enabled: true, tenants: 6, rate: 30, rotate_every: 1h, keep_for: 1h}
 ";
 
-fn rows(lab: &TestLab) -> Vec<RunRow> {
-    RunIndex::open(&RunIndex::default_path(lab.state_root()))
-        .expect("index")
-        .list(&RunFilter::default())
-        .expect("list")
-}
-
-/// The operations of a history file (header skipped, a partial last line tolerated).
-fn operations(path: &Path) -> Vec<Operation> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn background_files(lab: &TestLab) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(lab.state_root().join("background"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                .filter(|n| n.starts_with("history-"))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 #[test]
 fn a_scheduled_run_is_a_slice_of_the_background_load() {
     if !can_run_lab() {
@@ -132,38 +55,12 @@ fn a_scheduled_run_is_a_slice_of_the_background_load() {
     std::fs::write(root.join("quick-nats-kill.yaml"), SPEC).expect("spec");
     let schedule = root.join("schedule.yaml");
     std::fs::write(&schedule, SCHEDULE).expect("schedule");
-    let token = root.join("token");
-    std::fs::write(&token, TOKEN).expect("token");
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let token = token_file(&lab);
     let daemon = Daemon::start(&lab, &schedule, &token);
 
     // The background load runs before the run: one live segment.
-    wait_until(Duration::from_secs(60), "the background load", || {
-        background_files(&lab).len() == 1
-    });
-    let segment = root.join("background").join(&background_files(&lab)[0]);
-    wait_until(Duration::from_secs(60), "background operations", || {
-        operations(&segment).len() > 50
-    });
-
-    let address = client::find(&root).expect("daemon").listen;
-    let answer = request(
-        address,
-        "POST",
-        "/api/v1/suites/by-hand/trigger",
-        Some(TOKEN),
-        None,
-    )
-    .expect("trigger");
-    assert_eq!(answer.status, 202, "{}", answer.body);
-    wait_until(Duration::from_secs(120), "the run to finish", || {
-        rows(&lab).iter().any(|r| r.status.is_final())
-    });
-    let row = rows(&lab)
-        .into_iter()
-        .find(|r| r.status.is_final())
-        .expect("run");
-    let log = daemon.log();
+    let segment = live_segment(&lab, 50);
+    let (row, log) = trigger_and_wait(&lab, &daemon, "by-hand");
     assert!(
         row.status.is_judged(),
         "run ended {:?}: {:?}\n{log}",
@@ -182,6 +79,7 @@ fn a_scheduled_run_is_a_slice_of_the_background_load() {
 
     assert_the_history_is_the_backgrounds_slice(&row, &segment);
     assert_the_background_load_went_on(&lab, &row, &segment);
+    let address = client::find(&root).expect("daemon").listen;
     assert_a_reload_restarts_the_load_with_new_settings(&lab, &schedule, address);
     drop(daemon);
     assert!(lab.our_rules().is_empty());

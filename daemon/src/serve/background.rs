@@ -5,8 +5,9 @@
 //!
 //! A run is a slice of it: the run holds the running segment ([`Background::hold`]), so it
 //! does not rotate under the run, and takes its operations for the run's span; the load is
-//! never paused for it. A run the load cannot serve (another adapter or replica count, or no
-//! segment running) pauses it and starts its own load, as before ([`Background::pause`]).
+//! never paused for it, whether it is a NATS or an HTTP load. A run the load is not the load
+//! of (another adapter, stream replica count or HTTP services, or no segment running) pauses
+//! it and starts its own load ([`Background::pause`]), and the daemon logs why.
 //! Before a run, the last minute of the background load is the steady-state check: a loaded
 //! machine or cluster skips the run with the reason, before anything is injected.
 
@@ -226,7 +227,11 @@ impl Background {
                 "background load: now {} tenants at {} ops/s on {}, rotated every {}, kept {}",
                 spec.tenants,
                 spec.rate,
-                spec.adapter,
+                if spec.adapter == "http" {
+                    format!("http through {}", spec.services.join(", "))
+                } else {
+                    spec.adapter.clone()
+                },
                 humantime::format_duration(spec.rotate_every),
                 humantime::format_duration(spec.keep_for)
             )
@@ -366,6 +371,7 @@ fn supervise(
             } else {
                 AdapterKind::Nats
             },
+            http_services: spec.services.clone(),
             history: history.clone(),
             observations: observations.clone(),
             record_faults: false,

@@ -190,29 +190,41 @@ impl SuiteRunner for LabRunner {
     }
 }
 
-/// Why the background load cannot serve a run's slice, if it cannot: a slice reads NATS
-/// streams back, and the scenario's load must be the background load's kind.
+/// Why a run cannot be a slice of the background load, if it cannot: the slice's operations
+/// are the background load's, so the scenario must ask for that load. Both adapters slice (a
+/// NATS load is read back through each server, an HTTP one through each of its gateways); the
+/// adapter, a NATS load's stream replica count and an HTTP load's services must be the
+/// background load's. Its tenants and rate stand in for the scenario's.
 fn slice_refusal(live: &LiveLoad, spec: &ExperimentSpec) -> Option<String> {
     let wanted = if spec.workload.adapter == "http" {
         AdapterKind::Http
     } else {
         AdapterKind::Nats
     };
-    if live.adapter() != AdapterKind::Nats || wanted != AdapterKind::Nats {
+    if live.adapter() != wanted {
         return Some(format!(
-            "the scenario's load uses the {} adapter and the background load the {}; a slice needs both on NATS",
+            "the scenario's load uses the {} adapter and the background load the {}; a slice is of the same load",
             wanted.name(),
             live.adapter().name()
         ));
     }
-    if live.stream_replicas() != spec.workload.stream_replicas as usize {
-        return Some(format!(
-            "the scenario asks for {} stream replicas and the background load has {}",
-            spec.workload.stream_replicas,
-            live.stream_replicas()
-        ));
+    match wanted {
+        AdapterKind::Nats if live.stream_replicas() != spec.workload.stream_replicas as usize => {
+            Some(format!(
+                "the scenario asks for {} stream replicas and the background load has {}",
+                spec.workload.stream_replicas,
+                live.stream_replicas()
+            ))
+        }
+        AdapterKind::Http if live.http_services() != spec.workload.services.as_slice() => {
+            Some(format!(
+                "the scenario's HTTP load goes to services [{}] and the background load to [{}]; set background.services to the scenario's",
+                spec.workload.services.join(", "),
+                live.http_services().join(", ")
+            ))
+        }
+        _ => None,
     }
-    None
 }
 
 impl LabRunner {

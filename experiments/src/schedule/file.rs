@@ -168,6 +168,10 @@ pub struct BackgroundSpec {
     pub rate: f64,
     /// `nats` or `http`.
     pub adapter: String,
+    /// With `adapter: http`: the lab services that serve the tenant-records contract, as a
+    /// spec's `workload.services` (default `[gateway]`). A run is a slice of the load only
+    /// when its spec names the same.
+    pub services: Vec<String>,
     /// How often its history file is rotated (and the old one compressed).
     #[serde(with = "crate::spec::duration_text")]
     pub rotate_every: Duration,
@@ -183,6 +187,7 @@ impl Default for BackgroundSpec {
             tenants: 50,
             rate: 50.0,
             adapter: "nats".to_owned(),
+            services: vec![crate::workload::target::GATEWAY_SERVICE.to_owned()],
             rotate_every: Duration::from_secs(3600),
             keep_for: Duration::from_secs(7 * 24 * 3600),
         }
@@ -375,6 +380,14 @@ impl ScheduleFile {
             return Err(invalid(
                 "background.adapter".into(),
                 format!("`{}` is not an adapter; use nats or http", bg.adapter),
+            ));
+        }
+        if bg.adapter == "http"
+            && (bg.services.is_empty() || bg.services.iter().any(String::is_empty))
+        {
+            return Err(invalid(
+                "background.services".into(),
+                "name the lab services that serve the HTTP contract, e.g. [gateway]".into(),
             ));
         }
         if bg.rotate_every < Duration::from_secs(60) {
@@ -778,6 +791,29 @@ suites:
         ] {
             let error = error_of(&format!("{MINIMAL}blackouts:\n  - {blackout}\n"));
             assert!(error.contains(expected), "{blackout}: {error}");
+        }
+        for (background, expected) in [
+            ("{adapter: grpc}", "background.adapter"),
+            ("{adapter: http, services: []}", "background.services"),
+            ("{adapter: http, services: [\"\"]}", "background.services"),
+        ] {
+            let error = error_of(&format!("{MINIMAL}background: {background}\n"));
+            assert!(error.contains(expected), "{background}: {error}");
+        }
+        // An HTTP background load names its services; a NATS one needs none.
+        for background in [
+            "{adapter: http, services: [my-api]}",
+            "{adapter: nats, services: []}",
+        ] {
+            let yaml = format!("{MINIMAL}background: {background}\n");
+            let schedule = ScheduleFile::parse(&yaml, "s.yaml")
+                .expect("parse")
+                .resolve("s.yaml", Path::new("."))
+                .unwrap_or_else(|e| panic!("{background}: {e}"));
+            assert_eq!(
+                schedule.background.services.len(),
+                usize::from(background.contains("my-api"))
+            );
         }
     }
 

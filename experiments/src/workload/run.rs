@@ -1861,7 +1861,7 @@ async fn settled_stream_state(
 }
 
 /// Reads one tenant's records through one endpoint, page by page, each page retried 3 times.
-async fn read_pages(
+pub(super) async fn read_pages(
     client: &HttpClient,
     endpoint: &super::http::Endpoint,
     tenant: &TenantSpec,

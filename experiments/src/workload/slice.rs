@@ -1,8 +1,10 @@
 //! A run as a slice of a load that keeps running (the daemon's background load): the run takes
 //! the running load's handle ([`LiveLoad`]) instead of starting its own, reads what every
-//! tenant's stream holds as it begins ([`LiveLoad::read_initial_state`]), injects its faults on
-//! the load's clock, reads every tenant back through every node while the load goes on
-//! ([`LiveLoad::read_back`]), and cuts its history out of the load's ([`cut`]).
+//! tenant holds as it begins ([`LiveLoad::read_initial_state`]), injects its faults on the
+//! load's clock, reads every tenant back through every node while the load goes on
+//! ([`LiveLoad::read_back`]), and cuts its history out of the load's ([`cut`]). Either adapter:
+//! a NATS load's tenants are read as streams through each NATS server, an HTTP load's through
+//! the contract's read endpoint on each gateway the load goes to.
 //!
 //! What the cut keeps, so that the checkers judge the run's span and nothing before it:
 //! - writes and reads that began at or after the slice's start and completed by the cut (when
@@ -38,7 +40,8 @@ use crate::history::{
 
 use super::clock::RunClock;
 use super::config::{AdapterKind, WorkloadConfig};
-use super::nats::{ConnectSpec, NatsConn};
+use super::http::HttpClient;
+use super::nats::{ConnectSpec, NatsConn, ReadRecord};
 use super::recorder::ObservationSink;
 use super::schedule::TenantSpec;
 use super::stats::Progress;
@@ -58,8 +61,10 @@ pub struct LiveLoad {
     pub(super) target: Target,
     pub(super) adapter: AdapterKind,
     pub(super) stream_replicas: usize,
+    pub(super) http_services: Vec<String>,
     pub(super) op_timeout: Duration,
     pub(super) ping_interval: Duration,
+    pub(super) http_timeout: Duration,
 }
 
 /// A slice's span on the load's clock, ns.
@@ -104,8 +109,10 @@ impl LiveLoad {
             target,
             adapter: config.adapter,
             stream_replicas: config.stream_replicas,
+            http_services: config.http_services.clone(),
             op_timeout: config.op_timeout,
             ping_interval: config.ping_interval,
+            http_timeout: config.http_timeout,
         }
     }
 
@@ -147,15 +154,21 @@ impl LiveLoad {
         self.stream_replicas
     }
 
+    /// The lab services an HTTP load goes to (those that serve the contract).
+    pub fn http_services(&self) -> &[String] {
+        &self.http_services
+    }
+
     /// Tenants of the load.
     pub fn tenant_count(&self) -> usize {
         self.tenants.len()
     }
 
     /// Reads every tenant's whole stream through every NATS server, each through a connection
-    /// pinned to that server, after waiting until `settle_until_ns` on the load's clock. Runs
-    /// on a thread of its own that enters the lab's client namespace; the load goes on
-    /// meanwhile. Writes the `read_back` operations to `out` (JSON Lines, one operation a
+    /// pinned to that server (an HTTP load: every tenant's records through each gateway's read
+    /// endpoint, page by page, that gateway alone), after waiting until `settle_until_ns` on
+    /// the load's clock. Runs on a thread of its own that enters the lab's client namespace;
+    /// the load goes on meanwhile. Writes the `read_back` operations to `out` (JSON Lines, one operation a
     /// line, as they complete, so a long slice's read-back is not held in memory) and returns
     /// how many. They are not recorded in the load's history, whose later segments would take
     /// them for a final read-back.
@@ -164,8 +177,9 @@ impl LiveLoad {
     /// which would be a fault on the load that keeps running.
     ///
     /// # Errors
-    /// The load is not a NATS load, the thread cannot enter the namespace or start its
-    /// runtime, or `out` cannot be written.
+    /// The thread cannot enter the namespace or start its runtime, or `out` cannot be
+    /// written. A server or gateway that does not answer is not an error: its reads are
+    /// recorded as failed.
     pub fn read_back(&self, settle_until_ns: u64, out: &Path) -> Result<u64, WorkloadError> {
         self.read_views_on_thread(Pattern::ReadBack, settle_until_ns, out.to_path_buf())?
             .join()
@@ -174,13 +188,13 @@ impl LiveLoad {
             })?
     }
 
-    /// Starts reading what every tenant's stream holds now, through every NATS server, on a
-    /// thread of its own: the initial state of a slice that begins now (`initial_state`
+    /// Starts reading what every tenant holds now, through every NATS server (or gateway), on
+    /// a thread of its own: the initial state of a slice that begins now (`initial_state`
     /// operations, written to `out` as [`LiveLoad::read_back`] writes its own). The load goes
     /// on meanwhile; [`InitialRead::wait`] waits for the end.
     ///
     /// # Errors
-    /// The load is not a NATS load, or the thread cannot start.
+    /// The thread cannot start.
     pub fn read_initial_state(&self, out: PathBuf) -> Result<InitialRead, WorkloadError> {
         let thread = self.read_views_on_thread(Pattern::InitialState, 0, out)?;
         Ok(InitialRead { thread })
@@ -192,11 +206,6 @@ impl LiveLoad {
         not_before_ns: u64,
         out: PathBuf,
     ) -> Result<ReadThread, WorkloadError> {
-        if self.adapter != AdapterKind::Nats {
-            return Err(WorkloadError::Config(
-                "a slice reads NATS streams; this load uses the HTTP adapter".to_owned(),
-            ));
-        }
         let live = self.clone();
         std::thread::Builder::new()
             .name(format!("slice-{}", process_prefix(pattern)))
@@ -213,8 +222,8 @@ impl LiveLoad {
             .map_err(WorkloadError::Runtime)
     }
 
-    /// Every tenant's whole stream through every server, from `not_before_ns` on the load's
-    /// clock, as operations of `pattern` written to `out`.
+    /// Every tenant through every server (NATS) or gateway (HTTP), from `not_before_ns` on the
+    /// load's clock, as operations of `pattern` written to `out`.
     async fn read_views(
         &self,
         pattern: Pattern,
@@ -232,7 +241,24 @@ impl LiveLoad {
         ))
         .await;
         let mut target = self.target.clone();
+        // The replicas where they are now (a drained node's moved).
         let _ = target.refresh();
+        let count = match self.adapter {
+            AdapterKind::Nats => self.read_nats_views(&target, pattern, &mut file).await,
+            AdapterKind::Http => self.read_http_views(&target, pattern, &mut file).await,
+        }
+        .map_err(write_err)?;
+        file.flush().map_err(write_err)?;
+        Ok(count)
+    }
+
+    /// Every tenant's whole stream through each NATS server, on a connection pinned to it.
+    async fn read_nats_views(
+        &self,
+        target: &Target,
+        pattern: Pattern,
+        file: &mut impl std::io::Write,
+    ) -> std::io::Result<u64> {
         let mut count = 0;
         for server in &target.nats {
             let spec = ConnectSpec {
@@ -267,15 +293,61 @@ impl LiveLoad {
                         invoke_ns: invoke,
                         complete_ns: complete,
                     };
+                    let result = result.map(|records| {
+                        let other = records
+                            .iter()
+                            .filter_map(|r| r.tenant.as_deref())
+                            .find(|t| *t != tenant.id)
+                            .map(str::to_owned);
+                        (records, other)
+                    });
                     view_op(&clock, &view, tenant, result)
                 })
                 .buffer_unordered(8);
             while let Some(op) = reads.next().await {
-                write_json(&mut file, &op).map_err(write_err)?;
+                write_json(file, &op)?;
                 count += 1;
             }
         }
-        file.flush().map_err(write_err)?;
+        Ok(count)
+    }
+
+    /// Every tenant's records through each gateway's read endpoint, that gateway alone (no
+    /// failover to another), page by page, as the final read-back of an HTTP load reads them.
+    async fn read_http_views(
+        &self,
+        target: &Target,
+        pattern: Pattern,
+        file: &mut impl std::io::Write,
+    ) -> std::io::Result<u64> {
+        let client = HttpClient::new(&target.gateways, self.http_timeout, 0);
+        let mut count = 0;
+        for endpoint in client.endpoints() {
+            let clock = self.clock;
+            let (client, endpoint) = (&client, &endpoint);
+            let mut reads = futures::stream::iter(self.tenants.iter())
+                .map(|tenant| async move {
+                    let invoke = clock.now_ns();
+                    let result = super::run::read_pages(client, endpoint, tenant).await;
+                    let complete = clock.now_ns();
+                    let view = View {
+                        node: &endpoint.node,
+                        pattern,
+                        invoke_ns: invoke,
+                        complete_ns: complete,
+                    };
+                    let result = result.map(|(records, served)| {
+                        let other = (served != tenant.id).then_some(served);
+                        (records, other)
+                    });
+                    view_op(&clock, &view, tenant, result)
+                })
+                .buffer_unordered(8);
+            while let Some(op) = reads.next().await {
+                write_json(file, &op)?;
+                count += 1;
+            }
+        }
         Ok(count)
     }
 }
@@ -315,19 +387,16 @@ struct View<'a> {
     complete_ns: u64,
 }
 
+/// A view's read as an operation: `result` is the records and the other tenant they were
+/// served for, if another's.
 fn view_op(
     clock: &RunClock,
     view: &View<'_>,
     tenant: &TenantSpec,
-    result: Result<Vec<super::nats::ReadRecord>, String>,
+    result: Result<(Vec<ReadRecord>, Option<String>), String>,
 ) -> Operation {
     let (outcome, error, read, served_tenant) = match result {
-        Ok(records) => {
-            let other = records
-                .iter()
-                .filter_map(|r| r.tenant.as_deref())
-                .find(|t| *t != tenant.id)
-                .map(str::to_owned);
+        Ok((records, other)) => {
             let items = records
                 .into_iter()
                 .map(|r| ReadItem {
